@@ -1,0 +1,16 @@
+/* weft.h: the public API of weft, a microkernel-style actor runtime on libuv.
+ * Include this one header. See README.md for a tour and DESIGN.md for the
+ * guarantees. */
+#ifndef WEFT_H
+#define WEFT_H
+
+#include "weft/common.h"
+#include "weft/error.h"
+#include "weft/buf.h"
+#include "weft/msg.h"
+#include "weft/port.h"
+#include "weft/runtime.h"
+#include "weft/worker.h"
+#include "weft/actor.h"
+
+#endif /* WEFT_H */

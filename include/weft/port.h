@@ -1,0 +1,115 @@
+/* weft/port.h: channels and ports.
+ *
+ * A channel is a pair of entangled ports. What is posted on one port arrives
+ * at the other, on the context (thread + loop) that owns the other. Guarantees
+ * (DESIGN.md section 4): per channel and direction, FIFO and exactly once;
+ * messages posted before a close are delivered before the peer's close event;
+ * a port in transit keeps what reaches it and delivers it, in order, on its new
+ * owner; each port's inbound queue is bounded (messages and bytes) and a post
+ * past the bound returns WEFT_EAGAIN, leaving the message with the caller.
+ *
+ * Threads: a port is owned by one context and used only on that context's
+ * thread, except weft_port_post, which any thread may call while the port is
+ * open (the caller must make sure nobody closes the port concurrently, as with
+ * uv_async_send). Callbacks run on the owner's thread, from its loop.
+ *
+ * Closing: weft_port_close is idempotent and non-blocking. Closing either end
+ * closes the channel: the other end receives everything posted before the
+ * close, then its close callback. Each end's close callback is called exactly
+ * once; after it returns the port's memory may be released, so the port must
+ * not be used after its close callback. */
+#ifndef WEFT_PORT_H
+#define WEFT_PORT_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Default bounds of a port's inbound queue (overridable per runtime and per
+ * port): 65536 messages and 64 MiB of payload + owned-buffer bytes. */
+#define WEFT_PORT_DEFAULT_HWM_MSGS 65536u
+#define WEFT_PORT_DEFAULT_HWM_BYTES (64u * 1024u * 1024u)
+
+/* Called for each message, on the owner thread. The callee owns msg (free it
+ * with weft_msg_free, or keep it). The callee may post, close this port, or
+ * start/stop other ports. */
+typedef void (*weft_port_message_cb)(weft_port_t *port, weft_msg_t *msg);
+
+typedef struct {
+  int reason;            /* 0: this end was closed with weft_port_close;
+                            WEFT_ECLOSED: the peer closed the channel;
+                            WEFT_EPEERDIED / WEFT_EPROTO / ...: the transport failed */
+  uint64_t undelivered;  /* messages this end posted that the peer will never
+                            receive (discarded when the peer closed) */
+  uint64_t discarded;    /* messages that reached this end but were not
+                            delivered because it closed first */
+} weft_port_close_info_t;
+
+/* Called exactly once per port, on the owner thread, when the port has closed
+ * (by either end). After it returns the port is gone. */
+typedef void (*weft_port_close_cb)(weft_port_t *port, const weft_port_close_info_t *info);
+
+/* Called on the owner thread of the posting port, once per WEFT_EAGAIN episode,
+ * when the peer's queue has fallen below half its bounds. */
+typedef void (*weft_port_drain_cb)(weft_port_t *port);
+
+/* weft_channel_new: a new channel; both ports are owned by ctx (the calling
+ * thread must be ctx's). Neither delivers anything until started. Returns 0 and
+ * sets ports[0], ports[1], or WEFT_ENOMEM / WEFT_EWRONGTHREAD / WEFT_EINVAL. */
+WEFT_EXTERN int weft_channel_new(weft_ctx_t *ctx, weft_port_t *ports[2]);
+
+/* weft_port_start: deliver messages to cb from now on (also those already
+ * queued). Replaces an earlier cb. A started, ref'd, open port keeps its loop
+ * alive. Owner thread. */
+WEFT_EXTERN int weft_port_start(weft_port_t *port, weft_port_message_cb cb);
+
+/* weft_port_stop: stop delivering; messages queue (up to the bounds). */
+WEFT_EXTERN int weft_port_stop(weft_port_t *port);
+
+/* weft_port_on_close / on_drain: set (or clear, with NULL) the callback.
+ * Owner thread. Returns 0, WEFT_ENOMEM, WEFT_EINVAL. */
+WEFT_EXTERN int weft_port_on_close(weft_port_t *port, weft_port_close_cb cb);
+WEFT_EXTERN int weft_port_on_drain(weft_port_t *port, weft_port_drain_cb cb);
+
+/* weft_port_post: send msg to the peer. Any thread. On success msg is taken;
+ * on failure the caller still owns msg and may retry.
+ * Errors: WEFT_EAGAIN (peer's queue at its bounds; the drain callback of port
+ * fires when it falls below half), WEFT_ECLOSED (channel closed), WEFT_ESELF
+ * (msg carries port or its peer), WEFT_EMSGSIZE (bigger than the peer's byte
+ * bound), WEFT_EINVAL (NULL), or the error kept in msg. Never blocks. */
+WEFT_EXTERN int weft_port_post(weft_port_t *port, weft_msg_t *msg);
+
+/* weft_port_receive: take the next message without a loop (like Node's
+ * receiveMessageOnPort). Owner thread, or any thread for a port taken out of a
+ * message and not yet bound. Returns 0 and sets *out (caller owns it),
+ * WEFT_ENOENT if none is waiting, WEFT_ECLOSED if closed and empty. */
+WEFT_EXTERN int weft_port_receive(weft_port_t *port, weft_msg_t **out);
+
+/* weft_port_close: close this end (and so the channel). Idempotent. Owner
+ * thread. Messages already queued at this end are discarded and counted; the
+ * close callback follows from the loop. */
+WEFT_EXTERN int weft_port_close(weft_port_t *port);
+
+/* weft_port_ref / unref: whether this port, while started and open, keeps its
+ * context's loop alive (default: yes). Owner thread. */
+WEFT_EXTERN void weft_port_ref(weft_port_t *port);
+WEFT_EXTERN void weft_port_unref(weft_port_t *port);
+
+/* weft_port_set_hwm: bounds of this port's inbound queue; 0 keeps a value.
+ * Owner thread. */
+WEFT_EXTERN int weft_port_set_hwm(weft_port_t *port, uint32_t msgs, size_t bytes);
+
+/* Questions and user data. Owner thread. */
+WEFT_EXTERN void weft_port_set_data(weft_port_t *port, void *data);
+WEFT_EXTERN void *weft_port_data(const weft_port_t *port);
+WEFT_EXTERN weft_ctx_t *weft_port_ctx(const weft_port_t *port);
+WEFT_EXTERN bool weft_port_is_closed(const weft_port_t *port);
+/* Messages waiting in this port's inbound queue (approximate while others post). */
+WEFT_EXTERN size_t weft_port_pending(const weft_port_t *port);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEFT_PORT_H */

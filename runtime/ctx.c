@@ -1,0 +1,384 @@
+/* ctx.c: contexts: one thread, one loop, one wake-up handle, a ready queue.
+ *
+ * Ports with work and kernel tasks are pushed onto the context's ready queue
+ * from any thread (weft__ctx_schedule). The context runs them in batches of at
+ * most `batch` deliveries and yields to its loop between batches, keeping an
+ * idle handle active while work remains so that the next poll does not block:
+ * I/O on the same loop is never starved by a flood of messages.
+ *
+ * Wake-ups. A pusher calls uv_async_send only if the context has said it may
+ * sleep (`parked`). Before sleeping (prepare phase) the context spins for an
+ * adaptive while, watching its ready queue: a busy exchange then costs no
+ * kernel wake-up per message, and an idle context stops spinning after a few
+ * empty spins. The `parked` flag and the ready queue's tail are both accessed
+ * seq_cst (Dekker): a pusher that reads parked == 0 is sure the context will
+ * look at the queue again before it sleeps.
+ *
+ * Threads: all of this file runs on the context's thread except
+ * weft__ctx_schedule / weft__ctx_post_task. */
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "weft_impl.h"
+
+
+#define SPIN_STEP_NS 2000
+#define SPIN_FLOOR_NS 0
+
+static _Thread_local weft_ctx_t *tls_ctx;
+
+static void on_idle(uv_idle_t *h);
+
+weft_ctx_t *weft__ctx_tls(void) { return tls_ctx; }
+weft_ctx_t *weft_ctx_current(void) { return tls_ctx; }
+void weft__ctx_set_current(weft_ctx_t *ctx) { tls_ctx = ctx; }
+
+uv_loop_t *weft_ctx_loop(const weft_ctx_t *ctx) { return ctx ? ctx->loop : NULL; }
+weft_runtime_t *weft_ctx_runtime(const weft_ctx_t *ctx) { return ctx ? ctx->rt : NULL; }
+weft_port_t *weft_ctx_parent_port(const weft_ctx_t *ctx) { return ctx ? ctx->parent_port : NULL; }
+
+bool weft_ctx_should_stop(const weft_ctx_t *ctx) {
+  return ctx != NULL && atomic_load_explicit(&((weft_ctx_t *)ctx)->stop, memory_order_relaxed);
+}
+
+uint32_t weft__ctx_hwm_msgs(const weft_ctx_t *ctx) {
+  (void)ctx;
+  return weft__default_hwm_msgs;
+}
+
+size_t weft__ctx_hwm_bytes(const weft_ctx_t *ctx) {
+  (void)ctx;
+  return weft__default_hwm_bytes;
+}
+
+/* ---- liveness ----------------------------------------------------------- */
+
+static void live_apply(weft_ctx_t *ctx) {
+  if (ctx->live > 0)
+    uv_ref((uv_handle_t *)&ctx->wake);
+  else
+    uv_unref((uv_handle_t *)&ctx->wake);
+}
+
+void weft__ctx_live_add(weft_ctx_t *ctx, int delta) {
+  ctx->live = (uint32_t)((int)ctx->live + delta);
+  live_apply(ctx);
+}
+
+void weft__ctx_live_update(weft_ctx_t *ctx, weft_port_t *p) {
+  if (ctx == NULL)
+    return;
+  bool want = (p->flags & WEFT__PORT_STARTED) && !(p->flags & WEFT__PORT_UNREF) &&
+              !(p->flags & WEFT__PORT_CLOSING);
+  bool have = (p->flags & WEFT__PORT_LIVE) != 0;
+  if (want == have)
+    return;
+  if (want)
+    p->flags |= WEFT__PORT_LIVE;
+  else
+    p->flags &= (uint8_t)~WEFT__PORT_LIVE;
+  weft__ctx_live_add(ctx, want ? 1 : -1);
+}
+
+void weft__ctx_port_link(weft_ctx_t *ctx, weft_port_t *p) {
+  p->ctx_prev = NULL;
+  p->ctx_next = ctx->ports;
+  if (ctx->ports)
+    ctx->ports->ctx_prev = p;
+  ctx->ports = p;
+  ctx->ports_open++;
+}
+
+void weft__ctx_port_unlink(weft_ctx_t *ctx, weft_port_t *p) {
+  if (p->ctx_prev)
+    p->ctx_prev->ctx_next = p->ctx_next;
+  else
+    ctx->ports = p->ctx_next;
+  if (p->ctx_next)
+    p->ctx_next->ctx_prev = p->ctx_prev;
+  p->ctx_prev = p->ctx_next = NULL;
+  ctx->ports_open--;
+}
+
+/* ---- scheduling --------------------------------------------------------- */
+
+void weft__ctx_schedule(weft_ctx_t *ctx, weft__qnode_t *node) {
+  weft__mpsc_push(&ctx->ready, node); /* seq_cst exchange on the tail */
+  if (atomic_load_explicit(&ctx->parked, memory_order_seq_cst) &&
+      atomic_exchange_explicit(&ctx->parked, 0, memory_order_seq_cst))
+    uv_async_send(&ctx->wake);
+}
+
+void weft__ctx_post_task(weft_ctx_t *ctx, weft__task_t *task) {
+  task->node.kind = WEFT__NODE_TASK;
+  weft__ctx_schedule(ctx, &task->node);
+}
+
+void weft__ctx_close_later(weft_ctx_t *ctx, weft_port_t *p) {
+  p->close_next = ctx->closing;
+  ctx->closing = p;
+  if (ctx->handles_open)
+    uv_idle_start(&ctx->idle, on_idle);
+}
+
+static void run_closing(weft_ctx_t *ctx) {
+  while (ctx->closing != NULL) {
+    weft_port_t *p = ctx->closing;
+    ctx->closing = p->close_next;
+    p->close_next = NULL;
+    weft__port_finish(p);
+  }
+}
+
+/* One batch. Returns true if work remains. */
+static bool run_batch(weft_ctx_t *ctx) {
+  run_closing(ctx);
+  uint32_t budget = ctx->batch;
+  while (budget > 0 && !atomic_load_explicit(&ctx->stop, memory_order_relaxed)) {
+    weft__qnode_t *node = weft__mpsc_pop(&ctx->ready);
+    if (node == NULL)
+      break;
+    if (node->kind == WEFT__NODE_TASK) {
+      weft__task_t *task = (weft__task_t *)node;
+      task->fn(task);
+      budget--;
+    } else {
+      weft_port_t *p = (weft_port_t *)((char *)node - offsetof(weft_port_t, sched_node));
+      bool more;
+      uint32_t used = weft__port_drain(p, budget, &more);
+      budget -= used < budget ? (used ? used : 1) : budget;
+      if (more)
+        weft__mpsc_push(&ctx->ready, node);
+    }
+    run_closing(ctx);
+  }
+  weft__msgpool_flush(ctx->pool);
+  if (atomic_load_explicit(&ctx->stop, memory_order_relaxed)) {
+    uv_stop(ctx->loop);
+    return false;
+  }
+  return ctx->closing != NULL || !weft__mpsc_empty(&ctx->ready);
+}
+
+static void run_and_rearm(weft_ctx_t *ctx) {
+  if (run_batch(ctx))
+    uv_idle_start(&ctx->idle, on_idle);
+  else
+    uv_idle_stop(&ctx->idle);
+}
+
+static void on_idle(uv_idle_t *h) { run_and_rearm(h->data); }
+
+static void on_wake(uv_async_t *h) {
+  weft_ctx_t *ctx = h->data;
+  ctx->wakeups++;
+  atomic_store_explicit(&ctx->parked, 0, memory_order_relaxed);
+  run_and_rearm(ctx);
+}
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  sched_yield();
+#endif
+}
+
+/* Spin up to the adaptive budget for work. True if work came. */
+static bool spin_for_work(weft_ctx_t *ctx) {
+  if (ctx->spin_ns <= 0)
+    return false;
+  uint64_t deadline = uv_hrtime() + (uint64_t)ctx->spin_ns;
+  do {
+    for (int i = 0; i < 64; i++) {
+      if (!weft__mpsc_empty(&ctx->ready) || atomic_load_explicit(&ctx->stop, memory_order_relaxed))
+        return true;
+      cpu_relax();
+    }
+  } while (uv_hrtime() < deadline);
+  return false;
+}
+
+static void adapt_spin(weft_ctx_t *ctx, bool hit) {
+  if (ctx->spin_max_ns <= 0)
+    return;
+  if (hit) {
+    ctx->spins_hit++;
+    ctx->spin_ns = ctx->spin_ns * 2 + SPIN_STEP_NS;
+    if (ctx->spin_ns > ctx->spin_max_ns)
+      ctx->spin_ns = ctx->spin_max_ns;
+  } else {
+    ctx->spin_ns /= 2;
+    if (ctx->spin_ns < SPIN_STEP_NS)
+      ctx->spin_ns = SPIN_FLOOR_NS;
+  }
+}
+
+/* Before the loop polls: run what is ready, spin a little, then allow sleep.
+ * Leaves either with the idle handle active (work remains: the poll will not
+ * block) or with `parked` set after a last look at the ready queue. */
+static void on_prepare(uv_prepare_t *h) {
+  weft_ctx_t *ctx = h->data;
+  for (;;) {
+    if (atomic_load_explicit(&ctx->stop, memory_order_relaxed)) {
+      uv_stop(ctx->loop);
+      return;
+    }
+    if (uv_is_active((uv_handle_t *)&ctx->idle))
+      return;
+    if (!weft__mpsc_empty(&ctx->ready) || ctx->closing) {
+      run_and_rearm(ctx);
+      continue;
+    }
+    bool hit = spin_for_work(ctx);
+    adapt_spin(ctx, hit);
+    if (hit)
+      continue;
+    /* Let the spin grow again later so a new exchange can find it. */
+    if (ctx->spin_ns == 0 && ctx->spin_max_ns > 0)
+      ctx->spin_ns = SPIN_STEP_NS / 2;
+    atomic_store_explicit(&ctx->parked, 1, memory_order_seq_cst);
+    if (weft__mpsc_empty(&ctx->ready))
+      return;
+    atomic_store_explicit(&ctx->parked, 0, memory_order_relaxed);
+  }
+}
+
+static void on_check(uv_check_t *h) {
+  weft_ctx_t *ctx = h->data;
+  atomic_store_explicit(&ctx->parked, 0, memory_order_relaxed);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+  weft_ctx_t *ctx = h->data;
+  ctx->handles_open--;
+}
+
+int weft__ctx_init(weft_ctx_t *ctx, weft_runtime_t *rt, uv_loop_t *loop) {
+  int err;
+  memset(ctx, 0, sizeof(*ctx));
+  weft__mpsc_init(&ctx->ready);
+  ctx->rt = rt;
+  ctx->batch = rt->opts.batch ? rt->opts.batch : 1024;
+  ctx->spin_max_ns = rt->opts.spin_us < 0 ? 0 : (rt->opts.spin_us ? rt->opts.spin_us : 50) * 1000;
+  ctx->spin_ns = ctx->spin_max_ns / 4;
+  if (loop == NULL) {
+    loop = weft__malloc(sizeof(*loop));
+    if (loop == NULL)
+      return WEFT_ENOMEM;
+    err = uv_loop_init(loop);
+    if (err)
+      goto fail_free_loop;
+    ctx->own_loop = true;
+  }
+  ctx->loop = loop;
+  uv_loop_configure(loop, UV_METRICS_IDLE_TIME); /* best effort on a running loop */
+  err = uv_async_init(loop, &ctx->wake, on_wake);
+  if (err)
+    goto fail_close_loop;
+  uv_prepare_init(loop, &ctx->prepare);
+  uv_check_init(loop, &ctx->check);
+  uv_idle_init(loop, &ctx->idle);
+  ctx->wake.data = ctx->prepare.data = ctx->check.data = ctx->idle.data = ctx;
+  ctx->handles_open = 4;
+  uv_prepare_start(&ctx->prepare, on_prepare);
+  uv_check_start(&ctx->check, on_check);
+  uv_unref((uv_handle_t *)&ctx->wake);
+  uv_unref((uv_handle_t *)&ctx->prepare);
+  uv_unref((uv_handle_t *)&ctx->check);
+  ctx->start_ns = uv_hrtime();
+  ctx->pool = weft__msgpool_adopt();
+  return 0;
+
+fail_close_loop:
+  if (ctx->own_loop)
+    uv_loop_close(loop);
+fail_free_loop:
+  if (ctx->own_loop)
+    weft__free(loop);
+  ctx->loop = NULL;
+  ctx->own_loop = false;
+  return err;
+}
+
+static void close_foreign(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+/* Run whatever is queued once more, so that nothing posted is left unaccounted. */
+static void drain_ready(weft_ctx_t *ctx) {
+  weft__qnode_t *node;
+  bool stop = atomic_exchange_explicit(&ctx->stop, false, memory_order_relaxed);
+  while ((node = weft__mpsc_pop(&ctx->ready)) != NULL) {
+    if (node->kind == WEFT__NODE_TASK) {
+      ((weft__task_t *)node)->fn((weft__task_t *)node);
+    } else {
+      weft_port_t *p = (weft_port_t *)((char *)node - offsetof(weft_port_t, sched_node));
+      bool more;
+      weft__port_drain(p, 0, &more); /* closed ports: releases the token */
+      if (more)
+        weft__mpsc_push(&ctx->ready, node);
+    }
+    run_closing(ctx);
+  }
+  if (stop)
+    atomic_store_explicit(&ctx->stop, true, memory_order_relaxed);
+}
+
+int weft__ctx_fini(weft_ctx_t *ctx, bool close_all_handles) {
+  while (ctx->ports != NULL) {
+    weft_port_t *p = ctx->ports;
+    weft__port_close_now(p);
+    run_closing(ctx);
+  }
+  run_closing(ctx);
+  drain_ready(ctx);
+  uv_close((uv_handle_t *)&ctx->wake, on_handle_closed);
+  uv_close((uv_handle_t *)&ctx->prepare, on_handle_closed);
+  uv_close((uv_handle_t *)&ctx->check, on_handle_closed);
+  uv_close((uv_handle_t *)&ctx->idle, on_handle_closed);
+  if (close_all_handles)
+    uv_walk(ctx->loop, close_foreign, NULL);
+  while (ctx->handles_open > 0)
+    uv_run(ctx->loop, UV_RUN_NOWAIT);
+  weft__msgpool_release(ctx->pool);
+  ctx->pool = NULL;
+  int err = 0;
+  if (ctx->own_loop) {
+    if (close_all_handles)
+      uv_run(ctx->loop, UV_RUN_DEFAULT);
+    err = uv_loop_close(ctx->loop);
+    if (err == 0)
+      weft__free(ctx->loop);
+  }
+  return err;
+}
+
+int weft_ctx_stats(weft_ctx_t *ctx, weft_ctx_stats_t *out) {
+  if (ctx == NULL || out == NULL)
+    return WEFT_EINVAL;
+  if (ctx != tls_ctx)
+    return WEFT_EWRONGTHREAD;
+  memset(out, 0, sizeof(*out));
+  out->msgs_in = ctx->msgs_in;
+  out->msgs_out = ctx->msgs_out;
+  for (weft_port_t *p = ctx->ports; p; p = p->ctx_next)
+    out->queue_depth += weft_port_pending(p);
+  out->queue_peak = ctx->queue_peak;
+  out->ports_open = ctx->ports_open;
+  out->undeliverable = ctx->undeliverable;
+  out->wakeups = ctx->wakeups;
+  out->spins_hit = ctx->spins_hit;
+  out->loop_idle_ns = uv_metrics_idle_time(ctx->loop);
+  out->loop_age_ns = uv_hrtime() - ctx->start_ns;
+  out->loop_utilization =
+      out->loop_age_ns ? 1.0 - (double)out->loop_idle_ns / (double)out->loop_age_ns : 0.0;
+  if (out->loop_utilization < 0)
+    out->loop_utilization = 0;
+  return 0;
+}

@@ -1,0 +1,577 @@
+/* port.c: channels and ports, the kernel's mailboxes.
+ *
+ * A channel is one allocation holding two ports. What is posted on ports[i]
+ * goes into ports[1-i].inbox, an MPSC queue, and is delivered on the owner of
+ * ports[1-i].
+ *
+ * Scheduling token. `pending` counts nodes queued in a port's inbox. The push
+ * that takes it from 0 to 1 owns the port's scheduling token and hands the
+ * port to its owner context's ready queue (weft__ctx_schedule). The context
+ * that drains the port holds the token until `pending` drops to 0 (token ends),
+ * or gives it back: re-queued (more to do), forwarded (the port moved to
+ * another context), or parked (the port is in transit or stopped; whoever
+ * binds or starts it takes the parked token). So a port is in at most one
+ * ready queue and is drained by one thread at a time. `sched_lock` orders the
+ * token against owner changes; it is held only for a few stores.
+ *
+ * Lifetime. The channel has a reference per end that has not finished closing
+ * and per token in a ready queue; the last release frees it, with whatever is
+ * still queued (counted as undeliverable).
+ *
+ * Threads: weft_port_post from any thread; everything else on the owner. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "weft_impl.h"
+
+uint32_t weft__default_hwm_msgs = WEFT_PORT_DEFAULT_HWM_MSGS;
+size_t weft__default_hwm_bytes = WEFT_PORT_DEFAULT_HWM_BYTES;
+
+#define PORT_TURN_MAX 256u
+
+static void begin_close(weft_port_t *p, int reason);
+static void channel_release(weft__channel_t *ch);
+
+weft__channel_t *weft__port_channel(weft_port_t *p) {
+  return (weft__channel_t *)(void *)(p - p->index);
+}
+
+weft_port_t *weft__port_peer(weft_port_t *p) {
+  return &weft__port_channel(p)->ports[1 - p->index];
+}
+
+static void lock(weft_port_t *p) {
+  /* acquire: what the previous holder stored under the lock is visible. */
+  while (atomic_exchange_explicit(&p->sched_lock, 1, memory_order_acquire))
+    while (atomic_load_explicit(&p->sched_lock, memory_order_relaxed))
+      ;
+}
+
+static void unlock(weft_port_t *p) {
+  atomic_store_explicit(&p->sched_lock, 0, memory_order_release);
+}
+
+static weft_ctx_t *owner_of(const weft_port_t *p) {
+  return atomic_load_explicit(&((weft_port_t *)p)->owner, memory_order_acquire);
+}
+
+static bool on_owner_thread(const weft_port_t *p) {
+  return owner_of(p) == weft__ctx_tls();
+}
+
+weft__port_ext_t *weft__port_ext(weft_port_t *p) {
+  if (p->ext == NULL) {
+    p->ext = weft__calloc(1, sizeof(*p->ext));
+  }
+  return p->ext;
+}
+
+static uint32_t hwm_msgs(const weft_port_t *p) {
+  return p->ext && p->ext->hwm_msgs ? p->ext->hwm_msgs : weft__default_hwm_msgs;
+}
+
+static size_t hwm_bytes(const weft_port_t *p) {
+  return p->ext && p->ext->hwm_bytes ? p->ext->hwm_bytes : weft__default_hwm_bytes;
+}
+
+/* The token for p was just taken: hand p to its owner, or park it. */
+static void take_token(weft_port_t *p) {
+  weft__channel_t *ch = weft__port_channel(p);
+  lock(p);
+  weft_ctx_t *ctx = atomic_load_explicit(&p->owner, memory_order_relaxed);
+  if (ctx != NULL) {
+    /* relaxed: the end reference of the pushing side keeps ch alive here. */
+    atomic_fetch_add_explicit(&ch->refs, 1, memory_order_relaxed);
+    weft__ctx_schedule(ctx, &p->sched_node);
+  } else {
+    atomic_store_explicit(&p->parked, 1, memory_order_relaxed);
+  }
+  unlock(p);
+}
+
+/* Queue node on p's inbox; take the token on the 0 -> 1 transition. */
+static void enqueue(weft_port_t *p, weft__qnode_t *node, size_t weight) {
+  weft__mpsc_push(&p->inbox, node);
+  if (weight)
+    atomic_fetch_add_explicit(&p->pending_bytes, (int64_t)weight, memory_order_relaxed);
+  /* acq_rel: pairs with the consumer's fetch_sub; the 0 -> 1 winner is unique. */
+  if (atomic_fetch_add_explicit(&p->pending, 1, memory_order_acq_rel) == 0)
+    take_token(p);
+}
+
+/* Give a parked token to p's owner (after start or attach). Owner thread. */
+static void unpark(weft_port_t *p) {
+  lock(p);
+  weft_ctx_t *ctx = atomic_load_explicit(&p->owner, memory_order_relaxed);
+  if (ctx != NULL && atomic_load_explicit(&p->parked, memory_order_relaxed)) {
+    atomic_store_explicit(&p->parked, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&weft__port_channel(p)->refs, 1, memory_order_relaxed);
+    weft__ctx_schedule(ctx, &p->sched_node);
+  }
+  unlock(p);
+}
+
+static void park(weft_port_t *p) {
+  lock(p);
+  atomic_store_explicit(&p->parked, 1, memory_order_relaxed);
+  unlock(p);
+}
+
+static void port_init(weft_port_t *p, uint8_t index, weft_ctx_t *ctx) {
+  weft__mpsc_init(&p->inbox);
+  p->index = index;
+  p->sched_node.kind = WEFT__NODE_PORT;
+  atomic_store_explicit(&p->owner, ctx, memory_order_relaxed);
+  weft__ctx_port_link(ctx, p);
+}
+
+int weft_channel_new(weft_ctx_t *ctx, weft_port_t *ports[2]) {
+  if (ctx == NULL || ports == NULL)
+    return WEFT_EINVAL;
+  if (ctx != weft__ctx_tls())
+    return WEFT_EWRONGTHREAD;
+  weft__channel_t *ch = weft__calloc(1, sizeof(*ch));
+  if (ch == NULL)
+    return WEFT_ENOMEM;
+  for (int i = 0; i < 2; i++) {
+    ch->close_marker[i].kind = WEFT__NODE_PEER_CLOSE;
+    ch->drain_marker[i].kind = WEFT__NODE_DRAIN;
+    port_init(&ch->ports[i], (uint8_t)i, ctx);
+  }
+  atomic_store_explicit(&ch->refs, 2, memory_order_release);
+  ports[0] = &ch->ports[0];
+  ports[1] = &ch->ports[1];
+  return 0;
+}
+
+/* ---- posting ------------------------------------------------------------ */
+
+static bool over_bounds(weft_port_t *to, size_t weight) {
+  int64_t n = atomic_load_explicit(&to->pending, memory_order_seq_cst);
+  int64_t b = atomic_load_explicit(&to->pending_bytes, memory_order_relaxed);
+  return n >= (int64_t)hwm_msgs(to) || (size_t)(b > 0 ? b : 0) + weight > hwm_bytes(to);
+}
+
+int weft_port_post(weft_port_t *port, weft_msg_t *msg) {
+  if (port == NULL || msg == NULL)
+    return WEFT_EINVAL;
+  if (msg->err)
+    return msg->err;
+  weft_port_t *to = weft__port_peer(port);
+  if ((atomic_load_explicit(&port->state, memory_order_acquire) |
+       atomic_load_explicit(&to->state, memory_order_acquire)) & WEFT__STATE_CLOSED)
+    return WEFT_ECLOSED;
+  if (msg->nxfer && weft__msg_carries_port(msg, port, to))
+    return WEFT_ESELF;
+  size_t weight = weft__msg_weight(msg);
+  if (weight > hwm_bytes(to))
+    return WEFT_EMSGSIZE;
+  if (over_bounds(to, weight)) {
+    /* seq_cst: pairs with the consumer's fetch_sub then want_drain load; either
+     * it sees our flag, or we see its lower count below. */
+    atomic_store_explicit(&to->want_drain, 1, memory_order_seq_cst);
+    if (over_bounds(to, weight))
+      return WEFT_EAGAIN;
+  }
+  enqueue(to, &msg->node, weight);
+  weft_ctx_t *self = weft__ctx_tls();
+  if (self != NULL)
+    self->msgs_out++;
+  return 0;
+}
+
+/* ---- delivering --------------------------------------------------------- */
+
+static void note_discard(weft_port_t *p, uint64_t n) {
+  if (n == 0)
+    return;
+  weft__channel_t *ch = weft__port_channel(p);
+  p->discarded += (uint32_t)n;
+  atomic_fetch_add_explicit(&ch->undelivered[1 - p->index], n, memory_order_relaxed);
+  weft_ctx_t *ctx = owner_of(p);
+  if (ctx != NULL)
+    ctx->undeliverable += n;
+}
+
+/* Pop and drop everything queued at p (it is closing). Owner or sole holder. */
+static void discard_inbox(weft_port_t *p) {
+  weft__channel_t *ch = weft__port_channel(p);
+  int64_t popped = 0;
+  uint64_t msgs = 0;
+  weft__qnode_t *node;
+  while ((node = weft__mpsc_pop(&p->inbox)) != NULL) {
+    popped++;
+    if (node->kind == WEFT__NODE_MSG) {
+      weft_msg_t *m = (weft_msg_t *)node;
+      atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)weft__msg_weight(m),
+                                memory_order_relaxed);
+      weft_msg_free(m);
+      msgs++;
+    } else if (node->kind == WEFT__NODE_PEER_CLOSE) {
+      atomic_fetch_or_explicit(&p->state, WEFT__STATE_PEER_CLOSED, memory_order_acq_rel);
+    } else if (node->kind == WEFT__NODE_DRAIN) {
+      atomic_store_explicit(&ch->drain_inflight[p->index], 0, memory_order_release);
+    }
+  }
+  if (popped)
+    atomic_fetch_sub_explicit(&p->pending, popped, memory_order_acq_rel);
+  note_discard(p, msgs);
+}
+
+/* The consumer lowered p's queue to `remaining`: tell a blocked poster. */
+static void check_drain(weft_port_t *p, int64_t remaining) {
+  if (!atomic_load_explicit(&p->want_drain, memory_order_seq_cst))
+    return;
+  int64_t bytes = atomic_load_explicit(&p->pending_bytes, memory_order_relaxed);
+  if (remaining >= (int64_t)(hwm_msgs(p) / 2) || (size_t)(bytes > 0 ? bytes : 0) >= hwm_bytes(p) / 2)
+    return;
+  if (!atomic_exchange_explicit(&p->want_drain, 0, memory_order_acq_rel))
+    return;
+  weft_port_t *poster = weft__port_peer(p);
+  weft__channel_t *ch = weft__port_channel(p);
+  if (atomic_exchange_explicit(&ch->drain_inflight[poster->index], 1, memory_order_acq_rel) == 0)
+    enqueue(poster, &ch->drain_marker[poster->index], 0);
+}
+
+static bool deliverable(const weft_port_t *p) {
+  return (p->flags & WEFT__PORT_STARTED) && !(p->flags & WEFT__PORT_CLOSING);
+}
+
+/* Handle one popped node. Returns false when delivery must pause. */
+static bool deliver(weft_ctx_t *ctx, weft_port_t *p, weft__qnode_t *node) {
+  switch (node->kind) {
+  case WEFT__NODE_MSG: {
+    weft_msg_t *m = (weft_msg_t *)node;
+    atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)weft__msg_weight(m),
+                              memory_order_relaxed);
+    ctx->msgs_in++;
+    p->on_message(p, m);
+    return deliverable(p);
+  }
+  case WEFT__NODE_PEER_CLOSE:
+    atomic_fetch_or_explicit(&p->state, WEFT__STATE_PEER_CLOSED, memory_order_acq_rel);
+    begin_close(p, WEFT_ECLOSED);
+    return false;
+  case WEFT__NODE_DRAIN:
+    atomic_store_explicit(&weft__port_channel(p)->drain_inflight[p->index], 0,
+                          memory_order_release);
+    if (p->ext && p->ext->on_drain)
+      p->ext->on_drain(p);
+    return deliverable(p);
+  default:
+    abort(); /* broken invariant: only these nodes enter an inbox */
+  }
+}
+
+uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more) {
+  weft_ctx_t *ctx = weft__ctx_tls();
+  weft__channel_t *ch = weft__port_channel(p);
+  *more = false;
+  lock(p);
+  weft_ctx_t *owner = atomic_load_explicit(&p->owner, memory_order_relaxed);
+  if (owner != ctx || !deliverable(p)) {
+    if (owner != NULL && owner != ctx) {
+      weft__ctx_schedule(owner, &p->sched_node); /* the token and its ref move */
+      unlock(p);
+      return 0;
+    }
+    if (!(p->flags & WEFT__PORT_CLOSING))
+      atomic_store_explicit(&p->parked, 1, memory_order_relaxed);
+    unlock(p);
+    channel_release(ch);
+    return 0;
+  }
+  unlock(p);
+  if (budget > PORT_TURN_MAX)
+    budget = PORT_TURN_MAX;
+  int64_t n = 0;
+  weft__qnode_t *node;
+  while ((uint32_t)n < budget &&
+         !atomic_load_explicit(&ctx->stop, memory_order_relaxed) &&
+         (node = weft__mpsc_pop(&p->inbox)) != NULL) {
+    n++;
+    if (!deliver(ctx, p, node))
+      break;
+  }
+  int64_t old = atomic_fetch_sub_explicit(&p->pending, n, memory_order_acq_rel);
+  int64_t remaining = old - n;
+  if ((uint64_t)old > ctx->queue_peak)
+    ctx->queue_peak = (uint64_t)old;
+  if (n)
+    check_drain(p, remaining);
+  if (remaining <= 0) {
+    channel_release(ch);
+    return (uint32_t)n;
+  }
+  if ((deliverable(p) && owner_of(p) == ctx) ||
+      atomic_load_explicit(&ctx->stop, memory_order_relaxed)) {
+    *more = true; /* keep the token: the context re-queues p */
+    return (uint32_t)n;
+  }
+  if (p->flags & WEFT__PORT_CLOSING) {
+    channel_release(ch);
+    return (uint32_t)n;
+  }
+  park(p);
+  channel_release(ch);
+  return (uint32_t)n;
+}
+
+int weft_port_receive(weft_port_t *port, weft_msg_t **out) {
+  if (port == NULL || out == NULL)
+    return WEFT_EINVAL;
+  weft_ctx_t *owner = owner_of(port);
+  if (owner != NULL && owner != weft__ctx_tls())
+    return WEFT_EWRONGTHREAD;
+  *out = NULL;
+  for (;;) {
+    if (port->flags & WEFT__PORT_CLOSING)
+      return WEFT_ECLOSED;
+    weft__qnode_t *node = weft__mpsc_pop(&port->inbox);
+    if (node == NULL) {
+      if (atomic_load_explicit(&port->state, memory_order_acquire) & WEFT__STATE_PEER_CLOSED)
+        return WEFT_ECLOSED;
+      return WEFT_ENOENT;
+    }
+    int64_t remaining = atomic_fetch_sub_explicit(&port->pending, 1, memory_order_acq_rel) - 1;
+    if (node->kind == WEFT__NODE_MSG) {
+      weft_msg_t *m = (weft_msg_t *)node;
+      atomic_fetch_sub_explicit(&port->pending_bytes, (int64_t)weft__msg_weight(m),
+                                memory_order_relaxed);
+      if (owner != NULL)
+        owner->msgs_in++;
+      check_drain(port, remaining);
+      *out = m;
+      return 0;
+    }
+    if (node->kind == WEFT__NODE_PEER_CLOSE) {
+      atomic_fetch_or_explicit(&port->state, WEFT__STATE_PEER_CLOSED, memory_order_acq_rel);
+      if (owner != NULL)
+        begin_close(port, WEFT_ECLOSED);
+      return WEFT_ECLOSED;
+    }
+    atomic_store_explicit(&weft__port_channel(port)->drain_inflight[port->index], 0,
+                          memory_order_release);
+    if (port->ext && port->ext->on_drain)
+      port->ext->on_drain(port);
+  }
+}
+
+/* ---- settings ----------------------------------------------------------- */
+
+int weft_port_start(weft_port_t *port, weft_port_message_cb cb) {
+  if (port == NULL || cb == NULL)
+    return WEFT_EINVAL;
+  if (port->flags & WEFT__PORT_CLOSING)
+    return WEFT_ECLOSED;
+  if (!on_owner_thread(port))
+    return WEFT_EWRONGTHREAD;
+  port->on_message = cb;
+  port->flags |= WEFT__PORT_STARTED;
+  weft__ctx_live_update(owner_of(port), port);
+  unpark(port);
+  return 0;
+}
+
+int weft_port_stop(weft_port_t *port) {
+  if (port == NULL)
+    return WEFT_EINVAL;
+  if (!on_owner_thread(port))
+    return WEFT_EWRONGTHREAD;
+  port->flags &= (uint8_t)~WEFT__PORT_STARTED;
+  weft__ctx_live_update(owner_of(port), port);
+  return 0;
+}
+
+int weft_port_on_close(weft_port_t *port, weft_port_close_cb cb) {
+  if (port == NULL)
+    return WEFT_EINVAL;
+  if (weft__port_ext(port) == NULL)
+    return WEFT_ENOMEM;
+  port->ext->on_close = cb;
+  return 0;
+}
+
+int weft_port_on_drain(weft_port_t *port, weft_port_drain_cb cb) {
+  if (port == NULL)
+    return WEFT_EINVAL;
+  if (weft__port_ext(port) == NULL)
+    return WEFT_ENOMEM;
+  port->ext->on_drain = cb;
+  return 0;
+}
+
+int weft_port_set_hwm(weft_port_t *port, uint32_t msgs, size_t bytes) {
+  if (port == NULL)
+    return WEFT_EINVAL;
+  if (weft__port_ext(port) == NULL)
+    return WEFT_ENOMEM;
+  if (msgs)
+    port->ext->hwm_msgs = msgs;
+  if (bytes)
+    port->ext->hwm_bytes = bytes;
+  return 0;
+}
+
+static void set_unref(weft_port_t *port, bool unref) {
+  if (port == NULL)
+    return;
+  if (unref)
+    port->flags |= WEFT__PORT_UNREF;
+  else
+    port->flags &= (uint8_t)~WEFT__PORT_UNREF;
+  weft_ctx_t *ctx = owner_of(port);
+  if (ctx != NULL)
+    weft__ctx_live_update(ctx, port);
+}
+
+void weft_port_ref(weft_port_t *port) { set_unref(port, false); }
+void weft_port_unref(weft_port_t *port) { set_unref(port, true); }
+
+void weft_port_set_data(weft_port_t *port, void *data) {
+  if (port)
+    port->data = data;
+}
+
+void *weft_port_data(const weft_port_t *port) { return port ? port->data : NULL; }
+weft_ctx_t *weft_port_ctx(const weft_port_t *port) { return port ? owner_of(port) : NULL; }
+
+bool weft_port_is_closed(const weft_port_t *port) {
+  if (port == NULL)
+    return true;
+  return (port->flags & WEFT__PORT_CLOSING) ||
+         (atomic_load_explicit(&((weft_port_t *)port)->state, memory_order_acquire) &
+          WEFT__STATE_CLOSED);
+}
+
+size_t weft_port_pending(const weft_port_t *port) {
+  if (port == NULL)
+    return 0;
+  int64_t n = atomic_load_explicit(&((weft_port_t *)port)->pending, memory_order_relaxed);
+  return n > 0 ? (size_t)n : 0;
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+static void begin_close(weft_port_t *p, int reason) {
+  if (p->flags & WEFT__PORT_CLOSING)
+    return;
+  p->flags |= WEFT__PORT_CLOSING;
+  p->close_reason = reason;
+  /* release: a poster that sees CLOSED stops; acquire: we see PEER_CLOSED. */
+  uint32_t st = atomic_fetch_or_explicit(&p->state, WEFT__STATE_CLOSED, memory_order_acq_rel);
+  discard_inbox(p);
+  weft__channel_t *ch = weft__port_channel(p);
+  if (!(st & WEFT__STATE_PEER_CLOSED) &&
+      !(atomic_load_explicit(&p->state, memory_order_acquire) & WEFT__STATE_PEER_CLOSED))
+    enqueue(weft__port_peer(p), &ch->close_marker[p->index], 0);
+  weft_ctx_t *ctx = owner_of(p);
+  if (ctx != NULL) {
+    weft__ctx_live_update(ctx, p);
+    weft__ctx_close_later(ctx, p);
+  }
+}
+
+int weft_port_close(weft_port_t *port) {
+  if (port == NULL)
+    return WEFT_EINVAL;
+  if (port->flags & WEFT__PORT_CLOSING)
+    return 0;
+  if (!on_owner_thread(port))
+    return WEFT_EWRONGTHREAD;
+  begin_close(port, 0);
+  return 0;
+}
+
+/* Last step of a close: callbacks, unbind, release the end. */
+static void finish(weft_port_t *p) {
+  weft__channel_t *ch = weft__port_channel(p);
+  discard_inbox(p);
+  weft_port_close_info_t info = {
+      .reason = p->close_reason,
+      .undelivered = atomic_load_explicit(&ch->undelivered[p->index], memory_order_relaxed),
+      .discarded = p->discarded,
+  };
+  weft_ctx_t *ctx = owner_of(p);
+  if (ctx != NULL)
+    weft__ctx_port_unlink(ctx, p);
+  lock(p);
+  atomic_store_explicit(&p->owner, NULL, memory_order_relaxed);
+  atomic_store_explicit(&p->parked, 0, memory_order_relaxed);
+  unlock(p);
+  p->flags |= WEFT__PORT_DONE;
+  if (p->ext) {
+    if (p->ext->on_close_internal)
+      p->ext->on_close_internal(p, &info);
+    if (p->ext->on_close)
+      p->ext->on_close(p, &info);
+    weft__free(p->ext);
+    p->ext = NULL;
+  }
+  channel_release(ch);
+}
+
+/* Called by the owner context for each port in its closing list. */
+void weft__port_finish(weft_port_t *p) { finish(p); }
+
+/* Close every port of ctx now (context teardown). */
+void weft__port_close_now(weft_port_t *p) { begin_close(p, 0); }
+
+static void channel_release(weft__channel_t *ch) {
+  /* acq_rel: the last releaser sees every write made under earlier refs. */
+  if (atomic_fetch_sub_explicit(&ch->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  for (int i = 0; i < 2; i++) {
+    weft__qnode_t *node;
+    while ((node = weft__mpsc_pop(&ch->ports[i].inbox)) != NULL)
+      if (node->kind == WEFT__NODE_MSG)
+        weft_msg_free((weft_msg_t *)node);
+    weft__free(ch->ports[i].ext);
+  }
+  weft__free(ch);
+}
+
+/* ---- transfer ----------------------------------------------------------- */
+
+int weft__port_detach(weft_port_t *p) {
+  if (p == NULL)
+    return WEFT_EINVAL;
+  if (p->flags & WEFT__PORT_IN_MSG)
+    return WEFT_EINVAL;
+  if (weft_port_is_closed(p))
+    return WEFT_ECLOSED;
+  weft_ctx_t *ctx = owner_of(p);
+  if (ctx != weft__ctx_tls())
+    return WEFT_EWRONGTHREAD;
+  p->flags &= (uint8_t)~(WEFT__PORT_STARTED | WEFT__PORT_UNREF);
+  weft__ctx_live_update(ctx, p);
+  weft__ctx_port_unlink(ctx, p);
+  p->on_message = NULL;
+  p->data = NULL;
+  if (p->ext) {
+    p->ext->on_close = NULL;
+    p->ext->on_drain = NULL;
+  }
+  p->flags |= WEFT__PORT_IN_MSG;
+  lock(p);
+  atomic_store_explicit(&p->owner, NULL, memory_order_relaxed);
+  unlock(p);
+  return 0;
+}
+
+void weft__port_attach(weft_port_t *p, weft_ctx_t *ctx) {
+  p->flags &= (uint8_t)~WEFT__PORT_IN_MSG;
+  if (ctx == NULL)
+    return;
+  weft__ctx_port_link(ctx, p);
+  lock(p);
+  atomic_store_explicit(&p->owner, ctx, memory_order_relaxed);
+  unlock(p);
+  unpark(p);
+}
+
+void weft__port_close_orphan(weft_port_t *p) {
+  p->flags &= (uint8_t)~WEFT__PORT_IN_MSG;
+  begin_close(p, 0);
+  finish(p);
+}

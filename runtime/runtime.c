@@ -1,0 +1,120 @@
+/* runtime.c: the runtime: options, the registry of named entries, the main
+ * context and the list of live workers.
+ *
+ * Invariants: one runtime per process at a time; the main context belongs to
+ * the thread that created the runtime. `lock` guards the registry and the
+ * worker list, which worker threads and weft_runtime_lookup read. */
+#include <string.h>
+
+#include "weft_impl.h"
+
+int weft_runtime_new(weft_runtime_t **out, const weft_runtime_options_t *opts) {
+  int err;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  if (weft__ctx_tls() != NULL)
+    return WEFT_EBUSY;
+  weft_runtime_t *rt = weft__calloc(1, sizeof(*rt));
+  if (rt == NULL)
+    return WEFT_ENOMEM;
+  if (opts)
+    rt->opts = *opts;
+  if (rt->opts.port_hwm_msgs)
+    weft__default_hwm_msgs = rt->opts.port_hwm_msgs;
+  if (rt->opts.port_hwm_bytes)
+    weft__default_hwm_bytes = rt->opts.port_hwm_bytes;
+  err = uv_mutex_init(&rt->lock);
+  if (err)
+    goto fail_free_rt;
+  rt->main = weft__calloc(1, sizeof(*rt->main));
+  if (rt->main == NULL) {
+    err = WEFT_ENOMEM;
+    goto fail_destroy_lock;
+  }
+  err = weft__ctx_init(rt->main, rt, rt->opts.loop);
+  if (err)
+    goto fail_free_ctx;
+  weft__ctx_set_current(rt->main);
+  *out = rt;
+  return 0;
+
+fail_free_ctx:
+  weft__free(rt->main);
+fail_destroy_lock:
+  uv_mutex_destroy(&rt->lock);
+fail_free_rt:
+  weft__free(rt);
+  return err;
+}
+
+weft_ctx_t *weft_runtime_main(weft_runtime_t *rt) { return rt ? rt->main : NULL; }
+
+int weft_runtime_run(weft_runtime_t *rt) {
+  if (rt == NULL || !rt->main->own_loop)
+    return WEFT_EINVAL;
+  return uv_run(rt->main->loop, UV_RUN_DEFAULT);
+}
+
+int weft_runtime_free(weft_runtime_t *rt) {
+  if (rt == NULL)
+    return WEFT_EINVAL;
+  weft__ctx_reap_children(rt->main);
+  int err = weft__ctx_fini(rt->main, false);
+  weft__ctx_set_current(NULL);
+  weft__free(rt->main);
+  weft__entry_t *e = rt->entries;
+  while (e != NULL) {
+    weft__entry_t *next = e->next;
+    weft__free(e->name);
+    weft__free(e);
+    e = next;
+  }
+  uv_mutex_destroy(&rt->lock);
+  weft__free(rt);
+  weft__msgpool_trim();
+  weft__default_hwm_msgs = WEFT_PORT_DEFAULT_HWM_MSGS;
+  weft__default_hwm_bytes = WEFT_PORT_DEFAULT_HWM_BYTES;
+  return err;
+}
+
+static weft__entry_t *find_entry(weft_runtime_t *rt, const char *name) {
+  for (weft__entry_t *e = rt->entries; e; e = e->next)
+    if (strcmp(e->name, name) == 0)
+      return e;
+  return NULL;
+}
+
+int weft_runtime_register(weft_runtime_t *rt, const char *name, weft_worker_entry_cb entry) {
+  if (rt == NULL || name == NULL || entry == NULL || name[0] == '\0')
+    return WEFT_EINVAL;
+  weft__entry_t *e = weft__calloc(1, sizeof(*e));
+  if (e == NULL)
+    return WEFT_ENOMEM;
+  e->name = weft__strdup(name);
+  if (e->name == NULL) {
+    weft__free(e);
+    return WEFT_ENOMEM;
+  }
+  e->fn = entry;
+  uv_mutex_lock(&rt->lock);
+  if (find_entry(rt, name) != NULL) {
+    uv_mutex_unlock(&rt->lock);
+    weft__free(e->name);
+    weft__free(e);
+    return WEFT_EBUSY;
+  }
+  e->next = rt->entries;
+  rt->entries = e;
+  uv_mutex_unlock(&rt->lock);
+  return 0;
+}
+
+weft_worker_entry_cb weft_runtime_lookup(weft_runtime_t *rt, const char *name) {
+  if (rt == NULL || name == NULL)
+    return NULL;
+  uv_mutex_lock(&rt->lock);
+  weft__entry_t *e = find_entry(rt, name);
+  weft_worker_entry_cb fn = e ? e->fn : NULL;
+  uv_mutex_unlock(&rt->lock);
+  return fn;
+}

@@ -1,0 +1,265 @@
+/* weft_impl.h: NOT PUBLIC. The kernel's internal umbrella header: struct
+ * layouts and weft__ functions shared between runtime/ files. Nothing outside
+ * runtime/ (actors/, examples/, user code) may include it. */
+#ifndef WEFT_IMPL_H
+#define WEFT_IMPL_H
+
+#include <stdatomic.h>
+
+#include "weft.h"
+
+#define WEFT__CACHELINE 64
+
+/* ---- allocator (alloc.c) ------------------------------------------------ */
+void *weft__malloc(size_t n);
+void *weft__calloc(size_t count, size_t n);
+void *weft__realloc(void *p, size_t n);
+void weft__free(void *p);
+char *weft__strdup(const char *s);
+
+/* ---- intrusive MPSC queue (queue.c) -------------------------------------
+ * Vyukov's non-intrusive-stub MPSC queue: push from any thread (wait-free, one
+ * exchange), pop from the single consumer thread. A push that is half done
+ * (tail swapped, next not yet linked) makes pop return NULL for a moment even
+ * though the queue is not empty: callers that keep a count retry later. */
+typedef struct weft__qnode_s {
+  _Atomic(struct weft__qnode_s *) next;
+  uint8_t kind;  /* weft__node_kind */
+} weft__qnode_t;
+
+typedef struct {
+  _Atomic(weft__qnode_t *) tail;  /* producers exchange here */
+  weft__qnode_t *head;            /* consumer only */
+  weft__qnode_t stub;
+} weft__mpsc_t;
+
+enum weft__node_kind {
+  WEFT__NODE_STUB = 0,
+  WEFT__NODE_MSG = 1,        /* a weft_msg_t */
+  WEFT__NODE_PEER_CLOSE = 2, /* the peer's close marker (in port inbound queue) */
+  WEFT__NODE_PORT = 3,       /* a port scheduled on a context (ready queue) */
+  WEFT__NODE_TASK = 4,       /* a weft__task_t (ready queue) */
+  WEFT__NODE_DRAIN = 5       /* the peer's queue fell below half (in the poster's inbox) */
+};
+
+void weft__mpsc_init(weft__mpsc_t *q);
+void weft__mpsc_push(weft__mpsc_t *q, weft__qnode_t *n);
+weft__qnode_t *weft__mpsc_pop(weft__mpsc_t *q);
+bool weft__mpsc_empty(weft__mpsc_t *q); /* consumer only; may say false while a push completes */
+
+/* ---- buffers (buf.c) ----------------------------------------------------- */
+typedef struct weft__bufmem_s {
+  _Atomic unsigned refs;  /* handles on this memory; the last release frees it (acq_rel) */
+  size_t len;
+  weft_buf_free_cb free_cb;
+  void *opaque;
+  void *data;  /* points into this allocation for weft_buf_new_shared */
+} weft__bufmem_t;
+
+enum { WEFT__BUF_OWNED = 1, WEFT__BUF_SHARED = 2, WEFT__BUF_DETACHED = 3 };
+
+struct weft_buf_s {
+  uint8_t *data;
+  size_t len;
+  int kind;
+  weft_buf_free_cb free_cb;  /* owned: called on the bytes when released */
+  void *opaque;
+  weft__bufmem_t *mem;       /* shared: the refcounted memory */
+  bool own_alloc;            /* owned: data was allocated by weft (free with weft__free) */
+};
+
+/* Moves src's bytes into a new handle; src becomes detached. Owned only. */
+int weft__buf_move(weft_buf_t *src, weft_buf_t **out);
+
+/* ---- messages (msg.c) ---------------------------------------------------- */
+typedef struct {
+  int kind;  /* weft_xfer_kind_t, or 0 once taken */
+  union {
+    weft_buf_t *buf;
+    weft_port_t *port;
+    uv_os_sock_t fd;
+  } u;
+} weft__xfer_t;
+
+#define WEFT__MSG_INLINE 40
+
+struct weft_msg_s {
+  weft__qnode_t node;        /* first: a message is a queue node */
+  uint8_t *data;             /* inline_data or heap */
+  uint32_t len;
+  uint32_t cap;
+  int err;                   /* first build error */
+  uint16_t nxfer;
+  uint16_t capxfer;
+  weft__xfer_t *xfer;
+  msgpack_packer pk;
+  struct weft__msgpool_s *origin; /* pool the struct returns to (NULL: plain free) */
+  msgpack_zone *view_zone;   /* weft_msg_view cache */
+  msgpack_object view;
+  uint8_t inline_data[WEFT__MSG_INLINE];
+};
+
+/* ---- message struct recycling (msgpool.c) ------------------------------- */
+typedef struct weft__msgpool_s weft__msgpool_t;
+weft__msgpool_t *weft__msgpool_adopt(void);        /* a context starts; NULL if none left */
+void weft__msgpool_release(weft__msgpool_t *pool); /* its context ends */
+void weft__msgpool_flush(weft__msgpool_t *pool);   /* hand batched structs back */
+void weft__msgpool_trim(void);                     /* free what unowned pools cache */
+weft_msg_t *weft__msgpool_get(void);               /* a struct; sets origin */
+void weft__msgpool_put(weft_msg_t *m);             /* back to its origin */
+
+/* Bytes a message counts against a port's byte bound: payload + owned buffers. */
+size_t weft__msg_weight(const weft_msg_t *msg);
+/* True if msg's transfer list holds a or b (ports). */
+bool weft__msg_carries_port(const weft_msg_t *msg, const weft_port_t *a, const weft_port_t *b);
+
+/* ---- ports, channels, contexts (port.c, ctx.c) --------------------------- */
+typedef struct weft__task_s weft__task_t;
+typedef void (*weft__task_fn)(weft__task_t *task);
+struct weft__task_s {
+  weft__qnode_t node;  /* kind WEFT__NODE_TASK */
+  weft__task_fn fn;
+};
+
+typedef struct weft__channel_s weft__channel_t;
+
+enum {
+  WEFT__PORT_STARTED = 1u << 0,
+  WEFT__PORT_UNREF = 1u << 1,     /* does not keep the loop alive */
+  WEFT__PORT_CLOSING = 1u << 2,   /* weft_port_close called, close cb pending */
+  WEFT__PORT_DONE = 1u << 3,      /* close cb called */
+  WEFT__PORT_IN_MSG = 1u << 5,    /* in a message's transfer list */
+  WEFT__PORT_LIVE = 1u << 6,      /* counted in the ctx's live (ref'd) ports */
+  WEFT__PORT_FINISHED = 1u << 7   /* owner thread: close cb called, ref released */
+};
+
+/* Rare per-port settings, allocated on first use so an actor's ports stay small. */
+typedef struct {
+  weft_port_close_cb on_close;
+  weft_port_close_cb on_close_internal; /* kernel's own (worker, child), called first */
+  void *internal_data;
+  weft_port_drain_cb on_drain;
+  uint32_t hwm_msgs;
+  size_t hwm_bytes;
+} weft__port_ext_t;
+
+struct weft_port_s {
+  /* Touched by producers on any thread. */
+  weft__mpsc_t inbox;                 /* messages posted on the peer */
+  _Atomic int64_t pending;            /* messages queued; 0->1 schedules (acq_rel) */
+  _Atomic int64_t pending_bytes;      /* weight queued, for the byte bound (relaxed) */
+  _Atomic(weft_ctx_t *) owner;        /* NULL while in transit; guarded by sched_lock */
+  _Atomic uint32_t state;             /* closed bits read by posters (acquire/release) */
+  _Atomic uint8_t sched_lock;         /* spin lock: owner changes vs schedule */
+  _Atomic uint8_t parked;             /* schedule token parked while in transit */
+  _Atomic uint8_t want_drain;         /* a poster got EAGAIN; notify below half */
+  uint8_t index;                      /* immutable: 0 or 1 within its channel */
+  /* Owner thread only. */
+  uint8_t flags;                      /* WEFT__PORT_* (owner-thread bits) */
+  weft__qnode_t sched_node;           /* kind WEFT__NODE_PORT, in a ctx ready queue */
+  weft_port_message_cb on_message;
+  void *data;
+  weft__port_ext_t *ext;
+  weft_port_t *ctx_prev, *ctx_next;   /* the owner's list of bound ports */
+  weft_port_t *close_next;            /* the owner's list of ports whose close cb is due */
+  int close_reason;
+  uint32_t discarded;
+};
+
+enum { WEFT__STATE_CLOSED = 1u, WEFT__STATE_PEER_CLOSED = 2u };
+
+struct weft__channel_s {
+  weft_port_t ports[2];
+  _Atomic uint32_t refs;         /* 2 ends + scheduled tokens; last frees (acq_rel) */
+  weft__qnode_t close_marker[2]; /* close_marker[i] goes into ports[1-i].inbox */
+  weft__qnode_t drain_marker[2]; /* drain_marker[i] goes into ports[i].inbox */
+  _Atomic uint8_t drain_inflight[2];
+  _Atomic uint64_t undelivered[2]; /* posted by ports[i] but discarded */
+};
+
+weft_port_t *weft__port_peer(weft_port_t *p);
+weft__channel_t *weft__port_channel(weft_port_t *p);
+/* Unbind a port from its owner for transfer (owner thread). */
+int weft__port_detach(weft_port_t *p);
+/* Bind a detached port to ctx (ctx's thread). */
+void weft__port_attach(weft_port_t *p, weft_ctx_t *ctx);
+/* Close a port that nobody owns (freed inside a message). Any thread. */
+void weft__port_close_orphan(weft_port_t *p);
+/* Deliver up to budget messages from p (owner thread). Returns how many. */
+uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more);
+
+struct weft_runtime_s;
+
+struct weft_ctx_s {
+  /* Touched by other threads. */
+  weft__mpsc_t ready;                      /* ports and tasks to run */
+  _Atomic int parked;                      /* 1 while the loop may sleep in poll; seq_cst with ready pushes */
+  _Atomic bool stop;                       /* worker asked to stop */
+  char pad_[WEFT__CACHELINE];
+  /* Owner thread only. */
+  uv_loop_t *loop;
+  bool own_loop;
+  uv_async_t wake;
+  uv_prepare_t prepare;
+  uv_check_t check;
+  uv_idle_t idle;
+  int handles_open;
+  struct weft_runtime_s *rt;
+  weft_worker_t *worker;                   /* set in a worker context */
+  weft_port_t *parent_port;
+  weft_port_t *ports;                      /* list of bound ports */
+  uint32_t live;                           /* started ref'd open ports + running workers */
+  uint32_t batch;
+  int32_t spin_max_ns;
+  int32_t spin_ns;                         /* adaptive spin budget */
+  uint64_t msgs_in, msgs_out, queue_peak, ports_open, undeliverable, wakeups, spins_hit;
+  uint64_t start_ns;
+  weft_port_t *closing;                    /* ports whose close cb is due */
+  weft_worker_t *children;                 /* workers spawned from this context */
+  struct weft__msgpool_s *pool;            /* message structs made on this thread */
+};
+
+/* Push a runnable node (port or task) to ctx and wake it if it sleeps. Any thread. */
+void weft__ctx_schedule(weft_ctx_t *ctx, weft__qnode_t *node);
+void weft__ctx_post_task(weft_ctx_t *ctx, weft__task_t *task);
+int weft__ctx_init(weft_ctx_t *ctx, struct weft_runtime_s *rt, uv_loop_t *loop);
+/* Close every port and weft's handles (every handle of the loop too if
+ * close_all_handles); run the loop until closed; close an owned loop.
+ * Owner thread. Returns uv_loop_close's result. */
+int weft__ctx_fini(weft_ctx_t *ctx, bool close_all_handles);
+void weft__port_finish(weft_port_t *p);
+void weft__port_close_now(weft_port_t *p);
+void weft__ctx_port_link(weft_ctx_t *ctx, weft_port_t *p);
+void weft__ctx_port_unlink(weft_ctx_t *ctx, weft_port_t *p);
+void weft__ctx_live_update(weft_ctx_t *ctx, weft_port_t *p);
+void weft__ctx_live_add(weft_ctx_t *ctx, int delta);
+weft_ctx_t *weft__ctx_tls(void);
+extern uint32_t weft__default_hwm_msgs;
+extern size_t weft__default_hwm_bytes;
+weft__port_ext_t *weft__port_ext(weft_port_t *p);
+void weft__ctx_close_later(weft_ctx_t *ctx, weft_port_t *p);
+void weft__ctx_set_current(weft_ctx_t *ctx);
+uint32_t weft__ctx_hwm_msgs(const weft_ctx_t *ctx);
+size_t weft__ctx_hwm_bytes(const weft_ctx_t *ctx);
+
+/* ---- runtime (runtime.c) ------------------------------------------------- */
+typedef struct weft__entry_s {
+  struct weft__entry_s *next;
+  char *name;
+  weft_worker_entry_cb fn;
+} weft__entry_t;
+
+struct weft_runtime_s {
+  weft_ctx_t *main;
+  weft_runtime_options_t opts;
+  uv_mutex_t lock;           /* guards entries */
+  weft__entry_t *entries;
+};
+
+/* Terminate every worker spawned from ctx and run ctx's loop until each has
+ * exited (their on_exit called). Owner thread. */
+void weft__ctx_reap_children(weft_ctx_t *ctx);
+
+uint64_t weft__now_ns(void);
+
+#endif /* WEFT_IMPL_H */
