@@ -111,12 +111,17 @@ void weft__ctx_schedule(weft_ctx_t *ctx, weft__qnode_t *node) {
 }
 
 void weft__ctx_post_task(weft_ctx_t *ctx, weft__task_t *task) {
-  task->node.kind = WEFT__NODE_TASK;
-  weft__ctx_schedule(ctx, &task->node);
+  weft__mpsc_push(&ctx->tasks, &task->node); /* seq_cst exchange on the tail */
+  if (atomic_load_explicit(&ctx->parked, memory_order_seq_cst) &&
+      atomic_exchange_explicit(&ctx->parked, 0, memory_order_seq_cst))
+    uv_async_send(&ctx->wake);
 }
 
+/* Move p from the open list to the closing list; its close callback runs
+ * from the loop (never inside weft_port_close). */
 void weft__ctx_close_later(weft_ctx_t *ctx, weft_port_t *p) {
-  p->close_next = ctx->closing;
+  weft__ctx_port_unlink(ctx, p);
+  p->ctx_next = ctx->closing;
   ctx->closing = p;
   if (ctx->handles_open)
     uv_idle_start(&ctx->idle, on_idle);
@@ -125,32 +130,48 @@ void weft__ctx_close_later(weft_ctx_t *ctx, weft_port_t *p) {
 static void run_closing(weft_ctx_t *ctx) {
   while (ctx->closing != NULL) {
     weft_port_t *p = ctx->closing;
-    ctx->closing = p->close_next;
-    p->close_next = NULL;
+    ctx->closing = p->ctx_next;
+    p->ctx_next = NULL;
     weft__port_finish(p);
   }
 }
 
 /* One batch. Returns true if work remains. */
+static weft_port_t *port_of(weft__qnode_t *node) {
+  return (weft_port_t *)(void *)((char *)node - offsetof(weft_port_t, sched_node));
+}
+
+/* Run the tasks queued now (not those they queue: those wait a batch). */
+static void run_tasks(weft_ctx_t *ctx) {
+  weft__qnode_t *node;
+  weft__qnode_t *last = atomic_load_explicit(&ctx->tasks.tail, memory_order_acquire);
+  while ((node = weft__mpsc_pop(&ctx->tasks)) != NULL) {
+    weft__task_t *task = (weft__task_t *)(void *)node;
+    task->fn(task);
+    run_closing(ctx);
+    if (node == last)
+      break;
+  }
+}
+
+static bool has_work(weft_ctx_t *ctx) {
+  return ctx->closing != NULL || !weft__mpsc_empty(&ctx->ready) ||
+         !weft__mpsc_empty(&ctx->tasks);
+}
+
 static bool run_batch(weft_ctx_t *ctx) {
   run_closing(ctx);
+  run_tasks(ctx);
   uint32_t budget = ctx->batch;
   while (budget > 0 && !atomic_load_explicit(&ctx->stop, memory_order_relaxed)) {
     weft__qnode_t *node = weft__mpsc_pop(&ctx->ready);
     if (node == NULL)
       break;
-    if (node->kind == WEFT__NODE_TASK) {
-      weft__task_t *task = (weft__task_t *)node;
-      task->fn(task);
-      budget--;
-    } else {
-      weft_port_t *p = (weft_port_t *)((char *)node - offsetof(weft_port_t, sched_node));
-      bool more;
-      uint32_t used = weft__port_drain(p, budget, &more);
-      budget -= used < budget ? (used ? used : 1) : budget;
-      if (more)
-        weft__mpsc_push(&ctx->ready, node);
-    }
+    bool more;
+    uint32_t used = weft__port_drain(port_of(node), budget, &more);
+    budget -= used < budget ? (used ? used : 1) : budget;
+    if (more)
+      weft__mpsc_push(&ctx->ready, node);
     run_closing(ctx);
   }
   weft__msgpool_flush(ctx->pool);
@@ -158,7 +179,7 @@ static bool run_batch(weft_ctx_t *ctx) {
     uv_stop(ctx->loop);
     return false;
   }
-  return ctx->closing != NULL || !weft__mpsc_empty(&ctx->ready);
+  return has_work(ctx);
 }
 
 static void run_and_rearm(weft_ctx_t *ctx) {
@@ -192,7 +213,7 @@ static bool spin_for_work(weft_ctx_t *ctx) {
   uint64_t deadline = uv_hrtime() + (uint64_t)ctx->spin_ns;
   do {
     for (int i = 0; i < 64; i++) {
-      if (!weft__mpsc_empty(&ctx->ready) || atomic_load_explicit(&ctx->stop, memory_order_relaxed))
+      if (has_work(ctx) || atomic_load_explicit(&ctx->stop, memory_order_relaxed))
         return true;
       cpu_relax();
     }
@@ -227,7 +248,7 @@ static void on_prepare(uv_prepare_t *h) {
     }
     if (uv_is_active((uv_handle_t *)&ctx->idle))
       return;
-    if (!weft__mpsc_empty(&ctx->ready) || ctx->closing) {
+    if (has_work(ctx)) {
       run_and_rearm(ctx);
       continue;
     }
@@ -239,7 +260,7 @@ static void on_prepare(uv_prepare_t *h) {
     if (ctx->spin_ns == 0 && ctx->spin_max_ns > 0)
       ctx->spin_ns = SPIN_STEP_NS / 2;
     atomic_store_explicit(&ctx->parked, 1, memory_order_seq_cst);
-    if (weft__mpsc_empty(&ctx->ready))
+    if (!has_work(ctx))
       return;
     atomic_store_explicit(&ctx->parked, 0, memory_order_relaxed);
   }
@@ -261,6 +282,7 @@ int weft__ctx_init(weft_ctx_t *ctx, weft_runtime_t *rt, uv_loop_t *loop) {
   int err;
   memset(ctx, 0, sizeof(*ctx));
   weft__mpsc_init(&ctx->ready);
+  weft__mpsc_init(&ctx->tasks);
   ctx->rt = rt;
   ctx->batch = rt->opts.batch ? rt->opts.batch : 1024;
   ctx->spin_max_ns = rt->opts.spin_us < 0 ? 0 : (rt->opts.spin_us ? rt->opts.spin_us : 50) * 1000;
@@ -314,16 +336,15 @@ static void close_foreign(uv_handle_t *h, void *arg) {
 static void drain_ready(weft_ctx_t *ctx) {
   weft__qnode_t *node;
   bool stop = atomic_exchange_explicit(&ctx->stop, false, memory_order_relaxed);
+  while ((node = weft__mpsc_pop(&ctx->tasks)) != NULL) {
+    ((weft__task_t *)(void *)node)->fn((weft__task_t *)(void *)node);
+    run_closing(ctx);
+  }
   while ((node = weft__mpsc_pop(&ctx->ready)) != NULL) {
-    if (node->kind == WEFT__NODE_TASK) {
-      ((weft__task_t *)node)->fn((weft__task_t *)node);
-    } else {
-      weft_port_t *p = (weft_port_t *)((char *)node - offsetof(weft_port_t, sched_node));
-      bool more;
-      weft__port_drain(p, 0, &more); /* closed ports: releases the token */
-      if (more)
-        weft__mpsc_push(&ctx->ready, node);
-    }
+    bool more;
+    weft__port_drain(port_of(node), 0, &more); /* closed ports: releases the token */
+    if (more)
+      weft__mpsc_push(&ctx->ready, node);
     run_closing(ctx);
   }
   if (stop)

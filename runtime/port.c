@@ -30,6 +30,7 @@ size_t weft__default_hwm_bytes = WEFT_PORT_DEFAULT_HWM_BYTES;
 #define PORT_TURN_MAX 256u
 
 static void begin_close(weft_port_t *p, int reason);
+static void finish(weft_port_t *p);
 static void channel_release(weft__channel_t *ch);
 
 weft__channel_t *weft__port_channel(weft_port_t *p) {
@@ -89,14 +90,35 @@ static void take_token(weft_port_t *p) {
   unlock(p);
 }
 
-/* Queue node on p's inbox; take the token on the 0 -> 1 transition. */
-static void enqueue(weft_port_t *p, weft__qnode_t *node, size_t weight) {
-  weft__mpsc_push(&p->inbox, node);
-  if (weight)
-    atomic_fetch_add_explicit(&p->pending_bytes, (int64_t)weight, memory_order_relaxed);
+/* Count one more item at p; the 0 -> 1 transition takes the token. */
+static void count_one(weft_port_t *p) {
   /* acq_rel: pairs with the consumer's fetch_sub; the 0 -> 1 winner is unique. */
   if (atomic_fetch_add_explicit(&p->pending, 1, memory_order_acq_rel) == 0)
     take_token(p);
+}
+
+/* Queue a message on p's inbox. */
+static void enqueue(weft_port_t *p, weft_msg_t *m, size_t weight) {
+  weft__mpsc_push(&p->inbox, &m->node);
+  if (weight)
+    atomic_fetch_add_explicit(&p->pending_bytes, (int64_t)weight, memory_order_relaxed);
+  count_one(p);
+}
+
+/* Raise an event bit at p (counted once while it is raised). Any thread.
+ * release: everything the raiser did before (e.g. its last posts) is seen by
+ * the consumer that reads the bit with acquire. */
+static void raise_event(weft_port_t *p, uint32_t bit) {
+  if (atomic_fetch_or_explicit(&p->state, bit, memory_order_acq_rel) & bit)
+    return;
+  count_one(p);
+}
+
+/* Take event bit if raised. Consumer. */
+static bool take_event(weft_port_t *p, uint32_t bit) {
+  if (!(atomic_load_explicit(&p->state, memory_order_acquire) & bit))
+    return false;
+  return (atomic_fetch_and_explicit(&p->state, ~bit, memory_order_acq_rel) & bit) != 0;
 }
 
 /* Give a parked token to p's owner (after start or attach). Owner thread. */
@@ -120,7 +142,6 @@ static void park(weft_port_t *p) {
 static void port_init(weft_port_t *p, uint8_t index, weft_ctx_t *ctx) {
   weft__mpsc_init(&p->inbox);
   p->index = index;
-  p->sched_node.kind = WEFT__NODE_PORT;
   atomic_store_explicit(&p->owner, ctx, memory_order_relaxed);
   weft__ctx_port_link(ctx, p);
 }
@@ -133,11 +154,8 @@ int weft_channel_new(weft_ctx_t *ctx, weft_port_t *ports[2]) {
   weft__channel_t *ch = weft__calloc(1, sizeof(*ch));
   if (ch == NULL)
     return WEFT_ENOMEM;
-  for (int i = 0; i < 2; i++) {
-    ch->close_marker[i].kind = WEFT__NODE_PEER_CLOSE;
-    ch->drain_marker[i].kind = WEFT__NODE_DRAIN;
+  for (int i = 0; i < 2; i++)
     port_init(&ch->ports[i], (uint8_t)i, ctx);
-  }
   atomic_store_explicit(&ch->refs, 2, memory_order_release);
   ports[0] = &ch->ports[0];
   ports[1] = &ch->ports[1];
@@ -173,7 +191,7 @@ int weft_port_post(weft_port_t *port, weft_msg_t *msg) {
     if (over_bounds(to, weight))
       return WEFT_EAGAIN;
   }
-  enqueue(to, &msg->node, weight);
+  enqueue(to, msg, weight);
   weft_ctx_t *self = weft__ctx_tls();
   if (self != NULL)
     self->msgs_out++;
@@ -182,36 +200,34 @@ int weft_port_post(weft_port_t *port, weft_msg_t *msg) {
 
 /* ---- delivering --------------------------------------------------------- */
 
-static void note_discard(weft_port_t *p, uint64_t n) {
+static void note_discard(weft_port_t *p, uint32_t n) {
   if (n == 0)
     return;
-  weft__channel_t *ch = weft__port_channel(p);
-  p->discarded += (uint32_t)n;
-  atomic_fetch_add_explicit(&ch->undelivered[1 - p->index], n, memory_order_relaxed);
+  atomic_fetch_add_explicit(&p->discarded, n, memory_order_relaxed);
   weft_ctx_t *ctx = owner_of(p);
   if (ctx != NULL)
     ctx->undeliverable += n;
 }
 
-/* Pop and drop everything queued at p (it is closing). Owner or sole holder. */
+/* Drop everything queued at p (it is closing) and take its events. Owner, or
+ * the sole holder of a port in transit. */
 static void discard_inbox(weft_port_t *p) {
-  weft__channel_t *ch = weft__port_channel(p);
   int64_t popped = 0;
-  uint64_t msgs = 0;
+  uint32_t msgs = 0;
   weft__qnode_t *node;
   while ((node = weft__mpsc_pop(&p->inbox)) != NULL) {
+    weft_msg_t *m = (weft_msg_t *)node;
+    atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)weft__msg_weight(m),
+                              memory_order_relaxed);
+    weft_msg_free(m);
     popped++;
-    if (node->kind == WEFT__NODE_MSG) {
-      weft_msg_t *m = (weft_msg_t *)node;
-      atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)weft__msg_weight(m),
-                                memory_order_relaxed);
-      weft_msg_free(m);
-      msgs++;
-    } else if (node->kind == WEFT__NODE_PEER_CLOSE) {
-      atomic_fetch_or_explicit(&p->state, WEFT__STATE_PEER_CLOSED, memory_order_acq_rel);
-    } else if (node->kind == WEFT__NODE_DRAIN) {
-      atomic_store_explicit(&ch->drain_inflight[p->index], 0, memory_order_release);
-    }
+    msgs++;
+  }
+  if (take_event(p, WEFT__STATE_EV_DRAIN))
+    popped++;
+  if (take_event(p, WEFT__STATE_EV_CLOSE)) {
+    atomic_fetch_or_explicit(&p->state, WEFT__STATE_PEER_CLOSED, memory_order_acq_rel);
+    popped++;
   }
   if (popped)
     atomic_fetch_sub_explicit(&p->pending, popped, memory_order_acq_rel);
@@ -223,44 +239,51 @@ static void check_drain(weft_port_t *p, int64_t remaining) {
   if (!atomic_load_explicit(&p->want_drain, memory_order_seq_cst))
     return;
   int64_t bytes = atomic_load_explicit(&p->pending_bytes, memory_order_relaxed);
-  if (remaining >= (int64_t)(hwm_msgs(p) / 2) || (size_t)(bytes > 0 ? bytes : 0) >= hwm_bytes(p) / 2)
+  if (remaining >= (int64_t)(hwm_msgs(p) / 2) ||
+      (size_t)(bytes > 0 ? bytes : 0) >= hwm_bytes(p) / 2)
     return;
-  if (!atomic_exchange_explicit(&p->want_drain, 0, memory_order_acq_rel))
-    return;
-  weft_port_t *poster = weft__port_peer(p);
-  weft__channel_t *ch = weft__port_channel(p);
-  if (atomic_exchange_explicit(&ch->drain_inflight[poster->index], 1, memory_order_acq_rel) == 0)
-    enqueue(poster, &ch->drain_marker[poster->index], 0);
+  if (atomic_exchange_explicit(&p->want_drain, 0, memory_order_acq_rel))
+    raise_event(weft__port_peer(p), WEFT__STATE_EV_DRAIN);
 }
 
 static bool deliverable(const weft_port_t *p) {
   return (p->flags & WEFT__PORT_STARTED) && !(p->flags & WEFT__PORT_CLOSING);
 }
 
-/* Handle one popped node. Returns false when delivery must pause. */
-static bool deliver(weft_ctx_t *ctx, weft_port_t *p, weft__qnode_t *node) {
-  switch (node->kind) {
-  case WEFT__NODE_MSG: {
+static void call_drain(weft_port_t *p) {
+  if (p->ext && p->ext->on_drain)
+    p->ext->on_drain(p);
+}
+
+static void peer_closed(weft_port_t *p) {
+  atomic_fetch_or_explicit(&p->state, WEFT__STATE_PEER_CLOSED, memory_order_acq_rel);
+  p->close_kind = 1;
+}
+
+/* Deliver one item: a message, else (inbox empty) a raised event. The close
+ * event is taken only once the inbox is empty: the closer raised it after its
+ * last post, so every message it posted has been delivered by then.
+ * Returns 1 if an item was handled, 0 if none, -1 if delivery must pause. */
+static int deliver_one(weft_ctx_t *ctx, weft_port_t *p) {
+  weft__qnode_t *node = weft__mpsc_pop(&p->inbox);
+  if (node != NULL) {
     weft_msg_t *m = (weft_msg_t *)node;
     atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)weft__msg_weight(m),
                               memory_order_relaxed);
     ctx->msgs_in++;
     p->on_message(p, m);
-    return deliverable(p);
+    return deliverable(p) ? 1 : -1;
   }
-  case WEFT__NODE_PEER_CLOSE:
-    atomic_fetch_or_explicit(&p->state, WEFT__STATE_PEER_CLOSED, memory_order_acq_rel);
+  if (take_event(p, WEFT__STATE_EV_DRAIN)) {
+    call_drain(p);
+    return deliverable(p) ? 1 : -1;
+  }
+  if (take_event(p, WEFT__STATE_EV_CLOSE)) {
+    peer_closed(p);
     begin_close(p, WEFT_ECLOSED);
-    return false;
-  case WEFT__NODE_DRAIN:
-    atomic_store_explicit(&weft__port_channel(p)->drain_inflight[p->index], 0,
-                          memory_order_release);
-    if (p->ext && p->ext->on_drain)
-      p->ext->on_drain(p);
-    return deliverable(p);
-  default:
-    abort(); /* broken invariant: only these nodes enter an inbox */
+    return -1;
   }
+  return 0;
 }
 
 uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more) {
@@ -285,12 +308,12 @@ uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more) {
   if (budget > PORT_TURN_MAX)
     budget = PORT_TURN_MAX;
   int64_t n = 0;
-  weft__qnode_t *node;
-  while ((uint32_t)n < budget &&
-         !atomic_load_explicit(&ctx->stop, memory_order_relaxed) &&
-         (node = weft__mpsc_pop(&p->inbox)) != NULL) {
+  while ((uint32_t)n < budget && !atomic_load_explicit(&ctx->stop, memory_order_relaxed)) {
+    int r = deliver_one(ctx, p);
+    if (r == 0)
+      break;
     n++;
-    if (!deliver(ctx, p, node))
+    if (r < 0)
       break;
   }
   int64_t old = atomic_fetch_sub_explicit(&p->pending, n, memory_order_acq_rel);
@@ -299,17 +322,13 @@ uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more) {
     ctx->queue_peak = (uint64_t)old;
   if (n)
     check_drain(p, remaining);
-  if (remaining <= 0) {
+  if (remaining <= 0 || (p->flags & WEFT__PORT_CLOSING)) {
     channel_release(ch);
     return (uint32_t)n;
   }
   if ((deliverable(p) && owner_of(p) == ctx) ||
       atomic_load_explicit(&ctx->stop, memory_order_relaxed)) {
     *more = true; /* keep the token: the context re-queues p */
-    return (uint32_t)n;
-  }
-  if (p->flags & WEFT__PORT_CLOSING) {
-    channel_release(ch);
     return (uint32_t)n;
   }
   park(p);
@@ -328,32 +347,32 @@ int weft_port_receive(weft_port_t *port, weft_msg_t **out) {
     if (port->flags & WEFT__PORT_CLOSING)
       return WEFT_ECLOSED;
     weft__qnode_t *node = weft__mpsc_pop(&port->inbox);
-    if (node == NULL) {
-      if (atomic_load_explicit(&port->state, memory_order_acquire) & WEFT__STATE_PEER_CLOSED)
-        return WEFT_ECLOSED;
-      return WEFT_ENOENT;
-    }
-    int64_t remaining = atomic_fetch_sub_explicit(&port->pending, 1, memory_order_acq_rel) - 1;
-    if (node->kind == WEFT__NODE_MSG) {
+    if (node != NULL) {
       weft_msg_t *m = (weft_msg_t *)node;
       atomic_fetch_sub_explicit(&port->pending_bytes, (int64_t)weft__msg_weight(m),
                                 memory_order_relaxed);
+      int64_t left = atomic_fetch_sub_explicit(&port->pending, 1, memory_order_acq_rel) - 1;
       if (owner != NULL)
         owner->msgs_in++;
-      check_drain(port, remaining);
+      check_drain(port, left);
       *out = m;
       return 0;
     }
-    if (node->kind == WEFT__NODE_PEER_CLOSE) {
-      atomic_fetch_or_explicit(&port->state, WEFT__STATE_PEER_CLOSED, memory_order_acq_rel);
+    if (take_event(port, WEFT__STATE_EV_DRAIN)) {
+      atomic_fetch_sub_explicit(&port->pending, 1, memory_order_acq_rel);
+      call_drain(port);
+      continue;
+    }
+    if (take_event(port, WEFT__STATE_EV_CLOSE)) {
+      atomic_fetch_sub_explicit(&port->pending, 1, memory_order_acq_rel);
+      peer_closed(port);
       if (owner != NULL)
         begin_close(port, WEFT_ECLOSED);
       return WEFT_ECLOSED;
     }
-    atomic_store_explicit(&weft__port_channel(port)->drain_inflight[port->index], 0,
-                          memory_order_release);
-    if (port->ext && port->ext->on_drain)
-      port->ext->on_drain(port);
+    if (atomic_load_explicit(&port->state, memory_order_acquire) & WEFT__STATE_PEER_CLOSED)
+      return WEFT_ECLOSED;
+    return WEFT_ENOENT;
   }
 }
 
@@ -453,18 +472,18 @@ size_t weft_port_pending(const weft_port_t *port) {
 
 /* ---- closing ------------------------------------------------------------ */
 
+/* First step of a close: refuse posts, drop what is queued here, tell the
+ * peer (unless it closed first), and queue the close callback on the owner. */
 static void begin_close(weft_port_t *p, int reason) {
+  (void)reason; /* recorded in close_kind by the caller */
   if (p->flags & WEFT__PORT_CLOSING)
     return;
   p->flags |= WEFT__PORT_CLOSING;
-  p->close_reason = reason;
   /* release: a poster that sees CLOSED stops; acquire: we see PEER_CLOSED. */
   uint32_t st = atomic_fetch_or_explicit(&p->state, WEFT__STATE_CLOSED, memory_order_acq_rel);
   discard_inbox(p);
-  weft__channel_t *ch = weft__port_channel(p);
-  if (!(st & WEFT__STATE_PEER_CLOSED) &&
-      !(atomic_load_explicit(&p->state, memory_order_acquire) & WEFT__STATE_PEER_CLOSED))
-    enqueue(weft__port_peer(p), &ch->close_marker[p->index], 0);
+  if (!(st & (WEFT__STATE_PEER_CLOSED | WEFT__STATE_EV_CLOSE)))
+    raise_event(weft__port_peer(p), WEFT__STATE_EV_CLOSE);
   weft_ctx_t *ctx = owner_of(p);
   if (ctx != NULL) {
     weft__ctx_live_update(ctx, p);
@@ -483,18 +502,16 @@ int weft_port_close(weft_port_t *port) {
   return 0;
 }
 
-/* Last step of a close: callbacks, unbind, release the end. */
+/* Last step of a close: callbacks, unbind, release the end. The context has
+ * already moved p from its open list to its closing list. */
 static void finish(weft_port_t *p) {
   weft__channel_t *ch = weft__port_channel(p);
   discard_inbox(p);
   weft_port_close_info_t info = {
-      .reason = p->close_reason,
-      .undelivered = atomic_load_explicit(&ch->undelivered[p->index], memory_order_relaxed),
-      .discarded = p->discarded,
+      .reason = p->close_kind ? WEFT_ECLOSED : 0,
+      .undelivered = atomic_load_explicit(&weft__port_peer(p)->discarded, memory_order_relaxed),
+      .discarded = atomic_load_explicit(&p->discarded, memory_order_relaxed),
   };
-  weft_ctx_t *ctx = owner_of(p);
-  if (ctx != NULL)
-    weft__ctx_port_unlink(ctx, p);
   lock(p);
   atomic_store_explicit(&p->owner, NULL, memory_order_relaxed);
   atomic_store_explicit(&p->parked, 0, memory_order_relaxed);
@@ -514,7 +531,7 @@ static void finish(weft_port_t *p) {
 /* Called by the owner context for each port in its closing list. */
 void weft__port_finish(weft_port_t *p) { finish(p); }
 
-/* Close every port of ctx now (context teardown). */
+/* Close a port of a context that is going away. */
 void weft__port_close_now(weft_port_t *p) { begin_close(p, 0); }
 
 static void channel_release(weft__channel_t *ch) {
@@ -524,8 +541,7 @@ static void channel_release(weft__channel_t *ch) {
   for (int i = 0; i < 2; i++) {
     weft__qnode_t *node;
     while ((node = weft__mpsc_pop(&ch->ports[i].inbox)) != NULL)
-      if (node->kind == WEFT__NODE_MSG)
-        weft_msg_free((weft_msg_t *)node);
+      weft_msg_free((weft_msg_t *)node);
     weft__free(ch->ports[i].ext);
   }
   weft__free(ch);

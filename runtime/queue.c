@@ -11,7 +11,6 @@
 
 void weft__mpsc_init(weft__mpsc_t *q) {
   atomic_store_explicit(&q->stub.next, NULL, memory_order_relaxed);
-  q->stub.kind = WEFT__NODE_STUB;
   q->head = &q->stub;
   atomic_store_explicit(&q->tail, &q->stub, memory_order_release);
 }

@@ -24,7 +24,6 @@ char *weft__strdup(const char *s);
  * though the queue is not empty: callers that keep a count retry later. */
 typedef struct weft__qnode_s {
   _Atomic(struct weft__qnode_s *) next;
-  uint8_t kind;  /* weft__node_kind */
 } weft__qnode_t;
 
 typedef struct {
@@ -33,14 +32,10 @@ typedef struct {
   weft__qnode_t stub;
 } weft__mpsc_t;
 
-enum weft__node_kind {
-  WEFT__NODE_STUB = 0,
-  WEFT__NODE_MSG = 1,        /* a weft_msg_t */
-  WEFT__NODE_PEER_CLOSE = 2, /* the peer's close marker (in port inbound queue) */
-  WEFT__NODE_PORT = 3,       /* a port scheduled on a context (ready queue) */
-  WEFT__NODE_TASK = 4,       /* a weft__task_t (ready queue) */
-  WEFT__NODE_DRAIN = 5       /* the peer's queue fell below half (in the poster's inbox) */
-};
+/* What travels in which queue: a port's inbox holds only messages (their
+ * first member is the node); a context's ready queue holds only ports (their
+ * sched_node); its task queue only weft__task_t. Events without a node (the
+ * peer closed, the peer's queue drained) are bits in the port's state. */
 
 void weft__mpsc_init(weft__mpsc_t *q);
 void weft__mpsc_push(weft__mpsc_t *q, weft__qnode_t *n);
@@ -117,7 +112,7 @@ bool weft__msg_carries_port(const weft_msg_t *msg, const weft_port_t *a, const w
 typedef struct weft__task_s weft__task_t;
 typedef void (*weft__task_fn)(weft__task_t *task);
 struct weft__task_s {
-  weft__qnode_t node;  /* kind WEFT__NODE_TASK */
+  weft__qnode_t node;  /* in a context's task queue */
   weft__task_fn fn;
 };
 
@@ -143,38 +138,39 @@ typedef struct {
   size_t hwm_bytes;
 } weft__port_ext_t;
 
+/* 112 bytes: an actor is a channel of two ports (DESIGN: <= 256 B per actor). */
 struct weft_port_s {
   /* Touched by producers on any thread. */
   weft__mpsc_t inbox;                 /* messages posted on the peer */
-  _Atomic int64_t pending;            /* messages queued; 0->1 schedules (acq_rel) */
+  _Atomic int64_t pending;            /* messages + event bits queued; 0->1 takes the token (acq_rel) */
   _Atomic int64_t pending_bytes;      /* weight queued, for the byte bound (relaxed) */
-  _Atomic(weft_ctx_t *) owner;        /* NULL while in transit; guarded by sched_lock */
-  _Atomic uint32_t state;             /* closed bits read by posters (acquire/release) */
-  _Atomic uint8_t sched_lock;         /* spin lock: owner changes vs schedule */
-  _Atomic uint8_t parked;             /* schedule token parked while in transit */
-  _Atomic uint8_t want_drain;         /* a poster got EAGAIN; notify below half */
+  _Atomic(weft_ctx_t *) owner;        /* NULL while in transit; changed under sched_lock */
+  _Atomic uint32_t state;             /* WEFT__STATE_* (acq_rel) */
+  _Atomic uint32_t discarded;         /* messages that reached here and were dropped at close */
+  _Atomic uint8_t sched_lock;         /* spin lock: owner changes vs token hand-over */
+  _Atomic uint8_t parked;             /* token parked (in transit, or stopped); under sched_lock */
+  _Atomic uint8_t want_drain;         /* a poster got EAGAIN; notify below half (seq_cst) */
   uint8_t index;                      /* immutable: 0 or 1 within its channel */
   /* Owner thread only. */
-  uint8_t flags;                      /* WEFT__PORT_* (owner-thread bits) */
-  weft__qnode_t sched_node;           /* kind WEFT__NODE_PORT, in a ctx ready queue */
+  uint8_t flags;                      /* WEFT__PORT_* */
+  uint8_t close_kind;                 /* 0: closed here, 1: the peer closed */
+  weft__qnode_t sched_node;           /* in the owner's ready queue while it holds the token */
   weft_port_message_cb on_message;
   void *data;
   weft__port_ext_t *ext;
-  weft_port_t *ctx_prev, *ctx_next;   /* the owner's list of bound ports */
-  weft_port_t *close_next;            /* the owner's list of ports whose close cb is due */
-  int close_reason;
-  uint32_t discarded;
+  weft_port_t *ctx_prev, *ctx_next;   /* owner's list of open ports, then of closing ports */
 };
 
-enum { WEFT__STATE_CLOSED = 1u, WEFT__STATE_PEER_CLOSED = 2u };
+enum {
+  WEFT__STATE_CLOSED = 1u,      /* this end closed: posts on either end fail */
+  WEFT__STATE_PEER_CLOSED = 2u, /* the peer's close was seen here */
+  WEFT__STATE_EV_CLOSE = 4u,    /* event: the peer closed (counted in pending) */
+  WEFT__STATE_EV_DRAIN = 8u     /* event: the peer's queue fell below half (counted in pending) */
+};
 
 struct weft__channel_s {
   weft_port_t ports[2];
-  _Atomic uint32_t refs;         /* 2 ends + scheduled tokens; last frees (acq_rel) */
-  weft__qnode_t close_marker[2]; /* close_marker[i] goes into ports[1-i].inbox */
-  weft__qnode_t drain_marker[2]; /* drain_marker[i] goes into ports[i].inbox */
-  _Atomic uint8_t drain_inflight[2];
-  _Atomic uint64_t undelivered[2]; /* posted by ports[i] but discarded */
+  _Atomic uint32_t refs;         /* 2 ends + tokens in ready queues; last frees (acq_rel) */
 };
 
 weft_port_t *weft__port_peer(weft_port_t *p);
@@ -192,7 +188,8 @@ struct weft_runtime_s;
 
 struct weft_ctx_s {
   /* Touched by other threads. */
-  weft__mpsc_t ready;                      /* ports and tasks to run */
+  weft__mpsc_t ready;                      /* ports holding their token */
+  weft__mpsc_t tasks;                      /* kernel tasks (worker online/exit, ...) */
   _Atomic int parked;                      /* 1 while the loop may sleep in poll; seq_cst with ready pushes */
   _Atomic bool stop;                       /* worker asked to stop */
   char pad_[WEFT__CACHELINE];
@@ -207,19 +204,19 @@ struct weft_ctx_s {
   struct weft_runtime_s *rt;
   weft_worker_t *worker;                   /* set in a worker context */
   weft_port_t *parent_port;
-  weft_port_t *ports;                      /* list of bound ports */
+  weft_port_t *ports;                      /* list of bound open ports */
   uint32_t live;                           /* started ref'd open ports + running workers */
   uint32_t batch;
   int32_t spin_max_ns;
   int32_t spin_ns;                         /* adaptive spin budget */
   uint64_t msgs_in, msgs_out, queue_peak, ports_open, undeliverable, wakeups, spins_hit;
   uint64_t start_ns;
-  weft_port_t *closing;                    /* ports whose close cb is due */
+  weft_port_t *closing;                    /* ports whose close cb is due (via ctx_next) */
   weft_worker_t *children;                 /* workers spawned from this context */
   struct weft__msgpool_s *pool;            /* message structs made on this thread */
 };
 
-/* Push a runnable node (port or task) to ctx and wake it if it sleeps. Any thread. */
+/* Push a port holding its token to ctx and wake ctx if it sleeps. Any thread. */
 void weft__ctx_schedule(weft_ctx_t *ctx, weft__qnode_t *node);
 void weft__ctx_post_task(weft_ctx_t *ctx, weft__task_t *task);
 int weft__ctx_init(weft_ctx_t *ctx, struct weft_runtime_s *rt, uv_loop_t *loop);
