@@ -38,7 +38,8 @@ WEFT_EXTERN void weft_msg_free(weft_msg_t *msg);
  * it. The packer is valid until msg is freed or posted. */
 WEFT_EXTERN msgpack_packer *weft_msg_packer(weft_msg_t *msg);
 
-/* weft_msg_error: 0, or the first error met while building msg (WEFT_ENOMEM). */
+/* weft_msg_error: 0, or the first error met while building msg (WEFT_ENOMEM,
+ * or WEFT_EMSGSIZE past 4 GiB of payload or 65535 transfer items). */
 WEFT_EXTERN int weft_msg_error(const weft_msg_t *msg);
 
 /* weft_msg_set_payload: replaces the payload with a copy of len bytes of
@@ -120,9 +121,10 @@ WEFT_EXTERN int weft_msg_xfer_kind(const weft_msg_t *msg, size_t i);
 
 /* weft_msg_take_buf / _port / _socket: take item i out of the message; the
  * caller owns it from then on. A taken port is bound to the calling thread's
- * context and delivers nothing until weft_port_start (or weft_port_receive).
- * Errors: WEFT_ENOENT (no item i, or already taken), WEFT_ETYPE (other kind),
- * WEFT_EINVAL (port: the calling thread has no weft context). */
+ * context and delivers nothing until weft_port_start (or weft_port_receive);
+ * on a thread without a context it stays unbound and only weft_port_receive
+ * works on it. Errors: WEFT_ENOENT (no item i, or already taken), WEFT_ETYPE
+ * (other kind). */
 WEFT_EXTERN int weft_msg_take_buf(weft_msg_t *msg, size_t i, weft_buf_t **out);
 WEFT_EXTERN int weft_msg_take_port(weft_msg_t *msg, size_t i, weft_port_t **out);
 WEFT_EXTERN int weft_msg_take_socket(weft_msg_t *msg, size_t i, uv_os_sock_t *out);

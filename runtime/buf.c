@@ -1,0 +1,195 @@
+/* buf.c: owned, shared and detached buffer handles.
+ *
+ * A handle is one of three kinds:
+ *  - OWNED: data/len belong to this handle alone. own_alloc says weft
+ *    allocated data (weft__free it); otherwise free_cb (if any) releases it.
+ *    weft__buf_move hands data, len, free_cb and own_alloc to a new handle and
+ *    leaves the source DETACHED.
+ *  - SHARED: data/len mirror mem, a weft__bufmem_t with an atomic count of
+ *    the handles on it. The handle that drops the count to zero frees the
+ *    memory, exactly once, calling mem->free_cb first if there is one.
+ *  - DETACHED: data NULL, len 0; only weft_buf_free and the questions accept it.
+ * Threads: a handle is used by one thread at a time; only mem->refs is touched
+ * by several threads at once. */
+#include <string.h>
+
+#include "weft_impl.h"
+
+/* Shared bytes start after the header, rounded up for any scalar type. */
+#define BUFMEM_HEADER \
+  ((sizeof(weft__bufmem_t) + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1))
+
+static weft_buf_t *handle_new(int kind) {
+  weft_buf_t *b = weft__malloc(sizeof(*b));
+  if (b == NULL)
+    return NULL;
+  memset(b, 0, sizeof(*b));
+  b->kind = kind;
+  return b;
+}
+
+int weft_buf_new(weft_buf_t **out, size_t len) {
+  if (out == NULL)
+    return WEFT_EINVAL;
+  weft_buf_t *b = handle_new(WEFT__BUF_OWNED);
+  if (b == NULL)
+    return WEFT_ENOMEM;
+  if (len > 0) {
+    b->data = weft__malloc(len);
+    if (b->data == NULL) {
+      weft__free(b);
+      return WEFT_ENOMEM;
+    }
+  }
+  b->len = len;
+  b->own_alloc = true;
+  *out = b;
+  return 0;
+}
+
+int weft_buf_wrap(weft_buf_t **out, void *data, size_t len,
+                  weft_buf_free_cb free_cb, void *opaque) {
+  if (out == NULL || (data == NULL && len > 0))
+    return WEFT_EINVAL;
+  weft_buf_t *b = handle_new(WEFT__BUF_OWNED);
+  if (b == NULL)
+    return WEFT_ENOMEM;
+  b->data = data;
+  b->len = len;
+  b->free_cb = free_cb;
+  b->opaque = opaque;
+  *out = b;
+  return 0;
+}
+
+int weft_buf_new_shared(weft_buf_t **out, size_t len) {
+  if (out == NULL || len > SIZE_MAX - BUFMEM_HEADER)
+    return WEFT_EINVAL;
+  weft_buf_t *b = handle_new(WEFT__BUF_SHARED);
+  if (b == NULL)
+    return WEFT_ENOMEM;
+  weft__bufmem_t *mem = weft__calloc(1, BUFMEM_HEADER + len);
+  if (mem == NULL) {
+    weft__free(b);
+    return WEFT_ENOMEM;
+  }
+  atomic_init(&mem->refs, 1);
+  mem->len = len;
+  mem->data = (uint8_t *)mem + BUFMEM_HEADER;
+  b->mem = mem;
+  b->data = mem->data;
+  b->len = len;
+  *out = b;
+  return 0;
+}
+
+int weft_buf_share(weft_buf_t *buf, weft_buf_t **out) {
+  if (buf == NULL || out == NULL)
+    return WEFT_EINVAL;
+  if (buf->kind == WEFT__BUF_DETACHED)
+    return WEFT_EDETACHED;
+  if (buf->kind != WEFT__BUF_SHARED)
+    return WEFT_EINVAL;
+  weft_buf_t *b = handle_new(WEFT__BUF_SHARED);
+  if (b == NULL)
+    return WEFT_ENOMEM;
+  /* Relaxed: the caller already holds a reference, so the memory cannot go
+   * away under us; the new handle reaches other threads only through some
+   * later synchronising hand-off (a post), which orders this increment. */
+  atomic_fetch_add_explicit(&buf->mem->refs, 1, memory_order_relaxed);
+  b->mem = buf->mem;
+  b->data = buf->data;
+  b->len = buf->len;
+  *out = b;
+  return 0;
+}
+
+static void bufmem_release(weft__bufmem_t *mem) {
+  /* acq_rel: the release half publishes this holder's writes to the bytes
+   * before its reference goes; the acquire half, on the thread that drops the
+   * last reference, sees every other holder's writes before it runs free_cb
+   * and frees the memory. */
+  if (atomic_fetch_sub_explicit(&mem->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  if (mem->free_cb != NULL)
+    mem->free_cb(mem->data, mem->len, mem->opaque);
+  weft__free(mem);
+}
+
+static void owned_release(weft_buf_t *buf) {
+  if (buf->free_cb != NULL)
+    buf->free_cb(buf->data, buf->len, buf->opaque);
+  else if (buf->own_alloc)
+    weft__free(buf->data);
+}
+
+void weft_buf_free(weft_buf_t *buf) {
+  if (buf == NULL)
+    return;
+  if (buf->kind == WEFT__BUF_SHARED)
+    bufmem_release(buf->mem);
+  else if (buf->kind == WEFT__BUF_OWNED)
+    owned_release(buf);
+  weft__free(buf);
+}
+
+int weft__buf_move(weft_buf_t *src, weft_buf_t **out) {
+  if (src == NULL || out == NULL)
+    return WEFT_EINVAL;
+  if (src->kind == WEFT__BUF_DETACHED)
+    return WEFT_EDETACHED;
+  if (src->kind != WEFT__BUF_OWNED)
+    return WEFT_EINVAL;
+  weft_buf_t *b = handle_new(WEFT__BUF_OWNED);
+  if (b == NULL)
+    return WEFT_ENOMEM;
+  b->data = src->data;
+  b->len = src->len;
+  b->free_cb = src->free_cb;
+  b->opaque = src->opaque;
+  b->own_alloc = src->own_alloc;
+  memset(src, 0, sizeof(*src));
+  src->kind = WEFT__BUF_DETACHED;
+  *out = b;
+  return 0;
+}
+
+int weft_buf_data(const weft_buf_t *buf, void **data, size_t *len) {
+  if (data != NULL)
+    *data = NULL;
+  if (len != NULL)
+    *len = 0;
+  if (buf == NULL)
+    return WEFT_EINVAL;
+  if (buf->kind == WEFT__BUF_DETACHED)
+    return WEFT_EDETACHED;
+  if (data != NULL)
+    *data = buf->data;
+  if (len != NULL)
+    *len = buf->len;
+  return 0;
+}
+
+void *weft_buf_ptr(const weft_buf_t *buf) {
+  return buf != NULL ? buf->data : NULL;
+}
+
+size_t weft_buf_len(const weft_buf_t *buf) {
+  return buf != NULL ? buf->len : 0;
+}
+
+bool weft_buf_is_detached(const weft_buf_t *buf) {
+  return buf != NULL && buf->kind == WEFT__BUF_DETACHED;
+}
+
+bool weft_buf_is_shared(const weft_buf_t *buf) {
+  return buf != NULL && buf->kind == WEFT__BUF_SHARED;
+}
+
+unsigned weft_buf_refcount(const weft_buf_t *buf) {
+  if (buf == NULL || buf->kind == WEFT__BUF_DETACHED)
+    return 0;
+  if (buf->kind == WEFT__BUF_OWNED)
+    return 1;
+  return atomic_load_explicit(&buf->mem->refs, memory_order_relaxed);
+}
