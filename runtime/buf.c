@@ -11,9 +11,16 @@
  *  - DETACHED: data NULL, len 0; only weft_buf_free and the questions accept it.
  * Threads: a handle is used by one thread at a time; only mem->refs is touched
  * by several threads at once. */
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "weft_impl.h"
+
+#define SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL)
 
 /* Shared bytes start after the header, rounded up for any scalar type. */
 #define BUFMEM_HEADER \
@@ -28,12 +35,79 @@ static weft_buf_t *handle_new(int kind) {
   return b;
 }
 
+/* Big buffers live in a memfd so a child process can map them (zero copy).
+ * Falls back to the heap where memfd_create is refused. */
+static int memfd_alloc(weft_buf_t *b, size_t len) {
+  int fd = memfd_create("weft-buf", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0)
+    return (-errno);
+  if (ftruncate(fd, (off_t)len) != 0) {
+    int err = (-errno);
+    close(fd);
+    return err;
+  }
+  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    int err = (-errno);
+    close(fd);
+    return err;
+  }
+  b->data = p;
+  b->len = len;
+  b->is_memfd = true;
+  b->memfd = fd;
+  return 0;
+}
+
+int weft__buf_memfd_export(weft_buf_t *b, int *fd) {
+  if (b == NULL || b->kind != WEFT__BUF_OWNED || !b->is_memfd || b->private_map)
+    return UV_ENOTSUP;
+  if (b->data != NULL) {
+    munmap(b->data, b->len);
+    b->data = NULL;
+  }
+  if (fcntl(b->memfd, F_ADD_SEALS, SEALS) != 0)
+    return (-errno);
+  *fd = b->memfd;
+  return 0;
+}
+
+int weft__buf_from_memfd(int fd, size_t len, weft_buf_t **out) {
+  struct stat st;
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (len == 0 || seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_WRITE)) !=
+                                   (F_SEAL_SHRINK | F_SEAL_WRITE) ||
+      fstat(fd, &st) != 0 || (uint64_t)st.st_size < (uint64_t)len)
+    return WEFT_EPROTO;
+  weft_buf_t *b = handle_new(WEFT__BUF_OWNED);
+  if (b == NULL)
+    return WEFT_ENOMEM;
+  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  if (p == MAP_FAILED) {
+    int err = (-errno);
+    weft__free(b);
+    return err;
+  }
+  b->data = p;
+  b->len = len;
+  b->is_memfd = true;
+  b->private_map = true;
+  b->memfd = fd;
+  *out = b;
+  return 0;
+}
+
 int weft_buf_new(weft_buf_t **out, size_t len) {
   if (out == NULL)
     return WEFT_EINVAL;
   weft_buf_t *b = handle_new(WEFT__BUF_OWNED);
   if (b == NULL)
     return WEFT_ENOMEM;
+  b->memfd = -1;
+  if (len >= WEFT__BUF_MEMFD_MIN && memfd_alloc(b, len) == 0) {
+    *out = b;
+    return 0;
+  }
   if (len > 0) {
     b->data = weft__malloc(len);
     if (b->data == NULL) {
@@ -117,7 +191,11 @@ static void bufmem_release(weft__bufmem_t *mem) {
 }
 
 static void owned_release(weft_buf_t *buf) {
-  if (buf->free_cb != NULL)
+  if (buf->is_memfd) {
+    if (buf->data != NULL)
+      munmap(buf->data, buf->len);
+    close(buf->memfd);
+  } else if (buf->free_cb != NULL)
     buf->free_cb(buf->data, buf->len, buf->opaque);
   else if (buf->own_alloc)
     weft__free(buf->data);
@@ -148,6 +226,9 @@ int weft__buf_move(weft_buf_t *src, weft_buf_t **out) {
   b->free_cb = src->free_cb;
   b->opaque = src->opaque;
   b->own_alloc = src->own_alloc;
+  b->is_memfd = src->is_memfd;
+  b->private_map = src->private_map;
+  b->memfd = src->memfd;
   memset(src, 0, sizeof(*src));
   src->kind = WEFT__BUF_DETACHED;
   *out = b;

@@ -351,7 +351,36 @@ static void drain_ready(weft_ctx_t *ctx) {
     atomic_store_explicit(&ctx->stop, true, memory_order_relaxed);
 }
 
+void weft__ctx_closer_add(weft_ctx_t *ctx, weft__closer_t *c) {
+  c->prev = NULL;
+  c->next = ctx->closers;
+  if (ctx->closers)
+    ctx->closers->prev = c;
+  ctx->closers = c;
+}
+
+void weft__ctx_closer_remove(weft_ctx_t *ctx, weft__closer_t *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else if (ctx->closers == c)
+    ctx->closers = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+}
+
+/* Close every kernel resource; each removes itself when closed. */
+static void close_closers(weft_ctx_t *ctx) {
+  for (weft__closer_t *c = ctx->closers, *next; c != NULL; c = next) {
+    next = c->next;
+    c->close(c);
+  }
+  while (ctx->closers != NULL)
+    uv_run(ctx->loop, UV_RUN_ONCE);
+}
+
 int weft__ctx_fini(weft_ctx_t *ctx, bool close_all_handles) {
+  close_closers(ctx);
   while (ctx->ports != NULL) {
     weft_port_t *p = ctx->ports;
     weft__port_close_now(p);

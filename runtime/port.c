@@ -61,18 +61,29 @@ static bool on_owner_thread(const weft_port_t *p) {
 }
 
 weft__port_ext_t *weft__port_ext(weft_port_t *p) {
-  if (p->ext == NULL) {
-    p->ext = weft__calloc(1, sizeof(*p->ext));
+  weft__port_ext_t *e = atomic_load_explicit(&p->ext, memory_order_relaxed);
+  if (e == NULL) {
+    e = weft__calloc(1, sizeof(*e));
+    /* release: a poster that reads the pointer sees the zeroed bounds. */
+    atomic_store_explicit(&p->ext, e, memory_order_release);
   }
-  return p->ext;
+  return e;
+}
+
+static weft__port_ext_t *ext_of(const weft_port_t *p) {
+  return atomic_load_explicit(&((weft_port_t *)p)->ext, memory_order_acquire);
 }
 
 static uint32_t hwm_msgs(const weft_port_t *p) {
-  return p->ext && p->ext->hwm_msgs ? p->ext->hwm_msgs : weft__default_hwm_msgs;
+  weft__port_ext_t *e = ext_of(p);
+  uint32_t v = e ? atomic_load_explicit(&e->hwm_msgs, memory_order_relaxed) : 0;
+  return v ? v : weft__default_hwm_msgs;
 }
 
 static size_t hwm_bytes(const weft_port_t *p) {
-  return p->ext && p->ext->hwm_bytes ? p->ext->hwm_bytes : weft__default_hwm_bytes;
+  weft__port_ext_t *e = ext_of(p);
+  size_t v = e ? atomic_load_explicit(&e->hwm_bytes, memory_order_relaxed) : 0;
+  return v ? v : weft__default_hwm_bytes;
 }
 
 /* The token for p was just taken: hand p to its owner, or park it. */
@@ -86,6 +97,18 @@ static void take_token(weft_port_t *p) {
     weft__ctx_schedule(ctx, &p->sched_node);
   } else {
     atomic_store_explicit(&p->parked, 1, memory_order_relaxed);
+  }
+  unlock(p);
+}
+
+/* Give a parked token to p's owner (after start or attach). Any thread. */
+static void unpark(weft_port_t *p) {
+  lock(p);
+  weft_ctx_t *ctx = atomic_load_explicit(&p->owner, memory_order_relaxed);
+  if (ctx != NULL && atomic_load_explicit(&p->parked, memory_order_relaxed)) {
+    atomic_store_explicit(&p->parked, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&weft__port_channel(p)->refs, 1, memory_order_relaxed);
+    weft__ctx_schedule(ctx, &p->sched_node);
   }
   unlock(p);
 }
@@ -111,7 +134,13 @@ static void enqueue(weft_port_t *p, weft_msg_t *m, size_t weight) {
 static void raise_event(weft_port_t *p, uint32_t bit) {
   if (atomic_fetch_or_explicit(&p->state, bit, memory_order_acq_rel) & bit)
     return;
-  count_one(p);
+  if (atomic_fetch_add_explicit(&p->pending, 1, memory_order_acq_rel) == 0) {
+    take_token(p);
+    return;
+  }
+  /* A stopped port parks its token with messages waiting; events must still
+   * reach it (see drain_stopped), so wake a parked token. */
+  unpark(p);
 }
 
 /* Take event bit if raised. Consumer. */
@@ -119,18 +148,6 @@ static bool take_event(weft_port_t *p, uint32_t bit) {
   if (!(atomic_load_explicit(&p->state, memory_order_acquire) & bit))
     return false;
   return (atomic_fetch_and_explicit(&p->state, ~bit, memory_order_acq_rel) & bit) != 0;
-}
-
-/* Give a parked token to p's owner (after start or attach). Owner thread. */
-static void unpark(weft_port_t *p) {
-  lock(p);
-  weft_ctx_t *ctx = atomic_load_explicit(&p->owner, memory_order_relaxed);
-  if (ctx != NULL && atomic_load_explicit(&p->parked, memory_order_relaxed)) {
-    atomic_store_explicit(&p->parked, 0, memory_order_relaxed);
-    atomic_fetch_add_explicit(&weft__port_channel(p)->refs, 1, memory_order_relaxed);
-    weft__ctx_schedule(ctx, &p->sched_node);
-  }
-  unlock(p);
 }
 
 static void park(weft_port_t *p) {
@@ -170,6 +187,21 @@ static bool over_bounds(weft_port_t *to, size_t weight) {
   return n >= (int64_t)hwm_msgs(to) || (size_t)(b > 0 ? b : 0) + weight > hwm_bytes(to);
 }
 
+/* What may cross to another process: no ports; to Node, one socket at most. */
+static bool remote_can_carry(const weft_msg_t *msg, uint32_t state) {
+  unsigned sockets = 0;
+  for (uint16_t i = 0; i < msg->nxfer; i++) {
+    int kind = msg->xfer[i].kind;
+    if (kind == WEFT_XFER_PORT)
+      return false;
+    if (kind == WEFT_XFER_SOCKET)
+      sockets++;
+    else if (kind == WEFT_XFER_BUF && (state & WEFT__STATE_REMOTE_JSON))
+      return false;
+  }
+  return !(state & WEFT__STATE_REMOTE_JSON) || sockets <= 1;
+}
+
 int weft_port_post(weft_port_t *port, weft_msg_t *msg) {
   if (port == NULL || msg == NULL)
     return WEFT_EINVAL;
@@ -179,8 +211,13 @@ int weft_port_post(weft_port_t *port, weft_msg_t *msg) {
   if ((atomic_load_explicit(&port->state, memory_order_acquire) |
        atomic_load_explicit(&to->state, memory_order_acquire)) & WEFT__STATE_CLOSED)
     return WEFT_ECLOSED;
-  if (msg->nxfer && weft__msg_carries_port(msg, port, to))
-    return WEFT_ESELF;
+  if (msg->nxfer) {
+    if (weft__msg_carries_port(msg, port, to))
+      return WEFT_ESELF;
+    uint32_t remote = atomic_load_explicit(&to->state, memory_order_relaxed);
+    if ((remote & WEFT__STATE_REMOTE) && !remote_can_carry(msg, remote))
+      return WEFT_ETRANSFER;
+  }
   size_t weight = weft__msg_weight(msg);
   if (weight > hwm_bytes(to))
     return WEFT_EMSGSIZE;
@@ -286,25 +323,47 @@ static int deliver_one(weft_ctx_t *ctx, weft_port_t *p) {
   return 0;
 }
 
+/* A stopped port still gets its drain events (a transport that stopped its
+ * port for want of credit must still learn that its peer has room); its
+ * messages wait, and the token is parked until weft_port_start. */
+static uint32_t drain_stopped(weft_port_t *p, bool *more) {
+  uint32_t n = 0;
+  int64_t left = atomic_load_explicit(&p->pending, memory_order_acquire);
+  if (take_event(p, WEFT__STATE_EV_DRAIN)) {
+    n = 1;
+    left = atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) - 1;
+    call_drain(p);
+  }
+  if (left > 0 && deliverable(p)) {
+    *more = true; /* the drain callback restarted it */
+    return n;
+  }
+  if (left > 0 && !(p->flags & WEFT__PORT_CLOSING))
+    park(p);
+  channel_release(weft__port_channel(p));
+  return n;
+}
+
 uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more) {
   weft_ctx_t *ctx = weft__ctx_tls();
   weft__channel_t *ch = weft__port_channel(p);
   *more = false;
   lock(p);
   weft_ctx_t *owner = atomic_load_explicit(&p->owner, memory_order_relaxed);
-  if (owner != ctx || !deliverable(p)) {
-    if (owner != NULL && owner != ctx) {
-      weft__ctx_schedule(owner, &p->sched_node); /* the token and its ref move */
-      unlock(p);
-      return 0;
-    }
-    if (!(p->flags & WEFT__PORT_CLOSING))
-      atomic_store_explicit(&p->parked, 1, memory_order_relaxed);
+  if (owner != NULL && owner != ctx) {
+    weft__ctx_schedule(owner, &p->sched_node); /* the token and its ref move */
     unlock(p);
-    channel_release(ch);
     return 0;
   }
   unlock(p);
+  if (owner == NULL || (p->flags & WEFT__PORT_CLOSING)) {
+    if (owner == NULL)
+      park(p);
+    channel_release(ch);
+    return 0;
+  }
+  if (!deliverable(p))
+    return drain_stopped(p, more);
   if (budget > PORT_TURN_MAX)
     budget = PORT_TURN_MAX;
   int64_t n = 0;
@@ -426,9 +485,9 @@ int weft_port_set_hwm(weft_port_t *port, uint32_t msgs, size_t bytes) {
   if (weft__port_ext(port) == NULL)
     return WEFT_ENOMEM;
   if (msgs)
-    port->ext->hwm_msgs = msgs;
+    atomic_store_explicit(&port->ext->hwm_msgs, msgs, memory_order_relaxed);
   if (bytes)
-    port->ext->hwm_bytes = bytes;
+    atomic_store_explicit(&port->ext->hwm_bytes, bytes, memory_order_relaxed);
   return 0;
 }
 
@@ -507,8 +566,9 @@ int weft_port_close(weft_port_t *port) {
 static void finish(weft_port_t *p) {
   weft__channel_t *ch = weft__port_channel(p);
   discard_inbox(p);
+  int16_t peer_code = atomic_load_explicit(&weft__port_peer(p)->close_code, memory_order_relaxed);
   weft_port_close_info_t info = {
-      .reason = p->close_kind ? WEFT_ECLOSED : 0,
+      .reason = p->close_kind ? (peer_code ? peer_code : WEFT_ECLOSED) : 0,
       .undelivered = atomic_load_explicit(&weft__port_peer(p)->discarded, memory_order_relaxed),
       .discarded = atomic_load_explicit(&p->discarded, memory_order_relaxed),
   };
@@ -522,14 +582,23 @@ static void finish(weft_port_t *p) {
       p->ext->on_close_internal(p, &info);
     if (p->ext->on_close)
       p->ext->on_close(p, &info);
-    weft__free(p->ext);
-    p->ext = NULL;
+    p->ext->on_close = NULL;
+    p->ext->on_close_internal = NULL;
+    p->ext->on_drain = NULL;
   }
   channel_release(ch);
 }
 
 /* Called by the owner context for each port in its closing list. */
 void weft__port_finish(weft_port_t *p) { finish(p); }
+
+void weft__port_close_with(weft_port_t *p, int code, uint32_t extra_undelivered) {
+  if (p->flags & WEFT__PORT_CLOSING)
+    return;
+  atomic_store_explicit(&p->close_code, (int16_t)code, memory_order_relaxed);
+  atomic_fetch_add_explicit(&p->discarded, extra_undelivered, memory_order_relaxed);
+  begin_close(p, code); /* the event's release orders both stores */
+}
 
 /* Close a port of a context that is going away. */
 void weft__port_close_now(weft_port_t *p) { begin_close(p, 0); }

@@ -61,7 +61,22 @@ struct weft_buf_s {
   void *opaque;
   weft__bufmem_t *mem;       /* shared: the refcounted memory */
   bool own_alloc;            /* owned: data was allocated by weft (free with weft__free) */
+  bool is_memfd;             /* owned: data is a mapping of memfd (or unmapped, data NULL) */
+  bool private_map;          /* owned memfd: a private (copy-on-write) mapping of a received fd */
+  int memfd;
 };
+
+/* Owned buffers of at least this size live in a memfd, so that they can move
+ * to another process without a copy. */
+#define WEFT__BUF_MEMFD_MIN (256u * 1024u)
+/* A memfd-backed owned buffer about to leave the process: unmaps it, seals the
+ * memfd (no shrink, grow or write) and returns the fd, which b still owns
+ * (closed when b is freed). UV_ENOTSUP if b is not such a buffer. */
+int weft__buf_memfd_export(weft_buf_t *b, int *fd);
+/* A buffer over a received memfd of len bytes: checks its size and seals, maps
+ * it private (copy-on-write). Takes fd on success. WEFT_EPROTO if the fd is
+ * not a sealed memfd of at least len bytes. */
+int weft__buf_from_memfd(int fd, size_t len, weft_buf_t **out);
 
 /* Moves src's bytes into a new handle; src becomes detached. Owned only. */
 int weft__buf_move(weft_buf_t *src, weft_buf_t **out);
@@ -134,8 +149,8 @@ typedef struct {
   weft_port_close_cb on_close_internal; /* kernel's own (worker, child), called first */
   void *internal_data;
   weft_port_drain_cb on_drain;
-  uint32_t hwm_msgs;
-  size_t hwm_bytes;
+  _Atomic uint32_t hwm_msgs;  /* read by posters on any thread (relaxed) */
+  _Atomic size_t hwm_bytes;
 } weft__port_ext_t;
 
 /* 112 bytes: an actor is a channel of two ports (DESIGN: <= 256 B per actor). */
@@ -154,10 +169,14 @@ struct weft_port_s {
   /* Owner thread only. */
   uint8_t flags;                      /* WEFT__PORT_* */
   uint8_t close_kind;                 /* 0: closed here, 1: the peer closed */
+  _Atomic int16_t close_code;         /* the reason this end gives its peer (0: WEFT_ECLOSED);
+                                         stored before the close event is raised (release) */
   weft__qnode_t sched_node;           /* in the owner's ready queue while it holds the token */
   weft_port_message_cb on_message;
   void *data;
-  weft__port_ext_t *ext;
+  /* Made on the owner thread on first use, published with release (posters
+   * read the bounds in it with acquire); freed only with the channel. */
+  _Atomic(weft__port_ext_t *) ext;
   weft_port_t *ctx_prev, *ctx_next;   /* owner's list of open ports, then of closing ports */
 };
 
@@ -165,7 +184,11 @@ enum {
   WEFT__STATE_CLOSED = 1u,      /* this end closed: posts on either end fail */
   WEFT__STATE_PEER_CLOSED = 2u, /* the peer's close was seen here */
   WEFT__STATE_EV_CLOSE = 4u,    /* event: the peer closed (counted in pending) */
-  WEFT__STATE_EV_DRAIN = 8u     /* event: the peer's queue fell below half (counted in pending) */
+  WEFT__STATE_EV_DRAIN = 8u,    /* event: the peer's queue fell below half (counted in pending) */
+  WEFT__STATE_REMOTE = 16u,     /* set before use: this port is another process's proxy:
+                                   posting on its peer refuses what cannot cross */
+  WEFT__STATE_REMOTE_JSON = 32u /* ... and the other process speaks Node's JSON: only
+                                   payloads and at most one socket cross */
 };
 
 struct weft__channel_s {
@@ -179,12 +202,22 @@ weft__channel_t *weft__port_channel(weft_port_t *p);
 int weft__port_detach(weft_port_t *p);
 /* Bind a detached port to ctx (ctx's thread). */
 void weft__port_attach(weft_port_t *p, weft_ctx_t *ctx);
+/* Close p (owner thread) telling its peer `code` as the reason and counting
+ * extra messages as undelivered (sent to a process that died unacknowledged). */
+void weft__port_close_with(weft_port_t *p, int code, uint32_t extra_undelivered);
 /* Close a port that nobody owns (freed inside a message). Any thread. */
 void weft__port_close_orphan(weft_port_t *p);
 /* Deliver up to budget messages from p (owner thread). Returns how many. */
 uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more);
 
 struct weft_runtime_s;
+
+/* A kernel resource with libuv handles of its own (a process channel, a child
+ * process) that a context must close before it ends. */
+typedef struct weft__closer_s {
+  struct weft__closer_s *prev, *next;
+  void (*close)(struct weft__closer_s *c); /* start closing; the loop finishes it */
+} weft__closer_t;
 
 struct weft_ctx_s {
   /* Touched by other threads. */
@@ -214,6 +247,7 @@ struct weft_ctx_s {
   weft_port_t *closing;                    /* ports whose close cb is due (via ctx_next) */
   weft_worker_t *children;                 /* workers spawned from this context */
   struct weft__msgpool_s *pool;            /* message structs made on this thread */
+  weft__closer_t *closers;                 /* closed first by weft__ctx_fini */
 };
 
 /* Push a port holding its token to ctx and wake ctx if it sleeps. Any thread. */
@@ -236,6 +270,8 @@ extern size_t weft__default_hwm_bytes;
 weft__port_ext_t *weft__port_ext(weft_port_t *p);
 void weft__ctx_close_later(weft_ctx_t *ctx, weft_port_t *p);
 void weft__ctx_set_current(weft_ctx_t *ctx);
+void weft__ctx_closer_add(weft_ctx_t *ctx, weft__closer_t *c);
+void weft__ctx_closer_remove(weft_ctx_t *ctx, weft__closer_t *c);
 uint32_t weft__ctx_hwm_msgs(const weft_ctx_t *ctx);
 size_t weft__ctx_hwm_bytes(const weft_ctx_t *ctx);
 
