@@ -12,5 +12,6 @@
 #include "weft/runtime.h"
 #include "weft/worker.h"
 #include "weft/actor.h"
+#include "weft/child.h"
 
 #endif /* WEFT_H */

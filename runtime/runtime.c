@@ -35,9 +35,16 @@ int weft_runtime_new(weft_runtime_t **out, const weft_runtime_options_t *opts) {
   if (err)
     goto fail_free_ctx;
   weft__ctx_set_current(rt->main);
+  err = weft__child_bootstrap(rt);
+  if (err)
+    goto fail_fini_ctx;
   *out = rt;
   return 0;
 
+fail_fini_ctx:
+  weft__ctx_fini(rt->main, false);
+  weft__ctx_set_current(NULL);
+  weft__free(rt->child_entry);
 fail_free_ctx:
   weft__free(rt->main);
 fail_destroy_lock:
@@ -70,6 +77,7 @@ int weft_runtime_free(weft_runtime_t *rt) {
     e = next;
   }
   uv_mutex_destroy(&rt->lock);
+  weft__free(rt->child_entry);
   weft__free(rt);
   weft__msgpool_trim();
   weft__default_hwm_msgs = WEFT_PORT_DEFAULT_HWM_MSGS;

@@ -287,7 +287,12 @@ struct weft_runtime_s {
   weft_runtime_options_t opts;
   uv_mutex_t lock;           /* guards entries */
   weft__entry_t *entries;
+  char *child_entry;         /* WEFT_ENTRY this process was started with */
+  weft_port_t *parent_port;  /* the channel to a parent process, if any */
 };
+
+/* In weft_runtime_new: adopt a channel inherited from a parent process. */
+int weft__child_bootstrap(weft_runtime_t *rt);
 
 /* Terminate every worker spawned from ctx and run ctx's loop until each has
  * exited (their on_exit called). Owner thread. */

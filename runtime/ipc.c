@@ -1,0 +1,521 @@
+/* ipc.c: process channels: the socket side shared by both codecs.
+ *
+ * See ipc.h for the design. This file owns the socket: a uv_poll_t on it,
+ * sendmsg/recvmsg with SCM_RIGHTS (so several fds can travel with one frame
+ * and fds stay attached to the first byte of their frame), the write queue of
+ * chunks, the read buffer, the FIFO of received fds, and the lifecycle: the
+ * struct goes when both the socket and port B are closed.
+ *
+ * Invariants: out_bytes is the sum of unsent chunk bytes; a chunk with fds
+ * starts with its frame's first byte and is sent with them; in[in_off ..
+ * in_len) holds bytes not yet parsed, in_pos is the stream offset of in[0].
+ * Threads: the owner context's only. */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ipc.h"
+
+#define CHUNK_MIN (64u * 1024u)
+#define READ_MIN (64u * 1024u)
+#define READS_PER_EVENT 16
+#define TEARDOWN_FLUSH_MS 2000
+
+static void close_socket(weft__ipc_t *ipc);
+static void maybe_free(weft__ipc_t *ipc);
+static void update_poll(weft__ipc_t *ipc);
+
+/* ---- writing ------------------------------------------------------------ */
+
+static weft__ipc_chunk_t *chunk_new(size_t cap) {
+  weft__ipc_chunk_t *c = weft__malloc(sizeof(*c) + cap);
+  if (c == NULL)
+    return NULL;
+  c->next = NULL;
+  c->len = c->off = 0;
+  c->cap = cap;
+  c->nfds = 0;
+  c->hold = NULL;
+  return c;
+}
+
+static void chunk_append(weft__ipc_t *ipc, weft__ipc_chunk_t *c) {
+  if (ipc->out_tail)
+    ipc->out_tail->next = c;
+  else
+    ipc->out_head = c;
+  ipc->out_tail = c;
+}
+
+int weft__ipc_write(weft__ipc_t *ipc, const void *p, size_t n) {
+  weft__ipc_chunk_t *t = ipc->out_tail;
+  if (t == NULL || t->cap - t->len < n || (t->off > 0 && t->nfds)) {
+    t = chunk_new(n > CHUNK_MIN ? n : CHUNK_MIN);
+    if (t == NULL)
+      return WEFT_ENOMEM;
+    chunk_append(ipc, t);
+  }
+  memcpy(t->data + t->len, p, n);
+  t->len += n;
+  ipc->out_bytes += n;
+  return 0;
+}
+
+int weft__ipc_write_frame_fds(weft__ipc_t *ipc, const void *head, size_t n, const int *fds,
+                              uint16_t nfds, weft_msg_t *hold) {
+  if (nfds > WEFT__IPC_MAX_FDS_PER_READ)
+    return WEFT_ETRANSFER;
+  weft__ipc_chunk_t *c = chunk_new(n > CHUNK_MIN ? n : CHUNK_MIN);
+  if (c == NULL)
+    return WEFT_ENOMEM;
+  memcpy(c->data, head, n);
+  c->len = n;
+  memcpy(c->fds, fds, nfds * sizeof(int));
+  c->nfds = nfds;
+  c->hold = hold;
+  chunk_append(ipc, c);
+  ipc->out_bytes += n;
+  return 0;
+}
+
+static void chunk_free(weft__ipc_chunk_t *c) {
+  weft_msg_free(c->hold);
+  weft__free(c);
+}
+
+/* One sendmsg of the head chunk. Returns bytes sent, 0 on EAGAIN, or an error. */
+static ssize_t send_head(weft__ipc_t *ipc) {
+  weft__ipc_chunk_t *c = ipc->out_head;
+  struct iovec iov = {.iov_base = c->data + c->off, .iov_len = c->len - c->off};
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * WEFT__IPC_MAX_FDS_PER_READ)];
+    struct cmsghdr align;
+  } ctl;
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (c->off == 0 && c->nfds > 0) {
+    memset(&ctl, 0, sizeof(ctl));
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * c->nfds);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * c->nfds);
+    memcpy(CMSG_DATA(cm), c->fds, sizeof(int) * c->nfds);
+  }
+  ssize_t n;
+  do
+    n = sendmsg(ipc->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  return n;
+}
+
+int weft__ipc_flush(weft__ipc_t *ipc) {
+  while (ipc->out_head != NULL && ipc->fd >= 0) {
+    ssize_t n = send_head(ipc);
+    if (n == 0)
+      break;
+    if (n < 0) {
+      weft__ipc_fail(ipc, WEFT_EPEERDIED);
+      return (int)n;
+    }
+    weft__ipc_chunk_t *c = ipc->out_head;
+    c->off += (size_t)n;
+    ipc->out_bytes -= (size_t)n;
+    if (c->off == c->len) {
+      ipc->out_head = c->next;
+      if (ipc->out_head == NULL)
+        ipc->out_tail = NULL;
+      chunk_free(c);
+    }
+  }
+  if (ipc->codec->flushed)
+    ipc->codec->flushed(ipc);
+  update_poll(ipc);
+  return 0;
+}
+
+/* At teardown the loop will not run again for us: write what is queued,
+ * waiting up to a bound, so a child's last messages reach its parent. */
+static void flush_blocking(weft__ipc_t *ipc) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)TEARDOWN_FLUSH_MS * 1000000u;
+  while (ipc->out_head != NULL && ipc->fd >= 0 && uv_hrtime() < deadline) {
+    weft__ipc_flush(ipc);
+    if (ipc->out_head == NULL || ipc->fd < 0)
+      break;
+    struct pollfd pfd = {.fd = ipc->fd, .events = POLLOUT};
+    poll(&pfd, 1, 50);
+  }
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+int weft__ipc_reserve(weft__ipc_t *ipc, size_t want) {
+  if (ipc->in_off > 0 && (ipc->in_off == ipc->in_len || ipc->in_cap - ipc->in_len < want)) {
+    memmove(ipc->in, ipc->in + ipc->in_off, ipc->in_len - ipc->in_off);
+    ipc->in_len -= ipc->in_off;
+    ipc->in_pos += ipc->in_off;
+    ipc->in_off = 0;
+  }
+  if (ipc->in_cap - ipc->in_len >= want)
+    return 0;
+  size_t cap = ipc->in_cap ? ipc->in_cap : READ_MIN;
+  while (cap - ipc->in_len < want)
+    cap *= 2;
+  uint8_t *p = weft__realloc(ipc->in, cap);
+  if (p == NULL)
+    return WEFT_ENOMEM;
+  ipc->in = p;
+  ipc->in_cap = cap;
+  return 0;
+}
+
+static int push_fds(weft__ipc_t *ipc, struct msghdr *mh, uint64_t from, uint64_t to) {
+  int err = 0;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    int fds[WEFT__IPC_MAX_FDS_PER_READ];
+    memcpy(fds, CMSG_DATA(cm), n * sizeof(int));
+    for (size_t i = 0; i < n; i++) {
+      if (ipc->fd_count == WEFT__IPC_FD_QUEUE) {
+        close(fds[i]);
+        err = WEFT_EPROTO; /* more fds than frames could announce */
+        continue;
+      }
+      unsigned slot = (ipc->fd_head + ipc->fd_count++) % WEFT__IPC_FD_QUEUE;
+      ipc->fds[slot].fd = fds[i];
+      ipc->fds[slot].from = from;
+      ipc->fds[slot].to = to;
+    }
+  }
+  if (mh->msg_flags & MSG_CTRUNC)
+    err = WEFT_EPROTO;
+  return err;
+}
+
+int weft__ipc_take_fd(weft__ipc_t *ipc, uint64_t at) {
+  if (ipc->fd_count == 0)
+    return -1;
+  weft__ipc_fd_t *f = &ipc->fds[ipc->fd_head];
+  if (at != UINT64_MAX && (at < f->from || at >= f->to))
+    return -1;
+  ipc->fd_head = (ipc->fd_head + 1) % WEFT__IPC_FD_QUEUE;
+  ipc->fd_count--;
+  return f->fd;
+}
+
+unsigned weft__ipc_stray_fds(weft__ipc_t *ipc, uint64_t at) {
+  unsigned n = 0;
+  for (unsigned i = 0; i < ipc->fd_count; i++)
+    if (ipc->fds[(ipc->fd_head + i) % WEFT__IPC_FD_QUEUE].to <= at)
+      n++;
+  return n;
+}
+
+/* One recvmsg. Returns bytes read, 0 at EOF, UV_EAGAIN, or an error. */
+static ssize_t read_once(weft__ipc_t *ipc) {
+  int err = weft__ipc_reserve(ipc, READ_MIN);
+  if (err)
+    return err;
+  struct iovec iov = {.iov_base = ipc->in + ipc->in_len, .iov_len = ipc->in_cap - ipc->in_len};
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * WEFT__IPC_MAX_FDS_PER_READ)];
+    struct cmsghdr align;
+  } ctl;
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                      .msg_controllen = sizeof(ctl.buf)};
+  ssize_t n;
+  do
+    n = recvmsg(ipc->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : -errno;
+  uint64_t from = ipc->in_pos + ipc->in_len;
+  err = push_fds(ipc, &mh, from, from + (uint64_t)n);
+  ipc->in_len += (size_t)n;
+  return err ? err : n;
+}
+
+static void on_readable(weft__ipc_t *ipc) {
+  for (int i = 0; i < READS_PER_EVENT && !ipc->read_paused && !ipc->closed; i++) {
+    ssize_t n = read_once(ipc);
+    if (n == UV_EAGAIN)
+      break;
+    if (n == 0) {
+      ipc->eof = true;
+      weft__ipc_fail(ipc, ipc->codec->eof_reason);
+      return;
+    }
+    if (n < 0) {
+      weft__ipc_fail(ipc, n == UV_ECONNRESET ? WEFT_EPEERDIED : (int)n);
+      return;
+    }
+    int err = ipc->codec->parse(ipc);
+    if (err) {
+      weft__ipc_fail(ipc, err);
+      return;
+    }
+  }
+  weft__ipc_flush(ipc); /* credits and replies the parse queued */
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  weft__ipc_t *ipc = h->data;
+  if (status < 0) {
+    weft__ipc_fail(ipc, WEFT_EPEERDIED);
+    return;
+  }
+  if (events & UV_WRITABLE)
+    weft__ipc_flush(ipc);
+  if ((events & (UV_READABLE | UV_DISCONNECT)) && !ipc->closed)
+    on_readable(ipc);
+}
+
+static void update_poll(weft__ipc_t *ipc) {
+  if (!ipc->poll_open || ipc->poll_closing)
+    return;
+  int ev = 0;
+  if (!ipc->read_paused && !ipc->closed)
+    ev |= UV_READABLE | UV_DISCONNECT;
+  if (ipc->out_head != NULL)
+    ev |= UV_WRITABLE;
+  if (ev == ipc->poll_events)
+    return;
+  ipc->poll_events = ev;
+  if (ev)
+    uv_poll_start(&ipc->poll, ev, on_poll);
+  else
+    uv_poll_stop(&ipc->poll);
+  if (ipc->closed && ipc->out_head == NULL)
+    close_socket(ipc);
+}
+
+/* ---- port B glue -------------------------------------------------------- */
+
+int weft__ipc_deliver(weft__ipc_t *ipc, weft_msg_t *msg) {
+  if (ipc->b == NULL) {
+    weft_msg_free(msg);
+    return WEFT_ECLOSED;
+  }
+  int rc = weft_port_post(ipc->b, msg);
+  if (rc == WEFT_EAGAIN) {
+    ipc->pending_in = msg;
+    ipc->read_paused = true;
+    update_poll(ipc);
+    return 0;
+  }
+  if (rc != 0)
+    weft_msg_free(msg);
+  return rc == WEFT_ECLOSED ? 0 : rc;
+}
+
+/* A's queue fell below half: post the waiting message and read on. */
+static void on_b_drain(weft_port_t *b) {
+  weft__ipc_t *ipc = b->ext->internal_data;
+  if (!ipc->read_paused)
+    return;
+  weft_msg_t *m = ipc->pending_in;
+  ipc->pending_in = NULL;
+  ipc->read_paused = false;
+  if (m != NULL && weft__ipc_deliver(ipc, m) != 0)
+    return;
+  if (ipc->read_paused)
+    return;
+  if (ipc->codec->resume)
+    ipc->codec->resume(ipc);
+  int err = ipc->codec->parse(ipc);
+  if (err)
+    weft__ipc_fail(ipc, err);
+  weft__ipc_flush(ipc);
+  update_poll(ipc);
+}
+
+static void on_flush_task(weft__task_t *t) {
+  weft__ipc_t *ipc = (weft__ipc_t *)(void *)((char *)t - offsetof(weft__ipc_t, flush_task));
+  ipc->flush_queued = false;
+  if (ipc->fd >= 0 && !ipc->poll_closing)
+    weft__ipc_flush(ipc);
+  maybe_free(ipc);
+}
+
+/* Encode now, write in bulk: at 64 KiB, or once the delivery batch is over. */
+static void on_b_message(weft_port_t *b, weft_msg_t *msg) {
+  weft__ipc_t *ipc = b->ext->internal_data;
+  ipc->codec->send(ipc, msg);
+  if (ipc->out_bytes >= CHUNK_MIN) {
+    weft__ipc_flush(ipc);
+  } else if (!ipc->flush_queued) {
+    ipc->flush_queued = true;
+    weft__ctx_post_task(ipc->ctx, &ipc->flush_task);
+  }
+}
+
+void weft__ipc_hold_b(weft__ipc_t *ipc, bool hold) {
+  if (ipc->b == NULL || hold == ipc->b_stopped)
+    return;
+  ipc->b_stopped = hold;
+  if (hold)
+    weft_port_stop(ipc->b);
+  else
+    weft_port_start(ipc->b, on_b_message);
+}
+
+/* B finished closing: A closed it (send our close), or we closed it. */
+static void on_b_closed(weft_port_t *b, const weft_port_close_info_t *info) {
+  (void)info;
+  weft__ipc_t *ipc = b->ext->internal_data;
+  ipc->b = NULL;
+  if (!ipc->closed) {
+    ipc->closed = true;
+    if (ipc->codec->send_close && !ipc->sent_close)
+      ipc->codec->send_close(ipc);
+    weft__ipc_flush(ipc);
+    if (ipc->fd >= 0 && ipc->out_head == NULL)
+      shutdown(ipc->fd, SHUT_WR);
+  }
+  update_poll(ipc);
+  if (ipc->out_head == NULL)
+    close_socket(ipc);
+  maybe_free(ipc);
+}
+
+void weft__ipc_fail(weft__ipc_t *ipc, int reason) {
+  if (ipc->closed && ipc->b == NULL) {
+    close_socket(ipc);
+    return;
+  }
+  ipc->closed = true;
+  ipc->close_reason = reason;
+  weft_msg_free(ipc->pending_in);
+  ipc->pending_in = NULL;
+  if (ipc->b != NULL) {
+    uint32_t unacked = (uint32_t)(ipc->sent_msgs - ipc->acked_msgs);
+    weft__port_close_with(ipc->b, reason, reason ? unacked : 0);
+  }
+  close_socket(ipc);
+}
+
+void weft__ipc_peer_closed(weft__ipc_t *ipc) { weft__ipc_fail(ipc, 0); }
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static void on_poll_closed(uv_handle_t *h) {
+  weft__ipc_t *ipc = h->data;
+  ipc->poll_open = false;
+  ipc->ctx->handles_open--;
+  close(ipc->fd);
+  ipc->fd = -1;
+  maybe_free(ipc);
+}
+
+static void close_socket(weft__ipc_t *ipc) {
+  if (ipc->poll_closing)
+    return;
+  ipc->poll_closing = true;
+  while (ipc->out_head != NULL) {
+    weft__ipc_chunk_t *c = ipc->out_head;
+    ipc->out_head = c->next;
+    chunk_free(c);
+  }
+  ipc->out_tail = NULL;
+  ipc->out_bytes = 0;
+  while (ipc->fd_count > 0)
+    close(weft__ipc_take_fd(ipc, UINT64_MAX));
+  uv_close((uv_handle_t *)&ipc->poll, on_poll_closed);
+}
+
+typedef struct {
+  weft__closer_t closer;
+  weft__ipc_t ipc;
+} ipc_box_t;
+
+static ipc_box_t *box_of(weft__ipc_t *ipc) {
+  return (ipc_box_t *)(void *)((char *)ipc - offsetof(ipc_box_t, ipc));
+}
+
+static void maybe_free(weft__ipc_t *ipc) {
+  if (ipc->b != NULL || ipc->poll_open || ipc->flush_queued)
+    return;
+  weft__ctx_closer_remove(ipc->ctx, &box_of(ipc)->closer);
+  if (ipc->codec->fini)
+    ipc->codec->fini(ipc);
+  weft__free(ipc->in);
+  if (ipc->opts.on_done)
+    ipc->opts.on_done(ipc, ipc->opts.data);
+  weft__free(box_of(ipc));
+}
+
+/* The context ends: send what A posted, then close in order. */
+static void on_ctx_close(weft__closer_t *c) {
+  weft__ipc_t *ipc = &((ipc_box_t *)(void *)c)->ipc;
+  weft_msg_t *m;
+  while (ipc->b != NULL && !ipc->closed && weft_port_receive(ipc->b, &m) == 0)
+    ipc->codec->send(ipc, m);
+  flush_blocking(ipc);
+  if (ipc->b != NULL)
+    weft_port_close(ipc->b); /* on_b_closed sends our close */
+  else
+    close_socket(ipc);
+  flush_blocking(ipc);
+}
+
+int weft__ipc_open(weft_ctx_t *ctx, int fd, const weft__ipc_options_t *opts,
+                   weft__ipc_t **out, weft_port_t **user_port) {
+  int err;
+  ipc_box_t *box = weft__calloc(1, sizeof(*box));
+  if (box == NULL)
+    return WEFT_ENOMEM;
+  weft__ipc_t *ipc = &box->ipc;
+  box->closer.close = on_ctx_close;
+  ipc->flush_task.fn = on_flush_task;
+  ipc->ctx = ctx;
+  ipc->fd = fd;
+  ipc->opts = *opts;
+  ipc->codec = opts->kind == WEFT__IPC_NODE ? &weft__ipc_node_codec : &weft__ipc_weft_codec;
+  weft_port_t *ports[2];
+  err = weft_channel_new(ctx, ports);
+  if (err)
+    goto fail_free;
+  ipc->b = ports[1];
+  if (weft__port_ext(ipc->b) == NULL) {
+    err = WEFT_ENOMEM;
+    goto fail_channel;
+  }
+  ipc->b->ext->on_close_internal = on_b_closed;
+  ipc->b->ext->internal_data = ipc;
+  ipc->b->ext->on_drain = on_b_drain;
+  atomic_fetch_or_explicit(&ipc->b->state,
+                           WEFT__STATE_REMOTE |
+                               (opts->kind == WEFT__IPC_NODE ? WEFT__STATE_REMOTE_JSON : 0),
+                           memory_order_release);
+  err = uv_poll_init_socket(ctx->loop, &ipc->poll, fd);
+  if (err)
+    goto fail_channel;
+  ipc->poll.data = ipc;
+  ipc->poll_open = true;
+  ctx->handles_open++;
+  uv_unref((uv_handle_t *)&ipc->poll);
+  weft_port_unref(ipc->b);
+  ipc->b_stopped = true; /* until the codec says the peer may receive */
+  weft__ctx_closer_add(ctx, &box->closer);
+  ipc->codec->start(ipc);
+  weft__ipc_flush(ipc);
+  *out = ipc;
+  *user_port = ports[0];
+  return 0;
+
+fail_channel:
+  ipc->b->ext->on_close_internal = NULL;
+  weft_port_close(ports[0]);
+  weft_port_close(ports[1]);
+fail_free:
+  weft__free(box);
+  return err;
+}
+
+void weft__ipc_abort(weft__ipc_t *ipc, int reason) { weft__ipc_fail(ipc, reason); }

@@ -1,0 +1,280 @@
+/* ipc_weft.c: the codec between two weft processes: msgpack frames (wire.h),
+ * memfd buffers, SCM_RIGHTS sockets, credit-based flow control.
+ *
+ * Credits: each side announces in its HELLO how many messages and bytes the
+ * other may send ahead (its window). The sender spends credit per message and
+ * stops port B when it has none left; the receiver gives credit back (CREDIT
+ * frames) as it hands messages over to port A. Messages sent but not yet
+ * credited back are "unacknowledged": if the peer dies they are reported in
+ * A's close event as undelivered.
+ *
+ * Buffers: an owned memfd-backed buffer (weft_buf_new of 256 KiB or more)
+ * travels as its sealed fd: no copy; the receiver maps it copy-on-write.
+ * Other buffers travel inline when the frame stays under the peer's maximum,
+ * else they are copied into a new memfd first.
+ *
+ * Threads: the owner context's only. */
+#include <string.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "wire.h"
+
+#define DEFAULT_WINDOW_MSGS 4096u
+#define DEFAULT_WINDOW_BYTES (256u * 1024u * 1024u)
+#define HEAD_MAX (WEFT__WIRE_HEADER + 2 + WEFT__WIRE_MAX_XFER * 9)
+
+static uint32_t max_frame(const weft__ipc_t *ipc) {
+  return ipc->opts.max_frame ? ipc->opts.max_frame : WEFT__WIRE_DEFAULT_MAX_FRAME;
+}
+
+static void start(weft__ipc_t *ipc) {
+  uint8_t buf[32];
+  uint32_t wm = ipc->opts.window_msgs ? ipc->opts.window_msgs : DEFAULT_WINDOW_MSGS;
+  uint64_t wb = ipc->opts.window_bytes ? ipc->opts.window_bytes : DEFAULT_WINDOW_BYTES;
+  int n = weft__wire_put_hello(buf, sizeof(buf), max_frame(ipc), wm, wb);
+  if (n > 0)
+    weft__ipc_write(ipc, buf, (size_t)n);
+}
+
+static void send_close(weft__ipc_t *ipc) {
+  uint8_t buf[16];
+  int n = weft__wire_put_close(buf, sizeof(buf), 0);
+  if (n > 0 && weft__ipc_write(ipc, buf, (size_t)n) == 0)
+    ipc->sent_close = true;
+}
+
+/* A buffer that cannot ride inline goes into a fresh memfd (one copy). */
+static int to_memfd(weft_buf_t **bufp) {
+  weft_buf_t *src = *bufp, *copy;
+  int err = weft_buf_new(&copy, src->len < WEFT__BUF_MEMFD_MIN ? WEFT__BUF_MEMFD_MIN : src->len);
+  if (err)
+    return err;
+  if (!copy->is_memfd) {
+    weft_buf_free(copy);
+    return UV_ENOTSUP;
+  }
+  memcpy(copy->data, src->data, src->len);
+  copy->len = src->len; /* the mapping stays as made; only len bytes travel */
+  weft_buf_free(src);
+  *bufp = copy;
+  return 0;
+}
+
+/* Describe msg's transfer list; collect fds. Returns 0 or an error. */
+static int describe(weft__ipc_t *ipc, weft_msg_t *msg, weft__wire_xfer_t *x, int *fds,
+                    uint16_t *nfds) {
+  uint32_t limit = ipc->peer_max_frame ? ipc->peer_max_frame : max_frame(ipc);
+  size_t inline_total = msg->len + WEFT__WIRE_HEADER + 2;
+  *nfds = 0;
+  for (uint16_t i = 0; i < msg->nxfer; i++) {
+    weft__xfer_t *it = &msg->xfer[i];
+    if (it->kind == WEFT_XFER_SOCKET) {
+      x[i].kind = WEFT__WIRE_X_SOCKET;
+      fds[(*nfds)++] = it->u.fd;
+      continue;
+    }
+    if (it->kind != WEFT_XFER_BUF)
+      return WEFT_ETRANSFER;
+    weft_buf_t *b = it->u.buf;
+    bool fits = inline_total + 5 + b->len <= limit;
+    if (!b->is_memfd || b->private_map) {
+      if (fits || b->len == 0) {
+        x[i].kind = WEFT__WIRE_X_INLINE;
+        x[i].len = b->len;
+        x[i].data = b->data;
+        inline_total += 5 + b->len;
+        continue;
+      }
+      int err = to_memfd(&it->u.buf);
+      if (err)
+        return err;
+      b = it->u.buf;
+    }
+    int fd;
+    int err = weft__buf_memfd_export(b, &fd);
+    if (err)
+      return err;
+    x[i].kind = WEFT__WIRE_X_MEMFD;
+    x[i].len = b->len;
+    fds[(*nfds)++] = fd;
+  }
+  return 0;
+}
+
+static void spend(weft__ipc_t *ipc, size_t weight) {
+  ipc->credit_msgs--;
+  ipc->credit_bytes -= (int64_t)weight;
+  ipc->sent_msgs++;
+  if (ipc->credit_msgs <= 0 || ipc->credit_bytes <= 0)
+    weft__ipc_hold_b(ipc, true);
+}
+
+static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
+  static _Thread_local weft__wire_xfer_t x[WEFT__WIRE_MAX_XFER];
+  static _Thread_local uint8_t head[HEAD_MAX];
+  int fds[WEFT__IPC_MAX_FDS_PER_READ];
+  uint16_t nfds = 0;
+  size_t weight = weft__msg_weight(msg);
+  if (msg->nxfer > WEFT__WIRE_MAX_XFER || describe(ipc, msg, x, fds, &nfds) != 0) {
+    ipc->ctx->undeliverable++;
+    weft_msg_free(msg);
+    return;
+  }
+  int n = weft__wire_put_msg_head(head, sizeof(head), x, msg->nxfer, msg->len, nfds);
+  int err = n < 0 ? n : 0;
+  if (!err && nfds)
+    err = weft__ipc_write_frame_fds(ipc, head, (size_t)n, fds, nfds, msg);
+  else if (!err)
+    err = weft__ipc_write(ipc, head, (size_t)n);
+  for (uint16_t i = 0; !err && i < msg->nxfer; i++)
+    if (x[i].kind == WEFT__WIRE_X_INLINE && x[i].len)
+      err = weft__ipc_write(ipc, x[i].data, x[i].len);
+  if (!err)
+    err = weft__ipc_write(ipc, msg->data, msg->len);
+  if (err) {
+    weft__ipc_fail(ipc, err); /* a half-written frame cannot be taken back */
+    if (!nfds)
+      weft_msg_free(msg);
+    return;
+  }
+  spend(ipc, weight);
+  if (!nfds)
+    weft_msg_free(msg); /* else the chunk holds it until its fds are sent */
+}
+
+/* Build a message from a MSG frame that started at stream offset `at`. */
+static int build_msg(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at, weft_msg_t **out) {
+  weft_msg_t *m;
+  int err = weft_msg_new(&m);
+  if (err)
+    return err;
+  err = weft_msg_set_payload(m, f->payload, f->payload_len);
+  for (uint16_t i = 0; !err && i < f->nxfer; i++) {
+    const weft__wire_xfer_t *x = &f->xfer[i];
+    weft_buf_t *b = NULL;
+    int fd;
+    switch (x->kind) {
+    case WEFT__WIRE_X_INLINE:
+      err = weft_buf_new(&b, (size_t)x->len);
+      if (!err && x->len)
+        memcpy(b->data, x->data, (size_t)x->len);
+      break;
+    case WEFT__WIRE_X_MEMFD:
+      fd = weft__ipc_take_fd(ipc, at);
+      if (fd < 0) {
+        err = WEFT_EPROTO;
+        break;
+      }
+      err = weft__buf_from_memfd(fd, (size_t)x->len, &b);
+      if (err) {
+        close(fd);
+        err = WEFT_EPROTO;
+      }
+      break;
+    default:
+      fd = weft__ipc_take_fd(ipc, at);
+      if (fd < 0)
+        err = WEFT_EPROTO;
+      else if ((err = weft_msg_add_socket(m, fd)) != 0)
+        close(fd);
+      break;
+    }
+    if (b != NULL) {
+      if (!err)
+        err = weft_msg_add_buf(m, b);
+      weft_buf_free(b);
+    }
+  }
+  if (err) {
+    weft_msg_free(m);
+    return err;
+  }
+  *out = m;
+  return 0;
+}
+
+static void give_credit(weft__ipc_t *ipc) {
+  if (ipc->consumed_msgs == 0)
+    return;
+  uint8_t buf[32];
+  int n = weft__wire_put_credit(buf, sizeof(buf), ipc->consumed_msgs, ipc->consumed_bytes);
+  if (n > 0)
+    weft__ipc_write(ipc, buf, (size_t)n);
+  ipc->consumed_msgs = 0;
+  ipc->consumed_bytes = 0;
+}
+
+static int on_frame(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at) {
+  weft_msg_t *m;
+  int err;
+  switch (f->type) {
+  case WEFT__WIRE_HELLO:
+    if (ipc->hello_seen)
+      return WEFT_EPROTO;
+    ipc->hello_seen = true;
+    ipc->peer_max_frame = f->max_frame;
+    ipc->credit_msgs = f->window_msgs;
+    ipc->credit_bytes = (int64_t)f->window_bytes;
+    weft__ipc_hold_b(ipc, false);
+    return 0;
+  case WEFT__WIRE_MSG:
+    if (!ipc->hello_seen)
+      return WEFT_EPROTO;
+    err = build_msg(ipc, f, at, &m);
+    if (err)
+      return err;
+    ipc->consumed_msgs++;
+    ipc->consumed_bytes += weft__msg_weight(m);
+    return weft__ipc_deliver(ipc, m);
+  case WEFT__WIRE_CREDIT:
+    ipc->credit_msgs += f->credit_msgs;
+    ipc->credit_bytes += (int64_t)f->credit_bytes;
+    ipc->acked_msgs += f->credit_msgs;
+    if (ipc->credit_msgs > 0 && ipc->credit_bytes > 0)
+      weft__ipc_hold_b(ipc, false);
+    return 0;
+  default: /* CLOSE */
+    weft__ipc_peer_closed(ipc);
+    return 0;
+  }
+}
+
+static int parse(weft__ipc_t *ipc) {
+  static _Thread_local weft__wire_frame_t frame;
+  while (!ipc->read_paused && !ipc->closed) {
+    size_t need = 0;
+    uint64_t at = ipc->in_pos + ipc->in_off;
+    int n = weft__wire_parse(ipc->in + ipc->in_off, ipc->in_len - ipc->in_off, max_frame(ipc),
+                             &frame, &need);
+    if (n < 0)
+      return n;
+    if (n == 0) {
+      if (need > ipc->in_len - ipc->in_off) {
+        int err = weft__ipc_reserve(ipc, need - (ipc->in_len - ipc->in_off));
+        if (err)
+          return err;
+      }
+      break;
+    }
+    if (weft__ipc_stray_fds(ipc, at) > 0)
+      return WEFT_EPROTO; /* fds that no frame announced */
+    ipc->in_off += (size_t)n;
+    int err = on_frame(ipc, &frame, at);
+    if (err)
+      return err;
+  }
+  give_credit(ipc);
+  return 0;
+}
+
+const weft__ipc_codec_t weft__ipc_weft_codec = {
+    .start = start,
+    .send = send_msg,
+    .parse = parse,
+    .resume = NULL,
+    .send_close = send_close,
+    .flushed = NULL,
+    .eof_reason = WEFT_EPEERDIED,
+    .fini = NULL,
+};
