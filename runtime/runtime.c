@@ -19,10 +19,6 @@ int weft_runtime_new(weft_runtime_t **out, const weft_runtime_options_t *opts) {
     return WEFT_ENOMEM;
   if (opts)
     rt->opts = *opts;
-  if (rt->opts.port_hwm_msgs)
-    weft__default_hwm_msgs = rt->opts.port_hwm_msgs;
-  if (rt->opts.port_hwm_bytes)
-    weft__default_hwm_bytes = rt->opts.port_hwm_bytes;
   err = uv_mutex_init(&rt->lock);
   if (err)
     goto fail_free_rt;
@@ -38,6 +34,10 @@ int weft_runtime_new(weft_runtime_t **out, const weft_runtime_options_t *opts) {
   err = weft__child_bootstrap(rt);
   if (err)
     goto fail_fini_ctx;
+  if (rt->opts.port_hwm_msgs)
+    weft__default_hwm_msgs = rt->opts.port_hwm_msgs;
+  if (rt->opts.port_hwm_bytes)
+    weft__default_hwm_bytes = rt->opts.port_hwm_bytes;
   *out = rt;
   return 0;
 
