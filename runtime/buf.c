@@ -13,6 +13,7 @@
  * by several threads at once. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -35,25 +36,97 @@ static weft_buf_t *handle_new(int kind) {
   return b;
 }
 
+/* Mapped memfds freed in-process are kept for reuse, so that a program
+ * moving a fresh 16 MiB buffer per message pays neither memfd_create +
+ * ftruncate + mmap nor munmap + close each time (about 15 us here). At most
+ * CACHE_SLOTS of them and CACHE_BYTES in all; exact mapped sizes. */
+#define CACHE_SLOTS 8
+#define CACHE_BYTES ((size_t)256 << 20)
+
+static struct {
+  pthread_mutex_t lock;
+  size_t bytes;
+  int n;
+  struct {
+    int fd;
+    void *map;
+    size_t len;
+  } slot[CACHE_SLOTS];
+} cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static size_t page_round(size_t len) {
+  size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+  return (len + pg - 1) & ~(pg - 1);
+}
+
+static bool cache_take(size_t map_len, int *fd, void **map) {
+  bool hit = false;
+  pthread_mutex_lock(&cache.lock);
+  for (int i = 0; i < cache.n; i++) {
+    if (cache.slot[i].len != map_len)
+      continue;
+    *fd = cache.slot[i].fd;
+    *map = cache.slot[i].map;
+    cache.bytes -= map_len;
+    cache.slot[i] = cache.slot[--cache.n];
+    hit = true;
+    break;
+  }
+  pthread_mutex_unlock(&cache.lock);
+  return hit;
+}
+
+static bool cache_put(int fd, void *map, size_t map_len) {
+  bool kept = false;
+  pthread_mutex_lock(&cache.lock);
+  if (cache.n < CACHE_SLOTS && cache.bytes + map_len <= CACHE_BYTES) {
+    cache.slot[cache.n].fd = fd;
+    cache.slot[cache.n].map = map;
+    cache.slot[cache.n].len = map_len;
+    cache.n++;
+    cache.bytes += map_len;
+    kept = true;
+  }
+  pthread_mutex_unlock(&cache.lock);
+  return kept;
+}
+
+void weft__buf_cache_trim(void) {
+  pthread_mutex_lock(&cache.lock);
+  while (cache.n > 0) {
+    cache.n--;
+    munmap(cache.slot[cache.n].map, cache.slot[cache.n].len);
+    close(cache.slot[cache.n].fd);
+  }
+  cache.bytes = 0;
+  pthread_mutex_unlock(&cache.lock);
+}
+
 /* Big buffers live in a memfd so a child process can map them (zero copy).
  * Falls back to the heap where memfd_create is refused. */
 static int memfd_alloc(weft_buf_t *b, size_t len) {
-  int fd = memfd_create("weft-buf", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (fd < 0)
-    return (-errno);
-  if (ftruncate(fd, (off_t)len) != 0) {
-    int err = (-errno);
-    close(fd);
-    return err;
-  }
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) {
-    int err = (-errno);
-    close(fd);
-    return err;
+  size_t map_len = page_round(len);
+  int fd;
+  void *p;
+  if (!cache_take(map_len, &fd, &p)) {
+    fd = memfd_create("weft-buf", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+      return (-errno);
+    if (ftruncate(fd, (off_t)map_len) != 0) {
+      int err = (-errno);
+      close(fd);
+      return err;
+    }
+    p = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+      int err = (-errno);
+      close(fd);
+      return err;
+    }
   }
   b->data = p;
   b->len = len;
+  b->map_len = map_len;
   b->is_memfd = true;
   b->memfd = fd;
   return 0;
@@ -63,7 +136,7 @@ int weft__buf_memfd_export(weft_buf_t *b, int *fd) {
   if (b == NULL || b->kind != WEFT__BUF_OWNED || !b->is_memfd || b->private_map)
     return UV_ENOTSUP;
   if (b->data != NULL) {
-    munmap(b->data, b->len);
+    munmap(b->data, b->map_len);
     b->data = NULL;
   }
   if (fcntl(b->memfd, F_ADD_SEALS, SEALS) != 0)
@@ -90,6 +163,7 @@ int weft__buf_from_memfd(int fd, size_t len, weft_buf_t **out) {
   }
   b->data = p;
   b->len = len;
+  b->map_len = len;
   b->is_memfd = true;
   b->private_map = true;
   b->memfd = fd;
@@ -192,8 +266,10 @@ static void bufmem_release(weft__bufmem_t *mem) {
 
 static void owned_release(weft_buf_t *buf) {
   if (buf->is_memfd) {
+    if (buf->data != NULL && !buf->private_map && cache_put(buf->memfd, buf->data, buf->map_len))
+      return;
     if (buf->data != NULL)
-      munmap(buf->data, buf->len);
+      munmap(buf->data, buf->map_len);
     close(buf->memfd);
   } else if (buf->free_cb != NULL)
     buf->free_cb(buf->data, buf->len, buf->opaque);
@@ -229,6 +305,7 @@ int weft__buf_move(weft_buf_t *src, weft_buf_t **out) {
   b->is_memfd = src->is_memfd;
   b->private_map = src->private_map;
   b->memfd = src->memfd;
+  b->map_len = src->map_len;
   memset(src, 0, sizeof(*src));
   src->kind = WEFT__BUF_DETACHED;
   *out = b;

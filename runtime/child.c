@@ -40,6 +40,7 @@ struct weft_child_s {
   int64_t status;
   int term_signal;
   bool aborted;         /* the context is ending: no on_exit */
+  char *readbuf;        /* output read buffer */
 };
 
 static void maybe_done(weft_child_t *c) {
@@ -50,6 +51,7 @@ static void maybe_done(weft_child_t *c) {
     weft__linebuf_fini(&c->lines[i]);
   if (!c->aborted && c->opts.on_exit)
     c->opts.on_exit(c, c->status, c->term_signal);
+  weft__free(c->readbuf);
   weft__free(c);
 }
 
@@ -82,12 +84,16 @@ static void on_channel_done(weft__ipc_t *ipc, void *data) {
 
 /* ---- output ------------------------------------------------------------- */
 
+#define READ_CHUNK (64 * 1024)
+
+/* One read buffer per child, made on its first output. */
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-  (void)h;
   (void)hint;
-  static _Thread_local char chunk[64 * 1024];
-  buf->base = chunk;
-  buf->len = sizeof(chunk);
+  weft_child_t *c = h->data;
+  if (c->readbuf == NULL)
+    c->readbuf = weft__malloc(READ_CHUNK);
+  buf->base = c->readbuf;
+  buf->len = c->readbuf ? READ_CHUNK : 0;
 }
 
 static void emit(weft_child_t *c, int fd, const char *p, size_t n) {

@@ -26,13 +26,12 @@
 #define SPIN_STEP_NS 2000
 #define SPIN_FLOOR_NS 0
 
-static _Thread_local weft_ctx_t *tls_ctx;
+_Thread_local weft_ctx_t *weft__tls_ctx __attribute__((tls_model("initial-exec")));
 
 static void on_idle(uv_idle_t *h);
 
-weft_ctx_t *weft__ctx_tls(void) { return tls_ctx; }
-weft_ctx_t *weft_ctx_current(void) { return tls_ctx; }
-void weft__ctx_set_current(weft_ctx_t *ctx) { tls_ctx = ctx; }
+weft_ctx_t *weft_ctx_current(void) { return weft__tls_ctx; }
+void weft__ctx_set_current(weft_ctx_t *ctx) { weft__tls_ctx = ctx; }
 
 uv_loop_t *weft_ctx_loop(const weft_ctx_t *ctx) { return ctx ? ctx->loop : NULL; }
 weft_runtime_t *weft_ctx_runtime(const weft_ctx_t *ctx) { return ctx ? ctx->rt : NULL; }
@@ -191,9 +190,15 @@ static void run_and_rearm(weft_ctx_t *ctx) {
 
 static void on_idle(uv_idle_t *h) { run_and_rearm(h->data); }
 
+/* Woken soon after parking: the peer answers at the pace of a kernel
+ * wake-up, so both sides sleep on every message. Spin fully next time: the
+ * peer's answer then arrives while we spin, and the exchange leaves the slow
+ * regime after one round instead of never (seen under CPU contention). */
 static void on_wake(uv_async_t *h) {
   weft_ctx_t *ctx = h->data;
   ctx->wakeups++;
+  if (ctx->spin_max_ns > 0 && uv_hrtime() - ctx->parked_at < 4 * (uint64_t)ctx->spin_max_ns)
+    ctx->spin_ns = ctx->spin_max_ns;
   atomic_store_explicit(&ctx->parked, 0, memory_order_relaxed);
   run_and_rearm(ctx);
 }
@@ -259,6 +264,7 @@ static void on_prepare(uv_prepare_t *h) {
     /* Let the spin grow again later so a new exchange can find it. */
     if (ctx->spin_ns == 0 && ctx->spin_max_ns > 0)
       ctx->spin_ns = SPIN_STEP_NS / 2;
+    ctx->parked_at = uv_hrtime();
     atomic_store_explicit(&ctx->parked, 1, memory_order_seq_cst);
     if (!has_work(ctx))
       return;
@@ -412,7 +418,7 @@ int weft__ctx_fini(weft_ctx_t *ctx, bool close_all_handles) {
 int weft_ctx_stats(weft_ctx_t *ctx, weft_ctx_stats_t *out) {
   if (ctx == NULL || out == NULL)
     return WEFT_EINVAL;
-  if (ctx != tls_ctx)
+  if (ctx != weft__tls_ctx)
     return WEFT_EWRONGTHREAD;
   memset(out, 0, sizeof(*out));
   out->msgs_in = ctx->msgs_in;

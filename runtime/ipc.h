@@ -110,6 +110,8 @@ struct weft__ipc_s {
   uint64_t sent_msgs, acked_msgs;      /* sent vs credited back */
   uint32_t consumed_msgs;              /* delivered here, not yet credited */
   uint64_t consumed_bytes;
+  /* weft codec: scratch for one frame (parsed or being written), made on first use */
+  struct weft__ipc_scratch_s *scratch;
   /* node codec */
   void *node;
 };

@@ -24,6 +24,25 @@
 #define DEFAULT_WINDOW_BYTES (256u * 1024u * 1024u)
 #define HEAD_MAX (WEFT__WIRE_HEADER + 2 + WEFT__WIRE_MAX_XFER * 9)
 
+/* Per channel, not per thread: every thread of a process would pay for
+ * thread-local buffers of this size, channel or not. */
+struct weft__ipc_scratch_s {
+  weft__wire_frame_t frame;
+  weft__wire_xfer_t x[WEFT__WIRE_MAX_XFER];
+  uint8_t head[HEAD_MAX];
+};
+
+static struct weft__ipc_scratch_s *scratch(weft__ipc_t *ipc) {
+  if (ipc->scratch == NULL)
+    ipc->scratch = weft__malloc(sizeof(*ipc->scratch));
+  return ipc->scratch;
+}
+
+static void fini(weft__ipc_t *ipc) {
+  weft__free(ipc->scratch);
+  ipc->scratch = NULL;
+}
+
 static uint32_t max_frame(const weft__ipc_t *ipc) {
   return ipc->opts.max_frame ? ipc->opts.max_frame : WEFT__WIRE_DEFAULT_MAX_FRAME;
 }
@@ -55,7 +74,7 @@ static int to_memfd(weft_buf_t **bufp) {
     return UV_ENOTSUP;
   }
   memcpy(copy->data, src->data, src->len);
-  copy->len = src->len; /* the mapping stays as made; only len bytes travel */
+  copy->len = src->len; /* map_len keeps the mapping's size; only len bytes travel */
   weft_buf_free(src);
   *bufp = copy;
   return 0;
@@ -111,17 +130,19 @@ static void spend(weft__ipc_t *ipc, size_t weight) {
 }
 
 static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
-  static _Thread_local weft__wire_xfer_t x[WEFT__WIRE_MAX_XFER];
-  static _Thread_local uint8_t head[HEAD_MAX];
+  struct weft__ipc_scratch_s *sc = scratch(ipc);
   int fds[WEFT__IPC_MAX_FDS_PER_READ];
   uint16_t nfds = 0;
   size_t weight = weft__msg_weight(msg);
-  if (msg->nxfer > WEFT__WIRE_MAX_XFER || describe(ipc, msg, x, fds, &nfds) != 0) {
+  if (sc == NULL || msg->nxfer > WEFT__WIRE_MAX_XFER ||
+      describe(ipc, msg, sc->x, fds, &nfds) != 0) {
     ipc->ctx->undeliverable++;
     weft_msg_free(msg);
     return;
   }
-  int n = weft__wire_put_msg_head(head, sizeof(head), x, msg->nxfer, msg->len, nfds);
+  weft__wire_xfer_t *x = sc->x;
+  uint8_t *head = sc->head;
+  int n = weft__wire_put_msg_head(head, HEAD_MAX, x, msg->nxfer, msg->len, nfds);
   int err = n < 0 ? n : 0;
   if (!err && nfds)
     err = weft__ipc_write_frame_fds(ipc, head, (size_t)n, fds, nfds, msg);
@@ -241,12 +262,15 @@ static int on_frame(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at) 
 }
 
 static int parse(weft__ipc_t *ipc) {
-  static _Thread_local weft__wire_frame_t frame;
+  struct weft__ipc_scratch_s *sc = scratch(ipc);
+  if (sc == NULL)
+    return WEFT_ENOMEM;
+  weft__wire_frame_t *frame = &sc->frame;
   while (!ipc->read_paused && !ipc->closed) {
     size_t need = 0;
     uint64_t at = ipc->in_pos + ipc->in_off;
     int n = weft__wire_parse(ipc->in + ipc->in_off, ipc->in_len - ipc->in_off, max_frame(ipc),
-                             &frame, &need);
+                             frame, &need);
     if (n < 0)
       return n;
     if (n == 0) {
@@ -260,7 +284,7 @@ static int parse(weft__ipc_t *ipc) {
     if (weft__ipc_stray_fds(ipc, at) > 0)
       return WEFT_EPROTO; /* fds that no frame announced */
     ipc->in_off += (size_t)n;
-    int err = on_frame(ipc, &frame, at);
+    int err = on_frame(ipc, frame, at);
     if (err)
       return err;
   }
@@ -276,5 +300,5 @@ const weft__ipc_codec_t weft__ipc_weft_codec = {
     .send_close = send_close,
     .flushed = NULL,
     .eof_reason = WEFT_EPEERDIED,
-    .fini = NULL,
+    .fini = fini,
 };

@@ -113,6 +113,17 @@ static void unpark(weft_port_t *p) {
   unlock(p);
 }
 
+/* The byte bound counts only messages of BYTES_MIN bytes or more: smaller
+ * ones are bounded by the message count (65536 x 512 B = 32 MiB at most by
+ * default), and skipping them saves a contended atomic on every small post. */
+#define BYTES_MIN 512u
+
+static void uncount_bytes(weft_port_t *p, const weft_msg_t *m) {
+  size_t w = weft__msg_weight(m);
+  if (w >= BYTES_MIN)
+    atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)w, memory_order_relaxed);
+}
+
 /* Count one more item at p; the 0 -> 1 transition takes the token. */
 static void count_one(weft_port_t *p) {
   /* acq_rel: pairs with the consumer's fetch_sub; the 0 -> 1 winner is unique. */
@@ -123,7 +134,7 @@ static void count_one(weft_port_t *p) {
 /* Queue a message on p's inbox. */
 static void enqueue(weft_port_t *p, weft_msg_t *m, size_t weight) {
   weft__mpsc_push(&p->inbox, &m->node);
-  if (weight)
+  if (weight >= BYTES_MIN)
     atomic_fetch_add_explicit(&p->pending_bytes, (int64_t)weight, memory_order_relaxed);
   count_one(p);
 }
@@ -254,8 +265,7 @@ static void discard_inbox(weft_port_t *p) {
   weft__qnode_t *node;
   while ((node = weft__mpsc_pop(&p->inbox)) != NULL) {
     weft_msg_t *m = (weft_msg_t *)node;
-    atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)weft__msg_weight(m),
-                              memory_order_relaxed);
+    uncount_bytes(p, m);
     weft_msg_free(m);
     popped++;
     msgs++;
@@ -305,8 +315,7 @@ static int deliver_one(weft_ctx_t *ctx, weft_port_t *p) {
   weft__qnode_t *node = weft__mpsc_pop(&p->inbox);
   if (node != NULL) {
     weft_msg_t *m = (weft_msg_t *)node;
-    atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)weft__msg_weight(m),
-                              memory_order_relaxed);
+    uncount_bytes(p, m);
     ctx->msgs_in++;
     p->on_message(p, m);
     return deliverable(p) ? 1 : -1;
@@ -408,8 +417,7 @@ int weft_port_receive(weft_port_t *port, weft_msg_t **out) {
     weft__qnode_t *node = weft__mpsc_pop(&port->inbox);
     if (node != NULL) {
       weft_msg_t *m = (weft_msg_t *)node;
-      atomic_fetch_sub_explicit(&port->pending_bytes, (int64_t)weft__msg_weight(m),
-                                memory_order_relaxed);
+      uncount_bytes(port, m);
       int64_t left = atomic_fetch_sub_explicit(&port->pending, 1, memory_order_acq_rel) - 1;
       if (owner != NULL)
         owner->msgs_in++;

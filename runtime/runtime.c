@@ -80,6 +80,7 @@ int weft_runtime_free(weft_runtime_t *rt) {
   weft__free(rt->child_entry);
   weft__free(rt);
   weft__msgpool_trim();
+  weft__buf_cache_trim();
   weft__default_hwm_msgs = WEFT_PORT_DEFAULT_HWM_MSGS;
   weft__default_hwm_bytes = WEFT_PORT_DEFAULT_HWM_BYTES;
   return err;

@@ -64,6 +64,7 @@ struct weft_buf_s {
   bool is_memfd;             /* owned: data is a mapping of memfd (or unmapped, data NULL) */
   bool private_map;          /* owned memfd: a private (copy-on-write) mapping of a received fd */
   int memfd;
+  size_t map_len;            /* owned memfd: bytes mapped (>= len) */
 };
 
 /* Owned buffers of at least this size live in a memfd, so that they can move
@@ -77,6 +78,8 @@ int weft__buf_memfd_export(weft_buf_t *b, int *fd);
  * it private (copy-on-write). Takes fd on success. WEFT_EPROTO if the fd is
  * not a sealed memfd of at least len bytes. */
 int weft__buf_from_memfd(int fd, size_t len, weft_buf_t **out);
+/* Close the memfds kept for reuse (weft_runtime_free). */
+void weft__buf_cache_trim(void);
 
 /* Moves src's bytes into a new handle; src becomes detached. Owned only. */
 int weft__buf_move(weft_buf_t *src, weft_buf_t **out);
@@ -242,6 +245,7 @@ struct weft_ctx_s {
   uint32_t batch;
   int32_t spin_max_ns;
   int32_t spin_ns;                         /* adaptive spin budget */
+  uint64_t parked_at;                      /* when the loop last allowed itself to sleep */
   uint64_t msgs_in, msgs_out, queue_peak, ports_open, undeliverable, wakeups, spins_hit;
   uint64_t start_ns;
   weft_port_t *closing;                    /* ports whose close cb is due (via ctx_next) */
@@ -264,7 +268,10 @@ void weft__ctx_port_link(weft_ctx_t *ctx, weft_port_t *p);
 void weft__ctx_port_unlink(weft_ctx_t *ctx, weft_port_t *p);
 void weft__ctx_live_update(weft_ctx_t *ctx, weft_port_t *p);
 void weft__ctx_live_add(weft_ctx_t *ctx, int delta);
-weft_ctx_t *weft__ctx_tls(void);
+/* The calling thread's context. initial-exec: one load, no __tls_get_addr
+ * call on the post and drain paths (a pointer fits any static TLS surplus). */
+extern _Thread_local weft_ctx_t *weft__tls_ctx __attribute__((tls_model("initial-exec")));
+static inline weft_ctx_t *weft__ctx_tls(void) { return weft__tls_ctx; }
 extern uint32_t weft__default_hwm_msgs;
 extern size_t weft__default_hwm_bytes;
 weft__port_ext_t *weft__port_ext(weft_port_t *p);
