@@ -1,0 +1,73 @@
+/* bench.h: weft-bench's own header: the shapes, their arguments and the small
+ * helpers they share (clock, RSS, CPU time, percentiles, JSON output).
+ *
+ * Every shape builds its own runtime, measures, prints one JSON object per
+ * result on stdout ({"shape":...,"impl":"weft",...}) and frees the runtime.
+ * Shapes return 0 or a negative weft/libuv code; what failed is said on
+ * stderr. Threads: the shapes run on the main thread; the worker-side code in
+ * each file runs on weft worker threads and shares nothing with the main
+ * thread except through ports (and, for results, the final message). */
+#ifndef WEFT_BENCH_H
+#define WEFT_BENCH_H
+
+#include <stdint.h>
+
+#include <weft.h>
+
+typedef struct {
+  uint64_t n;        /* messages, round trips, spawns, actors or hops; 0: shape default */
+  uint64_t size;     /* transfer: buffer size in bytes; 0: 1, 16 and 64 MiB */
+  int rep;           /* index of this repetition (printed as "rep") */
+  bool fresh;        /* actor shapes: a new message per hop instead of forwarding */
+} bench_args_t;
+
+typedef int (*bench_shape_fn)(const bench_args_t *args);
+
+/* Message opcodes between a shape and its worker ("op" key). */
+enum {
+  BENCH_OP_READY = 1, /* worker -> parent: online and listening */
+  BENCH_OP_DONE = 2,  /* worker -> parent: all messages seen; "count", "bad" */
+  BENCH_OP_PING = 3   /* parent -> worker: echo this back */
+};
+
+int bench_oneway(const bench_args_t *args);
+int bench_pingpong(const bench_args_t *args);
+int bench_transfer(const bench_args_t *args);
+int bench_spawn(const bench_args_t *args);
+int bench_idle_rss(const bench_args_t *args);
+int bench_idle_cpu(const bench_args_t *args);
+int bench_actor_spawn(const bench_args_t *args);
+int bench_actor_pingpong(const bench_args_t *args);
+int bench_actor_ring(const bench_args_t *args);
+
+/* The pingpong worker (pingpong.c): starts its parent port, says READY, then
+ * posts every message it gets back. Worker thread. */
+int bench_echo_entry(weft_ctx_t *ctx, weft_msg_t *data);
+
+/* ---- helpers (util.c) ---------------------------------------------------- */
+
+/* Monotonic clock in nanoseconds. */
+uint64_t bench_now_ns(void);
+/* Resident set size of the process in KiB (/proc/self/statm), or 0. */
+uint64_t bench_rss_kib(void);
+/* User + system CPU time of the process in nanoseconds (getrusage). */
+uint64_t bench_cpu_ns(void);
+/* The p-th percentile (0..100) of v[0..n), sorting v in place. 0 if n is 0. */
+double bench_percentile(double *v, size_t n, double p);
+/* Prints {"shape":shape,"impl":"weft","rep":rep,<fields>} and a newline.
+ * fields is a printf format for the rest of the object, without braces. */
+void bench_emit(const char *shape, int rep, const char *fields, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Says on stderr which step failed and with what; returns err. */
+int bench_fail(const char *shape, const char *what, int err);
+
+/* A message {op: op} (plus nothing else). Returns 0 or an error code. */
+int bench_msg_op(weft_msg_t **out, uint64_t op);
+/* The "op" of msg, or 0. */
+uint64_t bench_msg_get_op(const weft_msg_t *msg);
+/* Posts {op: op} on port. Returns 0 or the error (the message is freed). */
+int bench_post_op(weft_port_t *port, uint64_t op);
+/* workerData for the shapes' workers: {n: n, size: size}. */
+int bench_worker_data(weft_msg_t **out, uint64_t n, uint64_t size);
+
+#endif /* WEFT_BENCH_H */
