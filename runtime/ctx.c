@@ -211,19 +211,31 @@ static void cpu_relax(void) {
 #endif
 }
 
-/* Spin up to the adaptive budget for work. True if work came. */
-static bool spin_for_work(weft_ctx_t *ctx) {
+static bool input_ready(weft_ctx_t *ctx) {
+  for (weft__closer_t *c = ctx->closers; c != NULL; c = c->next)
+    if (c->input_ready && c->input_ready(c))
+      return true;
+  return false;
+}
+
+enum { SPIN_MISS = 0, SPIN_WORK = 1, SPIN_INPUT = 2 };
+
+/* Spin up to the adaptive budget for work, or for input on a process
+ * channel (checked between rounds: it costs a system call). */
+static int spin_for_work(weft_ctx_t *ctx) {
   if (ctx->spin_ns <= 0)
-    return false;
+    return SPIN_MISS;
   uint64_t deadline = uv_hrtime() + (uint64_t)ctx->spin_ns;
   do {
     for (int i = 0; i < 64; i++) {
       if (has_work(ctx) || atomic_load_explicit(&ctx->stop, memory_order_relaxed))
-        return true;
+        return SPIN_WORK;
       cpu_relax();
     }
+    if (ctx->closers != NULL && input_ready(ctx))
+      return SPIN_INPUT;
   } while (uv_hrtime() < deadline);
-  return false;
+  return SPIN_MISS;
 }
 
 static void adapt_spin(weft_ctx_t *ctx, bool hit) {
@@ -257,9 +269,11 @@ static void on_prepare(uv_prepare_t *h) {
       run_and_rearm(ctx);
       continue;
     }
-    bool hit = spin_for_work(ctx);
-    adapt_spin(ctx, hit);
-    if (hit)
+    int hit = spin_for_work(ctx);
+    adapt_spin(ctx, hit != SPIN_MISS);
+    if (hit == SPIN_INPUT)
+      return; /* the poll finds the input at once, without sleeping */
+    if (hit == SPIN_WORK)
       continue;
     /* Let the spin grow again later so a new exchange can find it. */
     if (ctx->spin_ns == 0 && ctx->spin_max_ns > 0)

@@ -450,6 +450,14 @@ static void maybe_free(weft__ipc_t *ipc) {
   weft__free(box_of(ipc));
 }
 
+static bool on_input_ready(weft__closer_t *c) {
+  weft__ipc_t *ipc = &((ipc_box_t *)(void *)c)->ipc;
+  char byte;
+  if (ipc->fd < 0 || ipc->read_paused || ipc->closed)
+    return false;
+  return recv(ipc->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
+}
+
 /* The context ends: send what A posted, then close in order. */
 static void on_ctx_close(weft__closer_t *c) {
   weft__ipc_t *ipc = &((ipc_box_t *)(void *)c)->ipc;
@@ -472,6 +480,7 @@ int weft__ipc_open(weft_ctx_t *ctx, int fd, const weft__ipc_options_t *opts,
     return WEFT_ENOMEM;
   weft__ipc_t *ipc = &box->ipc;
   box->closer.close = on_ctx_close;
+  box->closer.input_ready = on_input_ready;
   ipc->flush_task.fn = on_flush_task;
   ipc->ctx = ctx;
   ipc->fd = fd;

@@ -220,6 +220,10 @@ struct weft_runtime_s;
 typedef struct weft__closer_s {
   struct weft__closer_s *prev, *next;
   void (*close)(struct weft__closer_s *c); /* start closing; the loop finishes it */
+  /* Optional: true if input waits on the resource's fd. A context about to
+   * sleep spins on these too, so an answer from another process that comes
+   * within the spin is read without a kernel wake-up. */
+  bool (*input_ready)(struct weft__closer_s *c);
 } weft__closer_t;
 
 struct weft_ctx_s {

@@ -39,6 +39,13 @@ int bench_idle_cpu(const bench_args_t *args);
 int bench_actor_spawn(const bench_args_t *args);
 int bench_actor_pingpong(const bench_args_t *args);
 int bench_actor_ring(const bench_args_t *args);
+int bench_child_oneway(const bench_args_t *args);
+int bench_child_pingpong(const bench_args_t *args);
+int bench_child_transfer(const bench_args_t *args);
+
+/* If this process was started as a child by a child_* shape, run its part
+ * and return true with the exit code in *code (child.c). */
+bool bench_child_main(int *code);
 
 /* The pingpong worker (pingpong.c): starts its parent port, says READY, then
  * posts every message it gets back. Worker thread. */

@@ -27,6 +27,9 @@ static const shape_t shapes[] = {
     {"actor_spawn", bench_actor_spawn, "spawn N actors: spawns/s, bytes per idle actor"},
     {"actor_pingpong", bench_actor_pingpong, "two actors on one context, round trips/s"},
     {"actor_ring", bench_actor_ring, "ring of 1000 actors, hops/s"},
+    {"child_oneway", bench_child_oneway, "parent -> child process {seq, tag} records, msgs/s"},
+    {"child_pingpong", bench_child_pingpong, "parent <-> child process round trip, p50/p99 us"},
+    {"child_transfer", bench_child_transfer, "16 MiB buffer to a child process, us per message"},
 };
 
 #define NSHAPES (sizeof(shapes) / sizeof(shapes[0]))
@@ -94,6 +97,9 @@ static int run_shape(const shape_t *s, bench_args_t *a, uint64_t repeat) {
 }
 
 int main(int argc, char **argv) {
+  int child_code;
+  if (bench_child_main(&child_code))
+    return child_code;
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
