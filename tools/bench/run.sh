@@ -44,8 +44,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-SHAPES=(oneway pingpong transfer spawn idle_rss idle_cpu actor_spawn actor_pingpong actor_ring)
-NODE_SHAPES=" oneway pingpong transfer spawn idle_rss "
+SHAPES=(oneway pingpong transfer spawn idle_rss idle_cpu actor_spawn actor_pingpong actor_ring
+        child_oneway child_pingpong child_transfer)
+NODE_SHAPES=" oneway pingpong transfer spawn idle_rss child_oneway child_pingpong child_transfer "
 
 # N per shape and implementation: "weft_n node_n" (empty: the default).
 n_for() {
@@ -59,6 +60,9 @@ n_for() {
     actor_pingpong) full="2000000 -";       quick="200000 -" ;;
     actor_ring)     full="10000000 -";      quick="1000000 -" ;;
     idle_cpu)       full="20000 -";         quick="5000 -" ;;
+    child_oneway)   full="2000000 300000";  quick="200000 50000" ;;
+    child_pingpong) full="100000 20000";    quick="10000 3000" ;;
+    child_transfer) full="2000 100";        quick="200 20" ;;
     *)              full="- -";             quick="- -" ;;
   esac
   local pair="$full"

@@ -52,6 +52,17 @@ const ROWS = [
     peer: 'actor_pingpong', goal: '>= 5M/s', met: (w) => w >= 5e6 },
   { shape: 'actor_ring', metric: 'hops_per_s', label: 'actor ring (1000) hops/s', hib: true,
     peer: 'actor_ring', goal: '>= 10M/s', met: (w) => w >= 10e6 },
+  { shape: 'child_oneway', metric: 'msgs_per_s', label: 'child process one-way msgs/s (Node fork json)',
+    hib: true, peer: 'node', peerWhere: { serialization: 'json' },
+    goal: '>= 10x Node', met: (w, p) => p && w / p >= 10 },
+  { shape: 'child_oneway', metric: 'msgs_per_s', label: 'child process one-way msgs/s (Node fork advanced)',
+    hib: true, peer: 'node', peerWhere: { serialization: 'advanced' } },
+  { shape: 'child_pingpong', metric: 'p50_us', label: 'child process round trip p50 us', hib: false,
+    peer: 'node', goal: 'p50 <= Node/2', met: (w, p) => p && p / w >= 2 },
+  { shape: 'child_pingpong', metric: 'p99_us', label: 'child process round trip p99 us', hib: false,
+    peer: 'node' },
+  { shape: 'child_transfer', metric: 'us_per_msg', label: '16 MiB buffer to a child process, us/msg',
+    hib: false, peer: 'node', goal: '<= 50 us', met: (w) => w <= 50 },
 ];
 
 function median(v) {
@@ -71,9 +82,10 @@ function fmt(x) {
 }
 
 function pick(lines, impl, row) {
+  const where = (impl === 'node' && row.peerWhere) || row.where || {};
   return lines
     .filter((l) => l.shape === row.shape && l.impl === impl)
-    .filter((l) => Object.entries(row.where || {}).every(([k, v]) => l[k] === v))
+    .filter((l) => Object.entries(where).every(([k, v]) => l[k] === v))
     .map((l) => l[row.metric])
     .filter((x) => typeof x === 'number');
 }
