@@ -4,15 +4,18 @@
  * goes into ports[1-i].inbox, an MPSC queue, and is delivered on the owner of
  * ports[1-i].
  *
- * Scheduling token. `pending` counts nodes queued in a port's inbox. The push
- * that takes it from 0 to 1 owns the port's scheduling token and hands the
- * port to its owner context's ready queue (weft__ctx_schedule). The context
- * that drains the port holds the token until `pending` drops to 0 (token ends),
- * or gives it back: re-queued (more to do), forwarded (the port moved to
- * another context), or parked (the port is in transit or stopped; whoever
- * binds or starts it takes the parked token). So a port is in at most one
- * ready queue and is drained by one thread at a time. `sched_lock` orders the
- * token against owner changes; it is held only for a few stores.
+ * Scheduling token. `pending` counts items (messages, raised events) queued at
+ * a port. A port with items needs its token: `tok` says where it is (none,
+ * queued on the owner's ready queue / being drained, parked), and changes
+ * only under `sched_lock`, so there is at most one token and a port is in at
+ * most one ready queue, drained by one thread at a time. The push that takes
+ * `pending` from 0 to 1 makes the token if there is none. The context that
+ * drains the port holds it until `pending` drops to 0 (it then drops the token
+ * and looks at `pending` once more, for a push that came meanwhile), or gives
+ * it back: re-queued (more to do), forwarded (the port moved to another
+ * context), or parked (the port is in transit or stopped; binding or starting
+ * it requeues the token). weft_port_receive takes items without the token.
+ * `sched_lock` is held only for a few stores.
  *
  * Lifetime. The channel has a reference per end that has not finished closing
  * and per token in a ready queue; the last release frees it, with whatever is
@@ -86,17 +89,32 @@ static size_t hwm_bytes(const weft_port_t *p) {
   return v ? v : weft__default_hwm_bytes;
 }
 
-/* The token for p was just taken: hand p to its owner, or park it. */
+static uint8_t tok_of(weft_port_t *p) {
+  return atomic_load_explicit(&p->tok, memory_order_relaxed);
+}
+
+static void set_tok(weft_port_t *p, uint8_t t) {
+  atomic_store_explicit(&p->tok, t, memory_order_relaxed);
+}
+
+/* Queue p on ctx holding its token. Under sched_lock. */
+static void queue_on(weft_port_t *p, weft_ctx_t *ctx) {
+  set_tok(p, WEFT__TOK_QUEUED);
+  /* relaxed: the caller's reference (an end, or the token itself) keeps the
+   * channel alive here. */
+  atomic_fetch_add_explicit(&weft__port_channel(p)->refs, 1, memory_order_relaxed);
+  weft__ctx_schedule(ctx, &p->sched_node);
+}
+
+/* p has items: make its token unless it has one. Any thread. */
 static void take_token(weft_port_t *p) {
-  weft__channel_t *ch = weft__port_channel(p);
   lock(p);
-  weft_ctx_t *ctx = atomic_load_explicit(&p->owner, memory_order_relaxed);
-  if (ctx != NULL) {
-    /* relaxed: the end reference of the pushing side keeps ch alive here. */
-    atomic_fetch_add_explicit(&ch->refs, 1, memory_order_relaxed);
-    weft__ctx_schedule(ctx, &p->sched_node);
-  } else {
-    atomic_store_explicit(&p->parked, 1, memory_order_relaxed);
+  if (tok_of(p) == WEFT__TOK_NONE) {
+    weft_ctx_t *ctx = atomic_load_explicit(&p->owner, memory_order_relaxed);
+    if (ctx != NULL)
+      queue_on(p, ctx);
+    else
+      set_tok(p, WEFT__TOK_PARKED);
   }
   unlock(p);
 }
@@ -105,12 +123,30 @@ static void take_token(weft_port_t *p) {
 static void unpark(weft_port_t *p) {
   lock(p);
   weft_ctx_t *ctx = atomic_load_explicit(&p->owner, memory_order_relaxed);
-  if (ctx != NULL && atomic_load_explicit(&p->parked, memory_order_relaxed)) {
-    atomic_store_explicit(&p->parked, 0, memory_order_relaxed);
-    atomic_fetch_add_explicit(&weft__port_channel(p)->refs, 1, memory_order_relaxed);
-    weft__ctx_schedule(ctx, &p->sched_node);
-  }
+  if (ctx != NULL && tok_of(p) == WEFT__TOK_PARKED)
+    queue_on(p, ctx);
   unlock(p);
+}
+
+/* The drainer parks the token it holds, and drops its channel reference. */
+static void park(weft_port_t *p) {
+  lock(p);
+  set_tok(p, WEFT__TOK_PARKED);
+  unlock(p);
+  channel_release(weft__port_channel(p));
+}
+
+/* The drainer found nothing left: the token ends. A push that came after the
+ * drainer's count found the token still there and left it to us. */
+static void drop_token(weft_port_t *p) {
+  weft__channel_t *ch = weft__port_channel(p);
+  lock(p);
+  set_tok(p, WEFT__TOK_NONE);
+  unlock(p);
+  bool more = atomic_load_explicit(&p->pending, memory_order_acquire) > 0;
+  if (more)
+    take_token(p); /* before the release: our reference keeps ch alive */
+  channel_release(ch);
 }
 
 /* The byte bound counts only messages of BYTES_MIN bytes or more: smaller
@@ -159,12 +195,6 @@ static bool take_event(weft_port_t *p, uint32_t bit) {
   if (!(atomic_load_explicit(&p->state, memory_order_acquire) & bit))
     return false;
   return (atomic_fetch_and_explicit(&p->state, ~bit, memory_order_acq_rel) & bit) != 0;
-}
-
-static void park(weft_port_t *p) {
-  lock(p);
-  atomic_store_explicit(&p->parked, 1, memory_order_relaxed);
-  unlock(p);
 }
 
 static void port_init(weft_port_t *p, uint8_t index, weft_ctx_t *ctx) {
@@ -318,10 +348,14 @@ static int deliver_one(weft_ctx_t *ctx, weft_port_t *p) {
     uncount_bytes(p, m);
     ctx->msgs_in++;
     p->on_message(p, m);
+    if (owner_of(p) != ctx)
+      return -1; /* moved away inside the callback */
     return deliverable(p) ? 1 : -1;
   }
   if (take_event(p, WEFT__STATE_EV_DRAIN)) {
     call_drain(p);
+    if (owner_of(p) != ctx)
+      return -1;
     return deliverable(p) ? 1 : -1;
   }
   if (take_event(p, WEFT__STATE_EV_CLOSE)) {
@@ -332,47 +366,61 @@ static int deliver_one(weft_ctx_t *ctx, weft_port_t *p) {
   return 0;
 }
 
+/* After a delivery turn: if a callback moved p to another context (or into
+ * a message), the token follows it; p's flags now belong to the new owner
+ * and must not be read here. Returns true if p is still ctx's. */
+static bool still_ours(weft_port_t *p, weft_ctx_t *ctx) {
+  lock(p);
+  weft_ctx_t *owner = atomic_load_explicit(&p->owner, memory_order_relaxed);
+  if (owner == ctx) {
+    unlock(p);
+    return true;
+  }
+  if (owner != NULL) {
+    weft__ctx_schedule(owner, &p->sched_node); /* the token and its ref move */
+    unlock(p);
+    return false;
+  }
+  set_tok(p, WEFT__TOK_PARKED);
+  unlock(p);
+  channel_release(weft__port_channel(p));
+  return false;
+}
+
 /* A stopped port still gets its drain events (a transport that stopped its
  * port for want of credit must still learn that its peer has room); its
  * messages wait, and the token is parked until weft_port_start. */
-static uint32_t drain_stopped(weft_port_t *p, bool *more) {
+static uint32_t drain_stopped(weft_ctx_t *ctx, weft_port_t *p, bool *more) {
   uint32_t n = 0;
   int64_t left = atomic_load_explicit(&p->pending, memory_order_acquire);
   if (take_event(p, WEFT__STATE_EV_DRAIN)) {
     n = 1;
     left = atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) - 1;
     call_drain(p);
+    if (!still_ours(p, ctx))
+      return n;
   }
-  if (left > 0 && deliverable(p)) {
+  if (left <= 0 || (p->flags & WEFT__PORT_CLOSING))
+    drop_token(p);
+  else if (deliverable(p))
     *more = true; /* the drain callback restarted it */
-    return n;
-  }
-  if (left > 0 && !(p->flags & WEFT__PORT_CLOSING))
+  else
     park(p);
-  channel_release(weft__port_channel(p));
   return n;
 }
 
 uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more) {
   weft_ctx_t *ctx = weft__ctx_tls();
-  weft__channel_t *ch = weft__port_channel(p);
   *more = false;
-  lock(p);
-  weft_ctx_t *owner = atomic_load_explicit(&p->owner, memory_order_relaxed);
-  if (owner != NULL && owner != ctx) {
-    weft__ctx_schedule(owner, &p->sched_node); /* the token and its ref move */
-    unlock(p);
+  if (!still_ours(p, ctx))
     return 0;
-  }
-  unlock(p);
-  if (owner == NULL || (p->flags & WEFT__PORT_CLOSING)) {
-    if (owner == NULL)
-      park(p);
-    channel_release(ch);
+  if (p->flags & WEFT__PORT_CLOSING) {
+    discard_inbox(p);
+    drop_token(p);
     return 0;
   }
   if (!deliverable(p))
-    return drain_stopped(p, more);
+    return drain_stopped(ctx, p, more);
   if (budget > PORT_TURN_MAX)
     budget = PORT_TURN_MAX;
   int64_t n = 0;
@@ -390,17 +438,14 @@ uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more) {
     ctx->queue_peak = (uint64_t)old;
   if (n)
     check_drain(p, remaining);
-  if (remaining <= 0 || (p->flags & WEFT__PORT_CLOSING)) {
-    channel_release(ch);
+  if (!still_ours(p, ctx))
     return (uint32_t)n;
-  }
-  if ((deliverable(p) && owner_of(p) == ctx) ||
-      atomic_load_explicit(&ctx->stop, memory_order_relaxed)) {
+  if (remaining <= 0 || (p->flags & WEFT__PORT_CLOSING))
+    drop_token(p);
+  else if (deliverable(p) || atomic_load_explicit(&ctx->stop, memory_order_relaxed))
     *more = true; /* keep the token: the context re-queues p */
-    return (uint32_t)n;
-  }
-  park(p);
-  channel_release(ch);
+  else
+    park(p);
   return (uint32_t)n;
 }
 
@@ -566,6 +611,8 @@ int weft_port_close(weft_port_t *port) {
   if (!on_owner_thread(port))
     return WEFT_EWRONGTHREAD;
   begin_close(port, 0);
+  if (owner_of(port) == NULL)
+    finish(port); /* unbound (taken on a thread without a context): no loop to do it later */
   return 0;
 }
 
@@ -582,7 +629,8 @@ static void finish(weft_port_t *p) {
   };
   lock(p);
   atomic_store_explicit(&p->owner, NULL, memory_order_relaxed);
-  atomic_store_explicit(&p->parked, 0, memory_order_relaxed);
+  if (tok_of(p) == WEFT__TOK_PARKED)
+    set_tok(p, WEFT__TOK_NONE); /* a queued token comes back to the drain, which parks it */
   unlock(p);
   p->flags |= WEFT__PORT_DONE;
   if (p->ext) {

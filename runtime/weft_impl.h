@@ -166,7 +166,7 @@ struct weft_port_s {
   _Atomic uint32_t state;             /* WEFT__STATE_* (acq_rel) */
   _Atomic uint32_t discarded;         /* messages that reached here and were dropped at close */
   _Atomic uint8_t sched_lock;         /* spin lock: owner changes vs token hand-over */
-  _Atomic uint8_t parked;             /* token parked (in transit, or stopped); under sched_lock */
+  _Atomic uint8_t tok;                /* WEFT__TOK_*: where the scheduling token is; under sched_lock */
   _Atomic uint8_t want_drain;         /* a poster got EAGAIN; notify below half (seq_cst) */
   uint8_t index;                      /* immutable: 0 or 1 within its channel */
   /* Owner thread only. */
@@ -181,6 +181,12 @@ struct weft_port_s {
    * read the bounds in it with acquire); freed only with the channel. */
   _Atomic(weft__port_ext_t *) ext;
   weft_port_t *ctx_prev, *ctx_next;   /* owner's list of open ports, then of closing ports */
+};
+
+enum {
+  WEFT__TOK_NONE = 0,   /* no token: the next 0 -> 1 of pending makes one */
+  WEFT__TOK_QUEUED = 1, /* in the owner's ready queue or being drained (holds a channel ref) */
+  WEFT__TOK_PARKED = 2  /* exists but waits: the port is in transit or stopped */
 };
 
 enum {

@@ -210,7 +210,8 @@ fail_channel:
     weft__port_close_orphan(ports[1]);
   else
     weft_port_close(ports[1]);
-  ports[0]->ext->on_close_internal = NULL;
+  if (ports[0]->ext)
+    ports[0]->ext->on_close_internal = NULL;
   weft_port_close(ports[0]);
 fail_mutex:
   uv_mutex_destroy(&w->lock);

@@ -1,0 +1,679 @@
+/* test_transfer.c: what moves inside messages between threads: a 64 MiB owned
+ * buffer (the sender's handle is detached: length 0, data NULL,
+ * WEFT_EDETACHED), a shared buffer whose handles are dropped on several
+ * workers at once (the memory goes exactly once), a wrapped buffer moved
+ * through several workers (its free callback runs once, on the last holder's
+ * thread), a channel whose ends live on two workers (ping-pong), messages
+ * queued on a port that then travels, and ports inside messages that nobody
+ * receives.
+ *
+ * Callbacks and worker threads record failures with CHECK; each test ends
+ * with weft_runtime_free() == 0, no CHECK failed, and no weft allocation
+ * outstanding. A watchdog aborts a hung test. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "weft.h"
+
+/* ---- scaffolding (the same in every kernel test file) --------------------- */
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#else
+#define SANITIZED 0
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+/* Debian's libuv is not built with TSan and closes descriptors with a raw
+ * close syscall that TSan does not see; when another thread's new loop gets
+ * the same descriptor number, TSan reports a race on the descriptor. Only
+ * those reports are suppressed. */
+const char *__tsan_default_suppressions(void);
+const char *__tsan_default_suppressions(void) {
+  return "race:epoll_create1\nrace:eventfd\nrace:pipe2\n";
+}
+#endif
+
+static double test_scale(void) {
+  const char *s = getenv("WEFT_TEST_SCALE");
+  if (s != NULL && *s != '\0') {
+    double v = strtod(s, NULL);
+    if (v > 0)
+      return v;
+  }
+#if defined(__SANITIZE_THREAD__)
+  return 0.05; /* TSan: 5-15x slower, and 2 cores */
+#elif defined(__SANITIZE_ADDRESS__)
+  return 0.25;
+#else
+  return 1.0;
+#endif
+}
+
+static inline uint64_t scaled(uint64_t n, uint64_t min) {
+  uint64_t v = (uint64_t)((double)n * test_scale());
+  return v < min ? min : v;
+}
+
+static atomic_int failures;
+static long alloc_base;
+
+#define CHECK(c)                                                                 \
+  do {                                                                           \
+    if (!(c)) {                                                                  \
+      atomic_fetch_add(&failures, 1);                                            \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
+    }                                                                            \
+  } while (0)
+
+#define CHECK_RC(expr, want)                                                     \
+  do {                                                                           \
+    int rc_ = (expr);                                                            \
+    if (rc_ != (want)) {                                                         \
+      atomic_fetch_add(&failures, 1);                                            \
+      fprintf(stderr, "%s:%d: %s returned %s, want %s\n", __FILE__, __LINE__,    \
+              #expr, weft_err_name(rc_), weft_err_name(want));                   \
+    }                                                                            \
+  } while (0)
+
+typedef struct {
+  uv_thread_t tid;
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  bool done;
+} watchdog_t;
+
+static watchdog_t watchdog;
+
+static void watchdog_main(void *arg) {
+  watchdog_t *w = arg;
+  uint64_t limit = (SANITIZED ? 200ull : 60ull) * 1000000000ull;
+  uint64_t deadline = uv_hrtime() + limit;
+  uv_mutex_lock(&w->mu);
+  while (!w->done) {
+    uint64_t now = uv_hrtime();
+    if (now >= deadline) {
+      fprintf(stderr, "watchdog: test still running after %llu s: abort\n",
+              (unsigned long long)(limit / 1000000000ull));
+      abort();
+    }
+    (void)uv_cond_timedwait(&w->cv, &w->mu, deadline - now);
+  }
+  uv_mutex_unlock(&w->mu);
+}
+
+static int setup(void **state) {
+  (void)state;
+  testutil_alloc_install();
+  testutil_alloc_fail_after(-1);
+  atomic_store(&failures, 0);
+  alloc_base = testutil_alloc_outstanding();
+  if (alloc_base != 0)
+    fprintf(stderr, "note: an earlier test leaked %ld blocks\n", alloc_base);
+  watchdog.done = false;
+  if (uv_mutex_init(&watchdog.mu) || uv_cond_init(&watchdog.cv) ||
+      uv_thread_create(&watchdog.tid, watchdog_main, &watchdog))
+    abort();
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  uv_mutex_lock(&watchdog.mu);
+  watchdog.done = true;
+  uv_cond_signal(&watchdog.cv);
+  uv_mutex_unlock(&watchdog.mu);
+  uv_thread_join(&watchdog.tid);
+  uv_cond_destroy(&watchdog.cv);
+  uv_mutex_destroy(&watchdog.mu);
+  return 0;
+}
+
+/* The end of every test: the runtime goes, nothing failed, nothing leaked. */
+static inline void finish_runtime(weft_runtime_t *rt) {
+  assert_int_equal(weft_runtime_free(rt), 0);
+  assert_int_equal(atomic_load(&failures), 0);
+  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
+}
+
+static inline weft_runtime_t *new_runtime(void) {
+  weft_runtime_t *rt = NULL;
+  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
+  return rt;
+}
+
+static inline weft_msg_t *msg_u64(uint64_t v) {
+  weft_msg_t *m = NULL;
+  if (weft_msg_new(&m) != 0 || weft_msg_put_u64(m, NULL, v) != 0)
+    abort();
+  return m;
+}
+
+static inline uint64_t msg_value(weft_msg_t *m) {
+  uint64_t v = UINT64_MAX;
+  CHECK_RC(weft_msg_get_u64(m, NULL, &v), 0);
+  return v;
+}
+
+/* Post from a thread that has no context (so no drain callback): retry on
+ * EAGAIN, yielding. Returns the number of EAGAINs met. */
+static inline uint64_t post_retry(weft_port_t *p, weft_msg_t *m) {
+  uint64_t again = 0;
+  for (;;) {
+    int rc = weft_port_post(p, m);
+    if (rc == 0)
+      return again;
+    if (rc != WEFT_EAGAIN) {
+      CHECK_RC(rc, 0);
+      weft_msg_free(m);
+      return again;
+    }
+    again++;
+    sched_yield();
+  }
+}
+
+
+static uint8_t pattern(size_t i) {
+  return (uint8_t)(i ^ (i >> 8) ^ (i >> 16) ^ 0x5a);
+}
+
+static struct {
+  int exits[8];
+  int codes[8];
+  uint64_t results;
+  uint64_t last_result;
+} wk;
+
+static void wk_on_exit(weft_worker_t *w, int code) {
+  uintptr_t i = (uintptr_t)weft_worker_data(w);
+  wk.exits[i]++;
+  wk.codes[i] = code;
+}
+
+static void wk_on_result(weft_port_t *port, weft_msg_t *m) {
+  (void)port;
+  wk.last_result = msg_value(m);
+  wk.results++;
+  weft_msg_free(m);
+}
+
+/* ---- a 64 MiB owned buffer ---------------------------------------------------- */
+
+#define BIG (64u * 1024u * 1024u)
+
+static void big_worker_on_msg(weft_port_t *port, weft_msg_t *m) {
+  uint64_t ok = 1;
+  weft_buf_t *buf = NULL;
+  CHECK_RC(weft_msg_take_buf(m, 0, &buf), 0);
+  CHECK(msg_value(m) == BIG);
+  void *data = NULL;
+  size_t len = 0;
+  CHECK_RC(weft_buf_data(buf, &data, &len), 0);
+  CHECK(len == BIG);
+  const uint8_t *bytes = data;
+  for (size_t i = 0; bytes != NULL && i < len; i++)
+    if (bytes[i] != pattern(i)) {
+      ok = 0;
+      break;
+    }
+  CHECK(ok == 1);
+  weft_buf_free(buf);
+  weft_msg_free(m);
+  CHECK_RC(weft_port_post(port, msg_u64(ok)), 0);
+  CHECK_RC(weft_port_close(port), 0); /* the worker exits */
+}
+
+static int big_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)data;
+  CHECK_RC(weft_port_start(weft_ctx_parent_port(ctx), big_worker_on_msg), 0);
+  return 0;
+}
+
+static void detached_buffer_64mib(void **state) {
+  (void)state;
+  weft_runtime_t *rt = new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  memset(&wk, 0, sizeof(wk));
+  weft_buf_t *buf = NULL;
+  assert_int_equal(weft_buf_new(&buf, BIG), 0);
+  uint8_t *bytes = weft_buf_ptr(buf);
+  for (size_t i = 0; i < BIG; i++)
+    bytes[i] = pattern(i);
+  weft_msg_t *m = msg_u64(BIG);
+  assert_int_equal(weft_msg_add_buf(m, buf), 0);
+  /* The sender's handle is detached. */
+  assert_true(weft_buf_is_detached(buf));
+  assert_int_equal(weft_buf_len(buf), 0);
+  assert_null(weft_buf_ptr(buf));
+  void *data = (void *)1;
+  size_t len = 1;
+  assert_int_equal(weft_buf_data(buf, &data, &len), WEFT_EDETACHED);
+  assert_null(data);
+  assert_int_equal(len, 0);
+  assert_int_equal(weft_buf_refcount(buf), 0);
+  assert_int_equal(weft_msg_add_buf(m, buf), WEFT_EDETACHED);
+  weft_buf_t *second = NULL;
+  assert_int_equal(weft_buf_share(buf, &second), WEFT_EDETACHED);
+  /* Bigger than a default byte bound (64 MiB incl. the payload): refused,
+   * and the message (with the bytes) is still ours. */
+  weft_port_t *p[2];
+  assert_int_equal(weft_channel_new(ctx, p), 0);
+  assert_int_equal(weft_port_post(p[0], m), WEFT_EMSGSIZE);
+  assert_int_equal(weft_msg_xfer_count(m), 1);
+  assert_int_equal(weft_msg_xfer_kind(m, 0), WEFT_XFER_BUF);
+  assert_int_equal(weft_port_close(p[0]), 0);
+  /* A worker whose channel takes 128 MiB. */
+  weft_worker_options_t o = {.entry = big_entry, .on_message = wk_on_result,
+                             .on_exit = wk_on_exit, .port_hwm_bytes = 2u * BIG};
+  weft_worker_t *w = NULL;
+  assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
+  assert_int_equal(weft_port_post(weft_worker_port(w), m), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_int_equal(wk.results, 1);
+  assert_int_equal(wk.last_result, 1);
+  assert_int_equal(wk.exits[0], 1);
+  assert_int_equal(wk.codes[0], 0);
+  weft_buf_free(buf); /* the detached handle is still ours to free */
+  finish_runtime(rt);
+}
+
+/* ---- a shared buffer, its handles dropped on 4 workers at once ----------------- */
+
+#define SHARED_WORKERS 4
+#define SHARED_ADDS 10000
+
+static int shared_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)ctx;
+  uint64_t id = 0;
+  CHECK_RC(weft_msg_get_u64(data, NULL, &id), 0);
+  weft_buf_t *buf = NULL;
+  CHECK_RC(weft_msg_take_buf(data, 0, &buf), 0);
+  if (buf == NULL)
+    return -1;
+  CHECK(weft_buf_is_shared(buf));
+  CHECK(weft_buf_refcount(buf) >= 1);
+  _Atomic uint64_t *counter = weft_buf_ptr(buf);
+  for (int i = 0; i < SHARED_ADDS; i++)
+    atomic_fetch_add(counter, id + 1);
+  atomic_store(&counter[1 + id], id + 100);
+  weft_buf_free(buf); /* maybe the last handle: then the memory goes here */
+  return 0;
+}
+
+static void shared_buffer_across_workers(void **state) {
+  (void)state;
+  int rounds = (int)scaled(20, 4);
+  for (int r = 0; r < rounds; r++) {
+    weft_runtime_t *rt = new_runtime();
+    weft_ctx_t *ctx = weft_runtime_main(rt);
+    memset(&wk, 0, sizeof(wk));
+    weft_buf_t *shared = NULL;
+    assert_int_equal(weft_buf_new_shared(&shared, 4096), 0);
+    _Atomic uint64_t *counter = weft_buf_ptr(shared);
+    assert_int_equal(atomic_load(counter), 0); /* zero-filled */
+    for (uint64_t i = 0; i < SHARED_WORKERS; i++) {
+      weft_msg_t *data = msg_u64(i);
+      assert_int_equal(weft_msg_add_buf(data, shared), 0);
+      assert_false(weft_buf_is_detached(shared));
+      assert_true(weft_buf_refcount(shared) >= 2); /* ours + the message's */
+      weft_worker_options_t o = {.entry = shared_entry, .data = data,
+                                 .on_exit = wk_on_exit, .data_ptr = (void *)(uintptr_t)i};
+      weft_worker_t *w = NULL;
+      assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
+    }
+    uint64_t want = 0;
+    for (uint64_t i = 0; i < SHARED_WORKERS; i++)
+      want += (i + 1) * SHARED_ADDS;
+    if (r % 2 == 0) {
+      /* Keep our handle: it ends as the last one, and sees every worker's
+       * writes. */
+      assert_int_equal(weft_runtime_run(rt), 0);
+      assert_int_equal(weft_buf_refcount(shared), 1);
+      assert_int_equal(atomic_load(counter), want);
+      for (uint64_t i = 0; i < SHARED_WORKERS; i++)
+        assert_int_equal(atomic_load(&counter[1 + i]), i + 100);
+      weft_buf_free(shared);
+    } else {
+      /* Drop ours while the workers run: one of them frees the memory. */
+      weft_buf_free(shared);
+      assert_int_equal(weft_runtime_run(rt), 0);
+    }
+    for (int i = 0; i < SHARED_WORKERS; i++) {
+      assert_int_equal(wk.exits[i], 1);
+      assert_int_equal(wk.codes[i], 0);
+    }
+    finish_runtime(rt); /* the memory went exactly once: nothing outstanding */
+  }
+}
+
+/* ---- a wrapped buffer through 4 workers: its free callback runs once ----------- */
+
+static struct {
+  _Atomic int frees;
+  _Atomic int freed_on_main;
+  uint64_t hops;
+  weft_worker_t *workers[4];
+} wrap;
+
+static uv_thread_t main_thread;
+
+static void wrap_free_cb(void *data, size_t len, void *opaque) {
+  CHECK(opaque == &wrap);
+  CHECK(len == 1 << 20);
+  uv_thread_t self = uv_thread_self();
+  if (uv_thread_equal(&self, &main_thread))
+    atomic_fetch_add(&wrap.freed_on_main, 1);
+  atomic_fetch_add(&wrap.frees, 1);
+  free(data);
+}
+
+/* A worker takes the buffer, checks it, and either sends it back (hops left)
+ * or drops it (the last hop). */
+static void wrap_worker_on_msg(weft_port_t *port, weft_msg_t *m) {
+  uint64_t left = msg_value(m);
+  weft_buf_t *buf = NULL;
+  CHECK_RC(weft_msg_take_buf(m, 0, &buf), 0);
+  weft_msg_free(m);
+  if (buf == NULL)
+    return;
+  const uint8_t *bytes = weft_buf_ptr(buf);
+  CHECK(bytes != NULL && bytes[0] == pattern(0) && bytes[(1 << 20) - 1] == pattern((1 << 20) - 1));
+  if (left == 0) {
+    weft_buf_free(buf); /* the bytes go here, on this worker's thread */
+    CHECK_RC(weft_port_post(port, msg_u64(UINT64_MAX)), 0);
+  } else {
+    weft_msg_t *back = msg_u64(left - 1);
+    CHECK_RC(weft_msg_add_buf(back, buf), 0);
+    weft_buf_free(buf); /* the detached handle */
+    CHECK_RC(weft_port_post(port, back), 0);
+  }
+}
+
+static int wrap_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)data;
+  /* Started and ref'd: the worker stays until the parent terminates it. */
+  CHECK_RC(weft_port_start(weft_ctx_parent_port(ctx), wrap_worker_on_msg), 0);
+  return 0;
+}
+
+static void wrap_main_on_msg(weft_port_t *port, weft_msg_t *m) {
+  (void)port;
+  uint64_t left = msg_value(m);
+  if (left == UINT64_MAX) {
+    /* The last holder dropped the buffer: stop everyone. */
+    weft_msg_free(m);
+    CHECK(atomic_load(&wrap.frees) == 1);
+    for (int i = 0; i < 4; i++)
+      CHECK_RC(weft_worker_terminate(wrap.workers[i]), 0);
+    return;
+  }
+  weft_buf_t *buf = NULL;
+  CHECK_RC(weft_msg_take_buf(m, 0, &buf), 0);
+  weft_msg_free(m);
+  wrap.hops++;
+  weft_msg_t *next = msg_u64(left);
+  CHECK_RC(weft_msg_add_buf(next, buf), 0);
+  weft_buf_free(buf);
+  weft_worker_t *to = wrap.workers[wrap.hops % 4];
+  CHECK_RC(weft_port_post(weft_worker_port(to), next), 0);
+}
+
+static void wrapped_buffer_freed_once(void **state) {
+  (void)state;
+  weft_runtime_t *rt = new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  memset(&wrap, 0, sizeof(wrap));
+  memset(&wk, 0, sizeof(wk));
+  main_thread = uv_thread_self();
+  for (uintptr_t i = 0; i < 4; i++) {
+    weft_worker_options_t o = {.entry = wrap_entry, .on_message = wrap_main_on_msg,
+                               .on_exit = wk_on_exit, .data_ptr = (void *)i};
+    assert_int_equal(weft_worker_spawn(ctx, &o, &wrap.workers[i]), 0);
+  }
+  uint8_t *bytes = malloc(1 << 20);
+  assert_non_null(bytes);
+  for (size_t i = 0; i < (1 << 20); i++)
+    bytes[i] = pattern(i);
+  weft_buf_t *buf = NULL;
+  assert_int_equal(weft_buf_wrap(&buf, bytes, 1 << 20, wrap_free_cb, &wrap), 0);
+  weft_msg_t *m = msg_u64(40); /* 40 more hops after the first */
+  assert_int_equal(weft_msg_add_buf(m, buf), 0);
+  weft_buf_free(buf);
+  assert_int_equal(weft_port_post(weft_worker_port(wrap.workers[0]), m), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_int_equal(atomic_load(&wrap.frees), 1);
+  assert_int_equal(atomic_load(&wrap.freed_on_main), 0);
+  assert_int_equal(wrap.hops, 40);
+  finish_runtime(rt);
+}
+
+/* ---- a channel whose ends live on two workers: ping-pong -------------------------- */
+
+#define PINGS 1000
+
+static struct {
+  uint64_t got[2]; /* per worker, its own thread */
+} pp;
+
+static void pp_on_msg(weft_port_t *port, weft_msg_t *m) {
+  uintptr_t side = (uintptr_t)weft_port_data(port);
+  uint64_t v = msg_value(m);
+  weft_msg_free(m);
+  CHECK(v == (side == 1 ? pp.got[side] * 2 + 1 : (pp.got[side] + 1) * 2));
+  pp.got[side]++;
+  if (v + 1 >= 2 * PINGS) {
+    CHECK_RC(weft_port_close(port), 0); /* both workers then run out of work */
+    return;
+  }
+  CHECK_RC(weft_port_post(port, msg_u64(v + 1)), 0);
+}
+
+static void pp_on_close(weft_port_t *port, const weft_port_close_info_t *info) {
+  uintptr_t side = (uintptr_t)weft_port_data(port);
+  /* The side that received the last ping closed; the other sees the close. */
+  CHECK(info->reason == (side == 1 ? 0 : WEFT_ECLOSED));
+}
+
+static int pp_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)ctx;
+  uint64_t side = 0;
+  CHECK_RC(weft_msg_get_u64(data, NULL, &side), 0);
+  weft_port_t *port = NULL;
+  CHECK_RC(weft_msg_take_port(data, 0, &port), 0);
+  if (port == NULL)
+    return -1;
+  weft_port_set_data(port, (void *)(uintptr_t)side);
+  CHECK_RC(weft_port_on_close(port, pp_on_close), 0);
+  CHECK_RC(weft_port_start(port, pp_on_msg), 0);
+  if (side == 0)
+    CHECK_RC(weft_port_post(port, msg_u64(1)), 0); /* side 1 gets the odd ones */
+  return 0;
+}
+
+static void worker_to_worker_ping_pong(void **state) {
+  (void)state;
+  weft_runtime_t *rt = new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  memset(&pp, 0, sizeof(pp));
+  memset(&wk, 0, sizeof(wk));
+  weft_port_t *p[2];
+  assert_int_equal(weft_channel_new(ctx, p), 0);
+  for (uintptr_t side = 0; side < 2; side++) {
+    weft_msg_t *data = msg_u64(side);
+    assert_int_equal(weft_msg_add_port(data, p[side]), 0);
+    weft_worker_options_t o = {.entry = pp_entry, .data = data, .on_exit = wk_on_exit,
+                               .data_ptr = (void *)side};
+    weft_worker_t *w = NULL;
+    assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
+  }
+  assert_int_equal(weft_runtime_run(rt), 0);
+  /* 1 .. 2*PINGS-1 travel: side 1 gets the odd ones, side 0 the even ones. */
+  assert_int_equal(pp.got[1], PINGS);
+  assert_int_equal(pp.got[0], PINGS - 1);
+  assert_int_equal(wk.exits[0], 1);
+  assert_int_equal(wk.exits[1], 1);
+  assert_int_equal(wk.codes[0], 0);
+  assert_int_equal(wk.codes[1], 0);
+  finish_runtime(rt);
+}
+
+/* ---- messages queued on a port travel with it ----------------------------------- */
+
+static struct {
+  uint64_t got, closes;
+  int reason;
+} tq;
+
+static void tq_on_msg(weft_port_t *port, weft_msg_t *m) {
+  (void)port;
+  CHECK(msg_value(m) == tq.got);
+  weft_msg_free(m);
+  tq.got++;
+}
+
+static void tq_on_close(weft_port_t *port, const weft_port_close_info_t *info) {
+  (void)port;
+  tq.closes++;
+  tq.reason = info->reason;
+}
+
+static void tq_worker_on_parent(weft_port_t *parent, weft_msg_t *m) {
+  weft_port_t *port = NULL;
+  CHECK_RC(weft_msg_take_port(m, 0, &port), 0);
+  weft_msg_free(m);
+  if (port == NULL)
+    return;
+  CHECK_RC(weft_port_on_close(port, tq_on_close), 0);
+  CHECK_RC(weft_port_start(port, tq_on_msg), 0);
+  CHECK_RC(weft_port_close(parent), 0); /* the moved port keeps us alive */
+}
+
+static int tq_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)data;
+  CHECK_RC(weft_port_start(weft_ctx_parent_port(ctx), tq_worker_on_parent), 0);
+  return 0;
+}
+
+static void queued_messages_travel_with_port(void **state) {
+  (void)state;
+  weft_runtime_t *rt = new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  memset(&tq, 0, sizeof(tq));
+  memset(&wk, 0, sizeof(wk));
+  uint64_t n = scaled(20000, 1000);
+  weft_port_t *p[2];
+  assert_int_equal(weft_channel_new(ctx, p), 0);
+  for (uint64_t i = 0; i < n / 2; i++)
+    assert_int_equal(weft_port_post(p[0], msg_u64(i)), 0);
+  assert_int_equal(weft_port_pending(p[1]), n / 2);
+  weft_worker_options_t o = {.entry = tq_entry, .on_exit = wk_on_exit};
+  weft_worker_t *w = NULL;
+  assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
+  weft_msg_t *carry = NULL;
+  assert_int_equal(weft_msg_new(&carry), 0);
+  assert_int_equal(weft_msg_add_port(carry, p[1]), 0);
+  assert_int_equal(weft_port_post(weft_worker_port(w), carry), 0);
+  /* More while it travels, then the close. */
+  for (uint64_t i = n / 2; i < n; i++)
+    assert_int_equal(weft_port_post(p[0], msg_u64(i)), 0);
+  assert_int_equal(weft_port_close(p[0]), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_int_equal(tq.got, n);
+  assert_int_equal(tq.closes, 1);
+  assert_int_equal(tq.reason, WEFT_ECLOSED);
+  assert_int_equal(wk.exits[0], 1);
+  assert_int_equal(wk.codes[0], 0);
+  finish_runtime(rt);
+}
+
+/* ---- ports inside messages nobody receives --------------------------------------- */
+
+static int orphan_closes;
+
+static void orphan_on_close(weft_port_t *port, const weft_port_close_info_t *info) {
+  (void)port;
+  CHECK(info->reason == WEFT_ECLOSED);
+  orphan_closes++;
+}
+
+static void orphan_worker_on_parent(weft_port_t *parent, weft_msg_t *m) {
+  CHECK(weft_msg_xfer_count(m) == 1);
+  weft_msg_free(m); /* not taken: the port in it closes */
+  CHECK_RC(weft_port_close(parent), 0);
+}
+
+static int orphan_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)data;
+  CHECK_RC(weft_port_start(weft_ctx_parent_port(ctx), orphan_worker_on_parent), 0);
+  return 0;
+}
+
+static void ports_in_unreceived_messages(void **state) {
+  (void)state;
+  weft_runtime_t *rt = new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  memset(&wk, 0, sizeof(wk));
+  orphan_closes = 0;
+  /* 1: freed on a worker without being taken. */
+  weft_port_t *q[2];
+  assert_int_equal(weft_channel_new(ctx, q), 0);
+  assert_int_equal(weft_port_on_close(q[1], orphan_on_close), 0);
+  assert_int_equal(weft_port_start(q[1], tq_on_msg), 0);
+  weft_worker_options_t o = {.entry = orphan_entry, .on_exit = wk_on_exit};
+  weft_worker_t *w = NULL;
+  assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
+  weft_msg_t *m = msg_u64(0);
+  assert_int_equal(weft_msg_add_port(m, q[0]), 0);
+  assert_int_equal(weft_port_post(weft_worker_port(w), m), 0);
+  /* 2: discarded because the receiving port closed first. */
+  weft_port_t *r[2], *s[2];
+  assert_int_equal(weft_channel_new(ctx, r), 0);
+  assert_int_equal(weft_channel_new(ctx, s), 0);
+  assert_int_equal(weft_port_on_close(s[1], orphan_on_close), 0);
+  assert_int_equal(weft_port_start(s[1], tq_on_msg), 0);
+  m = msg_u64(0);
+  assert_int_equal(weft_msg_add_port(m, s[0]), 0);
+  assert_int_equal(weft_port_post(r[0], m), 0);
+  assert_int_equal(weft_port_close(r[1]), 0);
+  /* 3: still queued on a port at weft_runtime_free (below). */
+  weft_port_t *t[2], *u[2];
+  assert_int_equal(weft_channel_new(ctx, t), 0);
+  assert_int_equal(weft_channel_new(ctx, u), 0);
+  m = msg_u64(0);
+  assert_int_equal(weft_msg_add_port(m, u[0]), 0);
+  assert_int_equal(weft_port_post(t[0], m), 0);
+  memset(&tq, 0, sizeof(tq));
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_int_equal(orphan_closes, 2);
+  assert_int_equal(tq.got, 0);
+  assert_int_equal(wk.exits[0], 1);
+  finish_runtime(rt);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void) {
+  testutil_alloc_install();
+  if (getenv("WEFT_TEST_FILTER") != NULL)
+    cmocka_set_test_filter(getenv("WEFT_TEST_FILTER"));
+  const struct CMUnitTest tests[] = {
+      T(detached_buffer_64mib),
+      T(shared_buffer_across_workers),
+      T(wrapped_buffer_freed_once),
+      T(worker_to_worker_ping_pong),
+      T(queued_messages_travel_with_port),
+      T(ports_in_unreceived_messages),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
