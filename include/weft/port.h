@@ -28,7 +28,10 @@ extern "C" {
 #endif
 
 /* Default bounds of a port's inbound queue (overridable per runtime and per
- * port): 65536 messages and 64 MiB of payload + owned-buffer bytes. */
+ * port): 65536 messages and 64 MiB of payload + owned-buffer bytes. The byte
+ * bound counts messages of 512 bytes or more; smaller ones are bounded by the
+ * message count alone (65536 x 512 B = 32 MiB at most), which spares every
+ * small post a contended atomic. */
 #define WEFT_PORT_DEFAULT_HWM_MSGS 65536u
 #define WEFT_PORT_DEFAULT_HWM_BYTES (64u * 1024u * 1024u)
 
