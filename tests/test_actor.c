@@ -12,173 +12,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "testutil.h"
+#include "ktest.h"
 #include "weft.h"
-
-/* ---- scaffolding (the same in every kernel test file) --------------------- */
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-/* Debian's libuv is not built with TSan and closes descriptors with a raw
- * close syscall that TSan does not see; when another thread's new loop gets
- * the same descriptor number, TSan reports a race on the descriptor. Only
- * those reports are suppressed. */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void) {
-  return "race:epoll_create1\nrace:eventfd\nrace:pipe2\n";
-}
-#endif
-
-static double test_scale(void) {
-  const char *s = getenv("WEFT_TEST_SCALE");
-  if (s != NULL && *s != '\0') {
-    double v = strtod(s, NULL);
-    if (v > 0)
-      return v;
-  }
-#if defined(__SANITIZE_THREAD__)
-  return 0.05; /* TSan: 5-15x slower, and 2 cores */
-#elif defined(__SANITIZE_ADDRESS__)
-  return 0.25;
-#else
-  return 1.0;
-#endif
-}
-
-static inline uint64_t scaled(uint64_t n, uint64_t min) {
-  uint64_t v = (uint64_t)((double)n * test_scale());
-  return v < min ? min : v;
-}
-
-static atomic_int failures;
-static long alloc_base;
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-    }                                                                            \
-  } while (0)
-
-#define CHECK_RC(expr, want)                                                     \
-  do {                                                                           \
-    int rc_ = (expr);                                                            \
-    if (rc_ != (want)) {                                                         \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: %s returned %s, want %s\n", __FILE__, __LINE__,    \
-              #expr, weft_err_name(rc_), weft_err_name(want));                   \
-    }                                                                            \
-  } while (0)
-
-typedef struct {
-  uv_thread_t tid;
-  uv_mutex_t mu;
-  uv_cond_t cv;
-  bool done;
-} watchdog_t;
-
-static watchdog_t watchdog;
-
-static void watchdog_main(void *arg) {
-  watchdog_t *w = arg;
-  uint64_t limit = (SANITIZED ? 200ull : 60ull) * 1000000000ull;
-  uint64_t deadline = uv_hrtime() + limit;
-  uv_mutex_lock(&w->mu);
-  while (!w->done) {
-    uint64_t now = uv_hrtime();
-    if (now >= deadline) {
-      fprintf(stderr, "watchdog: test still running after %llu s: abort\n",
-              (unsigned long long)(limit / 1000000000ull));
-      abort();
-    }
-    (void)uv_cond_timedwait(&w->cv, &w->mu, deadline - now);
-  }
-  uv_mutex_unlock(&w->mu);
-}
-
-static int setup(void **state) {
-  (void)state;
-  testutil_alloc_install();
-  testutil_alloc_fail_after(-1);
-  atomic_store(&failures, 0);
-  alloc_base = testutil_alloc_outstanding();
-  if (alloc_base != 0)
-    fprintf(stderr, "note: an earlier test leaked %ld blocks\n", alloc_base);
-  watchdog.done = false;
-  if (uv_mutex_init(&watchdog.mu) || uv_cond_init(&watchdog.cv) ||
-      uv_thread_create(&watchdog.tid, watchdog_main, &watchdog))
-    abort();
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  uv_mutex_lock(&watchdog.mu);
-  watchdog.done = true;
-  uv_cond_signal(&watchdog.cv);
-  uv_mutex_unlock(&watchdog.mu);
-  uv_thread_join(&watchdog.tid);
-  uv_cond_destroy(&watchdog.cv);
-  uv_mutex_destroy(&watchdog.mu);
-  return 0;
-}
-
-/* The end of every test: the runtime goes, nothing failed, nothing leaked. */
-static inline void finish_runtime(weft_runtime_t *rt) {
-  assert_int_equal(weft_runtime_free(rt), 0);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
-}
-
-static inline weft_runtime_t *new_runtime(void) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
-  return rt;
-}
-
-static inline weft_msg_t *msg_u64(uint64_t v) {
-  weft_msg_t *m = NULL;
-  if (weft_msg_new(&m) != 0 || weft_msg_put_u64(m, NULL, v) != 0)
-    abort();
-  return m;
-}
-
-static inline uint64_t msg_value(weft_msg_t *m) {
-  uint64_t v = UINT64_MAX;
-  CHECK_RC(weft_msg_get_u64(m, NULL, &v), 0);
-  return v;
-}
-
-/* Post from a thread that has no context (so no drain callback): retry on
- * EAGAIN, yielding. Returns the number of EAGAINs met. */
-static inline uint64_t post_retry(weft_port_t *p, weft_msg_t *m) {
-  uint64_t again = 0;
-  for (;;) {
-    int rc = weft_port_post(p, m);
-    if (rc == 0)
-      return again;
-    if (rc != WEFT_EAGAIN) {
-      CHECK_RC(rc, 0);
-      weft_msg_free(m);
-      return again;
-    }
-    again++;
-    sched_yield();
-  }
-}
-
 
 /* A started, ref'd port that keeps the main loop alive until closed. */
 static weft_port_t *keep[2];
@@ -205,7 +45,7 @@ static struct {
 } many;
 
 static void many_behaviour(weft_port_t *self, weft_msg_t *m) {
-  uint64_t v = msg_value(m);
+  uint64_t v = ktest_msg_value(m);
   CHECK(v == (uintptr_t)weft_port_data(self));
   many.behaved++;
   /* Reply with the message itself (posted on self: it reaches the address),
@@ -218,7 +58,7 @@ static void many_behaviour(weft_port_t *self, weft_msg_t *m) {
 }
 
 static void many_on_reply(weft_port_t *addr, weft_msg_t *m) {
-  CHECK(msg_value(m) == (uintptr_t)weft_port_data(addr));
+  CHECK(ktest_msg_value(m) == (uintptr_t)weft_port_data(addr));
   weft_msg_free(m);
   many.replies++;
 }
@@ -232,10 +72,10 @@ static void many_on_close(weft_port_t *addr, const weft_port_close_info_t *info)
 
 static void many_actors(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&many, 0, sizeof(many));
-  many.n = scaled(100000, 5000);
+  many.n = ktest_scaled(100000, 5000);
   keep_open(ctx);
   uint64_t t0 = uv_hrtime();
   for (uint64_t i = 0; i < many.n; i++) {
@@ -244,7 +84,7 @@ static void many_actors(void **state) {
     weft_port_set_data(addr, (void *)(uintptr_t)i);
     assert_int_equal(weft_port_on_close(addr, many_on_close), 0);
     assert_int_equal(weft_port_start(addr, many_on_reply), 0);
-    assert_int_equal(weft_port_post(addr, msg_u64(i)), 0);
+    assert_int_equal(weft_port_post(addr, ktest_msg_u64(i)), 0);
   }
   weft_ctx_stats_t s;
   assert_int_equal(weft_ctx_stats(ctx, &s), 0);
@@ -257,7 +97,7 @@ static void many_actors(void **state) {
   assert_int_equal(many.closes, many.n);
   assert_int_equal(weft_ctx_stats(ctx, &s), 0);
   assert_int_equal(s.ports_open, 1); /* keep[0] */
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- a ring of 1000 actors, a token 100k hops ---------------------------------- */
@@ -278,7 +118,7 @@ static struct {
 
 static void ring_behaviour(weft_port_t *self, weft_msg_t *m) {
   ring_actor_t *a = weft_port_data(self);
-  uint64_t v = msg_value(m);
+  uint64_t v = ktest_msg_value(m);
   weft_msg_free(m);
   if (v == STOP) {
     CHECK(!a->stopped);
@@ -292,19 +132,19 @@ static void ring_behaviour(weft_port_t *self, weft_msg_t *m) {
   rs.hops++;
   if (v == 0) {
     for (int i = 0; i < RING; i++)
-      CHECK_RC(weft_port_post(ring[i].next, msg_u64(STOP)), 0);
+      CHECK_RC(weft_port_post(ring[i].next, ktest_msg_u64(STOP)), 0);
     return;
   }
-  CHECK_RC(weft_port_post(a->next, msg_u64(v - 1)), 0);
+  CHECK_RC(weft_port_post(a->next, ktest_msg_u64(v - 1)), 0);
 }
 
 static void actor_ring(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(ring, 0, sizeof(ring));
   memset(&rs, 0, sizeof(rs));
-  uint64_t hops = scaled(100000, 10000);
+  uint64_t hops = ktest_scaled(100000, 10000);
   keep_open(ctx);
   weft_port_t *addr[RING];
   for (int i = 0; i < RING; i++)
@@ -312,7 +152,7 @@ static void actor_ring(void **state) {
   for (int i = 0; i < RING; i++)
     ring[i].next = addr[(i + 1) % RING];
   /* Hops counted down to 0: hops + 1 deliveries. */
-  assert_int_equal(weft_port_post(addr[0], msg_u64(hops)), 0);
+  assert_int_equal(weft_port_post(addr[0], ktest_msg_u64(hops)), 0);
   uint64_t t0 = uv_hrtime();
   assert_int_equal(weft_runtime_run(rt), 0);
   printf("  %llu hops in %.2f s\n", (unsigned long long)hops,
@@ -323,7 +163,7 @@ static void actor_ring(void **state) {
     uint64_t want = (hops + 1) / RING + ((uint64_t)i < (hops + 1) % RING ? 1 : 0);
     assert_int_equal(ring[i].hops, want);
   }
-  finish_runtime(rt); /* closes the 1000 addresses */
+  ktest_finish_runtime(rt); /* closes the 1000 addresses */
 }
 
 /* ---- actors on a worker, addressed from main ------------------------------------- */
@@ -337,7 +177,7 @@ static struct {
 } wa;
 
 static void wa_behaviour(weft_port_t *self, weft_msg_t *m) {
-  uint64_t v = msg_value(m);
+  uint64_t v = ktest_msg_value(m);
   CHECK(v == (uintptr_t)weft_port_data(self));
   int rc = weft_port_post(self, m); /* reply */
   CHECK_RC(rc, 0);
@@ -369,7 +209,7 @@ static int wa_entry(weft_ctx_t *ctx, weft_msg_t *data) {
 }
 
 static void wa_on_reply(weft_port_t *addr, weft_msg_t *m) {
-  CHECK(msg_value(m) == (uintptr_t)weft_port_data(addr));
+  CHECK(ktest_msg_value(m) == (uintptr_t)weft_port_data(addr));
   weft_msg_free(m);
   wa.replies++;
 }
@@ -392,7 +232,7 @@ static void wa_on_addresses(weft_port_t *port, weft_msg_t *m) {
     weft_port_set_data(addr, (void *)(uintptr_t)i);
     CHECK_RC(weft_port_on_close(addr, wa_on_close), 0);
     CHECK_RC(weft_port_start(addr, wa_on_reply), 0);
-    CHECK_RC(weft_port_post(addr, msg_u64(i)), 0);
+    CHECK_RC(weft_port_post(addr, ktest_msg_u64(i)), 0);
   }
   weft_msg_free(m);
 }
@@ -405,7 +245,7 @@ static void wa_on_exit(weft_worker_t *w, int code) {
 
 static void actors_on_a_worker(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   memset(&wa, 0, sizeof(wa));
   weft_worker_options_t o = {.entry = wa_entry, .on_message = wa_on_addresses,
                              .on_exit = wa_on_exit};
@@ -417,7 +257,7 @@ static void actors_on_a_worker(void **state) {
   assert_int_equal(wa.stopped, WA);
   assert_int_equal(wa.replies, WA);
   assert_int_equal(wa.closes, WA);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- stop from outside the behaviour; argument errors ----------------------------- */
@@ -449,7 +289,7 @@ static void actor_wrong_thread(void *arg) {
 
 static void actor_stop_and_errors(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   weft_port_t *addr = NULL;
   assert_int_equal(weft_actor_spawn(NULL, outside_behaviour, NULL, &addr), WEFT_EINVAL);
@@ -476,15 +316,13 @@ static void actor_stop_and_errors(void **state) {
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(spawned, 10);
   assert_int_equal(outside_closes, 10);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
-  testutil_alloc_install();
-  if (getenv("WEFT_TEST_FILTER") != NULL)
-    cmocka_set_test_filter(getenv("WEFT_TEST_FILTER"));
+  ktest_init();
   const struct CMUnitTest tests[] = {
       T(many_actors),
       T(actor_ring),

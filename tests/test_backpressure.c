@@ -15,173 +15,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "testutil.h"
+#include "ktest.h"
 #include "weft.h"
-
-/* ---- scaffolding (the same in every kernel test file) --------------------- */
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-/* Debian's libuv is not built with TSan and closes descriptors with a raw
- * close syscall that TSan does not see; when another thread's new loop gets
- * the same descriptor number, TSan reports a race on the descriptor. Only
- * those reports are suppressed. */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void) {
-  return "race:epoll_create1\nrace:eventfd\nrace:pipe2\n";
-}
-#endif
-
-static double test_scale(void) {
-  const char *s = getenv("WEFT_TEST_SCALE");
-  if (s != NULL && *s != '\0') {
-    double v = strtod(s, NULL);
-    if (v > 0)
-      return v;
-  }
-#if defined(__SANITIZE_THREAD__)
-  return 0.05; /* TSan: 5-15x slower, and 2 cores */
-#elif defined(__SANITIZE_ADDRESS__)
-  return 0.25;
-#else
-  return 1.0;
-#endif
-}
-
-static inline uint64_t scaled(uint64_t n, uint64_t min) {
-  uint64_t v = (uint64_t)((double)n * test_scale());
-  return v < min ? min : v;
-}
-
-static atomic_int failures;
-static long alloc_base;
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-    }                                                                            \
-  } while (0)
-
-#define CHECK_RC(expr, want)                                                     \
-  do {                                                                           \
-    int rc_ = (expr);                                                            \
-    if (rc_ != (want)) {                                                         \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: %s returned %s, want %s\n", __FILE__, __LINE__,    \
-              #expr, weft_err_name(rc_), weft_err_name(want));                   \
-    }                                                                            \
-  } while (0)
-
-typedef struct {
-  uv_thread_t tid;
-  uv_mutex_t mu;
-  uv_cond_t cv;
-  bool done;
-} watchdog_t;
-
-static watchdog_t watchdog;
-
-static void watchdog_main(void *arg) {
-  watchdog_t *w = arg;
-  uint64_t limit = (SANITIZED ? 200ull : 60ull) * 1000000000ull;
-  uint64_t deadline = uv_hrtime() + limit;
-  uv_mutex_lock(&w->mu);
-  while (!w->done) {
-    uint64_t now = uv_hrtime();
-    if (now >= deadline) {
-      fprintf(stderr, "watchdog: test still running after %llu s: abort\n",
-              (unsigned long long)(limit / 1000000000ull));
-      abort();
-    }
-    (void)uv_cond_timedwait(&w->cv, &w->mu, deadline - now);
-  }
-  uv_mutex_unlock(&w->mu);
-}
-
-static int setup(void **state) {
-  (void)state;
-  testutil_alloc_install();
-  testutil_alloc_fail_after(-1);
-  atomic_store(&failures, 0);
-  alloc_base = testutil_alloc_outstanding();
-  if (alloc_base != 0)
-    fprintf(stderr, "note: an earlier test leaked %ld blocks\n", alloc_base);
-  watchdog.done = false;
-  if (uv_mutex_init(&watchdog.mu) || uv_cond_init(&watchdog.cv) ||
-      uv_thread_create(&watchdog.tid, watchdog_main, &watchdog))
-    abort();
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  uv_mutex_lock(&watchdog.mu);
-  watchdog.done = true;
-  uv_cond_signal(&watchdog.cv);
-  uv_mutex_unlock(&watchdog.mu);
-  uv_thread_join(&watchdog.tid);
-  uv_cond_destroy(&watchdog.cv);
-  uv_mutex_destroy(&watchdog.mu);
-  return 0;
-}
-
-/* The end of every test: the runtime goes, nothing failed, nothing leaked. */
-static inline void finish_runtime(weft_runtime_t *rt) {
-  assert_int_equal(weft_runtime_free(rt), 0);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
-}
-
-static inline weft_runtime_t *new_runtime(void) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
-  return rt;
-}
-
-static inline weft_msg_t *msg_u64(uint64_t v) {
-  weft_msg_t *m = NULL;
-  if (weft_msg_new(&m) != 0 || weft_msg_put_u64(m, NULL, v) != 0)
-    abort();
-  return m;
-}
-
-static inline uint64_t msg_value(weft_msg_t *m) {
-  uint64_t v = UINT64_MAX;
-  CHECK_RC(weft_msg_get_u64(m, NULL, &v), 0);
-  return v;
-}
-
-/* Post from a thread that has no context (so no drain callback): retry on
- * EAGAIN, yielding. Returns the number of EAGAINs met. */
-static inline uint64_t post_retry(weft_port_t *p, weft_msg_t *m) {
-  uint64_t again = 0;
-  for (;;) {
-    int rc = weft_port_post(p, m);
-    if (rc == 0)
-      return again;
-    if (rc != WEFT_EAGAIN) {
-      CHECK_RC(rc, 0);
-      weft_msg_free(m);
-      return again;
-    }
-    again++;
-    sched_yield();
-  }
-}
-
 
 /* ---- one thread: post until EAGAIN, restart the consumer, drain ------------- */
 
@@ -298,7 +138,7 @@ static void bp_setup(weft_ctx_t *ctx, uint64_t total, uint32_t hwm_msgs, size_t 
 
 static void eagain_past_message_bound(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&bp, 0, sizeof(bp));
   bp_setup(ctx, 10 * HWM, HWM, 0, true);
@@ -320,12 +160,12 @@ static void eagain_past_message_bound(void **state) {
   assert_true(bp.episodes >= 2);
   assert_int_equal(bp.drains, bp.episodes);
   assert_int_equal(bp.tx_closes, 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static void eagain_past_byte_bound(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&bp, 0, sizeof(bp));
   /* The kernel counts messages of 512 bytes and more against the byte bound
@@ -359,14 +199,14 @@ static void eagain_past_byte_bound(void **state) {
   assert_int_equal(bp.got, bp.total);
   assert_int_equal(bp.drains, bp.episodes);
   assert_true(bp.episodes >= 2);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* The drain callback of a port that only posts (never started): the contract
  * (port.h, weft_port_drain_cb) does not ask the poster to be started. */
 static void drain_reaches_unstarted_poster(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&bp, 0, sizeof(bp));
   bp_setup(ctx, 4 * HWM, HWM, 0, false);
@@ -381,7 +221,7 @@ static void drain_reaches_unstarted_poster(void **state) {
   CHECK(bp.got == bp.total);
   weft_msg_free(bp.held);
   bp.held = NULL;
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- across threads: a producer worker, a consumer main stops and restarts -- */
@@ -411,7 +251,7 @@ static struct {
 
 static void xw_fill(void) {
   while (xw.next < xw.total) {
-    weft_msg_t *m = xw.held != NULL ? xw.held : msg_u64(xw.next);
+    weft_msg_t *m = xw.held != NULL ? xw.held : ktest_msg_u64(xw.next);
     xw.held = NULL;
     int rc = weft_port_post(xw.parent, m);
     if (rc == WEFT_EAGAIN) {
@@ -419,7 +259,7 @@ static void xw_fill(void) {
       xw.blocked = true;
       xw.episodes++;
       /* Tell main (on the side channel) that we wait for a drain. */
-      CHECK_RC(weft_port_post(xw.side, msg_u64(xw.next)), 0);
+      CHECK_RC(weft_port_post(xw.side, ktest_msg_u64(xw.next)), 0);
       return;
     }
     CHECK_RC(rc, 0);
@@ -464,7 +304,7 @@ static int xw_entry(weft_ctx_t *ctx, weft_msg_t *data) {
 }
 
 static void xm_on_msg(weft_port_t *port, weft_msg_t *m) {
-  CHECK(msg_value(m) == xm.got);
+  CHECK(ktest_msg_value(m) == xm.got);
   weft_msg_free(m);
   xm.got++;
   if (xm.got % XT_STOP_EVERY == 0 && xm.got < xm.total) {
@@ -507,15 +347,15 @@ static void xm_on_exit(weft_worker_t *w, int code) {
 
 static void eagain_and_drain_across_threads(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&xm, 0, sizeof(xm));
-  xm.total = scaled(50000, 5000);
+  xm.total = ktest_scaled(50000, 5000);
   weft_port_t *side[2];
   assert_int_equal(weft_channel_new(ctx, side), 0);
   assert_int_equal(weft_port_on_close(side[1], xm_on_side_close), 0);
   assert_int_equal(weft_port_start(side[1], xm_on_side), 0);
-  weft_msg_t *data = msg_u64(xm.total);
+  weft_msg_t *data = ktest_msg_u64(xm.total);
   assert_int_equal(weft_msg_add_port(data, side[0]), 0);
   /* No on_message: the worker's port starts stopped; main starts it when the
    * worker says it is blocked. */
@@ -532,7 +372,7 @@ static void eagain_and_drain_across_threads(void **state) {
   assert_true(xm.worker_episodes >= xm.stops);
   assert_int_equal(xm.worker_drains, xm.worker_episodes);
   assert_int_equal(xm.blocked_notes, xm.worker_episodes);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- many posters against one bound ------------------------------------------- */
@@ -555,14 +395,14 @@ static struct {
 static void mp_main(void *arg) {
   mp_thread_t *t = arg;
   for (uint64_t i = 0; i < t->n; i++)
-    t->again += post_retry(t->tx, msg_u64((t->id << 40) | i));
+    t->again += ktest_post_retry(t->tx, ktest_msg_u64((t->id << 40) | i));
 }
 
 static void mp_on_msg(weft_port_t *port, weft_msg_t *m) {
   size_t pending = weft_port_pending(port) + 1;
   if (pending > mp.max_pending)
     mp.max_pending = pending;
-  uint64_t v = msg_value(m);
+  uint64_t v = ktest_msg_value(m);
   weft_msg_free(m);
   uint64_t id = v >> 40, seq = v & ((1ull << 40) - 1);
   CHECK(id < MP_THREADS);
@@ -576,10 +416,10 @@ static void mp_on_msg(weft_port_t *port, weft_msg_t *m) {
 
 static void many_posters_one_bound(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&mp, 0, sizeof(mp));
-  uint64_t n = scaled(50000, 2000);
+  uint64_t n = ktest_scaled(50000, 2000);
   mp.total = n * MP_THREADS;
   weft_port_t *p[2];
   assert_int_equal(weft_channel_new(ctx, p), 0);
@@ -603,15 +443,13 @@ static void many_posters_one_bound(void **state) {
     assert_int_equal(mp.expect[i], n);
   /* Concurrent posters may each pass the check once: at most one over each. */
   assert_true(mp.max_pending <= MP_HWM + MP_THREADS);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
-  testutil_alloc_install();
-  if (getenv("WEFT_TEST_FILTER") != NULL)
-    cmocka_set_test_filter(getenv("WEFT_TEST_FILTER"));
+  ktest_init();
   const struct CMUnitTest tests[] = {
       T(eagain_past_message_bound),
       T(eagain_past_byte_bound),

@@ -16,173 +16,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ktest.h"
 #include "testutil.h"
 #include "weft.h"
-
-/* ---- scaffolding (the same in every kernel test file) --------------------- */
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-/* Debian's libuv is not built with TSan and closes descriptors with a raw
- * close syscall that TSan does not see; when another thread's new loop gets
- * the same descriptor number, TSan reports a race on the descriptor. Only
- * those reports are suppressed. */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void) {
-  return "race:epoll_create1\nrace:eventfd\nrace:pipe2\n";
-}
-#endif
-
-static double test_scale(void) {
-  const char *s = getenv("WEFT_TEST_SCALE");
-  if (s != NULL && *s != '\0') {
-    double v = strtod(s, NULL);
-    if (v > 0)
-      return v;
-  }
-#if defined(__SANITIZE_THREAD__)
-  return 0.05; /* TSan: 5-15x slower, and 2 cores */
-#elif defined(__SANITIZE_ADDRESS__)
-  return 0.25;
-#else
-  return 1.0;
-#endif
-}
-
-static inline uint64_t scaled(uint64_t n, uint64_t min) {
-  uint64_t v = (uint64_t)((double)n * test_scale());
-  return v < min ? min : v;
-}
-
-static atomic_int failures;
-static long alloc_base;
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-    }                                                                            \
-  } while (0)
-
-#define CHECK_RC(expr, want)                                                     \
-  do {                                                                           \
-    int rc_ = (expr);                                                            \
-    if (rc_ != (want)) {                                                         \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: %s returned %s, want %s\n", __FILE__, __LINE__,    \
-              #expr, weft_err_name(rc_), weft_err_name(want));                   \
-    }                                                                            \
-  } while (0)
-
-typedef struct {
-  uv_thread_t tid;
-  uv_mutex_t mu;
-  uv_cond_t cv;
-  bool done;
-} watchdog_t;
-
-static watchdog_t watchdog;
-
-static void watchdog_main(void *arg) {
-  watchdog_t *w = arg;
-  uint64_t limit = (SANITIZED ? 200ull : 60ull) * 1000000000ull;
-  uint64_t deadline = uv_hrtime() + limit;
-  uv_mutex_lock(&w->mu);
-  while (!w->done) {
-    uint64_t now = uv_hrtime();
-    if (now >= deadline) {
-      fprintf(stderr, "watchdog: test still running after %llu s: abort\n",
-              (unsigned long long)(limit / 1000000000ull));
-      abort();
-    }
-    (void)uv_cond_timedwait(&w->cv, &w->mu, deadline - now);
-  }
-  uv_mutex_unlock(&w->mu);
-}
-
-static int setup(void **state) {
-  (void)state;
-  testutil_alloc_install();
-  testutil_alloc_fail_after(-1);
-  atomic_store(&failures, 0);
-  alloc_base = testutil_alloc_outstanding();
-  if (alloc_base != 0)
-    fprintf(stderr, "note: an earlier test leaked %ld blocks\n", alloc_base);
-  watchdog.done = false;
-  if (uv_mutex_init(&watchdog.mu) || uv_cond_init(&watchdog.cv) ||
-      uv_thread_create(&watchdog.tid, watchdog_main, &watchdog))
-    abort();
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  uv_mutex_lock(&watchdog.mu);
-  watchdog.done = true;
-  uv_cond_signal(&watchdog.cv);
-  uv_mutex_unlock(&watchdog.mu);
-  uv_thread_join(&watchdog.tid);
-  uv_cond_destroy(&watchdog.cv);
-  uv_mutex_destroy(&watchdog.mu);
-  return 0;
-}
-
-/* The end of every test: the runtime goes, nothing failed, nothing leaked. */
-static inline void finish_runtime(weft_runtime_t *rt) {
-  assert_int_equal(weft_runtime_free(rt), 0);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
-}
-
-static inline weft_runtime_t *new_runtime(void) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
-  return rt;
-}
-
-static inline weft_msg_t *msg_u64(uint64_t v) {
-  weft_msg_t *m = NULL;
-  if (weft_msg_new(&m) != 0 || weft_msg_put_u64(m, NULL, v) != 0)
-    abort();
-  return m;
-}
-
-static inline uint64_t msg_value(weft_msg_t *m) {
-  uint64_t v = UINT64_MAX;
-  CHECK_RC(weft_msg_get_u64(m, NULL, &v), 0);
-  return v;
-}
-
-/* Post from a thread that has no context (so no drain callback): retry on
- * EAGAIN, yielding. Returns the number of EAGAINs met. */
-static inline uint64_t post_retry(weft_port_t *p, weft_msg_t *m) {
-  uint64_t again = 0;
-  for (;;) {
-    int rc = weft_port_post(p, m);
-    if (rc == 0)
-      return again;
-    if (rc != WEFT_EAGAIN) {
-      CHECK_RC(rc, 0);
-      weft_msg_free(m);
-      return again;
-    }
-    again++;
-    sched_yield();
-  }
-}
-
 
 /* Arms the n-th allocation from now to fail. */
 static void arm(long n) {
@@ -217,7 +58,7 @@ static void sweep_runtime_new_with(uv_loop_t *loop) {
     if (rc == 0) {
       assert_non_null(rt);
       assert_int_equal(weft_runtime_free(rt), 0);
-      assert_int_equal(testutil_alloc_outstanding(), alloc_base);
+      assert_int_equal(testutil_alloc_outstanding(), ktest_alloc_base);
       if (!fired)
         break;
       fail_msg("allocation %ld failed, yet weft_runtime_new returned 0", n);
@@ -227,14 +68,14 @@ static void sweep_runtime_new_with(uv_loop_t *loop) {
     failures_seen++;
     /* All or nothing: no context left on this thread, nothing allocated. */
     assert_null(weft_ctx_current());
-    assert_int_equal(testutil_alloc_outstanding(), alloc_base);
+    assert_int_equal(testutil_alloc_outstanding(), ktest_alloc_base);
     /* And the defaults are untouched by the failed call. */
-    weft_runtime_t *probe = new_runtime();
+    weft_runtime_t *probe = ktest_new_runtime();
     weft_port_t *p[2];
     assert_int_equal(weft_channel_new(weft_runtime_main(probe), p), 0);
     int posted = 0;
     while (posted < 8) {
-      weft_msg_t *m = msg_u64(0);
+      weft_msg_t *m = ktest_msg_u64(0);
       rc = weft_port_post(p[0], m);
       if (rc != 0) {
         weft_msg_free(m);
@@ -244,7 +85,7 @@ static void sweep_runtime_new_with(uv_loop_t *loop) {
     }
     if (posted != 8) /* the failed call's bound of 7 stuck */
       clobbered++;
-    finish_runtime(probe);
+    ktest_finish_runtime(probe);
   }
   if (clobbered)
     fprintf(stderr, "weft_runtime_new: %d failed calls left their port bound "
@@ -272,7 +113,7 @@ static void oom_channel_new(void **state) {
   int failures_seen = 0;
   long n;
   for (n = 0; n < SWEEP_MAX; n++) {
-    weft_runtime_t *rt = new_runtime();
+    weft_runtime_t *rt = ktest_new_runtime();
     weft_ctx_t *ctx = weft_runtime_main(rt);
     weft_ctx_stats_t s0, s1;
     assert_int_equal(weft_ctx_stats(ctx, &s0), 0);
@@ -282,7 +123,7 @@ static void oom_channel_new(void **state) {
     bool fired = disarm();
     if (rc == 0) {
       assert_int_equal(weft_port_close(p[0]), 0);
-      finish_runtime(rt);
+      ktest_finish_runtime(rt);
       if (!fired)
         break;
       fail_msg("allocation %ld failed, yet weft_channel_new returned 0", n);
@@ -292,12 +133,12 @@ static void oom_channel_new(void **state) {
     failures_seen++;
     assert_int_equal(weft_ctx_stats(ctx, &s1), 0);
     assert_int_equal(s1.ports_open, s0.ports_open);
-    finish_runtime(rt);
+    ktest_finish_runtime(rt);
   }
   assert_true(failures_seen >= 1);
 
   /* The lazily allocated settings of a port. */
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_port_t *p[2];
   assert_int_equal(weft_channel_new(weft_runtime_main(rt), p), 0);
   arm(0);
@@ -311,8 +152,8 @@ static void oom_channel_new(void **state) {
   assert_true(disarm());
   /* The bound did not change: 6 posts fit. */
   for (int i = 0; i < 6; i++)
-    assert_int_equal(weft_port_post(p[0], msg_u64((uint64_t)i)), 0);
-  finish_runtime(rt);
+    assert_int_equal(weft_port_post(p[0], ktest_msg_u64((uint64_t)i)), 0);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- weft_actor_spawn -------------------------------------------------------------- */
@@ -327,7 +168,7 @@ static void oom_actor_spawn(void **state) {
   int failures_seen = 0;
   long n;
   for (n = 0; n < SWEEP_MAX; n++) {
-    weft_runtime_t *rt = new_runtime();
+    weft_runtime_t *rt = ktest_new_runtime();
     weft_ctx_t *ctx = weft_runtime_main(rt);
     weft_port_t *addr = NULL;
     arm(n);
@@ -335,9 +176,9 @@ static void oom_actor_spawn(void **state) {
     bool fired = disarm();
     if (rc == 0) {
       /* The actor works: one message, then close its address. */
-      assert_int_equal(weft_port_post(addr, msg_u64(1)), 0);
+      assert_int_equal(weft_port_post(addr, ktest_msg_u64(1)), 0);
       assert_int_equal(weft_port_close(addr), 0);
-      finish_runtime(rt);
+      ktest_finish_runtime(rt);
       if (!fired)
         break;
       fail_msg("allocation %ld failed, yet weft_actor_spawn returned 0", n);
@@ -345,7 +186,7 @@ static void oom_actor_spawn(void **state) {
     assert_true(fired);
     assert_enomem(rc);
     failures_seen++;
-    finish_runtime(rt);
+    ktest_finish_runtime(rt);
   }
   assert_true(failures_seen >= 1);
 }
@@ -439,7 +280,7 @@ static void oom_worker_spawn(void **state) {
   int late = 0; /* failures that landed after spawn returned (worker side) */
   long n;
   for (n = 0; n < SWEEP_MAX; n++) {
-    weft_runtime_t *rt = new_runtime();
+    weft_runtime_t *rt = ktest_new_runtime();
     weft_ctx_t *ctx = weft_runtime_main(rt);
     memset(&ow, 0, sizeof(ow));
     weft_port_t *p[2] = {NULL, NULL};
@@ -453,7 +294,7 @@ static void oom_worker_spawn(void **state) {
       assert_true(fired);
       assert_enomem(err);
       failed_at[step]++;
-      finish_runtime(rt);
+      ktest_finish_runtime(rt);
       continue;
     }
     assert_int_equal(weft_runtime_run(rt), 0);
@@ -469,7 +310,7 @@ static void oom_worker_spawn(void **state) {
       assert_int_equal(ow.code, 0);
       assert_int_equal(ow.online, 1);
     }
-    finish_runtime(rt);
+    ktest_finish_runtime(rt);
     if (!fired)
       break;
   }
@@ -485,7 +326,7 @@ static void oom_worker_spawn(void **state) {
 
 static void oom_register(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   int failures_seen = 0;
   for (long n = 0; n < SWEEP_MAX; n++) {
     arm(n);
@@ -502,15 +343,13 @@ static void oom_register(void **state) {
   }
   assert_true(failures_seen >= 1);
   assert_ptr_equal(weft_runtime_lookup(rt, "oom.entry"), ow_entry);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
-  testutil_alloc_install();
-  if (getenv("WEFT_TEST_FILTER") != NULL)
-    cmocka_set_test_filter(getenv("WEFT_TEST_FILTER"));
+  ktest_init();
   const struct CMUnitTest tests[] = {
       T(oom_runtime_new),
       T(oom_channel_new),

@@ -22,166 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "testutil.h"
+#include "ktest.h"
 #include "weft.h"
-
-/* ---- scaffolding (the same in every kernel test file) --------------------- */
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-/* Debian's libuv is not built with TSan and closes descriptors with a raw
- * close syscall that TSan does not see; when another thread's new loop gets
- * the same descriptor number, TSan reports a race on the descriptor. Only
- * those reports are suppressed. */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void) {
-  return "race:epoll_create1\nrace:eventfd\nrace:pipe2\n";
-}
-#endif
-
-static double test_scale(void) {
-  const char *s = getenv("WEFT_TEST_SCALE");
-  if (s != NULL && *s != '\0') {
-    double v = strtod(s, NULL);
-    if (v > 0)
-      return v;
-  }
-#if defined(__SANITIZE_THREAD__)
-  return 0.05; /* TSan: 5-15x slower, and 2 cores */
-#elif defined(__SANITIZE_ADDRESS__)
-  return 0.25;
-#else
-  return 1.0;
-#endif
-}
-
-static inline uint64_t scaled(uint64_t n, uint64_t min) {
-  uint64_t v = (uint64_t)((double)n * test_scale());
-  return v < min ? min : v;
-}
-
-static atomic_int failures;
-static long alloc_base;
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-    }                                                                            \
-  } while (0)
-
-#define CHECK_RC(expr, want)                                                     \
-  do {                                                                           \
-    int rc_ = (expr);                                                            \
-    if (rc_ != (want)) {                                                         \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: %s returned %s, want %s\n", __FILE__, __LINE__,    \
-              #expr, weft_err_name(rc_), weft_err_name(want));                   \
-    }                                                                            \
-  } while (0)
-
-typedef struct {
-  uv_thread_t tid;
-  uv_mutex_t mu;
-  uv_cond_t cv;
-  bool done;
-} watchdog_t;
-
-static watchdog_t watchdog;
-
-static void watchdog_main(void *arg) {
-  watchdog_t *w = arg;
-  uint64_t limit = (SANITIZED ? 200ull : 60ull) * 1000000000ull;
-  uint64_t deadline = uv_hrtime() + limit;
-  uv_mutex_lock(&w->mu);
-  while (!w->done) {
-    uint64_t now = uv_hrtime();
-    if (now >= deadline) {
-      fprintf(stderr, "watchdog: test still running after %llu s: abort\n",
-              (unsigned long long)(limit / 1000000000ull));
-      abort();
-    }
-    (void)uv_cond_timedwait(&w->cv, &w->mu, deadline - now);
-  }
-  uv_mutex_unlock(&w->mu);
-}
-
-static int setup(void **state) {
-  (void)state;
-  testutil_alloc_install();
-  testutil_alloc_fail_after(-1);
-  atomic_store(&failures, 0);
-  alloc_base = testutil_alloc_outstanding();
-  if (alloc_base != 0)
-    fprintf(stderr, "note: an earlier test leaked %ld blocks\n", alloc_base);
-  watchdog.done = false;
-  if (uv_mutex_init(&watchdog.mu) || uv_cond_init(&watchdog.cv) ||
-      uv_thread_create(&watchdog.tid, watchdog_main, &watchdog))
-    abort();
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  uv_mutex_lock(&watchdog.mu);
-  watchdog.done = true;
-  uv_cond_signal(&watchdog.cv);
-  uv_mutex_unlock(&watchdog.mu);
-  uv_thread_join(&watchdog.tid);
-  uv_cond_destroy(&watchdog.cv);
-  uv_mutex_destroy(&watchdog.mu);
-  return 0;
-}
-
-/* The end of every test: the runtime goes, nothing failed, nothing leaked. */
-static inline void finish_runtime(weft_runtime_t *rt) {
-  assert_int_equal(weft_runtime_free(rt), 0);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
-}
-
-static inline weft_runtime_t *new_runtime(void) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
-  return rt;
-}
-
-static inline weft_msg_t *msg_u64(uint64_t v) {
-  weft_msg_t *m = NULL;
-  if (weft_msg_new(&m) != 0 || weft_msg_put_u64(m, NULL, v) != 0)
-    abort();
-  return m;
-}
-
-static inline uint64_t msg_value(weft_msg_t *m) {
-  uint64_t v = UINT64_MAX;
-  CHECK_RC(weft_msg_get_u64(m, NULL, &v), 0);
-  return v;
-}
-
-/* Post from a thread that has no context (so no drain callback): retry on
- * EAGAIN, yielding. Returns the number of EAGAINs met. */
-static inline uint64_t post_retry(weft_port_t *p, weft_msg_t *m) {
-  uint64_t again = 0;
-  for (;;) {
-    int rc = weft_port_post(p, m);
-    if (rc == 0)
-      return again;
-    if (rc != WEFT_EAGAIN) {
-      CHECK_RC(rc, 0);
-      weft_msg_free(m);
-      return again;
-    }
-    again++;
-    sched_yield();
-  }
-}
 
 /* ---- FIFO: senders on their own channels, and on one shared port ---------- */
 
@@ -200,7 +42,7 @@ typedef struct {
 static void sender_main(void *arg) {
   sender_t *s = arg;
   for (uint64_t seq = 0; seq < s->n; seq++)
-    s->again += post_retry(s->tx, msg_u64((s->id << SEQ_BITS) | seq));
+    s->again += ktest_post_retry(s->tx, ktest_msg_u64((s->id << SEQ_BITS) | seq));
 }
 
 static struct {
@@ -212,7 +54,7 @@ static struct {
 } fifo;
 
 static void fifo_on_msg(weft_port_t *port, weft_msg_t *m) {
-  uint64_t v = msg_value(m);
+  uint64_t v = ktest_msg_value(m);
   weft_msg_free(m);
   uint64_t id = v >> SEQ_BITS, seq = v & SEQ_MASK;
   if (id >= MAX_SENDERS) {
@@ -233,7 +75,7 @@ static void fifo_on_msg(weft_port_t *port, weft_msg_t *m) {
 }
 
 static void run_fifo(int nsenders, bool own_channels, uint64_t per_sender) {
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&fifo, 0, sizeof(fifo));
   fifo.own_channels = own_channels;
@@ -271,17 +113,17 @@ static void run_fifo(int nsenders, bool own_channels, uint64_t per_sender) {
   assert_true(st.msgs_in >= fifo.want);
   printf("  %d senders x %llu messages, %llu EAGAIN retries\n", nsenders,
          (unsigned long long)per_sender, (unsigned long long)again);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static void fifo_own_channels(void **state) {
   (void)state;
-  run_fifo(4, true, scaled(200000, 1000));
+  run_fifo(4, true, ktest_scaled(200000, 1000));
 }
 
 static void fifo_same_port(void **state) {
   (void)state;
-  run_fifo(4, false, scaled(200000, 1000));
+  run_fifo(4, false, ktest_scaled(200000, 1000));
 }
 
 /* ---- exactly once: 8 threads x 1M messages into 8 ports on one worker ----- */
@@ -301,7 +143,7 @@ static struct {
 } eo_m; /* main thread's */
 
 static void eo_on_msg(weft_port_t *port, weft_msg_t *m) {
-  uint64_t v = msg_value(m);
+  uint64_t v = ktest_msg_value(m);
   weft_msg_free(m);
   uint64_t id = (uintptr_t)weft_port_data(port);
   uint64_t from = v >> SEQ_BITS, seq = v & SEQ_MASK;
@@ -317,7 +159,7 @@ static void eo_on_msg(weft_port_t *port, weft_msg_t *m) {
   for (int i = 0; i < EO_SENDERS; i++)
     CHECK_RC(weft_port_close(eo_w.rx[i]), 0);
   weft_ctx_t *ctx = weft_ctx_current();
-  CHECK_RC(weft_port_post(weft_ctx_parent_port(ctx), msg_u64(eo_w.total)), 0);
+  CHECK_RC(weft_port_post(weft_ctx_parent_port(ctx), ktest_msg_u64(eo_w.total)), 0);
 }
 
 static int eo_entry(weft_ctx_t *ctx, weft_msg_t *data) {
@@ -337,7 +179,7 @@ static int eo_entry(weft_ctx_t *ctx, weft_msg_t *data) {
 
 static void eo_on_result(weft_port_t *port, weft_msg_t *m) {
   (void)port;
-  eo_m.reported = msg_value(m);
+  eo_m.reported = ktest_msg_value(m);
   weft_msg_free(m);
 }
 
@@ -349,8 +191,8 @@ static void eo_on_exit(weft_worker_t *w, int code) {
 
 static void exactly_once_8_threads(void **state) {
   (void)state;
-  uint64_t n = scaled(1000000, 2000);
-  weft_runtime_t *rt = new_runtime();
+  uint64_t n = ktest_scaled(1000000, 2000);
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&eo_w, 0, sizeof(eo_w));
   memset(&eo_m, 0, sizeof(eo_m));
@@ -391,7 +233,7 @@ static void exactly_once_8_threads(void **state) {
   assert_int_equal(eo_w.total, eo_w.want);
   for (int i = 0; i < EO_SENDERS; i++)
     assert_int_equal(eo_w.expect[i], n);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- close: messages posted before the close arrive first ----------------- */
@@ -409,7 +251,7 @@ static struct {
 
 static void cl_on_msg(weft_port_t *port, weft_msg_t *m) {
   (void)port;
-  CHECK(msg_value(m) == cl.got);
+  CHECK(ktest_msg_value(m) == cl.got);
   weft_msg_free(m);
   cl.got++;
 }
@@ -430,20 +272,20 @@ static void cl_on_closer_close(weft_port_t *port, const weft_port_close_info_t *
 
 static void close_after_messages_same_thread(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&cl, 0, sizeof(cl));
-  cl.n = scaled(10000, 100);
+  cl.n = ktest_scaled(10000, 100);
   weft_port_t *p[2];
   assert_int_equal(weft_channel_new(ctx, p), 0);
   assert_int_equal(weft_port_on_close(p[1], cl_on_peer_close), 0);
   assert_int_equal(weft_port_on_close(p[0], cl_on_closer_close), 0);
   assert_int_equal(weft_port_start(p[1], cl_on_msg), 0);
   for (uint64_t i = 0; i < cl.n; i++)
-    assert_int_equal(weft_port_post(p[0], msg_u64(i)), 0);
+    assert_int_equal(weft_port_post(p[0], ktest_msg_u64(i)), 0);
   assert_int_equal(weft_port_close(p[0]), 0);
   assert_int_equal(weft_port_close(p[0]), 0); /* idempotent */
-  weft_msg_t *late = msg_u64(0);
+  weft_msg_t *late = ktest_msg_u64(0);
   assert_int_equal(weft_port_post(p[0], late), WEFT_ECLOSED);
   weft_msg_free(late);
   assert_int_equal(weft_runtime_run(rt), 0);
@@ -454,7 +296,7 @@ static void close_after_messages_same_thread(void **state) {
   assert_int_equal(cl.closer_closes, 1);
   assert_int_equal(cl.closer_reason, 0);
   assert_int_equal(cl.closer_undelivered, 0);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* The peer end lives on a worker; main posts n messages then closes. */
@@ -476,10 +318,10 @@ static void cl_on_exit(weft_worker_t *w, int code) {
 
 static void close_after_messages_cross_thread(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&cl, 0, sizeof(cl));
-  cl.n = scaled(50000, 500);
+  cl.n = ktest_scaled(50000, 500);
   weft_port_t *p[2];
   assert_int_equal(weft_channel_new(ctx, p), 0);
   assert_int_equal(weft_port_on_close(p[0], cl_on_closer_close), 0);
@@ -491,7 +333,7 @@ static void close_after_messages_cross_thread(void **state) {
   assert_int_equal(weft_worker_spawn(ctx, &opts, &w), 0);
   /* The peer may still be in transit: what reaches it waits there. */
   for (uint64_t i = 0; i < cl.n; i++)
-    assert_int_equal(weft_port_post(p[0], msg_u64(i)), 0);
+    assert_int_equal(weft_port_post(p[0], ktest_msg_u64(i)), 0);
   assert_int_equal(weft_port_close(p[0]), 0);
   assert_int_equal(weft_runtime_run(rt), 0); /* until the worker exits */
   /* The worker's state is read after its exit (ordered by the exit task). */
@@ -501,7 +343,7 @@ static void close_after_messages_cross_thread(void **state) {
   assert_int_equal(cl.peer_reason, WEFT_ECLOSED);
   assert_int_equal(cl.closer_closes, 1);
   assert_int_equal(cl.closer_reason, 0);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* Both ends closed at about the same time from two threads: each end's close
@@ -532,7 +374,7 @@ static int both_entry(weft_ctx_t *ctx, weft_msg_t *data) {
   CHECK_RC(weft_port_on_close(port, both_on_close), 0);
   CHECK_RC(weft_port_start(port, both_on_msg), 0);
   for (int i = 0; i < 10; i++) {
-    weft_msg_t *m = msg_u64((uint64_t)i);
+    weft_msg_t *m = ktest_msg_u64((uint64_t)i);
     int rc = weft_port_post(port, m);
     if (rc != 0) {
       CHECK(rc == WEFT_ECLOSED);
@@ -545,8 +387,8 @@ static int both_entry(weft_ctx_t *ctx, weft_msg_t *data) {
 
 static void close_both_ends_at_once(void **state) {
   (void)state;
-  int rounds = (int)scaled(200, 20);
-  weft_runtime_t *rt = new_runtime();
+  int rounds = (int)ktest_scaled(200, 20);
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&both, 0, sizeof(both));
   for (int r = 0; r < rounds; r++) {
@@ -562,7 +404,7 @@ static void close_both_ends_at_once(void **state) {
     weft_worker_t *w = NULL;
     assert_int_equal(weft_worker_spawn(ctx, &opts, &w), 0);
     for (int i = 0; i < r % 7; i++) {
-      weft_msg_t *m = msg_u64((uint64_t)i);
+      weft_msg_t *m = ktest_msg_u64((uint64_t)i);
       int rc = weft_port_post(p[0], m);
       if (rc != 0) {
         assert_int_equal(rc, WEFT_ECLOSED);
@@ -574,7 +416,7 @@ static void close_both_ends_at_once(void **state) {
     assert_int_equal(atomic_load(&both.closes[0]), r + 1);
     assert_int_equal(atomic_load(&both.closes[1]), r + 1);
   }
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- errors: ESELF, ECLOSED, EINVAL, EWRONGTHREAD ------------------------- */
@@ -582,7 +424,7 @@ static void close_both_ends_at_once(void **state) {
 static int seven_msgs;
 
 static void seven_on_msg(weft_port_t *port, weft_msg_t *m) {
-  CHECK(msg_value(m) == 7);
+  CHECK(ktest_msg_value(m) == 7);
   weft_msg_free(m);
   seven_msgs++;
   CHECK_RC(weft_port_close(port), 0);
@@ -590,17 +432,17 @@ static void seven_on_msg(weft_port_t *port, weft_msg_t *m) {
 
 static void post_port_on_own_channel(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   weft_port_t *p[2];
   assert_int_equal(weft_channel_new(ctx, p), 0);
   for (int carried = 0; carried < 2; carried++) {
     for (int via = 0; via < 2; via++) {
-      weft_msg_t *m = msg_u64(42);
+      weft_msg_t *m = ktest_msg_u64(42);
       assert_int_equal(weft_msg_add_port(m, p[carried]), 0);
       assert_int_equal(weft_port_post(p[via], m), WEFT_ESELF);
       /* The message is still ours, with the port in it: take it back. */
-      assert_int_equal(msg_value(m), 42);
+      assert_int_equal(ktest_msg_value(m), 42);
       assert_int_equal(weft_msg_xfer_count(m), 1);
       weft_port_t *back = NULL;
       assert_int_equal(weft_msg_take_port(m, 0, &back), 0);
@@ -611,10 +453,10 @@ static void post_port_on_own_channel(void **state) {
   }
   /* The channel still works after the failed posts. */
   seven_msgs = 0;
-  assert_int_equal(weft_port_post(p[0], msg_u64(7)), 0);
+  assert_int_equal(weft_port_post(p[0], ktest_msg_u64(7)), 0);
   assert_int_equal(weft_port_start(p[1], seven_on_msg), 0);
   /* A port already in a message cannot be added twice. */
-  weft_msg_t *m1 = msg_u64(1), *m2 = msg_u64(2);
+  weft_msg_t *m1 = ktest_msg_u64(1), *m2 = ktest_msg_u64(2);
   weft_port_t *q[2];
   assert_int_equal(weft_channel_new(ctx, q), 0);
   assert_int_equal(weft_msg_add_port(m1, q[0]), 0);
@@ -623,7 +465,7 @@ static void post_port_on_own_channel(void **state) {
   weft_msg_free(m1); /* closes q[0]; q[1] sees the close */
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(seven_msgs, 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static int eclosed_peer_closes;
@@ -636,7 +478,7 @@ static void eclosed_on_close(weft_port_t *port, const weft_port_close_info_t *in
 
 static void post_on_closed_port(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   eclosed_peer_closes = 0;
   weft_port_t *p[2];
@@ -645,16 +487,16 @@ static void post_on_closed_port(void **state) {
   assert_int_equal(weft_port_start(p[1], both_on_msg), 0);
   assert_int_equal(weft_port_close(p[0]), 0);
   assert_true(weft_port_is_closed(p[0]));
-  weft_msg_t *m = msg_u64(5);
+  weft_msg_t *m = ktest_msg_u64(5);
   /* On the closed end, and (before and after the close event) on the peer. */
   assert_int_equal(weft_port_post(p[0], m), WEFT_ECLOSED);
   assert_int_equal(weft_port_post(p[1], m), WEFT_ECLOSED);
   assert_int_equal(weft_port_start(p[0], both_on_msg), WEFT_ECLOSED);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(eclosed_peer_closes, 1);
-  assert_int_equal(msg_value(m), 5); /* still ours */
+  assert_int_equal(ktest_msg_value(m), 5); /* still ours */
   weft_msg_free(m);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 typedef struct {
@@ -674,10 +516,10 @@ static void wrong_thread_main(void *arg) {
 
 static void null_and_wrong_thread_arguments(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   weft_port_t *p[2];
-  weft_msg_t *m = msg_u64(1), *out = NULL;
+  weft_msg_t *m = ktest_msg_u64(1), *out = NULL;
   assert_int_equal(weft_channel_new(NULL, p), WEFT_EINVAL);
   assert_int_equal(weft_channel_new(ctx, NULL), WEFT_EINVAL);
   assert_int_equal(weft_channel_new(ctx, p), 0);
@@ -715,14 +557,14 @@ static void null_and_wrong_thread_arguments(void **state) {
   assert_int_equal(t.close_rc, WEFT_EWRONGTHREAD);
   assert_false(weft_port_is_closed(p[1]));
   weft_msg_free(m);
-  finish_runtime(rt); /* closes p[0], p[1] */
+  ktest_finish_runtime(rt); /* closes p[0], p[1] */
 }
 
 /* ---- weft_port_receive ------------------------------------------------------ */
 
 static void receive_without_loop(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   weft_port_t *p[2];
   assert_int_equal(weft_channel_new(ctx, p), 0);
@@ -730,24 +572,24 @@ static void receive_without_loop(void **state) {
   assert_int_equal(weft_port_receive(p[1], &m), WEFT_ENOENT);
   assert_null(m);
   for (uint64_t i = 0; i < 5; i++)
-    assert_int_equal(weft_port_post(p[0], msg_u64(i)), 0);
+    assert_int_equal(weft_port_post(p[0], ktest_msg_u64(i)), 0);
   assert_int_equal(weft_port_pending(p[1]), 5);
   for (uint64_t i = 0; i < 5; i++) {
     assert_int_equal(weft_port_receive(p[1], &m), 0);
-    assert_int_equal(msg_value(m), i);
+    assert_int_equal(ktest_msg_value(m), i);
     weft_msg_free(m);
   }
   assert_int_equal(weft_port_receive(p[1], &m), WEFT_ENOENT);
   assert_int_equal(weft_port_pending(p[1]), 0);
   /* After the peer closes: what was posted first, then ECLOSED. */
-  assert_int_equal(weft_port_post(p[0], msg_u64(99)), 0);
+  assert_int_equal(weft_port_post(p[0], ktest_msg_u64(99)), 0);
   assert_int_equal(weft_port_close(p[0]), 0);
   assert_int_equal(weft_port_receive(p[1], &m), 0);
-  assert_int_equal(msg_value(m), 99);
+  assert_int_equal(ktest_msg_value(m), 99);
   weft_msg_free(m);
   assert_int_equal(weft_port_receive(p[1], &m), WEFT_ECLOSED);
   assert_int_equal(weft_port_receive(p[1], &m), WEFT_ECLOSED);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* Receive from another thread's posts, on the owner thread, with no loop
@@ -760,16 +602,16 @@ typedef struct {
 static void rx_poster_main(void *arg) {
   rx_poster_t *t = arg;
   for (uint64_t i = 0; i < t->n; i++)
-    post_retry(t->tx, msg_u64(i));
+    ktest_post_retry(t->tx, ktest_msg_u64(i));
 }
 
 static void receive_from_thread(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   weft_port_t *p[2];
   assert_int_equal(weft_channel_new(ctx, p), 0);
-  rx_poster_t t = {.tx = p[0], .n = scaled(100000, 1000)};
+  rx_poster_t t = {.tx = p[0], .n = ktest_scaled(100000, 1000)};
   uv_thread_t tid;
   assert_int_equal(uv_thread_create(&tid, rx_poster_main, &t), 0);
   uint64_t next = 0, empty = 0;
@@ -782,7 +624,7 @@ static void receive_from_thread(void **state) {
       continue;
     }
     assert_int_equal(rc, 0);
-    uint64_t v = msg_value(m);
+    uint64_t v = ktest_msg_value(m);
     weft_msg_free(m);
     if (v != next)
       fail_msg("got %llu, expected %llu", (unsigned long long)v, (unsigned long long)next);
@@ -791,7 +633,7 @@ static void receive_from_thread(void **state) {
   uv_thread_join(&tid);
   weft_msg_t *m = NULL;
   assert_int_equal(weft_port_receive(p[1], &m), WEFT_ENOENT);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- ref / unref ------------------------------------------------------------ */
@@ -811,12 +653,12 @@ typedef struct {
 static void three_posts_main(void *arg) {
   one_poster_t *t = arg;
   for (uint64_t i = 0; i < 3; i++)
-    post_retry(t->tx, msg_u64(i));
+    ktest_post_retry(t->tx, ktest_msg_u64(i));
 }
 
 static void ref_and_unref(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   unref_msgs = 0;
   weft_port_t *p[2];
@@ -837,7 +679,7 @@ static void ref_and_unref(void **state) {
   uv_thread_join(&tid);
   assert_int_equal(unref_msgs, 3);
   assert_true(weft_port_is_closed(p[1]));
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- a port bounced among 4 workers while a stream reaches it -------------- */
@@ -885,7 +727,7 @@ static void bounce_adopt(bouncer_t *b, weft_port_t *port) {
 
 static void bounce_on_stream(weft_port_t *port, weft_msg_t *m) {
   bouncer_t *b = weft_port_data(port);
-  uint64_t seq = msg_value(m);
+  uint64_t seq = ktest_msg_value(m);
   weft_msg_free(m);
   CHECK(b != NULL && b->held == port);
   if (b == NULL)
@@ -971,16 +813,16 @@ typedef struct {
 static void streamer_main(void *arg) {
   streamer_t *s = arg;
   for (uint64_t i = 0; i < s->n; i++)
-    s->again += post_retry(s->tx, msg_u64(i));
+    s->again += ktest_post_retry(s->tx, ktest_msg_u64(i));
 }
 
 static void port_bounced_among_workers(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(bouncers, 0, sizeof(bouncers));
   memset(&bounce, 0, sizeof(bounce));
-  bounce.n = scaled(100000, 5000);
+  bounce.n = ktest_scaled(100000, 5000);
   weft_port_t *fixed[2];
   assert_int_equal(weft_channel_new(ctx, fixed), 0);
   assert_int_equal(weft_port_on_close(fixed[0], bounce_on_fixed_close), 0);
@@ -989,7 +831,7 @@ static void port_bounced_among_workers(void **state) {
   for (int i = 0; i < BOUNCERS; i++)
     assert_int_equal(weft_channel_new(ctx, ring[i]), 0);
   for (int i = 0; i < BOUNCERS; i++) {
-    weft_msg_t *data = msg_u64((uint64_t)i);
+    weft_msg_t *data = ktest_msg_u64((uint64_t)i);
     assert_int_equal(weft_msg_add_port(data, ring[i][0]), 0);
     assert_int_equal(weft_msg_add_port(data, ring[(i + BOUNCERS - 1) % BOUNCERS][1]), 0);
     if (i == 0)
@@ -1016,7 +858,7 @@ static void port_bounced_among_workers(void **state) {
   assert_int_equal(bounce.fixed_closes, 1);
   assert_int_equal(bounce.fixed_reason, WEFT_ECLOSED);
   assert_int_equal(bounce.exits, BOUNCERS);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- a thread posts while the peer closes ---------------------------------- */
@@ -1065,7 +907,7 @@ typedef struct {
 static void pc_poster_main(void *arg) {
   pc_poster_t *t = arg;
   for (;;) {
-    weft_msg_t *m = msg_u64(t->posted);
+    weft_msg_t *m = ktest_msg_u64(t->posted);
     int rc = weft_port_post(t->tx, m);
     if (rc == 0) {
       t->posted++;
@@ -1083,8 +925,8 @@ static void pc_poster_main(void *arg) {
 
 static void post_while_peer_closes(void **state) {
   (void)state;
-  int rounds = (int)scaled(200, 20);
-  weft_runtime_t *rt = new_runtime();
+  int rounds = (int)ktest_scaled(200, 20);
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   for (int r = 0; r < rounds; r++) {
     memset(&pc_w, 0, sizeof(pc_w));
@@ -1107,7 +949,7 @@ static void post_while_peer_closes(void **state) {
     assert_int_equal(pc_w.closes, 1);
     assert_int_equal(weft_port_close(p[0]), 0);
   }
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- stopped port: receive everything, post again, start ------------------- */
@@ -1120,14 +962,14 @@ static void post_while_peer_closes(void **state) {
 static int restart_msgs, other_msgs;
 
 static void restart_on_msg(weft_port_t *port, weft_msg_t *m) {
-  CHECK(msg_value(m) == 100);
+  CHECK(ktest_msg_value(m) == 100);
   weft_msg_free(m);
   restart_msgs++;
   CHECK_RC(weft_port_close(port), 0);
 }
 
 static void other_on_msg(weft_port_t *port, weft_msg_t *m) {
-  CHECK(msg_value(m) == 200);
+  CHECK(ktest_msg_value(m) == 200);
   weft_msg_free(m);
   other_msgs++;
   CHECK_RC(weft_port_close(port), 0);
@@ -1135,7 +977,7 @@ static void other_on_msg(weft_port_t *port, weft_msg_t *m) {
 
 static void receive_drained_then_start(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   restart_msgs = other_msgs = 0;
   weft_port_t *p[2], *q[2], *k[2];
@@ -1143,7 +985,7 @@ static void receive_drained_then_start(void **state) {
   assert_int_equal(weft_channel_new(ctx, q), 0);
   assert_int_equal(weft_channel_new(ctx, k), 0);
   for (uint64_t i = 0; i < 3; i++)
-    assert_int_equal(weft_port_post(p[0], msg_u64(i)), 0);
+    assert_int_equal(weft_port_post(p[0], ktest_msg_u64(i)), 0);
   /* One loop turn (kept alive by another started port): the context finds
    * p[1] stopped and parks its token. */
   assert_int_equal(weft_port_start(k[1], both_on_msg), 0);
@@ -1153,20 +995,20 @@ static void receive_drained_then_start(void **state) {
   weft_msg_t *m = NULL;
   for (uint64_t i = 0; i < 3; i++) {
     assert_int_equal(weft_port_receive(p[1], &m), 0);
-    assert_int_equal(msg_value(m), i);
+    assert_int_equal(ktest_msg_value(m), i);
     weft_msg_free(m);
   }
   assert_int_equal(weft_port_receive(p[1], &m), WEFT_ENOENT);
   assert_int_equal(weft_port_start(q[1], other_on_msg), 0);
   /* 0 -> 1 schedules p[1], then q[1]; starting p[1] finds the parked token. */
-  assert_int_equal(weft_port_post(p[0], msg_u64(100)), 0);
-  assert_int_equal(weft_port_post(q[0], msg_u64(200)), 0);
+  assert_int_equal(weft_port_post(p[0], ktest_msg_u64(100)), 0);
+  assert_int_equal(weft_port_post(q[0], ktest_msg_u64(200)), 0);
   assert_int_equal(weft_port_start(p[1], restart_on_msg), 0);
   for (int i = 0; i < 1000 && (restart_msgs == 0 || other_msgs == 0); i++)
     uv_run(weft_ctx_loop(ctx), UV_RUN_NOWAIT);
   CHECK(restart_msgs == 1);
   CHECK(other_msgs == 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- an unbound port, received on a thread that has no context ------------- */
@@ -1196,7 +1038,7 @@ static void unbound_main(void *arg) {
       CHECK_RC(rc, 0);
       break;
     }
-    CHECK(msg_value(m) == t->got);
+    CHECK(ktest_msg_value(m) == t->got);
     weft_msg_free(m);
     t->got++;
   }
@@ -1213,20 +1055,20 @@ static void unbound_on_close(weft_port_t *port, const weft_port_close_info_t *in
 
 static void receive_on_unbound_port(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   unbound_closes = 0;
   weft_port_t *p[2];
   assert_int_equal(weft_channel_new(ctx, p), 0);
   assert_int_equal(weft_port_on_close(p[0], unbound_on_close), 0);
   assert_int_equal(weft_port_start(p[0], both_on_msg), 0);
-  unbound_t t = {.n = scaled(20000, 500)};
+  unbound_t t = {.n = ktest_scaled(20000, 500)};
   assert_int_equal(weft_msg_new(&t.carrier), 0);
   assert_int_equal(weft_msg_add_port(t.carrier, p[1]), 0);
   uv_thread_t tid;
   assert_int_equal(uv_thread_create(&tid, unbound_main, &t), 0);
   for (uint64_t i = 0; i < t.n; i++)
-    post_retry(p[0], msg_u64(i));
+    ktest_post_retry(p[0], ktest_msg_u64(i));
   /* p[0] is started and ref'd: the loop runs until the thread's close. */
   assert_int_equal(weft_runtime_run(rt), 0);
   uv_thread_join(&tid);
@@ -1234,15 +1076,13 @@ static void receive_on_unbound_port(void **state) {
   assert_int_equal(t.got, t.n);
   assert_int_equal(t.close_rc, 0);
   assert_int_equal(unbound_closes, 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
-  testutil_alloc_install();
-  if (getenv("WEFT_TEST_FILTER") != NULL)
-    cmocka_set_test_filter(getenv("WEFT_TEST_FILTER"));
+  ktest_init();
   const struct CMUnitTest tests[] = {
       T(fifo_own_channels),
       T(fifo_same_port),

@@ -19,167 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ktest.h"
 #include "testutil.h"
 #include "weft.h"
-
-/* ---- scaffolding (the same in every kernel test file) --------------------- */
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-/* Debian's libuv is not built with TSan and closes descriptors with a raw
- * close syscall that TSan does not see; when another thread's new loop gets
- * the same descriptor number, TSan reports a race on the descriptor. Only
- * those reports are suppressed. */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void) {
-  return "race:epoll_create1\nrace:eventfd\nrace:pipe2\n";
-}
-#endif
-
-static double test_scale(void) {
-  const char *s = getenv("WEFT_TEST_SCALE");
-  if (s != NULL && *s != '\0') {
-    double v = strtod(s, NULL);
-    if (v > 0)
-      return v;
-  }
-#if defined(__SANITIZE_THREAD__)
-  return 0.05; /* TSan: 5-15x slower, and 2 cores */
-#elif defined(__SANITIZE_ADDRESS__)
-  return 0.25;
-#else
-  return 1.0;
-#endif
-}
-
-static inline uint64_t scaled(uint64_t n, uint64_t min) {
-  uint64_t v = (uint64_t)((double)n * test_scale());
-  return v < min ? min : v;
-}
-
-static atomic_int failures;
-static long alloc_base;
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-    }                                                                            \
-  } while (0)
-
-#define CHECK_RC(expr, want)                                                     \
-  do {                                                                           \
-    int rc_ = (expr);                                                            \
-    if (rc_ != (want)) {                                                         \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: %s returned %s, want %s\n", __FILE__, __LINE__,    \
-              #expr, weft_err_name(rc_), weft_err_name(want));                   \
-    }                                                                            \
-  } while (0)
-
-typedef struct {
-  uv_thread_t tid;
-  uv_mutex_t mu;
-  uv_cond_t cv;
-  bool done;
-} watchdog_t;
-
-static watchdog_t watchdog;
-
-static void watchdog_main(void *arg) {
-  watchdog_t *w = arg;
-  uint64_t limit = (SANITIZED ? 200ull : 60ull) * 1000000000ull;
-  uint64_t deadline = uv_hrtime() + limit;
-  uv_mutex_lock(&w->mu);
-  while (!w->done) {
-    uint64_t now = uv_hrtime();
-    if (now >= deadline) {
-      fprintf(stderr, "watchdog: test still running after %llu s: abort\n",
-              (unsigned long long)(limit / 1000000000ull));
-      abort();
-    }
-    (void)uv_cond_timedwait(&w->cv, &w->mu, deadline - now);
-  }
-  uv_mutex_unlock(&w->mu);
-}
-
-static int setup(void **state) {
-  (void)state;
-  testutil_alloc_install();
-  testutil_alloc_fail_after(-1);
-  atomic_store(&failures, 0);
-  alloc_base = testutil_alloc_outstanding();
-  if (alloc_base != 0)
-    fprintf(stderr, "note: an earlier test leaked %ld blocks\n", alloc_base);
-  watchdog.done = false;
-  if (uv_mutex_init(&watchdog.mu) || uv_cond_init(&watchdog.cv) ||
-      uv_thread_create(&watchdog.tid, watchdog_main, &watchdog))
-    abort();
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  uv_mutex_lock(&watchdog.mu);
-  watchdog.done = true;
-  uv_cond_signal(&watchdog.cv);
-  uv_mutex_unlock(&watchdog.mu);
-  uv_thread_join(&watchdog.tid);
-  uv_cond_destroy(&watchdog.cv);
-  uv_mutex_destroy(&watchdog.mu);
-  return 0;
-}
-
-/* The end of every test: the runtime goes, nothing failed, nothing leaked. */
-static inline void finish_runtime(weft_runtime_t *rt) {
-  assert_int_equal(weft_runtime_free(rt), 0);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
-}
-
-static inline weft_runtime_t *new_runtime(void) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
-  return rt;
-}
-
-static inline weft_msg_t *msg_u64(uint64_t v) {
-  weft_msg_t *m = NULL;
-  if (weft_msg_new(&m) != 0 || weft_msg_put_u64(m, NULL, v) != 0)
-    abort();
-  return m;
-}
-
-static inline uint64_t msg_value(weft_msg_t *m) {
-  uint64_t v = UINT64_MAX;
-  CHECK_RC(weft_msg_get_u64(m, NULL, &v), 0);
-  return v;
-}
-
-/* Post from a thread that has no context (so no drain callback): retry on
- * EAGAIN, yielding. Returns the number of EAGAINs met. */
-static inline uint64_t post_retry(weft_port_t *p, weft_msg_t *m) {
-  uint64_t again = 0;
-  for (;;) {
-    int rc = weft_port_post(p, m);
-    if (rc == 0)
-      return again;
-    if (rc != WEFT_EAGAIN) {
-      CHECK_RC(rc, 0);
-      weft_msg_free(m);
-      return again;
-    }
-    again++;
-    sched_yield();
-  }
-}
-
 
 /* ---- attaching to the caller's loop --------------------------------------- */
 
@@ -192,13 +34,13 @@ static struct {
 static int attach_entry(weft_ctx_t *ctx, weft_msg_t *data) {
   (void)data;
   for (uint64_t i = 0; i < 100; i++)
-    CHECK_RC(weft_port_post(weft_ctx_parent_port(ctx), msg_u64(i)), 0);
+    CHECK_RC(weft_port_post(weft_ctx_parent_port(ctx), ktest_msg_u64(i)), 0);
   return 11;
 }
 
 static void attach_on_msg(weft_port_t *port, weft_msg_t *m) {
   (void)port;
-  CHECK(msg_value(m) == att.msgs);
+  CHECK(ktest_msg_value(m) == att.msgs);
   weft_msg_free(m);
   att.msgs++;
 }
@@ -244,8 +86,8 @@ static void attach_existing_loop(void **state) {
   assert_null(weft_ctx_current());
   /* weft left nothing on the caller's loop. */
   assert_int_equal(uv_loop_close(&loop), 0);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
+  assert_int_equal(atomic_load(&ktest_failures), 0);
+  assert_int_equal(testutil_alloc_outstanding(), ktest_alloc_base);
 }
 
 /* An attached runtime that is idle adds nothing that keeps the loop alive. */
@@ -262,7 +104,7 @@ static void attached_runtime_keeps_loop_idle(void **state) {
   assert_int_equal(uv_loop_alive(&loop), 0);
   assert_int_equal(weft_runtime_free(rt), 0);
   assert_int_equal(uv_loop_close(&loop), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
+  assert_int_equal(testutil_alloc_outstanding(), ktest_alloc_base);
 }
 
 /* ---- one context per thread ------------------------------------------------- */
@@ -280,7 +122,7 @@ static void other_thread_runtime(void *arg) {
 
 static void one_context_per_thread(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(), *rt2 = NULL;
+  weft_runtime_t *rt = ktest_new_runtime(), *rt2 = NULL;
   assert_int_equal(weft_runtime_new(&rt2, NULL), WEFT_EBUSY);
   assert_null(rt2);
   assert_int_equal(weft_runtime_new(NULL, NULL), WEFT_EINVAL);
@@ -292,11 +134,11 @@ static void one_context_per_thread(void **state) {
   assert_int_equal(uv_thread_create(&tid, other_thread_runtime, &t), 0);
   uv_thread_join(&tid);
   assert_false(t.had_ctx); /* contexts are per thread */
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
   assert_null(weft_ctx_current());
   /* And a new runtime can follow on the same thread. */
-  rt = new_runtime();
-  finish_runtime(rt);
+  rt = ktest_new_runtime();
+  ktest_finish_runtime(rt);
 }
 
 /* ---- the registry, from several threads --------------------------------------- */
@@ -336,7 +178,7 @@ static void reg_thread_main(void *arg) {
 
 static void registry_from_threads(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   assert_int_equal(weft_runtime_register(NULL, "x", reg_entry), WEFT_EINVAL);
   assert_int_equal(weft_runtime_register(rt, NULL, reg_entry), WEFT_EINVAL);
   assert_int_equal(weft_runtime_register(rt, "", reg_entry), WEFT_EINVAL);
@@ -358,7 +200,7 @@ static void registry_from_threads(void **state) {
   }
   assert_int_equal(ok, 4 * 100 + 100);
   assert_int_equal(busy, 3 * 100);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- options ------------------------------------------------------------------ */
@@ -366,7 +208,7 @@ static void registry_from_threads(void **state) {
 static uint64_t opt_got;
 
 static void opt_on_msg(weft_port_t *port, weft_msg_t *m) {
-  CHECK(msg_value(m) == opt_got);
+  CHECK(ktest_msg_value(m) == opt_got);
   weft_msg_free(m);
   opt_got++;
   if (opt_got == 1000)
@@ -384,7 +226,7 @@ static void runtime_options(void **state) {
   assert_int_equal(weft_channel_new(ctx, p), 0);
   int posted = 0;
   for (;;) {
-    weft_msg_t *m = msg_u64((uint64_t)posted);
+    weft_msg_t *m = ktest_msg_u64((uint64_t)posted);
     int rc = weft_port_post(p[0], m);
     if (rc != 0) {
       assert_int_equal(rc, WEFT_EAGAIN);
@@ -397,15 +239,15 @@ static void runtime_options(void **state) {
   assert_int_equal(weft_port_pending(p[1]), 10);
   assert_int_equal(weft_port_close(p[0]), 0);
   assert_int_equal(weft_port_close(p[1]), 0);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 
   /* Freed runtime: the default bound is back. */
-  rt = new_runtime();
+  rt = ktest_new_runtime();
   ctx = weft_runtime_main(rt);
   assert_int_equal(weft_channel_new(ctx, p), 0);
   for (int i = 0; i < 100; i++)
-    assert_int_equal(weft_port_post(p[0], msg_u64(0)), 0);
-  finish_runtime(rt);
+    assert_int_equal(weft_port_post(p[0], ktest_msg_u64(0)), 0);
+  ktest_finish_runtime(rt);
 
   /* A small batch and no spin still deliver everything, in order. */
   weft_runtime_options_t o2 = {.batch = 1, .spin_us = -1};
@@ -415,10 +257,10 @@ static void runtime_options(void **state) {
   assert_int_equal(weft_channel_new(ctx, p), 0);
   assert_int_equal(weft_port_start(p[1], opt_on_msg), 0);
   for (uint64_t i = 0; i < 1000; i++)
-    assert_int_equal(weft_port_post(p[0], msg_u64(i)), 0);
+    assert_int_equal(weft_port_post(p[0], ktest_msg_u64(i)), 0);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(opt_got, 1000);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- free with work still queued ------------------------------------------------ */
@@ -439,7 +281,7 @@ static void freed_on_close(weft_port_t *port, const weft_port_close_info_t *info
 
 static void free_with_open_ports_and_queued_messages(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   freed_closes = 0;
   for (int c = 0; c < 20; c++) {
@@ -452,12 +294,12 @@ static void free_with_open_ports_and_queued_messages(void **state) {
     if (c % 3 == 0)
       weft_port_unref(p[1]);
     for (int i = 0; i < c * 10; i++)
-      assert_int_equal(weft_port_post(p[0], msg_u64(1000000)), 0);
+      assert_int_equal(weft_port_post(p[0], ktest_msg_u64(1000000)), 0);
     if (c % 4 == 0) {
       /* A message that carries a port and is never received. */
       weft_port_t *q[2];
       assert_int_equal(weft_channel_new(ctx, q), 0);
-      weft_msg_t *m = msg_u64(1000000);
+      weft_msg_t *m = ktest_msg_u64(1000000);
       assert_int_equal(weft_msg_add_port(m, q[0]), 0);
       assert_int_equal(weft_port_post(p[1], m), 0);
     }
@@ -465,8 +307,8 @@ static void free_with_open_ports_and_queued_messages(void **state) {
   /* Nothing ran: weft_runtime_free closes every port and frees every message. */
   assert_int_equal(weft_runtime_free(rt), 0);
   assert_int_equal(freed_closes, 40);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
+  assert_int_equal(atomic_load(&ktest_failures), 0);
+  assert_int_equal(testutil_alloc_outstanding(), ktest_alloc_base);
 }
 
 /* ---- stats on the main context --------------------------------------------------- */
@@ -484,7 +326,7 @@ static void stats_other_thread(void *arg) {
 
 static void main_context_stats(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   weft_ctx_stats_t s0, s1;
   assert_int_equal(weft_ctx_stats(ctx, NULL), WEFT_EINVAL);
@@ -493,7 +335,7 @@ static void main_context_stats(void **state) {
   weft_port_t *p[2];
   assert_int_equal(weft_channel_new(ctx, p), 0);
   for (int i = 0; i < 7; i++)
-    assert_int_equal(weft_port_post(p[0], msg_u64((uint64_t)i)), 0);
+    assert_int_equal(weft_port_post(p[0], ktest_msg_u64((uint64_t)i)), 0);
   assert_int_equal(weft_ctx_stats(ctx, &s1), 0);
   assert_int_equal(s1.ports_open, 2);
   assert_int_equal(s1.msgs_out - s0.msgs_out, 7);
@@ -517,7 +359,7 @@ static void main_context_stats(void **state) {
   assert_int_equal(uv_thread_create(&tid, stats_other_thread, &t), 0);
   uv_thread_join(&tid);
   assert_int_equal(t.rc, WEFT_EWRONGTHREAD);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- available parallelism ------------------------------------------------------- */
@@ -537,12 +379,10 @@ static void available_parallelism_bounds(void **state) {
   assert_string_equal(weft_version_string(), "0.1.0");
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
-  testutil_alloc_install();
-  if (getenv("WEFT_TEST_FILTER") != NULL)
-    cmocka_set_test_filter(getenv("WEFT_TEST_FILTER"));
+  ktest_init();
   const struct CMUnitTest tests[] = {
       T(attach_existing_loop),
       T(attached_runtime_keeps_loop_idle),

@@ -16,173 +16,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "testutil.h"
+#include "ktest.h"
 #include "weft.h"
-
-/* ---- scaffolding (the same in every kernel test file) --------------------- */
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-/* Debian's libuv is not built with TSan and closes descriptors with a raw
- * close syscall that TSan does not see; when another thread's new loop gets
- * the same descriptor number, TSan reports a race on the descriptor. Only
- * those reports are suppressed. */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void) {
-  return "race:epoll_create1\nrace:eventfd\nrace:pipe2\n";
-}
-#endif
-
-static double test_scale(void) {
-  const char *s = getenv("WEFT_TEST_SCALE");
-  if (s != NULL && *s != '\0') {
-    double v = strtod(s, NULL);
-    if (v > 0)
-      return v;
-  }
-#if defined(__SANITIZE_THREAD__)
-  return 0.05; /* TSan: 5-15x slower, and 2 cores */
-#elif defined(__SANITIZE_ADDRESS__)
-  return 0.25;
-#else
-  return 1.0;
-#endif
-}
-
-static inline uint64_t scaled(uint64_t n, uint64_t min) {
-  uint64_t v = (uint64_t)((double)n * test_scale());
-  return v < min ? min : v;
-}
-
-static atomic_int failures;
-static long alloc_base;
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-    }                                                                            \
-  } while (0)
-
-#define CHECK_RC(expr, want)                                                     \
-  do {                                                                           \
-    int rc_ = (expr);                                                            \
-    if (rc_ != (want)) {                                                         \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: %s returned %s, want %s\n", __FILE__, __LINE__,    \
-              #expr, weft_err_name(rc_), weft_err_name(want));                   \
-    }                                                                            \
-  } while (0)
-
-typedef struct {
-  uv_thread_t tid;
-  uv_mutex_t mu;
-  uv_cond_t cv;
-  bool done;
-} watchdog_t;
-
-static watchdog_t watchdog;
-
-static void watchdog_main(void *arg) {
-  watchdog_t *w = arg;
-  uint64_t limit = (SANITIZED ? 200ull : 60ull) * 1000000000ull;
-  uint64_t deadline = uv_hrtime() + limit;
-  uv_mutex_lock(&w->mu);
-  while (!w->done) {
-    uint64_t now = uv_hrtime();
-    if (now >= deadline) {
-      fprintf(stderr, "watchdog: test still running after %llu s: abort\n",
-              (unsigned long long)(limit / 1000000000ull));
-      abort();
-    }
-    (void)uv_cond_timedwait(&w->cv, &w->mu, deadline - now);
-  }
-  uv_mutex_unlock(&w->mu);
-}
-
-static int setup(void **state) {
-  (void)state;
-  testutil_alloc_install();
-  testutil_alloc_fail_after(-1);
-  atomic_store(&failures, 0);
-  alloc_base = testutil_alloc_outstanding();
-  if (alloc_base != 0)
-    fprintf(stderr, "note: an earlier test leaked %ld blocks\n", alloc_base);
-  watchdog.done = false;
-  if (uv_mutex_init(&watchdog.mu) || uv_cond_init(&watchdog.cv) ||
-      uv_thread_create(&watchdog.tid, watchdog_main, &watchdog))
-    abort();
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  uv_mutex_lock(&watchdog.mu);
-  watchdog.done = true;
-  uv_cond_signal(&watchdog.cv);
-  uv_mutex_unlock(&watchdog.mu);
-  uv_thread_join(&watchdog.tid);
-  uv_cond_destroy(&watchdog.cv);
-  uv_mutex_destroy(&watchdog.mu);
-  return 0;
-}
-
-/* The end of every test: the runtime goes, nothing failed, nothing leaked. */
-static inline void finish_runtime(weft_runtime_t *rt) {
-  assert_int_equal(weft_runtime_free(rt), 0);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
-}
-
-static inline weft_runtime_t *new_runtime(void) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
-  return rt;
-}
-
-static inline weft_msg_t *msg_u64(uint64_t v) {
-  weft_msg_t *m = NULL;
-  if (weft_msg_new(&m) != 0 || weft_msg_put_u64(m, NULL, v) != 0)
-    abort();
-  return m;
-}
-
-static inline uint64_t msg_value(weft_msg_t *m) {
-  uint64_t v = UINT64_MAX;
-  CHECK_RC(weft_msg_get_u64(m, NULL, &v), 0);
-  return v;
-}
-
-/* Post from a thread that has no context (so no drain callback): retry on
- * EAGAIN, yielding. Returns the number of EAGAINs met. */
-static inline uint64_t post_retry(weft_port_t *p, weft_msg_t *m) {
-  uint64_t again = 0;
-  for (;;) {
-    int rc = weft_port_post(p, m);
-    if (rc == 0)
-      return again;
-    if (rc != WEFT_EAGAIN) {
-      CHECK_RC(rc, 0);
-      weft_msg_free(m);
-      return again;
-    }
-    again++;
-    sched_yield();
-  }
-}
-
 
 static uint8_t pattern(size_t i) {
   return (uint8_t)(i ^ (i >> 8) ^ (i >> 16) ^ 0x5a);
@@ -203,7 +43,7 @@ static void wk_on_exit(weft_worker_t *w, int code) {
 
 static void wk_on_result(weft_port_t *port, weft_msg_t *m) {
   (void)port;
-  wk.last_result = msg_value(m);
+  wk.last_result = ktest_msg_value(m);
   wk.results++;
   weft_msg_free(m);
 }
@@ -216,7 +56,7 @@ static void big_worker_on_msg(weft_port_t *port, weft_msg_t *m) {
   uint64_t ok = 1;
   weft_buf_t *buf = NULL;
   CHECK_RC(weft_msg_take_buf(m, 0, &buf), 0);
-  CHECK(msg_value(m) == BIG);
+  CHECK(ktest_msg_value(m) == BIG);
   void *data = NULL;
   size_t len = 0;
   CHECK_RC(weft_buf_data(buf, &data, &len), 0);
@@ -230,7 +70,7 @@ static void big_worker_on_msg(weft_port_t *port, weft_msg_t *m) {
   CHECK(ok == 1);
   weft_buf_free(buf);
   weft_msg_free(m);
-  CHECK_RC(weft_port_post(port, msg_u64(ok)), 0);
+  CHECK_RC(weft_port_post(port, ktest_msg_u64(ok)), 0);
   CHECK_RC(weft_port_close(port), 0); /* the worker exits */
 }
 
@@ -242,7 +82,7 @@ static int big_entry(weft_ctx_t *ctx, weft_msg_t *data) {
 
 static void detached_buffer_64mib(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&wk, 0, sizeof(wk));
   weft_buf_t *buf = NULL;
@@ -250,7 +90,7 @@ static void detached_buffer_64mib(void **state) {
   uint8_t *bytes = weft_buf_ptr(buf);
   for (size_t i = 0; i < BIG; i++)
     bytes[i] = pattern(i);
-  weft_msg_t *m = msg_u64(BIG);
+  weft_msg_t *m = ktest_msg_u64(BIG);
   assert_int_equal(weft_msg_add_buf(m, buf), 0);
   /* The sender's handle is detached. */
   assert_true(weft_buf_is_detached(buf));
@@ -285,7 +125,7 @@ static void detached_buffer_64mib(void **state) {
   assert_int_equal(wk.exits[0], 1);
   assert_int_equal(wk.codes[0], 0);
   weft_buf_free(buf); /* the detached handle is still ours to free */
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- a shared buffer, its handles dropped on 4 workers at once ----------------- */
@@ -313,9 +153,9 @@ static int shared_entry(weft_ctx_t *ctx, weft_msg_t *data) {
 
 static void shared_buffer_across_workers(void **state) {
   (void)state;
-  int rounds = (int)scaled(20, 4);
+  int rounds = (int)ktest_scaled(20, 4);
   for (int r = 0; r < rounds; r++) {
-    weft_runtime_t *rt = new_runtime();
+    weft_runtime_t *rt = ktest_new_runtime();
     weft_ctx_t *ctx = weft_runtime_main(rt);
     memset(&wk, 0, sizeof(wk));
     weft_buf_t *shared = NULL;
@@ -323,7 +163,7 @@ static void shared_buffer_across_workers(void **state) {
     _Atomic uint64_t *counter = weft_buf_ptr(shared);
     assert_int_equal(atomic_load(counter), 0); /* zero-filled */
     for (uint64_t i = 0; i < SHARED_WORKERS; i++) {
-      weft_msg_t *data = msg_u64(i);
+      weft_msg_t *data = ktest_msg_u64(i);
       assert_int_equal(weft_msg_add_buf(data, shared), 0);
       assert_false(weft_buf_is_detached(shared));
       assert_true(weft_buf_refcount(shared) >= 2); /* ours + the message's */
@@ -353,7 +193,7 @@ static void shared_buffer_across_workers(void **state) {
       assert_int_equal(wk.exits[i], 1);
       assert_int_equal(wk.codes[i], 0);
     }
-    finish_runtime(rt); /* the memory went exactly once: nothing outstanding */
+    ktest_finish_runtime(rt); /* the memory went exactly once: nothing outstanding */
   }
 }
 
@@ -381,7 +221,7 @@ static void wrap_free_cb(void *data, size_t len, void *opaque) {
 /* A worker takes the buffer, checks it, and either sends it back (hops left)
  * or drops it (the last hop). */
 static void wrap_worker_on_msg(weft_port_t *port, weft_msg_t *m) {
-  uint64_t left = msg_value(m);
+  uint64_t left = ktest_msg_value(m);
   weft_buf_t *buf = NULL;
   CHECK_RC(weft_msg_take_buf(m, 0, &buf), 0);
   weft_msg_free(m);
@@ -391,9 +231,9 @@ static void wrap_worker_on_msg(weft_port_t *port, weft_msg_t *m) {
   CHECK(bytes != NULL && bytes[0] == pattern(0) && bytes[(1 << 20) - 1] == pattern((1 << 20) - 1));
   if (left == 0) {
     weft_buf_free(buf); /* the bytes go here, on this worker's thread */
-    CHECK_RC(weft_port_post(port, msg_u64(UINT64_MAX)), 0);
+    CHECK_RC(weft_port_post(port, ktest_msg_u64(UINT64_MAX)), 0);
   } else {
-    weft_msg_t *back = msg_u64(left - 1);
+    weft_msg_t *back = ktest_msg_u64(left - 1);
     CHECK_RC(weft_msg_add_buf(back, buf), 0);
     weft_buf_free(buf); /* the detached handle */
     CHECK_RC(weft_port_post(port, back), 0);
@@ -409,7 +249,7 @@ static int wrap_entry(weft_ctx_t *ctx, weft_msg_t *data) {
 
 static void wrap_main_on_msg(weft_port_t *port, weft_msg_t *m) {
   (void)port;
-  uint64_t left = msg_value(m);
+  uint64_t left = ktest_msg_value(m);
   if (left == UINT64_MAX) {
     /* The last holder dropped the buffer: stop everyone. */
     weft_msg_free(m);
@@ -422,7 +262,7 @@ static void wrap_main_on_msg(weft_port_t *port, weft_msg_t *m) {
   CHECK_RC(weft_msg_take_buf(m, 0, &buf), 0);
   weft_msg_free(m);
   wrap.hops++;
-  weft_msg_t *next = msg_u64(left);
+  weft_msg_t *next = ktest_msg_u64(left);
   CHECK_RC(weft_msg_add_buf(next, buf), 0);
   weft_buf_free(buf);
   weft_worker_t *to = wrap.workers[wrap.hops % 4];
@@ -431,7 +271,7 @@ static void wrap_main_on_msg(weft_port_t *port, weft_msg_t *m) {
 
 static void wrapped_buffer_freed_once(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&wrap, 0, sizeof(wrap));
   memset(&wk, 0, sizeof(wk));
@@ -447,7 +287,7 @@ static void wrapped_buffer_freed_once(void **state) {
     bytes[i] = pattern(i);
   weft_buf_t *buf = NULL;
   assert_int_equal(weft_buf_wrap(&buf, bytes, 1 << 20, wrap_free_cb, &wrap), 0);
-  weft_msg_t *m = msg_u64(40); /* 40 more hops after the first */
+  weft_msg_t *m = ktest_msg_u64(40); /* 40 more hops after the first */
   assert_int_equal(weft_msg_add_buf(m, buf), 0);
   weft_buf_free(buf);
   assert_int_equal(weft_port_post(weft_worker_port(wrap.workers[0]), m), 0);
@@ -455,7 +295,7 @@ static void wrapped_buffer_freed_once(void **state) {
   assert_int_equal(atomic_load(&wrap.frees), 1);
   assert_int_equal(atomic_load(&wrap.freed_on_main), 0);
   assert_int_equal(wrap.hops, 40);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- a channel whose ends live on two workers: ping-pong -------------------------- */
@@ -468,7 +308,7 @@ static struct {
 
 static void pp_on_msg(weft_port_t *port, weft_msg_t *m) {
   uintptr_t side = (uintptr_t)weft_port_data(port);
-  uint64_t v = msg_value(m);
+  uint64_t v = ktest_msg_value(m);
   weft_msg_free(m);
   CHECK(v == (side == 1 ? pp.got[side] * 2 + 1 : (pp.got[side] + 1) * 2));
   pp.got[side]++;
@@ -476,7 +316,7 @@ static void pp_on_msg(weft_port_t *port, weft_msg_t *m) {
     CHECK_RC(weft_port_close(port), 0); /* both workers then run out of work */
     return;
   }
-  CHECK_RC(weft_port_post(port, msg_u64(v + 1)), 0);
+  CHECK_RC(weft_port_post(port, ktest_msg_u64(v + 1)), 0);
 }
 
 static void pp_on_close(weft_port_t *port, const weft_port_close_info_t *info) {
@@ -497,20 +337,20 @@ static int pp_entry(weft_ctx_t *ctx, weft_msg_t *data) {
   CHECK_RC(weft_port_on_close(port, pp_on_close), 0);
   CHECK_RC(weft_port_start(port, pp_on_msg), 0);
   if (side == 0)
-    CHECK_RC(weft_port_post(port, msg_u64(1)), 0); /* side 1 gets the odd ones */
+    CHECK_RC(weft_port_post(port, ktest_msg_u64(1)), 0); /* side 1 gets the odd ones */
   return 0;
 }
 
 static void worker_to_worker_ping_pong(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&pp, 0, sizeof(pp));
   memset(&wk, 0, sizeof(wk));
   weft_port_t *p[2];
   assert_int_equal(weft_channel_new(ctx, p), 0);
   for (uintptr_t side = 0; side < 2; side++) {
-    weft_msg_t *data = msg_u64(side);
+    weft_msg_t *data = ktest_msg_u64(side);
     assert_int_equal(weft_msg_add_port(data, p[side]), 0);
     weft_worker_options_t o = {.entry = pp_entry, .data = data, .on_exit = wk_on_exit,
                                .data_ptr = (void *)side};
@@ -525,7 +365,7 @@ static void worker_to_worker_ping_pong(void **state) {
   assert_int_equal(wk.exits[1], 1);
   assert_int_equal(wk.codes[0], 0);
   assert_int_equal(wk.codes[1], 0);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- messages queued on a port travel with it ----------------------------------- */
@@ -537,7 +377,7 @@ static struct {
 
 static void tq_on_msg(weft_port_t *port, weft_msg_t *m) {
   (void)port;
-  CHECK(msg_value(m) == tq.got);
+  CHECK(ktest_msg_value(m) == tq.got);
   weft_msg_free(m);
   tq.got++;
 }
@@ -567,15 +407,15 @@ static int tq_entry(weft_ctx_t *ctx, weft_msg_t *data) {
 
 static void queued_messages_travel_with_port(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&tq, 0, sizeof(tq));
   memset(&wk, 0, sizeof(wk));
-  uint64_t n = scaled(20000, 1000);
+  uint64_t n = ktest_scaled(20000, 1000);
   weft_port_t *p[2];
   assert_int_equal(weft_channel_new(ctx, p), 0);
   for (uint64_t i = 0; i < n / 2; i++)
-    assert_int_equal(weft_port_post(p[0], msg_u64(i)), 0);
+    assert_int_equal(weft_port_post(p[0], ktest_msg_u64(i)), 0);
   assert_int_equal(weft_port_pending(p[1]), n / 2);
   weft_worker_options_t o = {.entry = tq_entry, .on_exit = wk_on_exit};
   weft_worker_t *w = NULL;
@@ -586,7 +426,7 @@ static void queued_messages_travel_with_port(void **state) {
   assert_int_equal(weft_port_post(weft_worker_port(w), carry), 0);
   /* More while it travels, then the close. */
   for (uint64_t i = n / 2; i < n; i++)
-    assert_int_equal(weft_port_post(p[0], msg_u64(i)), 0);
+    assert_int_equal(weft_port_post(p[0], ktest_msg_u64(i)), 0);
   assert_int_equal(weft_port_close(p[0]), 0);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(tq.got, n);
@@ -594,7 +434,7 @@ static void queued_messages_travel_with_port(void **state) {
   assert_int_equal(tq.reason, WEFT_ECLOSED);
   assert_int_equal(wk.exits[0], 1);
   assert_int_equal(wk.codes[0], 0);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- ports inside messages nobody receives --------------------------------------- */
@@ -621,7 +461,7 @@ static int orphan_entry(weft_ctx_t *ctx, weft_msg_t *data) {
 
 static void ports_in_unreceived_messages(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&wk, 0, sizeof(wk));
   orphan_closes = 0;
@@ -633,7 +473,7 @@ static void ports_in_unreceived_messages(void **state) {
   weft_worker_options_t o = {.entry = orphan_entry, .on_exit = wk_on_exit};
   weft_worker_t *w = NULL;
   assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
-  weft_msg_t *m = msg_u64(0);
+  weft_msg_t *m = ktest_msg_u64(0);
   assert_int_equal(weft_msg_add_port(m, q[0]), 0);
   assert_int_equal(weft_port_post(weft_worker_port(w), m), 0);
   /* 2: discarded because the receiving port closed first. */
@@ -642,7 +482,7 @@ static void ports_in_unreceived_messages(void **state) {
   assert_int_equal(weft_channel_new(ctx, s), 0);
   assert_int_equal(weft_port_on_close(s[1], orphan_on_close), 0);
   assert_int_equal(weft_port_start(s[1], tq_on_msg), 0);
-  m = msg_u64(0);
+  m = ktest_msg_u64(0);
   assert_int_equal(weft_msg_add_port(m, s[0]), 0);
   assert_int_equal(weft_port_post(r[0], m), 0);
   assert_int_equal(weft_port_close(r[1]), 0);
@@ -650,7 +490,7 @@ static void ports_in_unreceived_messages(void **state) {
   weft_port_t *t[2], *u[2];
   assert_int_equal(weft_channel_new(ctx, t), 0);
   assert_int_equal(weft_channel_new(ctx, u), 0);
-  m = msg_u64(0);
+  m = ktest_msg_u64(0);
   assert_int_equal(weft_msg_add_port(m, u[0]), 0);
   assert_int_equal(weft_port_post(t[0], m), 0);
   memset(&tq, 0, sizeof(tq));
@@ -658,15 +498,13 @@ static void ports_in_unreceived_messages(void **state) {
   assert_int_equal(orphan_closes, 2);
   assert_int_equal(tq.got, 0);
   assert_int_equal(wk.exits[0], 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
-  testutil_alloc_install();
-  if (getenv("WEFT_TEST_FILTER") != NULL)
-    cmocka_set_test_filter(getenv("WEFT_TEST_FILTER"));
+  ktest_init();
   const struct CMUnitTest tests[] = {
       T(detached_buffer_64mib),
       T(shared_buffer_across_workers),

@@ -21,167 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ktest.h"
 #include "testutil.h"
 #include "weft.h"
-
-/* ---- scaffolding (the same in every kernel test file) --------------------- */
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-/* Debian's libuv is not built with TSan and closes descriptors with a raw
- * close syscall that TSan does not see; when another thread's new loop gets
- * the same descriptor number, TSan reports a race on the descriptor. Only
- * those reports are suppressed. */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void) {
-  return "race:epoll_create1\nrace:eventfd\nrace:pipe2\n";
-}
-#endif
-
-static double test_scale(void) {
-  const char *s = getenv("WEFT_TEST_SCALE");
-  if (s != NULL && *s != '\0') {
-    double v = strtod(s, NULL);
-    if (v > 0)
-      return v;
-  }
-#if defined(__SANITIZE_THREAD__)
-  return 0.05; /* TSan: 5-15x slower, and 2 cores */
-#elif defined(__SANITIZE_ADDRESS__)
-  return 0.25;
-#else
-  return 1.0;
-#endif
-}
-
-static inline uint64_t scaled(uint64_t n, uint64_t min) {
-  uint64_t v = (uint64_t)((double)n * test_scale());
-  return v < min ? min : v;
-}
-
-static atomic_int failures;
-static long alloc_base;
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-    }                                                                            \
-  } while (0)
-
-#define CHECK_RC(expr, want)                                                     \
-  do {                                                                           \
-    int rc_ = (expr);                                                            \
-    if (rc_ != (want)) {                                                         \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: %s returned %s, want %s\n", __FILE__, __LINE__,    \
-              #expr, weft_err_name(rc_), weft_err_name(want));                   \
-    }                                                                            \
-  } while (0)
-
-typedef struct {
-  uv_thread_t tid;
-  uv_mutex_t mu;
-  uv_cond_t cv;
-  bool done;
-} watchdog_t;
-
-static watchdog_t watchdog;
-
-static void watchdog_main(void *arg) {
-  watchdog_t *w = arg;
-  uint64_t limit = (SANITIZED ? 200ull : 60ull) * 1000000000ull;
-  uint64_t deadline = uv_hrtime() + limit;
-  uv_mutex_lock(&w->mu);
-  while (!w->done) {
-    uint64_t now = uv_hrtime();
-    if (now >= deadline) {
-      fprintf(stderr, "watchdog: test still running after %llu s: abort\n",
-              (unsigned long long)(limit / 1000000000ull));
-      abort();
-    }
-    (void)uv_cond_timedwait(&w->cv, &w->mu, deadline - now);
-  }
-  uv_mutex_unlock(&w->mu);
-}
-
-static int setup(void **state) {
-  (void)state;
-  testutil_alloc_install();
-  testutil_alloc_fail_after(-1);
-  atomic_store(&failures, 0);
-  alloc_base = testutil_alloc_outstanding();
-  if (alloc_base != 0)
-    fprintf(stderr, "note: an earlier test leaked %ld blocks\n", alloc_base);
-  watchdog.done = false;
-  if (uv_mutex_init(&watchdog.mu) || uv_cond_init(&watchdog.cv) ||
-      uv_thread_create(&watchdog.tid, watchdog_main, &watchdog))
-    abort();
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  uv_mutex_lock(&watchdog.mu);
-  watchdog.done = true;
-  uv_cond_signal(&watchdog.cv);
-  uv_mutex_unlock(&watchdog.mu);
-  uv_thread_join(&watchdog.tid);
-  uv_cond_destroy(&watchdog.cv);
-  uv_mutex_destroy(&watchdog.mu);
-  return 0;
-}
-
-/* The end of every test: the runtime goes, nothing failed, nothing leaked. */
-static inline void finish_runtime(weft_runtime_t *rt) {
-  assert_int_equal(weft_runtime_free(rt), 0);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
-}
-
-static inline weft_runtime_t *new_runtime(void) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
-  return rt;
-}
-
-static inline weft_msg_t *msg_u64(uint64_t v) {
-  weft_msg_t *m = NULL;
-  if (weft_msg_new(&m) != 0 || weft_msg_put_u64(m, NULL, v) != 0)
-    abort();
-  return m;
-}
-
-static inline uint64_t msg_value(weft_msg_t *m) {
-  uint64_t v = UINT64_MAX;
-  CHECK_RC(weft_msg_get_u64(m, NULL, &v), 0);
-  return v;
-}
-
-/* Post from a thread that has no context (so no drain callback): retry on
- * EAGAIN, yielding. Returns the number of EAGAINs met. */
-static inline uint64_t post_retry(weft_port_t *p, weft_msg_t *m) {
-  uint64_t again = 0;
-  for (;;) {
-    int rc = weft_port_post(p, m);
-    if (rc == 0)
-      return again;
-    if (rc != WEFT_EAGAIN) {
-      CHECK_RC(rc, 0);
-      weft_msg_free(m);
-      return again;
-    }
-    again++;
-    sched_yield();
-  }
-}
-
 
 /* ---- the parent's view of one worker ----------------------------------------- */
 
@@ -242,7 +84,7 @@ static weft_worker_options_t watched(weft_worker_entry_cb entry) {
 }
 
 static void run_one(weft_worker_options_t *opts) {
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   memset(&seen, 0, sizeof(seen));
   seen.exit_code = -1;
   weft_worker_t *w = NULL;
@@ -251,7 +93,7 @@ static void run_one(weft_worker_options_t *opts) {
   assert_int_equal(weft_runtime_run(rt), 0); /* until on_exit */
   assert_int_equal(seen.exits, 1);
   assert_int_equal(seen.online, 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- exit codes ---------------------------------------------------------------- */
@@ -328,7 +170,7 @@ static void worker_exit_from_timer(void **state) {
 static int entry_posts_then_exits(weft_ctx_t *ctx, weft_msg_t *data) {
   (void)data;
   for (uint64_t i = 0; i < 1000; i++)
-    CHECK_RC(weft_port_post(weft_ctx_parent_port(ctx), msg_u64(i)), 0);
+    CHECK_RC(weft_port_post(weft_ctx_parent_port(ctx), ktest_msg_u64(i)), 0);
   CHECK_RC(weft_worker_exit(ctx, 5), 0);
   return 0;
 }
@@ -381,7 +223,7 @@ static void idle_on_parent_msg(weft_port_t *port, weft_msg_t *m) {
 static int entry_idle(weft_ctx_t *ctx, weft_msg_t *data) {
   (void)data;
   CHECK_RC(weft_port_start(weft_ctx_parent_port(ctx), idle_on_parent_msg), 0);
-  CHECK_RC(weft_port_post(weft_ctx_parent_port(ctx), msg_u64(0)), 0);
+  CHECK_RC(weft_port_post(weft_ctx_parent_port(ctx), ktest_msg_u64(0)), 0);
   return 0;
 }
 
@@ -400,7 +242,7 @@ static void terminate_from_thread_on_msg(weft_port_t *port, weft_msg_t *m) {
 
 static void terminate_idle_worker_from_thread(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   memset(&seen, 0, sizeof(seen));
   weft_worker_options_t o = watched(entry_idle);
   o.on_message = terminate_from_thread_on_msg;
@@ -412,14 +254,14 @@ static void terminate_idle_worker_from_thread(void **state) {
   assert_int_equal(seen.msgs, 1);
   assert_int_equal(seen.exits, 1);
   assert_int_equal(seen.exit_code, 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* weft_runtime_free with workers still running: it terminates and joins
  * them; each on_exit is called (code 1) and nothing leaks. */
 static void runtime_free_stops_workers(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   memset(&seen, 0, sizeof(seen));
   for (int i = 0; i < 4; i++) {
     weft_worker_options_t o = watched(entry_idle);
@@ -435,8 +277,8 @@ static void runtime_free_stops_workers(void **state) {
   assert_int_equal(weft_runtime_free(rt), 0);
   assert_int_equal(seen.exits, 7);
   assert_int_equal(seen.exit_code, 1);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
+  assert_int_equal(atomic_load(&ktest_failures), 0);
+  assert_int_equal(testutil_alloc_outstanding(), ktest_alloc_base);
 }
 
 /* ---- entries by name; workerData ------------------------------------------- */
@@ -450,7 +292,7 @@ static int entry_named(weft_ctx_t *ctx, weft_msg_t *data) {
 
 static void entry_by_registered_name(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   assert_int_equal(weft_runtime_register(rt, "kt.named", entry_named), 0);
   assert_int_equal(weft_runtime_register(rt, "kt.named", entry_named), WEFT_EBUSY);
   assert_ptr_equal(weft_runtime_lookup(rt, "kt.named"), entry_named);
@@ -458,24 +300,24 @@ static void entry_by_registered_name(void **state) {
   memset(&seen, 0, sizeof(seen));
   weft_worker_options_t o = watched(NULL);
   o.entry_name = "kt.named";
-  o.data = msg_u64(9);
+  o.data = ktest_msg_u64(9);
   weft_worker_t *w = NULL;
   assert_int_equal(weft_worker_spawn(weft_runtime_main(rt), &o, &w), 0);
   /* Unknown name: WEFT_ENOENTRY, and the data is still ours. */
-  weft_msg_t *data = msg_u64(1);
+  weft_msg_t *data = ktest_msg_u64(1);
   o.entry_name = "kt.unknown";
   o.data = data;
   weft_worker_t *w2 = NULL;
   assert_int_equal(weft_worker_spawn(weft_runtime_main(rt), &o, &w2), WEFT_ENOENTRY);
   assert_null(w2);
-  assert_int_equal(msg_value(data), 1);
+  assert_int_equal(ktest_msg_value(data), 1);
   weft_msg_free(data);
   o.entry_name = NULL;
   assert_int_equal(weft_worker_spawn(weft_runtime_main(rt), &o, &w2), WEFT_EINVAL);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(seen.exits, 1);
   assert_int_equal(seen.exit_code, 9);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static int entry_check_data(weft_ctx_t *ctx, weft_msg_t *data) {
@@ -497,7 +339,7 @@ static int entry_check_data(weft_ctx_t *ctx, weft_msg_t *data) {
     CHECK(bytes[i] == (uint8_t)i);
   weft_buf_free(buf);
   /* Report back: the parent checks this arrives before on_exit. */
-  CHECK_RC(weft_port_post(weft_ctx_parent_port(ctx), msg_u64(0)), 0);
+  CHECK_RC(weft_port_post(weft_ctx_parent_port(ctx), ktest_msg_u64(0)), 0);
   return 0;
 }
 
@@ -531,7 +373,7 @@ static int entry_flood(weft_ctx_t *ctx, weft_msg_t *data) {
   (void)data;
   weft_port_t *parent = weft_ctx_parent_port(ctx);
   for (uint64_t i = 0; i < flood_n; i++) {
-    weft_msg_t *m = msg_u64(i);
+    weft_msg_t *m = ktest_msg_u64(i);
     int rc;
     while ((rc = weft_port_post(parent, m)) == WEFT_EAGAIN)
       sched_yield(); /* the parent drains on its own thread */
@@ -542,7 +384,7 @@ static int entry_flood(weft_ctx_t *ctx, weft_msg_t *data) {
 
 static void messages_before_exit(void **state) {
   (void)state;
-  flood_n = scaled(100000, 1000);
+  flood_n = ktest_scaled(100000, 1000);
   weft_worker_options_t o = watched(entry_flood);
   run_one(&o);
   assert_int_equal(seen.exit_code, 0);
@@ -576,11 +418,11 @@ static void many_exit(weft_worker_t *w, int code) {
 
 static void many_workers_at_once(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   memset(&many, 0, sizeof(many));
   int n = SANITIZED ? 16 : 64;
   for (int i = 0; i < n; i++) {
-    weft_worker_options_t o = {.entry = entry_id, .data = msg_u64((uint64_t)i),
+    weft_worker_options_t o = {.entry = entry_id, .data = ktest_msg_u64((uint64_t)i),
                                .on_online = many_online, .on_exit = many_exit,
                                .data_ptr = (void *)(uintptr_t)i,
                                .stack_size = (i % 2) ? 256 * 1024 : 0};
@@ -594,7 +436,7 @@ static void many_workers_at_once(void **state) {
     assert_int_equal(many.exits[i], 1);
     assert_int_equal(many.codes[i], i % 100);
   }
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- nested workers ------------------------------------------------------------ */
@@ -612,7 +454,7 @@ static void nested_child_exit(weft_worker_t *w, int code) {
 static void nested_child_online(weft_worker_t *w) {
   (void)w;
   /* The grandchild is up: tell the main thread, which terminates the child. */
-  CHECK_RC(weft_port_post(weft_ctx_parent_port(weft_ctx_current()), msg_u64(0)), 0);
+  CHECK_RC(weft_port_post(weft_ctx_parent_port(weft_ctx_current()), ktest_msg_u64(0)), 0);
 }
 
 static int entry_nested_parent(weft_ctx_t *ctx, weft_msg_t *data) {
@@ -632,7 +474,7 @@ static void nested_on_msg(weft_port_t *port, weft_msg_t *m) {
 
 static void nested_workers_stop_together(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   memset(&seen, 0, sizeof(seen));
   atomic_store(&nested_exits, 0);
   atomic_store(&nested_code, -1);
@@ -646,7 +488,7 @@ static void nested_workers_stop_together(void **state) {
   assert_int_equal(seen.exit_code, 1);
   assert_int_equal(atomic_load(&nested_exits), 1);
   assert_int_equal(atomic_load(&nested_code), 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- stats --------------------------------------------------------------------- */
@@ -659,7 +501,7 @@ static struct {
 } st;
 
 static void stats_worker_on_msg(weft_port_t *port, weft_msg_t *m) {
-  uint64_t v = msg_value(m);
+  uint64_t v = ktest_msg_value(m);
   if (v == UINT64_MAX - 1) {
     /* The end: report this context's stats, then close (the worker exits). */
     weft_msg_free(m);
@@ -694,7 +536,7 @@ static void stats_main_on_msg(weft_port_t *port, weft_msg_t *m) {
       memcpy(&st.worker, p, len);
     st.got_stats = true;
   } else {
-    CHECK(msg_value(m) == st.echoed);
+    CHECK(ktest_msg_value(m) == st.echoed);
     st.echoed++;
   }
   weft_msg_free(m);
@@ -702,11 +544,11 @@ static void stats_main_on_msg(weft_port_t *port, weft_msg_t *m) {
 
 static void stats_count_messages(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   memset(&st, 0, sizeof(st));
   memset(&seen, 0, sizeof(seen));
-  st.n = scaled(20000, 200);
+  st.n = ktest_scaled(20000, 200);
   weft_ctx_stats_t before, after;
   assert_int_equal(weft_ctx_stats(ctx, &before), 0);
   weft_worker_options_t o = watched(entry_stats);
@@ -716,8 +558,8 @@ static void stats_count_messages(void **state) {
   assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
   weft_port_t *to = weft_worker_port(w);
   for (uint64_t i = 0; i < st.n; i++)
-    assert_int_equal(weft_port_post(to, msg_u64(i)), 0);
-  assert_int_equal(weft_port_post(to, msg_u64(UINT64_MAX - 1)), 0);
+    assert_int_equal(weft_port_post(to, ktest_msg_u64(i)), 0);
+  assert_int_equal(weft_port_post(to, ktest_msg_u64(UINT64_MAX - 1)), 0);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(weft_ctx_stats(ctx, &after), 0);
   assert_true(st.got_stats);
@@ -734,7 +576,7 @@ static void stats_count_messages(void **state) {
   assert_true(after.loop_age_ns >= before.loop_age_ns);
   assert_int_equal(seen.exits, 1);
   assert_int_equal(seen.exit_code, 0);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- argument checks ------------------------------------------------------------- */
@@ -754,7 +596,7 @@ static void wrong_thread_main(void *arg) {
 
 static void worker_argument_errors(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   weft_ctx_t *ctx = weft_runtime_main(rt);
   weft_worker_options_t o = {.entry = entry_return_7};
   weft_worker_t *w = NULL;
@@ -776,15 +618,13 @@ static void worker_argument_errors(void **state) {
   uv_thread_join(&tid);
   assert_int_equal(t.spawn_rc, WEFT_EWRONGTHREAD);
   assert_true(t.exit_rc == WEFT_EINVAL || t.exit_rc == WEFT_EWRONGTHREAD);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
-  testutil_alloc_install();
-  if (getenv("WEFT_TEST_FILTER") != NULL)
-    cmocka_set_test_filter(getenv("WEFT_TEST_FILTER"));
+  ktest_init();
   const struct CMUnitTest tests[] = {
       T(exit_code_from_entry),
       T(negative_entry_reports_error),
