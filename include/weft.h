@@ -13,5 +13,7 @@
 #include "weft/worker.h"
 #include "weft/actor.h"
 #include "weft/child.h"
+#include "weft/supervisor.h"
+#include "weft/balancer.h"
 
 #endif /* WEFT_H */

@@ -54,3 +54,8 @@ char *weft__strdup(const char *s) {
     memcpy(copy, s, n);
   return copy;
 }
+
+void *weft_malloc(size_t size) { return weft__malloc(size); }
+void *weft_calloc(size_t count, size_t size) { return weft__calloc(count, size); }
+void *weft_realloc(void *ptr, size_t size) { return weft__realloc(ptr, size); }
+void weft_free(void *ptr) { weft__free(ptr); }

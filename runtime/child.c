@@ -2,9 +2,9 @@
  *
  * A child is a uv_process_t, up to three pipes, and a process channel
  * (ipc.c) on a socketpair whose child end becomes fd 3. The handle lives
- * until four things are done: the process exited, its handle closed, the
- * channel finished (every message the child sent was delivered, then A's
- * close event), and every output pipe closed. Then on_exit, then free.
+ * until these are done: the process exited and its handle closed, the
+ * transport finished, port A closed (every message the child sent was
+ * delivered first), and every output pipe closed. Then on_exit, then free.
  *
  * In the child process, runtime.c calls weft__child_bootstrap to turn the
  * inherited fd into the runtime's parent port.
@@ -74,10 +74,22 @@ static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
   close_handle((uv_handle_t *)p);
 }
 
+/* The transport is gone (socket and B closed). A may still hold messages
+ * the child sent: a started A delivers them, then its close; an A nobody
+ * reads is closed here, so on_exit is not held up forever. */
 static void on_channel_done(weft__ipc_t *ipc, void *data) {
   (void)ipc;
   weft_child_t *c = data;
   c->ipc = NULL;
+  if (c->port != NULL && !(c->port->flags & WEFT__PORT_STARTED))
+    weft_port_close(c->port);
+  maybe_done(c);
+}
+
+/* A finished closing: every message the child sent has been delivered. */
+static void on_port_closed(weft_port_t *port, const weft_port_close_info_t *info) {
+  (void)info;
+  weft_child_t *c = port->ext->internal_data;
   c->port = NULL;
   maybe_done(c);
 }
@@ -266,11 +278,24 @@ static void start_pipes(weft_child_t *c) {
   }
 }
 
-static void undo_pipes(weft_child_t *c) {
-  /* uv_spawn failed: the pipes it made are closed without callbacks we count. */
-  for (int i = 0; i < 3; i++)
-    if (c->pipe_open[i])
-      uv_close((uv_handle_t *)&c->pipes[i], NULL);
+/* uv_spawn failed: close the pipes and the process handle it initialised;
+ * c is freed from the last close callback (aborted: no on_exit). */
+static void undo_spawn(weft_child_t *c) {
+  c->aborted = true;
+  c->pending = 1;
+  for (int i = 0; i < 3; i++) {
+    if (c->pipe_open[i]) {
+      c->pending++;
+      c->ctx->handles_open++;
+      uv_close((uv_handle_t *)&c->pipes[i], on_handle_closed);
+    }
+  }
+  if (c->proc.type == UV_PROCESS) {
+    c->pending++;
+    c->ctx->handles_open++;
+    uv_close((uv_handle_t *)&c->proc, on_handle_closed);
+  }
+  maybe_done(c);
 }
 
 static int open_channel(weft_child_t *c, int fd) {
@@ -282,7 +307,17 @@ static int open_channel(weft_child_t *c, int fd) {
       .on_done = on_channel_done,
       .data = c,
   };
-  return weft__ipc_open(c->ctx, fd, &io, &c->ipc, &c->port);
+  int err = weft__ipc_open(c->ctx, fd, &io, &c->ipc, &c->port);
+  if (err)
+    return err;
+  weft__port_ext_t *ext = weft__port_ext(c->port);
+  if (ext == NULL) {
+    weft__ipc_abort(c->ipc, WEFT_ENOMEM); /* A then closes without our hook */
+    return WEFT_ENOMEM;
+  }
+  ext->on_close_internal = on_port_closed;
+  ext->internal_data = c;
+  return 0;
 }
 
 int weft_child_spawn(weft_ctx_t *ctx, const weft_child_options_t *opts, weft_child_t **out) {
@@ -314,11 +349,14 @@ int weft_child_spawn(weft_ctx_t *ctx, const weft_child_options_t *opts, weft_chi
   weft__ctx_closer_add(ctx, &c->closer);
   if (sv[0] >= 0) {
     err = open_channel(c, sv[0]);
-    if (err) {
+    if (err == WEFT_ENOMEM && c->ipc != NULL) {
+      c->pending++; /* the transport still goes through on_channel_done */
+      c->port = NULL;
+    } else if (err) {
       /* The process runs already: it sees EOF on its channel. */
       close(sv[0]);
     } else {
-      c->pending++;
+      c->pending += 2; /* the transport, and port A */
       if (opts->on_message)
         weft_port_start(c->port, opts->on_message);
       if (opts->data && weft_port_post(c->port, opts->data) != 0)
@@ -329,11 +367,12 @@ int weft_child_spawn(weft_ctx_t *ctx, const weft_child_options_t *opts, weft_chi
   return 0;
 
 fail_pipes:
-  undo_pipes(c);
   if (sv[0] >= 0) {
     close(sv[0]);
     close(sv[1]);
   }
+  undo_spawn(c);
+  return err;
 fail_free:
   weft__free(c);
   return err;

@@ -50,6 +50,8 @@ static void chunk_append(weft__ipc_t *ipc, weft__ipc_chunk_t *c) {
 }
 
 int weft__ipc_write(weft__ipc_t *ipc, const void *p, size_t n) {
+  if (ipc->poll_closing)
+    return WEFT_ECLOSED; /* nothing will write it: it would only leak */
   weft__ipc_chunk_t *t = ipc->out_tail;
   if (t == NULL || t->cap - t->len < n || (t->off > 0 && t->nfds)) {
     t = chunk_new(n > CHUNK_MIN ? n : CHUNK_MIN);
@@ -67,6 +69,8 @@ int weft__ipc_write_frame_fds(weft__ipc_t *ipc, const void *head, size_t n, cons
                               uint16_t nfds, weft_msg_t *hold) {
   if (nfds > WEFT__IPC_MAX_FDS_PER_READ)
     return WEFT_ETRANSFER;
+  if (ipc->poll_closing)
+    return WEFT_ECLOSED;
   weft__ipc_chunk_t *c = chunk_new(n > CHUNK_MIN ? n : CHUNK_MIN);
   if (c == NULL)
     return WEFT_ENOMEM;

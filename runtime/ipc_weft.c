@@ -144,10 +144,13 @@ static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
   uint8_t *head = sc->head;
   int n = weft__wire_put_msg_head(head, HEAD_MAX, x, msg->nxfer, msg->len, nfds);
   int err = n < 0 ? n : 0;
-  if (!err && nfds)
+  bool held = false; /* a chunk owns msg (and its fds) until it is sent */
+  if (!err && nfds) {
     err = weft__ipc_write_frame_fds(ipc, head, (size_t)n, fds, nfds, msg);
-  else if (!err)
+    held = err == 0;
+  } else if (!err) {
     err = weft__ipc_write(ipc, head, (size_t)n);
+  }
   for (uint16_t i = 0; !err && i < msg->nxfer; i++)
     if (x[i].kind == WEFT__WIRE_X_INLINE && x[i].len)
       err = weft__ipc_write(ipc, x[i].data, x[i].len);
@@ -155,13 +158,13 @@ static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
     err = weft__ipc_write(ipc, msg->data, msg->len);
   if (err) {
     weft__ipc_fail(ipc, err); /* a half-written frame cannot be taken back */
-    if (!nfds)
+    if (!held)
       weft_msg_free(msg);
     return;
   }
   spend(ipc, weight);
-  if (!nfds)
-    weft_msg_free(msg); /* else the chunk holds it until its fds are sent */
+  if (!held)
+    weft_msg_free(msg);
 }
 
 /* Build a message from a MSG frame that started at stream offset `at`. */

@@ -48,6 +48,15 @@ WEFT_EXTERN int weft_replace_allocator(weft_malloc_func malloc_func,
                                        weft_calloc_func calloc_func,
                                        weft_free_func free_func);
 
+/* weft_malloc / weft_calloc / weft_realloc / weft_free: allocate through the
+ * functions given to weft_replace_allocator (libc's by default), so that code
+ * built on weft (the built-in actors, a user's own) is counted and swept for
+ * allocation failures with the kernel. Any thread. */
+WEFT_EXTERN void *weft_malloc(size_t size);
+WEFT_EXTERN void *weft_calloc(size_t count, size_t size);
+WEFT_EXTERN void *weft_realloc(void *ptr, size_t size);
+WEFT_EXTERN void weft_free(void *ptr);
+
 /* weft_available_parallelism: the number of CPUs this process may use: the
  * size of its CPU affinity mask, lowered to the cgroup (v2 cpu.max, or v1
  * cfs_quota/period) quota rounded up. At least 1. Any thread; reads /proc and
