@@ -1,0 +1,698 @@
+/* balancer.c: the balancer side (weft/balancer.h).
+ *
+ * The balancer owns the listening sockets for its whole life, a supervisor
+ * (one_for_one) whose children are the workers, and one `place` (slot) per
+ * worker. A slot's current instance is the worker that gets its share; during
+ * a reload a second, incoming instance waits for READY, then takes the slot
+ * and the old one drains. An instance is 1:1 with a supervisor child and
+ * lives across that child's restarts; its counts are folded into the slot at
+ * every exit.
+ *
+ * Hand-off: each connection handed over is duplicated first; the duplicate
+ * sits in the instance's in-flight ring until a STATUS acknowledges it (then
+ * it is closed) or the worker exits (then the duplicate, i.e. the connection,
+ * goes to another worker). Connections nobody can take wait in `pending`
+ * and the balancer stops accepting until a worker is available; the kernel's
+ * backlog holds the rest.
+ *
+ * Which listeners the balancer itself polls: round robin and least
+ * connections: its one listener, while some worker is available; reuseport:
+ * a slot's listener while that slot has no available worker (and another
+ * has); shared: none (workers accept).
+ *
+ * Threads: the balancer's context thread only. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "balancer_int.h"
+
+typedef struct {
+  uint64_t seq;
+  int fd;
+} flight_t;
+
+typedef struct slot_s slot_t;
+typedef struct inst_s inst_t;
+
+struct inst_s {
+  weft_balancer_t *b;
+  slot_t *slot;
+  weft_sup_child_t *child;
+  weft_port_t *port;     /* identity of the running worker's port (not for use:
+                            it may have closed; see inst_port) */
+  bool ready, draining, full;
+  uint64_t sent, taken, accepted, closed, reqs;  /* this run of the worker */
+  flight_t *fl;          /* ring of handed, unacknowledged connections */
+  size_t fl_head, fl_len, fl_cap;
+};
+
+struct slot_s {
+  inst_t *cur, *incoming;
+  int lis;               /* reuseport: its listener; else -1 */
+  uint64_t starts, conns, reqs, rehanded;  /* finished runs */
+};
+
+typedef struct {
+  weft_balancer_t *b;
+  int fd;
+  slot_t *slot;          /* reuseport */
+  uv_poll_t poll;
+  bool polling;
+} listener_t;
+
+struct weft_balancer_s {
+  weft_ctx_t *ctx;
+  uv_loop_t *loop;
+  weft_balancer_options_t opts;
+  weft_sup_t *sup;
+  slot_t *slots;
+  size_t nslots;
+  listener_t *lis;
+  size_t nlis;
+  int port;
+  bool pipe;
+  int *pending;          /* ring of connections waiting for a worker */
+  size_t p_head, p_len, p_cap;
+  size_t rr;
+  uint64_t accepted, dropped;
+  bool ready_told, closing, quiet;
+  bool reloading;
+  size_t reload_i;
+  inst_t *reload_old;
+  weft_balancer_reload_cb reload_cb;
+  weft_balancer_cb close_cb;
+  size_t insts;          /* instances alive */
+  size_t handles;        /* poll handles not yet closed */
+};
+
+static void update_polls(weft_balancer_t *b);
+static void reload_step(weft_balancer_t *b);
+static void maybe_finish_close(weft_balancer_t *b);
+
+/* ---- instances ----------------------------------------------------------------- */
+
+/* The port to post on, or NULL once it closed (a process's port can close
+ * before its exit is reported). */
+static weft_port_t *inst_port(const inst_t *in) {
+  return in->port && in->child ? weft_sup_child_port(in->child) : NULL;
+}
+
+static bool available(const inst_t *in) {
+  return in && in->ready && !in->draining && !in->full && inst_port(in) != NULL;
+}
+
+static uint64_t open_of(const inst_t *in) { return in->sent + in->accepted - in->closed; }
+
+static inst_t *pick(weft_balancer_t *b) {
+  inst_t *best = NULL;
+  size_t best_i = 0;
+  for (size_t k = 0; k < b->nslots; k++) {
+    size_t i = (b->rr + k) % b->nslots;
+    inst_t *in = b->slots[i].cur;
+    if (!available(in))
+      continue;
+    if (b->opts.policy != WEFT_BALANCE_LEAST_CONNECTIONS) {
+      best = in, best_i = i;
+      break;
+    }
+    if (best == NULL || open_of(in) < open_of(best))
+      best = in, best_i = i;
+  }
+  if (best)
+    b->rr = best_i + 1;
+  return best;
+}
+
+static int fl_push(inst_t *in, uint64_t seq, int fd) {
+  if (in->fl_len == in->fl_cap) {
+    size_t cap = in->fl_cap ? in->fl_cap * 2 : 64;
+    flight_t *n = malloc(cap * sizeof(*n));
+    if (n == NULL)
+      return WEFT_ENOMEM;
+    for (size_t i = 0; i < in->fl_len; i++)
+      n[i] = in->fl[(in->fl_head + i) % in->fl_cap];
+    free(in->fl);
+    in->fl = n, in->fl_cap = cap, in->fl_head = 0;
+  }
+  in->fl[(in->fl_head + in->fl_len++) % in->fl_cap] = (flight_t){seq, fd};
+  return 0;
+}
+
+/* Hand fd to in. On success fd is the worker's and a duplicate is in flight
+ * (without one if dup failed, e.g. out of fds); on failure fd is still ours. */
+static int send_conn(inst_t *in, int fd) {
+  int d = weft__bal_dup(fd);
+  weft_msg_t *m;
+  int err = weft__bal_msg(WEFT__BAL_CONN, in->b->pipe, fd, &m);
+  if (err == 0 && (err = weft_port_post(inst_port(in), m)) != 0) {
+    int back;
+    weft_msg_take_socket(m, 0, &back);
+    weft_msg_free(m);
+  }
+  if (err) {
+    if (d >= 0)
+      close(d);
+    return err;
+  }
+  in->sent++;
+  if (d >= 0 && fl_push(in, in->sent, d) != 0)
+    close(d);  /* no safety net for this one, but it is handed */
+  return 0;
+}
+
+static int pending_push(weft_balancer_t *b, int fd) {
+  if (b->p_len == b->p_cap) {
+    size_t cap = b->p_cap ? b->p_cap * 2 : 64;
+    int *n = cap <= 65536 ? malloc(cap * sizeof(int)) : NULL;
+    if (n == NULL)
+      return WEFT_ENOMEM;
+    for (size_t i = 0; i < b->p_len; i++)
+      n[i] = b->pending[(b->p_head + i) % b->p_cap];
+    free(b->pending);
+    b->pending = n, b->p_cap = cap, b->p_head = 0;
+  }
+  b->pending[(b->p_head + b->p_len++) % b->p_cap] = fd;
+  return 0;
+}
+
+/* Give fd to an available worker, or keep it until one is. */
+static void handoff(weft_balancer_t *b, int fd) {
+  inst_t *in;
+  while (!b->closing && (in = pick(b)) != NULL) {
+    int err = send_conn(in, fd);
+    if (err == 0)
+      return;
+    if (err == WEFT_EAGAIN) {
+      in->full = true;  /* until its drain callback */
+    } else if (err == WEFT_ECLOSED) {
+      in->ready = false;  /* its exit follows */
+    } else {  /* out of memory: this connection is lost, the workers are fine */
+      close(fd);
+      b->dropped++;
+      return;
+    }
+  }
+  if (b->closing || pending_push(b, fd) != 0) {
+    close(fd);
+    b->dropped++;
+  }
+  update_polls(b);
+}
+
+static void flush_pending(weft_balancer_t *b) {
+  while (b->p_len > 0 && pick(b) != NULL) {
+    int fd = b->pending[b->p_head];
+    b->p_head = (b->p_head + 1) % b->p_cap;
+    b->p_len--;
+    handoff(b, fd);
+  }
+}
+
+/* The worker exited: fold its counts into the slot and re-hand what it had
+ * not acknowledged. */
+static void inst_down(inst_t *in) {
+  slot_t *s = in->slot;
+  size_t n = in->fl_len;
+  in->ready = false;
+  in->port = NULL;
+  s->rehanded += n;
+  s->conns += in->sent - n + in->accepted;
+  s->reqs += in->reqs;
+  in->sent = in->taken = in->accepted = in->closed = in->reqs = 0;
+  while (in->fl_len > 0) {
+    int fd = in->fl[in->fl_head].fd;
+    in->fl_head = (in->fl_head + 1) % in->fl_cap;
+    in->fl_len--;
+    handoff(in->b, fd);
+  }
+}
+
+/* Stop giving in connections, tell it to drain, and have the supervisor
+ * remove it when it exits (or stop it at the deadline). May free in. */
+static void drain_inst(inst_t *in) {
+  weft_balancer_t *b = in->b;
+  in->draining = true;
+  weft_msg_t *m;
+  if (inst_port(in) && weft__bal_msg(WEFT__BAL_DRAIN, false, -1, &m) == 0 &&
+      weft_port_post(inst_port(in), m) != 0)
+    weft_msg_free(m);
+  uint32_t grace = b->opts.drain_timeout_ms ? b->opts.drain_timeout_ms : 10000;
+  weft_sup_stop_child(in->child, in->ready ? grace : 0);
+}
+
+static inst_t *inst_new(weft_balancer_t *b, slot_t *s) {
+  inst_t *in = calloc(1, sizeof(*in));
+  if (in) {
+    in->b = b;
+    in->slot = s;
+    b->insts++;
+  }
+  return in;
+}
+
+static void inst_free(inst_t *in) {
+  weft_balancer_t *b = in->b;
+  slot_t *s = in->slot;
+  if (s->cur == in)
+    s->cur = NULL;
+  if (s->incoming == in)
+    s->incoming = NULL;
+  free(in->fl);
+  free(in);
+  b->insts--;
+}
+
+/* ---- messages from workers --------------------------------------------------- */
+
+static void tell_ready(weft_balancer_t *b) {
+  if (b->ready_told)
+    return;
+  for (size_t i = 0; i < b->nslots; i++)
+    if (b->slots[i].cur == NULL || !b->slots[i].cur->ready)
+      return;
+  b->ready_told = true;
+  if (b->opts.on_ready)
+    b->opts.on_ready(b);
+}
+
+static void on_ready(inst_t *in) {
+  weft_balancer_t *b = in->b;
+  slot_t *s = in->slot;
+  in->ready = true;
+  inst_t *old = NULL;
+  if (s->incoming == in) {  /* reload: the new one takes the slot */
+    old = s->cur;
+    s->cur = in;
+    s->incoming = NULL;
+    b->reload_old = old;
+  }
+  flush_pending(b);
+  update_polls(b);
+  tell_ready(b);
+  if (old)
+    drain_inst(old);
+  else if (b->reloading && s == &b->slots[b->reload_i] && b->reload_old == NULL)
+    reload_step(b);  /* the slot was empty: nothing to drain */
+}
+
+static void on_status(inst_t *in, const weft_msg_t *m) {
+  weft_msg_get_u64(m, "taken", &in->taken);
+  weft_msg_get_u64(m, "accepted", &in->accepted);
+  weft_msg_get_u64(m, "closed", &in->closed);
+  weft_msg_get_u64(m, "reqs", &in->reqs);
+  while (in->fl_len > 0 && in->fl[in->fl_head].seq <= in->taken) {
+    close(in->fl[in->fl_head].fd);
+    in->fl_head = (in->fl_head + 1) % in->fl_cap;
+    in->fl_len--;
+  }
+}
+
+static void on_worker_msg(weft_port_t *port, weft_msg_t *m) {
+  weft_sup_child_t *c = weft_sup_child_from_port(port);
+  inst_t *in = weft_sup_child_data(c);
+  if (in == NULL) {  /* a late message from a worker already removed */
+    weft_msg_free(m);
+    return;
+  }
+  switch (weft__bal_op(m)) {
+  case WEFT__BAL_READY:
+    if (in->port == port)
+      on_ready(in);
+    break;
+  case WEFT__BAL_STATUS:
+    if (in->port == port)
+      on_status(in, m);
+    break;
+  case 0:
+    if (in->b->opts.worker.on_message) {
+      in->b->opts.worker.on_message(port, m);
+      return;
+    }
+    break;
+  default:
+    break;
+  }
+  weft_msg_free(m);
+}
+
+static void on_port_drain(weft_port_t *port) {
+  inst_t *in = weft_sup_child_data(weft_sup_child_from_port(port));
+  if (in == NULL || in->port != port)
+    return;
+  in->full = false;
+  flush_pending(in->b);
+  update_polls(in->b);
+}
+
+/* ---- supervisor callbacks ------------------------------------------------------ */
+
+static void on_child_start(weft_sup_t *sup, weft_sup_child_t *c) {
+  weft_balancer_t *b = weft_sup_data(sup);
+  inst_t *in = weft_sup_child_data(c);
+  in->child = c;
+  in->port = weft_sup_child_port(c);
+  in->ready = in->full = false;
+  in->slot->starts++;
+  if (in->port == NULL)
+    return;
+  weft_port_on_drain(in->port, on_port_drain);
+  int lfd = -1;
+  if (b->opts.policy == WEFT_BALANCE_SHARED)
+    lfd = weft__bal_dup(b->lis[0].fd);
+  else if (b->opts.policy == WEFT_BALANCE_REUSEPORT)
+    lfd = weft__bal_dup(b->lis[in->slot->lis].fd);
+  weft_msg_t *m;
+  int err = weft__bal_msg(WEFT__BAL_HELLO, b->pipe, lfd, &m);
+  if (err == 0 && (err = weft_port_post(in->port, m)) != 0)
+    weft_msg_free(m);  /* closes the duplicate */
+  else if (err && lfd >= 0)
+    close(lfd);
+}
+
+static void on_child_exit(weft_sup_t *sup, weft_sup_child_t *c, const weft_sup_exit_t *why,
+                          bool final) {
+  weft_balancer_t *b = weft_sup_data(sup);
+  inst_t *in = weft_sup_child_data(c);
+  inst_down(in);
+  if (b->opts.on_worker_exit && !b->quiet)
+    b->opts.on_worker_exit(b, (size_t)(in->slot - b->slots), why);
+  if (final) {
+    bool was_old = b->reload_old == in;
+    if (was_old)
+      b->reload_old = NULL;
+    inst_free(in);
+    if (was_old && b->reloading) {
+      b->reload_i++;
+      reload_step(b);
+    }
+  }
+  update_polls(b);
+  maybe_finish_close(b);
+}
+
+static void on_give_up(weft_sup_t *sup, const weft_sup_exit_t *last) {
+  weft_balancer_t *b = weft_sup_data(sup);
+  if (b->opts.on_give_up && !b->quiet)
+    b->opts.on_give_up(sup, last);
+}
+
+/* ---- listeners ------------------------------------------------------------------- */
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  (void)events;
+  listener_t *l = h->data;
+  weft_balancer_t *b = l->b;
+  for (int i = 0; status == 0 && i < 64 && l->polling; i++) {
+    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      break;  /* EAGAIN, or out of fds: the poll fires again */
+    }
+    b->accepted++;
+    handoff(b, fd);
+  }
+}
+
+static void update_polls(weft_balancer_t *b) {
+  bool any = !b->closing && b->p_len == 0;
+  if (any) {
+    size_t rr = b->rr;
+    any = pick(b) != NULL;
+    b->rr = rr;
+  }
+  for (size_t i = 0; i < b->nlis; i++) {
+    listener_t *l = &b->lis[i];
+    bool want = any && (b->opts.policy == WEFT_BALANCE_ROUND_ROBIN ||
+                        b->opts.policy == WEFT_BALANCE_LEAST_CONNECTIONS ||
+                        (l->slot && !available(l->slot->cur)));
+    if (want && !l->polling)
+      l->polling = uv_poll_start(&l->poll, UV_READABLE, on_poll) == 0;
+    else if (!want && l->polling) {
+      uv_poll_stop(&l->poll);
+      l->polling = false;
+    }
+  }
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  listener_t *l = h->data;
+  weft_balancer_t *b = l->b;
+  close(l->fd);
+  l->fd = -1;
+  if (--b->handles > 0)
+    return;
+  if (b->opts.path)
+    unlink(b->opts.path);
+  if (b->close_cb && !b->quiet)
+    b->close_cb(b);
+  free(b->lis);
+  free(b->slots);
+  free(b->pending);
+  free(b);
+}
+
+static void close_listeners(weft_balancer_t *b) {
+  for (size_t i = 0; i < b->nlis; i++)
+    uv_close((uv_handle_t *)&b->lis[i].poll, on_poll_closed);
+}
+
+static int open_listeners(weft_balancer_t *b) {
+  bool rp = b->opts.policy == WEFT_BALANCE_REUSEPORT;
+  if (rp && b->opts.path)
+    return UV_ENOTSUP;
+  b->nlis = rp ? b->nslots : 1;
+  b->lis = calloc(b->nlis, sizeof(*b->lis));
+  if (b->lis == NULL)
+    return WEFT_ENOMEM;
+  int err = 0, port = b->opts.port;
+  size_t i;
+  for (i = 0; i < b->nlis; i++) {
+    listener_t *l = &b->lis[i];
+    l->b = b;
+    err = weft__bal_listen(&b->opts, port, rp, &l->fd, &port);
+    if (err)
+      break;
+    if ((err = uv_poll_init_socket(b->loop, &l->poll, l->fd)) != 0) {
+      close(l->fd);
+      break;
+    }
+    l->poll.data = l;
+    b->handles++;
+    if (rp) {
+      l->slot = &b->slots[i];
+      b->slots[i].lis = (int)i;
+    }
+  }
+  b->port = port;
+  b->nlis = i;
+  return err;
+}
+
+/* ---- reload and close ------------------------------------------------------------- */
+
+static void reload_done(weft_balancer_t *b, int err) {
+  b->reloading = false;
+  if (b->reload_cb)
+    b->reload_cb(b, err);
+}
+
+static void reload_step(weft_balancer_t *b) {
+  while (b->reload_i < b->nslots && b->slots[b->reload_i].cur == NULL)
+    b->reload_i++;
+  if (b->reload_i >= b->nslots) {
+    reload_done(b, 0);
+    return;
+  }
+  slot_t *s = &b->slots[b->reload_i];
+  inst_t *in = inst_new(b, s);
+  if (in == NULL) {
+    reload_done(b, WEFT_ENOMEM);
+    return;
+  }
+  s->incoming = in;
+  weft_sup_child_spec_t spec = b->opts.worker;
+  spec.on_message = on_worker_msg;
+  spec.data = in;
+  int err = weft_sup_start_child(b->sup, &spec, NULL);
+  if (err) {
+    inst_free(in);
+    reload_done(b, err);
+  }
+}
+
+static void on_sup_closed(weft_sup_t *sup) {
+  weft_balancer_t *b = weft_sup_data(sup);
+  b->sup = NULL;
+  close_listeners(b);
+}
+
+static void maybe_finish_close(weft_balancer_t *b) {
+  if (b->closing && b->insts == 0 && b->sup != NULL)
+    weft_sup_close(b->sup, on_sup_closed);
+}
+
+/* ---- public ------------------------------------------------------------------------ */
+
+static void free_new(weft_balancer_t *b) {
+  for (size_t i = 0; i < b->nslots; i++)
+    free(b->slots[i].cur);
+  b->quiet = true;
+  if (b->handles) {
+    close_listeners(b);
+    return;
+  }
+  free(b->lis);
+  free(b->slots);
+  free(b);
+}
+
+int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft_balancer_t **out) {
+  if (ctx == NULL || opts == NULL || out == NULL || opts->policy > WEFT_BALANCE_SHARED)
+    return WEFT_EINVAL;
+  if (weft_ctx_current() != ctx)
+    return WEFT_EWRONGTHREAD;
+  weft_balancer_t *b = calloc(1, sizeof(*b));
+  if (b == NULL)
+    return WEFT_ENOMEM;
+  b->ctx = ctx;
+  b->loop = weft_ctx_loop(ctx);
+  b->opts = *opts;
+  b->pipe = opts->path != NULL;
+  b->nslots = opts->workers ? opts->workers : weft_available_parallelism();
+  b->slots = calloc(b->nslots, sizeof(*b->slots));
+  weft_sup_child_spec_t *specs = calloc(b->nslots, sizeof(*specs));
+  int err = b->slots && specs ? 0 : WEFT_ENOMEM;
+  for (size_t i = 0; err == 0 && i < b->nslots; i++) {
+    b->slots[i].lis = -1;
+    if ((b->slots[i].cur = inst_new(b, &b->slots[i])) == NULL)
+      err = WEFT_ENOMEM;
+    specs[i] = opts->worker;
+    specs[i].on_message = on_worker_msg;
+    specs[i].data = b->slots[i].cur;
+  }
+  if (err == 0)
+    err = open_listeners(b);
+  if (err == 0) {
+    weft_sup_options_t so = {
+        .strategy = WEFT_SUP_ONE_FOR_ONE,
+        .limits = opts->limits,
+        .children = specs,
+        .nchildren = b->nslots,
+        .on_child_start = on_child_start,
+        .on_child_exit = on_child_exit,
+        .on_give_up = on_give_up,
+        .data = b,
+    };
+    err = weft_sup_new(ctx, &so, &b->sup);
+  }
+  free(specs);
+  if (err) {
+    if (b->slots == NULL) {
+      free(b);
+      return err;
+    }
+    free_new(b);
+    return err;
+  }
+  *out = b;
+  update_polls(b);
+  return 0;
+}
+
+int weft_balancer_close(weft_balancer_t *b, weft_balancer_cb cb) {
+  if (b == NULL)
+    return WEFT_EINVAL;
+  if (b->closing)
+    return 0;
+  /* Hand out what already waits in the round-robin accept queue. */
+  if (b->nlis == 1 && b->lis[0].polling)
+    on_poll(&b->lis[0].poll, 0, UV_READABLE);
+  b->closing = true;
+  b->close_cb = cb;
+  update_polls(b);
+  if (b->reloading)
+    reload_done(b, WEFT_ECANCELED);
+  while (b->p_len > 0) {
+    close(b->pending[b->p_head]);
+    b->p_head = (b->p_head + 1) % b->p_cap;
+    b->p_len--;
+    b->dropped++;
+  }
+  for (size_t i = 0; i < b->nslots; i++) {
+    slot_t *s = &b->slots[i];
+    inst_t *cur = s->cur, *inc = s->incoming;
+    if (inc)
+      drain_inst(inc);
+    if (cur && !cur->draining)
+      drain_inst(cur);
+  }
+  if (b->reload_old && !b->reload_old->draining)
+    drain_inst(b->reload_old);
+  maybe_finish_close(b);
+  return 0;
+}
+
+int weft_balancer_reload(weft_balancer_t *b, weft_balancer_reload_cb cb) {
+  if (b == NULL)
+    return WEFT_EINVAL;
+  if (b->closing)
+    return WEFT_ECLOSED;
+  if (b->reloading)
+    return WEFT_EBUSY;
+  b->reloading = true;
+  b->reload_i = 0;
+  b->reload_cb = cb;
+  reload_step(b);
+  return 0;
+}
+
+int weft_balancer_drain_worker(weft_balancer_t *b, size_t i) {
+  if (b == NULL || i >= b->nslots)
+    return WEFT_EINVAL;
+  inst_t *in = b->slots[i].cur;
+  if (in == NULL || in->draining)
+    return WEFT_ENOENT;
+  drain_inst(in);
+  update_polls(b);
+  return 0;
+}
+
+size_t weft_balancer_workers(const weft_balancer_t *b) { return b ? b->nslots : 0; }
+
+static void add_inst(weft_balancer_stats_t *st, const inst_t *in) {
+  st->connections += in->sent + in->accepted;
+  st->open += open_of(in);
+  st->requests += in->reqs;
+}
+
+int weft_balancer_stats(const weft_balancer_t *b, size_t i, weft_balancer_stats_t *out) {
+  if (b == NULL || out == NULL || i >= b->nslots)
+    return WEFT_EINVAL;
+  const slot_t *s = &b->slots[i];
+  memset(out, 0, sizeof(*out));
+  out->starts = s->starts;
+  out->connections = s->conns;
+  out->requests = s->reqs;
+  out->rehanded = s->rehanded;
+  const inst_t *live[3] = {s->cur, s->incoming,
+                           b->reload_old && b->reload_old->slot == s ? b->reload_old : NULL};
+  for (int k = 0; k < 3; k++)
+    if (live[k])
+      add_inst(out, live[k]);
+  if (s->cur) {
+    out->running = inst_port(s->cur) != NULL;
+    out->ready = s->cur->ready;
+    out->draining = s->cur->draining;
+    out->pid = weft_sup_child_pid(s->cur->child);
+  }
+  return 0;
+}
+
+int weft_balancer_port(const weft_balancer_t *b) { return b ? b->port : 0; }
+uint64_t weft_balancer_accepted(const weft_balancer_t *b) { return b ? b->accepted : 0; }
+weft_sup_t *weft_balancer_supervisor(const weft_balancer_t *b) { return b ? b->sup : NULL; }
+void *weft_balancer_data(const weft_balancer_t *b) { return b ? b->opts.data : NULL; }

@@ -1,0 +1,366 @@
+/* balancer_worker.c: the worker side of the balancer (weft/balancer.h).
+ *
+ * A worker thread or process calls weft_balancer_worker_start: it takes over
+ * its parent port and answers the balancer's HELLO with READY (after it
+ * listens, for shared and reuseport). Connections arrive as CONN messages (a
+ * connected fd) or from its own listener; each becomes a weft_conn_t opened
+ * on this loop and linked in `conns`. Counts go back in STATUS messages:
+ * coalesced per loop iteration by a check handle when connections come and
+ * go (the acknowledgement of CONN and least-connections need them soon), and
+ * every 100 ms by a timer for requests.
+ *
+ * Lifetime: the object goes when the parent port has closed and every handle
+ * of its own (check, timer, listener, connections) has closed. If the port
+ * closes first (the balancer went away, or the context ends), everything is
+ * closed at once.
+ *
+ * Threads: the worker's context thread only. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "balancer_int.h"
+
+#define REPORT_MS 100
+
+struct weft_balancer_worker_s {
+  weft_ctx_t *ctx;
+  uv_loop_t *loop;
+  weft_port_t *port;          /* NULL once closed */
+  weft_balancer_worker_options_t opts;
+  bool draining, drained, ready_sent;
+  uint64_t taken, accepted, closed, reqs;
+  uint64_t rep_taken, rep_accepted, rep_closed, rep_reqs;
+  uv_check_t check;
+  uv_timer_t timer;
+  union {
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } lis;
+  bool lis_open, pipe;
+  weft_conn_t *conns;
+  size_t live;
+  int handles;                /* our handles not yet closed */
+};
+
+static void maybe_free(weft_balancer_worker_t *w) {
+  if (w->port == NULL && w->handles == 0)
+    free(w);
+}
+
+static void on_own_closed(uv_handle_t *h) {
+  weft_balancer_worker_t *w = h->data;
+  w->handles--;
+  maybe_free(w);
+}
+
+static void close_own(weft_balancer_worker_t *w, uv_handle_t *h) {
+  if (!uv_is_closing(h)) {
+    h->data = w;
+    uv_close(h, on_own_closed);
+  }
+}
+
+/* ---- reporting ---------------------------------------------------------------- */
+
+static bool changed(const weft_balancer_worker_t *w) {
+  return w->taken != w->rep_taken || w->accepted != w->rep_accepted ||
+         w->closed != w->rep_closed || w->reqs != w->rep_reqs;
+}
+
+static void report(weft_balancer_worker_t *w) {
+  if (w->port == NULL || !changed(w))
+    return;
+  weft_msg_t *m;
+  if (weft_msg_new(&m) != 0)
+    return;
+  weft_msg_put_map(m, 5);
+  weft_msg_put_u64(m, "wb", WEFT__BAL_STATUS);
+  weft_msg_put_u64(m, "taken", w->taken);
+  weft_msg_put_u64(m, "accepted", w->accepted);
+  weft_msg_put_u64(m, "closed", w->closed);
+  weft_msg_put_u64(m, "reqs", w->reqs);
+  if (weft_port_post(w->port, m) != 0) {
+    weft_msg_free(m);  /* the next report carries the counts */
+    return;
+  }
+  w->rep_taken = w->taken, w->rep_accepted = w->accepted;
+  w->rep_closed = w->closed, w->rep_reqs = w->reqs;
+}
+
+static void on_check(uv_check_t *h) {
+  weft_balancer_worker_t *w = h->data;
+  uv_check_stop(h);
+  report(w);
+}
+
+static void soon(weft_balancer_worker_t *w) {
+  if (!uv_is_active((uv_handle_t *)&w->check) && !uv_is_closing((uv_handle_t *)&w->check))
+    uv_check_start(&w->check, on_check);
+}
+
+static void on_timer(uv_timer_t *h) { report(h->data); }
+
+/* ---- connections ---------------------------------------------------------------- */
+
+static void finish_drain(weft_balancer_worker_t *w);
+
+static void unlink_conn(weft_balancer_worker_t *w, weft_conn_t *c) {
+  if (c->prev_)
+    c->prev_->next_ = c->next_;
+  else
+    w->conns = c->next_;
+  if (c->next_)
+    c->next_->prev_ = c->prev_;
+  w->live--;
+  w->handles--;
+}
+
+static void on_conn_closed(uv_handle_t *h) {
+  weft_conn_t *c = (weft_conn_t *)(void *)h;
+  weft_balancer_worker_t *w = c->worker;
+  unlink_conn(w, c);
+  w->closed++;
+  if (w->opts.on_close)
+    w->opts.on_close(c);
+  free(c);
+  soon(w);
+  if (w->draining)
+    finish_drain(w);
+  maybe_free(w);
+}
+
+/* A connection object that never became one (accept failed): not counted. */
+static void on_conn_discarded(uv_handle_t *h) {
+  weft_conn_t *c = (weft_conn_t *)(void *)h;
+  weft_balancer_worker_t *w = c->worker;
+  unlink_conn(w, c);
+  free(c);
+  maybe_free(w);
+}
+
+void weft_conn_close(weft_conn_t *c) {
+  if (c != NULL && !uv_is_closing((uv_handle_t *)&c->h.stream))
+    uv_close((uv_handle_t *)&c->h.stream, on_conn_closed);
+}
+
+void weft_conn_request_done(weft_conn_t *c) {
+  if (c != NULL)
+    c->worker->reqs++;
+}
+
+static weft_conn_t *conn_new(weft_balancer_worker_t *w) {
+  size_t size = w->opts.conn_size > sizeof(weft_conn_t) ? w->opts.conn_size : sizeof(weft_conn_t);
+  weft_conn_t *c = calloc(1, size);
+  if (c == NULL)
+    return NULL;
+  c->worker = w;
+  if (w->pipe)
+    uv_pipe_init(w->loop, &c->h.pipe, 0);
+  else
+    uv_tcp_init(w->loop, &c->h.tcp);
+  c->next_ = w->conns;
+  if (w->conns)
+    w->conns->prev_ = c;
+  w->conns = c;
+  w->live++;
+  w->handles++;
+  return c;
+}
+
+static void conn_start(weft_balancer_worker_t *w, weft_conn_t *c) {
+  soon(w);
+  w->opts.on_connection(c);
+}
+
+/* A connected fd from the balancer: open it here. The fd is ours either way. */
+static void adopt(weft_balancer_worker_t *w, int fd) {
+  w->taken++;
+  soon(w);
+  weft_conn_t *c = conn_new(w);
+  if (c == NULL) {
+    close(fd);
+    w->closed++;
+    return;
+  }
+  int err = w->pipe ? uv_pipe_open(&c->h.pipe, fd) : uv_tcp_open(&c->h.tcp, fd);
+  if (err) {
+    close(fd);
+    weft_conn_close(c);
+    return;
+  }
+  conn_start(w, c);
+}
+
+static void on_listener_conn(uv_stream_t *s, int status) {
+  weft_balancer_worker_t *w = s->data;
+  if (status < 0 || w->draining)
+    return;
+  weft_conn_t *c = conn_new(w);
+  if (c == NULL)
+    return;
+  if (uv_accept(s, &c->h.stream) != 0) {
+    uv_close((uv_handle_t *)&c->h.stream, on_conn_discarded);
+    return;
+  }
+  w->accepted++;
+  conn_start(w, c);
+}
+
+/* A listening fd from the balancer (shared or reuseport): accept from it. */
+static int listen_on(weft_balancer_worker_t *w, int fd) {
+  int err = w->pipe ? uv_pipe_init(w->loop, &w->lis.pipe, 0) : uv_tcp_init(w->loop, &w->lis.tcp);
+  if (err) {
+    close(fd);
+    return err;
+  }
+  w->handles++;
+  w->lis_open = true;
+  w->lis.stream.data = w;
+  err = w->pipe ? uv_pipe_open(&w->lis.pipe, fd) : uv_tcp_open(&w->lis.tcp, fd);
+  if (err) {
+    close(fd);
+  } else {
+    err = uv_listen(&w->lis.stream, 511, on_listener_conn);
+  }
+  if (err)
+    close_own(w, (uv_handle_t *)&w->lis);
+  return err;
+}
+
+/* ---- drain and shutdown -------------------------------------------------------- */
+
+static void close_all(weft_balancer_worker_t *w) {
+  if (w->lis_open)
+    close_own(w, (uv_handle_t *)&w->lis);
+  close_own(w, (uv_handle_t *)&w->check);
+  close_own(w, (uv_handle_t *)&w->timer);
+  for (weft_conn_t *c = w->conns; c; c = c->next_)
+    weft_conn_close(c);
+}
+
+static void finish_drain(weft_balancer_worker_t *w) {
+  if (w->live > 0 || w->drained)
+    return;
+  w->drained = true;
+  report(w);
+  if (w->opts.on_drained) {
+    w->opts.on_drained(w);
+    return;
+  }
+  close_all(w);
+  if (w->port)
+    weft_port_close(w->port);
+  /* A thread exits now (what it posted is already in the parent's queue). A
+   * process lets its loop run out, so that its channel sends the last STATUS
+   * first; if the program keeps other handles, the drain deadline stops it. */
+  weft_worker_exit(w->ctx, 0);
+}
+
+static void start_drain(weft_balancer_worker_t *w) {
+  if (w->draining)
+    return;
+  w->draining = true;
+  if (w->lis_open)
+    close_own(w, (uv_handle_t *)&w->lis);
+  for (weft_conn_t *c = w->conns, *next; c; c = next) {
+    next = c->next_;
+    if (w->opts.on_drain && !uv_is_closing((uv_handle_t *)&c->h.stream))
+      w->opts.on_drain(c);
+  }
+  finish_drain(w);
+}
+
+static void on_port_closed(weft_port_t *p, const weft_port_close_info_t *info) {
+  (void)info;
+  weft_balancer_worker_t *w = weft_port_data(p);
+  w->port = NULL;
+  close_all(w);
+  maybe_free(w);
+}
+
+/* ---- messages -------------------------------------------------------------------- */
+
+static void on_hello(weft_balancer_worker_t *w, weft_msg_t *m) {
+  bool pipe = false;
+  weft_msg_get_bool(m, "pipe", &pipe);
+  w->pipe = pipe;
+  int fd;
+  if (weft_msg_take_socket(m, 0, &fd) == 0 && listen_on(w, fd) != 0)
+    return;  /* not ready: the balancer keeps serving that listener */
+  weft_msg_t *r;
+  if (weft__bal_msg(WEFT__BAL_READY, false, -1, &r) == 0 && weft_port_post(w->port, r) != 0)
+    weft_msg_free(r);
+}
+
+static void on_message(weft_port_t *p, weft_msg_t *m) {
+  weft_balancer_worker_t *w = weft_port_data(p);
+  int fd;
+  switch (weft__bal_op(m)) {
+  case WEFT__BAL_CONN:
+    if (weft_msg_take_socket(m, 0, &fd) == 0)
+      adopt(w, fd);
+    break;
+  case WEFT__BAL_HELLO:
+    on_hello(w, m);
+    break;
+  case WEFT__BAL_DRAIN:
+    start_drain(w);
+    break;
+  case 0:
+    if (w->opts.on_message) {
+      w->opts.on_message(p, m);
+      return;
+    }
+    break;
+  default:
+    break;
+  }
+  weft_msg_free(m);
+}
+
+/* ---- public -------------------------------------------------------------------- */
+
+int weft_balancer_worker_start(weft_ctx_t *ctx, const weft_balancer_worker_options_t *opts,
+                               weft_balancer_worker_t **out) {
+  if (ctx == NULL || opts == NULL || opts->on_connection == NULL)
+    return WEFT_EINVAL;
+  if (weft_ctx_current() != ctx)
+    return WEFT_EWRONGTHREAD;
+  weft_port_t *port = weft_ctx_parent_port(ctx);
+  if (port == NULL)
+    port = weft_runtime_parent_port(weft_ctx_runtime(ctx));
+  if (port == NULL)
+    return WEFT_EINVAL;
+  weft_balancer_worker_t *w = calloc(1, sizeof(*w));
+  if (w == NULL)
+    return WEFT_ENOMEM;
+  w->ctx = ctx;
+  w->loop = weft_ctx_loop(ctx);
+  w->port = port;
+  w->opts = *opts;
+  int err = weft_port_on_close(port, on_port_closed);
+  if (err) {
+    free(w);
+    return err;
+  }
+  uv_check_init(w->loop, &w->check);
+  uv_unref((uv_handle_t *)&w->check);
+  uv_timer_init(w->loop, &w->timer);
+  uv_unref((uv_handle_t *)&w->timer);
+  w->check.data = w->timer.data = w;
+  w->handles = 2;
+  uv_timer_start(&w->timer, on_timer, REPORT_MS, REPORT_MS);
+  weft_port_set_data(port, w);
+  weft_port_start(port, on_message);
+  if (out)
+    *out = w;
+  return 0;
+}
+
+bool weft_balancer_worker_draining(const weft_balancer_worker_t *w) { return w && w->draining; }
+void *weft_balancer_worker_data(const weft_balancer_worker_t *w) { return w ? w->opts.data : NULL; }
+weft_port_t *weft_balancer_worker_port(const weft_balancer_worker_t *w) {
+  return w ? w->port : NULL;
+}

@@ -1,0 +1,286 @@
+/* cluster_http: an HTTP/1.1 "hello world" server with keep-alive, spread
+ * across worker threads (or processes) by a weft balancer, like Node's
+ * cluster module.
+ *
+ *   cluster_http [--workers N] [--policy round_robin|least_connections|reuseport|shared]
+ *                [--processes] [--host H] [--port P] [--demo]
+ *
+ * It serves until SIGINT or SIGTERM, then drains (open connections finish)
+ * and prints what each worker did. With --demo it drives itself with a
+ * bounded client on 127.0.0.1 and exits. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <weft.h>
+#include <weft/balancer.h>
+
+/* ---- the worker: one connection = one weft_conn_t + a read buffer -------- */
+
+typedef struct {
+  weft_conn_t conn;  /* first member: the balancer allocates the whole struct */
+  char buf[4096];
+  size_t len;
+} http_conn_t;
+
+static const char OK[] = "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello world\n";
+static const char OK_CLOSE[] =
+    "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 12\r\n\r\nhello world\n";
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+  (void)hint;
+  http_conn_t *c = (http_conn_t *)h;
+  *b = uv_buf_init(c->buf + c->len, (unsigned)(sizeof(c->buf) - c->len));
+}
+
+/* Each complete request head ("\r\n\r\n") gets the answer. A reply is small:
+ * uv_try_write sends it at once; if the socket is full we give up on the
+ * connection (a real server would queue the rest with uv_write). */
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  (void)b;
+  http_conn_t *c = (http_conn_t *)s;
+  if (n < 0) {
+    weft_conn_close(&c->conn);
+    return;
+  }
+  c->len += (size_t)n;
+  char *end;
+  while ((end = memmem(c->buf, c->len, "\r\n\r\n", 4)) != NULL) {
+    size_t head = (size_t)(end + 4 - c->buf);
+    bool close = memmem(c->buf, head, "Connection: close", 17) != NULL ||
+                 weft_balancer_worker_draining(c->conn.worker);
+    uv_buf_t reply = close ? uv_buf_init((char *)OK_CLOSE, sizeof(OK_CLOSE) - 1)
+                           : uv_buf_init((char *)OK, sizeof(OK) - 1);
+    weft_conn_request_done(&c->conn);
+    if (uv_try_write(s, &reply, 1) != (int)reply.len || close) {
+      weft_conn_close(&c->conn);
+      return;
+    }
+    memmove(c->buf, c->buf + head, c->len - head);
+    c->len -= head;
+  }
+  if (c->len == sizeof(c->buf))  /* a request head larger than the buffer */
+    weft_conn_close(&c->conn);
+}
+
+static void on_connection(weft_conn_t *conn) {
+  if (conn->h.stream.type == UV_TCP)
+    uv_tcp_nodelay(&conn->h.tcp, 1);
+  uv_read_start(&conn->h.stream, on_alloc, on_read);
+}
+
+/* Draining: idle connections close now; busy ones answer their current
+ * request with Connection: close (see on_read). */
+static void on_drain(weft_conn_t *conn) {
+  http_conn_t *c = (http_conn_t *)conn;
+  if (c->len == 0)
+    weft_conn_close(conn);
+}
+
+static int http_worker(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)data;
+  weft_balancer_worker_options_t o = {
+      .conn_size = sizeof(http_conn_t),
+      .on_connection = on_connection,
+      .on_drain = on_drain,
+  };
+  return weft_balancer_worker_start(ctx, &o, NULL);
+}
+
+/* ---- the demo client: C connections, R requests in all ------------------- */
+
+typedef struct {
+  uv_tcp_t tcp;
+  uv_connect_t cr;
+  char buf[512];
+  size_t len;
+} client_t;
+
+static struct {
+  client_t c[8];
+  int left, done, failed, open;
+  struct sockaddr_in addr;
+  weft_balancer_t *b;
+} demo;
+
+static void demo_finished(void);
+static void client_start(client_t *c);
+
+static void client_closed(uv_handle_t *h) {
+  demo.open--;
+  if (demo.left > 0)
+    client_start((client_t *)h);
+  else if (demo.open == 0)
+    demo_finished();
+}
+
+static void client_send(client_t *c) {
+  /* every 10th request asks for Connection: close, the rest keep alive */
+  static char ka[] = "GET / HTTP/1.1\r\nHost: demo\r\n\r\n";
+  static char cl[] = "GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n";
+  if (demo.left == 0) {
+    uv_close((uv_handle_t *)&c->tcp, client_closed);
+    return;
+  }
+  uv_buf_t b = demo.left-- % 10 ? uv_buf_init(ka, sizeof(ka) - 1) : uv_buf_init(cl, sizeof(cl) - 1);
+  c->len = 0;
+  if (uv_try_write((uv_stream_t *)&c->tcp, &b, 1) != (int)b.len) {
+    demo.failed++;
+    uv_close((uv_handle_t *)&c->tcp, client_closed);
+  }
+}
+
+static void client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+  (void)hint;
+  client_t *c = (client_t *)h;
+  *b = uv_buf_init(c->buf + c->len, (unsigned)(sizeof(c->buf) - c->len));
+}
+
+static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  (void)b;
+  client_t *c = (client_t *)s;
+  if (n < 0) {
+    demo.failed++;
+    uv_close((uv_handle_t *)s, client_closed);
+    return;
+  }
+  c->len += (size_t)n;
+  char *end = memmem(c->buf, c->len, "\r\n\r\n", 4);
+  if (end == NULL || c->len < (size_t)(end + 4 - c->buf) + 12)
+    return;  /* the whole reply is 12 body bytes after the head */
+  demo.done++;
+  if (memmem(c->buf, (size_t)(end - c->buf), "Connection: close", 17))
+    uv_close((uv_handle_t *)s, client_closed);
+  else
+    client_send(c);
+}
+
+static void client_connected(uv_connect_t *cr, int status) {
+  client_t *c = cr->data;
+  if (status < 0) {
+    demo.failed++;
+    uv_close((uv_handle_t *)&c->tcp, client_closed);
+    return;
+  }
+  uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+  client_send(c);
+}
+
+static void client_start(client_t *c) {
+  demo.open++;
+  c->cr.data = c;
+  uv_tcp_init(weft_ctx_loop(weft_ctx_current()), &c->tcp);
+  uv_tcp_connect(&c->cr, &c->tcp, (struct sockaddr *)&demo.addr, client_connected);
+}
+
+static void on_ready(weft_balancer_t *b) {
+  uv_ip4_addr("127.0.0.1", weft_balancer_port(b), &demo.addr);
+  for (int i = 0; i < 8; i++)
+    client_start(&demo.c[i]);
+}
+
+/* ---- the main program ----------------------------------------------------- */
+
+static uv_signal_t sigint, sigterm;
+
+static void on_closed(weft_balancer_t *b) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < weft_balancer_workers(b); i++) {
+    weft_balancer_stats_t st;
+    weft_balancer_stats(b, i, &st);
+    printf("worker %zu: %llu connections, %llu requests, %llu starts\n", i,
+           (unsigned long long)st.connections, (unsigned long long)st.requests,
+           (unsigned long long)st.starts);
+    total += st.requests;
+  }
+  printf("total: %llu requests\n", (unsigned long long)total);
+  uv_close((uv_handle_t *)&sigint, NULL);
+  uv_close((uv_handle_t *)&sigterm, NULL);
+}
+
+static void demo_finished(void) {
+  printf("demo: %d requests answered, %d failed\n", demo.done, demo.failed);
+  weft_balancer_close(demo.b, on_closed);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  printf("signal %d: draining\n", signum);
+  weft_balancer_close(s->data, on_closed);
+}
+
+int main(int argc, char **argv) {
+  weft_runtime_t *rt;
+  weft_runtime_options_t ro = {.spin_us = -1};  /* workers mostly wait on sockets */
+  if (weft_runtime_new(&rt, &ro) != 0)
+    return 1;
+  weft_runtime_register(rt, "http", http_worker);
+  int code;
+  if (weft_runtime_parent_port(rt) != NULL) {  /* a worker process: the parent drains */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+  }
+  if (weft_runtime_child_entry(rt, &code) == 0) {  /* we are a worker process */
+    weft_runtime_free(rt);
+    return code;
+  }
+  weft_balancer_options_t o = {.host = "127.0.0.1", .port = 8080, .workers = 2,
+                               .worker = {.entry = http_worker, .entry_name = "http"}};
+  bool demo_mode = false;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--demo") == 0)
+      demo_mode = true;
+    else if (strcmp(argv[i], "--processes") == 0)
+      o.worker.kind = WEFT_SUP_PROCESS;
+    else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
+      o.workers = (unsigned)atoi(argv[++i]);
+    else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
+      o.port = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc)
+      o.host = argv[++i];
+    else if (strcmp(argv[i], "--policy") == 0 && i + 1 < argc &&
+             weft_balance_policy_parse(argv[++i], &o.policy) == 0)
+      continue;
+    else {
+      fprintf(stderr, "usage: %s [--workers N] [--policy round_robin|least_connections|"
+                      "reuseport|shared] [--processes] [--host H] [--port P] [--demo]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (o.worker.kind == WEFT_SUP_PROCESS)
+    o.worker.entry = NULL;
+  if (demo_mode) {
+    o.port = 0;
+    o.on_ready = on_ready;
+    demo.left = 2000;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  weft_balancer_t *b;
+  int err = weft_balancer_new(weft_runtime_main(rt), &o, &b);
+  if (err) {
+    fprintf(stderr, "cannot listen: %s\n", weft_strerror(err));
+    weft_runtime_free(rt);
+    return 1;
+  }
+  demo.b = b;
+  printf("cluster_http: %u %s workers (%s) on %s:%d\n", (unsigned)weft_balancer_workers(b),
+         o.worker.kind == WEFT_SUP_PROCESS ? "process" : "thread",
+         weft_balance_policy_name(o.policy), o.host, weft_balancer_port(b));
+  fflush(stdout);
+  uv_loop_t *loop = weft_ctx_loop(weft_runtime_main(rt));
+  uv_signal_init(loop, &sigint);
+  uv_signal_init(loop, &sigterm);
+  sigint.data = sigterm.data = b;
+  uv_signal_start(&sigint, on_signal, SIGINT);
+  uv_signal_start(&sigterm, on_signal, SIGTERM);
+  if (demo_mode) {  /* the demo ends by itself; a signal must not keep it alive */
+    uv_unref((uv_handle_t *)&sigint);
+    uv_unref((uv_handle_t *)&sigterm);
+  }
+  weft_runtime_run(rt);
+  int rc = weft_runtime_free(rt);
+  return demo_mode && (demo.failed || demo.done != 2000) ? 1 : rc;
+}

@@ -1,0 +1,204 @@
+/* weft/balancer.h: spreading connections across workers (Node's cluster, for
+ * threads and processes), with restarts, drain and rolling reload.
+ *
+ * The balancer listens on TCP (IPv4 or IPv6) or a Unix socket and starts its
+ * workers under a supervisor (one_for_one; weft/supervisor.h). Each worker's
+ * entry calls weft_balancer_worker_start on its own context and from then on
+ * gets connections as weft_conn_t, already opened on its own loop. Policies:
+ *   ROUND_ROBIN        the balancer accepts and hands each connection to the
+ *                      next ready worker (through its port: in-process, or
+ *                      with SCM_RIGHTS to a child process), like SCHED_RR;
+ *   LEAST_CONNECTIONS  as round robin, to the worker with fewest open
+ *                      connections (workers report each close);
+ *   REUSEPORT          one listening socket per worker, SO_REUSEPORT set
+ *                      before bind; the kernel spreads, each worker accepts;
+ *   SHARED             one listening socket that every worker accepts from,
+ *                      like SCHED_NONE.
+ *
+ * No connection is lost in hand-off: the balancer keeps a duplicate of each
+ * connection it handed over until the worker acknowledges it (a worker does so
+ * before it reads from it); if the post fails or the worker exits first, the
+ * connection goes to another worker (or waits until one is ready). Listening
+ * sockets stay open in the balancer for its whole life, so a worker that
+ * exits, drains or restarts never closes one: connections waiting in its
+ * accept queue are not reset, and while a listener has no ready worker the
+ * balancer accepts from it itself and hands the connections round robin.
+ *
+ * Drain: the worker stops getting connections (its listeners are closed on
+ * its side), each open connection is offered to on_drain, and the worker
+ * exits once its last connection closed, or is stopped after the deadline.
+ * Rolling reload: each worker in turn is replaced; the new one reports ready
+ * before the old one drains; listeners stay open throughout.
+ *
+ * reuseport and net.ipv4.tcp_migrate_req: since the balancer never closes a
+ * listener while it runs, a worker's exit does not reset its queue whatever
+ * that setting is; it matters only when the balancer itself closes.
+ *
+ * Programs that serve sockets should ignore SIGPIPE (as Node.js does), in
+ * the balancer's process and in worker processes: a peer that resets while
+ * a reply is written must not kill the process.
+ *
+ * Threads: the balancer's functions and callbacks run on its context's thread;
+ * the worker-side functions on the worker's context thread. */
+#ifndef WEFT_BALANCER_H
+#define WEFT_BALANCER_H
+
+#include "common.h"
+#include "port.h"
+#include "supervisor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct weft_balancer_s weft_balancer_t;
+typedef struct weft_balancer_worker_s weft_balancer_worker_t;
+
+typedef enum {
+  WEFT_BALANCE_ROUND_ROBIN = 0,
+  WEFT_BALANCE_LEAST_CONNECTIONS = 1,
+  WEFT_BALANCE_REUSEPORT = 2,
+  WEFT_BALANCE_SHARED = 3
+} weft_balance_policy_t;
+
+/* weft_balance_policy_parse: "round_robin", "least_connections", "reuseport"
+ * or "shared". Returns 0 and sets *out, or WEFT_EINVAL. Any thread. */
+WEFT_EXTERN int weft_balance_policy_parse(const char *name, weft_balance_policy_t *out);
+WEFT_EXTERN const char *weft_balance_policy_name(weft_balance_policy_t policy);
+
+typedef void (*weft_balancer_cb)(weft_balancer_t *b);
+/* Called once when a rolling reload finished (err 0) or stopped (err). */
+typedef void (*weft_balancer_reload_cb)(weft_balancer_t *b, int err);
+typedef void (*weft_balancer_exit_cb)(weft_balancer_t *b, size_t worker,
+                                      const weft_sup_exit_t *why);
+
+typedef struct {
+  const char *host;               /* "127.0.0.1", "::1", "0.0.0.0", "::" ...; NULL: "127.0.0.1" */
+  int port;                       /* TCP port; 0: any free one (weft_balancer_port tells) */
+  const char *path;               /* a Unix socket path instead of host/port (not reuseport);
+                                     unlinked when the balancer closes */
+  int backlog;                    /* 0: 511 */
+  weft_balance_policy_t policy;
+  unsigned workers;               /* 0: weft_available_parallelism() */
+  weft_sup_child_spec_t worker;   /* how to start one worker: a thread entry or a process
+                                     (its entry calls weft_balancer_worker_start); its
+                                     on_message gets the workers' own messages */
+  weft_sup_limits_t limits;       /* restart intensity and back-off */
+  uint32_t drain_timeout_ms;      /* drain deadline; 0: 10000 */
+  weft_balancer_cb on_ready;      /* once, when every first worker is ready */
+  weft_balancer_exit_cb on_worker_exit;  /* each exit of a worker (optional) */
+  weft_sup_give_up_cb on_give_up;  /* too many restarts: the workers are down */
+  void *data;
+} weft_balancer_options_t;
+
+/* weft_balancer_new: binds and listens, then starts the workers. Thread of
+ * ctx. All or nothing. Returns 0 and sets *out, WEFT_EINVAL, UV_ENOTSUP
+ * (reuseport on a Unix socket), WEFT_ENOMEM, a bind/listen error
+ * (UV_EADDRINUSE ...) or a worker start error. */
+WEFT_EXTERN int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts,
+                                  weft_balancer_t **out);
+
+/* weft_balancer_close: drains every worker (deadline drain_timeout_ms), closes
+ * the listeners, then calls cb (may be NULL) and frees the balancer.
+ * Idempotent; non-blocking. */
+WEFT_EXTERN int weft_balancer_close(weft_balancer_t *b, weft_balancer_cb cb);
+
+/* weft_balancer_reload: replaces the workers one at a time (start a new one,
+ * wait for it to be ready, drain the old one, wait for it to exit). cb may be
+ * NULL. Returns 0, WEFT_EBUSY (a reload is running) or WEFT_ECLOSED. */
+WEFT_EXTERN int weft_balancer_reload(weft_balancer_t *b, weft_balancer_reload_cb cb);
+
+/* weft_balancer_drain_worker: drains worker i for good (its place stays
+ * empty; with reuseport the balancer serves its listener). */
+WEFT_EXTERN int weft_balancer_drain_worker(weft_balancer_t *b, size_t i);
+
+typedef struct {
+  bool running;          /* a worker process or thread exists for this place */
+  bool ready;            /* it gets connections */
+  bool draining;
+  int pid;               /* a process worker's pid; else 0 */
+  uint64_t starts;       /* workers started for this place (1 + restarts + reloads) */
+  uint64_t connections;  /* connections it got (handed or accepted), all its workers */
+  uint64_t open;         /* open now (handed and not reported closed) */
+  uint64_t requests;     /* requests its workers reported (weft_conn_request_done) */
+  uint64_t rehanded;     /* connections handed elsewhere because its worker died */
+} weft_balancer_stats_t;
+
+/* weft_balancer_workers: the number of worker places. */
+WEFT_EXTERN size_t weft_balancer_workers(const weft_balancer_t *b);
+/* weft_balancer_stats: counts of worker place i as last reported (workers
+ * report request counts every 100 ms and at exit; connections at once). */
+WEFT_EXTERN int weft_balancer_stats(const weft_balancer_t *b, size_t i,
+                                    weft_balancer_stats_t *out);
+/* weft_balancer_port: the TCP port listened on (0 for a Unix socket). */
+WEFT_EXTERN int weft_balancer_port(const weft_balancer_t *b);
+/* weft_balancer_accepted: connections accepted by the balancer itself. */
+WEFT_EXTERN uint64_t weft_balancer_accepted(const weft_balancer_t *b);
+WEFT_EXTERN weft_sup_t *weft_balancer_supervisor(const weft_balancer_t *b);
+WEFT_EXTERN void *weft_balancer_data(const weft_balancer_t *b);
+/* weft_balancer_reuseport_migrates: true if net.ipv4.tcp_migrate_req is 1
+ * (the kernel moves a closed reuseport listener's queue to another). Only
+ * matters when the balancer itself closes a listener. Any thread. */
+WEFT_EXTERN bool weft_balancer_reuseport_migrates(void);
+
+/* ---- the worker side ---------------------------------------------------- */
+
+/* A connection, allocated by the worker side with opts.conn_size bytes (a
+ * user struct whose first member is a weft_conn_t). h is opened on the
+ * worker's loop; h.stream.data and data are the user's. */
+typedef struct weft_conn_s {
+  union {
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h;
+  void *data;
+  weft_balancer_worker_t *worker;
+  struct weft_conn_s *next_, *prev_;  /* private */
+} weft_conn_t;
+
+/* Called on the worker's thread: a new connection (read it with
+ * uv_read_start(&conn->h.stream, ...)); at drain, for each open connection;
+ * and when a connection's handle has closed (release what the user struct
+ * holds; the memory itself goes after the callback). */
+typedef void (*weft_conn_cb)(weft_conn_t *conn);
+typedef void (*weft_balancer_worker_cb)(weft_balancer_worker_t *w);
+
+typedef struct {
+  size_t conn_size;               /* bytes per connection; 0: sizeof(weft_conn_t) */
+  weft_conn_cb on_connection;     /* required */
+  weft_conn_cb on_drain;          /* drain began: close conn now if idle, or after
+                                     its current request; NULL: let it finish */
+  weft_conn_cb on_close;          /* optional */
+  weft_port_message_cb on_message;  /* messages from the parent that are not the
+                                       balancer's */
+  weft_balancer_worker_cb on_drained;  /* the last connection closed after a drain;
+                                          NULL: exit (a thread: weft_worker_exit 0; a
+                                          process: its port and handles close and its
+                                          loop runs out; handles of the program's own
+                                          keep it until the drain deadline) */
+  void *data;
+} weft_balancer_worker_options_t;
+
+/* weft_balancer_worker_start: makes the calling worker (thread or process) a
+ * worker of the balancer that started it: takes over its parent port and
+ * reports ready. Thread of ctx. Returns 0 and sets *out (may be NULL),
+ * WEFT_EINVAL (no parent port), WEFT_ENOMEM. The worker side is freed when
+ * the parent port closes and its last connection closed. */
+WEFT_EXTERN int weft_balancer_worker_start(weft_ctx_t *ctx,
+                                           const weft_balancer_worker_options_t *opts,
+                                           weft_balancer_worker_t **out);
+WEFT_EXTERN bool weft_balancer_worker_draining(const weft_balancer_worker_t *w);
+WEFT_EXTERN void *weft_balancer_worker_data(const weft_balancer_worker_t *w);
+/* weft_balancer_worker_port: the port to the balancer. */
+WEFT_EXTERN weft_port_t *weft_balancer_worker_port(const weft_balancer_worker_t *w);
+
+/* weft_conn_close: closes the connection (idempotent). Worker's thread. */
+WEFT_EXTERN void weft_conn_close(weft_conn_t *conn);
+/* weft_conn_request_done: counts one request served on this connection. */
+WEFT_EXTERN void weft_conn_request_done(weft_conn_t *conn);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEFT_BALANCER_H */

@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# http.sh: HTTP hello world, side by side: examples/cluster_http (each
+# balancing policy, 1 and 2 workers), Node's cluster (SCHED_RR and
+# SCHED_NONE) and nginx (`return 200 "hello world\n";`, 1 and 2 worker
+# processes), each with keep-alive and with `Connection: close`, measured with
+# `wrk -t1 -c64 -d10s` on 127.0.0.1 (wrk itself takes about one core).
+#
+#   tools/bench/http.sh [--duration S] [--quick] [--only weft,node,nginx] [--processes]
+#
+# For every run: requests/s, server CPU per request (utime+stime of the server
+# and all its processes, from /proc/<pid>/stat, before and after wrk, divided
+# by the requests wrk counted) and busiest/quietest worker by requests (from
+# the counts each server prints when it stops; nginx prints none). A table
+# with ratios to nginx and to Node (same workers, same mode) ends the output.
+#
+#   --duration S  wrk duration (default 10)
+#   --quick       --duration 3
+#   --only LIST   servers to run (default weft,node,nginx)
+#   --processes   weft workers as processes too (adds rows)
+# Installs wrk and nginx with apt-get when missing. Builds cluster_http
+# (Release) in $BUILD_DIR (default build-bench-http).
+set -uo pipefail
+
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.."
+ROOT="$PWD"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build-bench-http}"
+DUR=10
+ONLY="weft,node,nginx"
+PROCS=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) DUR="${2:?--duration needs seconds}"; shift ;;
+    --quick) DUR=3 ;;
+    --only) ONLY="${2:?--only needs a list}"; shift ;;
+    --processes) PROCS=1 ;;
+    *) echo "usage: $0 [--duration S] [--quick] [--only weft,node,nginx] [--processes]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+need() {  # need <command> <debian package>
+  command -v "$1" > /dev/null 2>&1 && return 0
+  echo "installing $2 ..." >&2
+  (apt-get install -y -q "$2" > /dev/null 2>&1 || { apt-get update -q > /dev/null 2>&1 &&
+    apt-get install -y -q "$2" > /dev/null 2>&1; }) || { echo "cannot install $2" >&2; exit 1; }
+}
+need wrk wrk
+case ",$ONLY," in *,nginx,*) need nginx nginx-light ;; esac
+case ",$ONLY," in *,node,*) need node nodejs ;; esac
+
+TMP="$(mktemp -d /tmp/weft-http-bench.XXXXXX)"
+SERVER_PID=""
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill -KILL "$SERVER_PID" 2> /dev/null
+  [ -f "$TMP/nginx.pid" ] && kill -KILL "$(cat "$TMP/nginx.pid")" 2> /dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+if [[ ",$ONLY," == *,weft,* ]]; then
+  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF \
+    -DWEFT_BUILD_TOOLS=OFF > "$TMP/cmake.log" 2>&1 &&
+    cmake --build "$BUILD_DIR" -j2 --target cluster_http > "$TMP/build.log" 2>&1 ||
+    { echo "build failed: see $BUILD_DIR" >&2; cat "$TMP/cmake.log" "$TMP/build.log" >&2; exit 1; }
+fi
+CLUSTER_HTTP="$BUILD_DIR/examples/cluster_http"
+PORT=18080
+CLK_TCK="$(getconf CLK_TCK)"
+
+# CPU ticks (utime+stime) of a process and all its descendants.
+tree_ticks() {
+  local root="$1" pids="$1" frontier="$1" next total=0 p
+  while [ -n "$frontier" ]; do
+    next=""
+    for p in $frontier; do next="$next $(pgrep -P "$p" 2> /dev/null | tr '\n' ' ')"; done
+    frontier="$(echo $next)"
+    pids="$pids $frontier"
+  done
+  for p in $pids; do
+    # fields after the ")" of comm: state is $3 of the whole line; utime $14, stime $15
+    local stat
+    stat="$(cat /proc/"$p"/stat 2> /dev/null)" || continue
+    stat="${stat##*) }"
+    set -- $stat
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+  : "$root"
+}
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<> /dev/tcp/127.0.0.1/"$PORT") 2> /dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# run_one <label> <workers> <mode> <start command...>: one server, one wrk run.
+RESULTS="$TMP/results.tsv"
+: > "$RESULTS"
+run_one() {
+  local label="$1" workers="$2" mode="$3"
+  shift 3
+  PORT=$((PORT + 1))
+  local out="$TMP/server.out"
+  "$@" > "$out" 2>&1 &
+  SERVER_PID=$!
+  if ! wait_port; then
+    echo "$label: server did not start" >&2
+    cat "$out" >&2
+    kill -KILL "$SERVER_PID" 2> /dev/null
+    SERVER_PID=""
+    return
+  fi
+  sleep 0.3
+  local hdr=()
+  [ "$mode" = close ] && hdr=(-H "Connection: close")
+  local t0 t1
+  t0="$(tree_ticks "$SERVER_PID")"
+  wrk -t1 -c64 -d"${DUR}s" "${hdr[@]}" "http://127.0.0.1:$PORT/" > "$TMP/wrk.out" 2>&1
+  t1="$(tree_ticks "$SERVER_PID")"
+  if [ -f "$TMP/nginx.pid" ]; then
+    kill -QUIT "$(cat "$TMP/nginx.pid")" 2> /dev/null
+  else
+    kill -INT "$SERVER_PID" 2> /dev/null
+  fi
+  for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2> /dev/null || break; sleep 0.1; done
+  kill -KILL "$SERVER_PID" 2> /dev/null
+  wait "$SERVER_PID" 2> /dev/null
+  SERVER_PID=""
+  rm -f "$TMP/nginx.pid"
+  local rps reqs errs fair cpu
+  rps="$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk.out")"
+  reqs="$(awk '/requests in/ {print $1}' "$TMP/wrk.out")"
+  errs="$(awk '/Socket errors/ {gsub(",", ""); print $4+$6+$8+$10}' "$TMP/wrk.out")"
+  errs="${errs:-0}"
+  fair="$(grep -Eo '^worker [0-9]+: .*[0-9]+ requests' "$out" | grep -Eo '[0-9]+ requests' |
+    awk '{v=$1; if (n==0||v>mx) mx=v; if (n==0||v<mn) mn=v; n++} END {if (n>1 && mn>0) printf "%.2f", mx/mn; else print "-"}')"
+  if [ -n "$reqs" ] && [ "$reqs" -gt 0 ]; then
+    cpu="$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN {printf "%.2f", t / hz / r * 1e6}')"
+  else
+    cpu="-"
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$workers" "$mode" "${rps:-0}" "$cpu" "$fair" "$errs" >> "$RESULTS"
+  printf '%-28s workers=%s %-10s %10s req/s  cpu %6s us/req  busiest/quietest %5s  errors %s\n' \
+    "$label" "$workers" "$mode" "${rps:-0}" "$cpu" "$fair" "$errs" >&2
+}
+
+nginx_conf() {  # nginx_conf <workers>
+  cat > "$TMP/nginx.conf" << EOF
+worker_processes $1;
+daemon off;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  server {
+    listen 127.0.0.1:$PORT;
+    location / { return 200 "hello world\n"; }
+  }
+}
+EOF
+}
+
+for mode in keepalive close; do
+  for w in 1 2; do
+    if [[ ",$ONLY," == *,weft,* ]]; then
+      for pol in round_robin least_connections reuseport shared; do
+        run_one "weft $pol" "$w" "$mode" "$CLUSTER_HTTP" --workers "$w" --policy "$pol" --port $((PORT + 1))
+        if [ "$PROCS" = 1 ]; then
+          run_one "weft $pol processes" "$w" "$mode" "$CLUSTER_HTTP" --workers "$w" --policy "$pol" \
+            --processes --port $((PORT + 1))
+        fi
+      done
+    fi
+    if [[ ",$ONLY," == *,node,* ]]; then
+      for sched in rr none; do
+        run_one "node cluster $sched" "$w" "$mode" env NODE_CLUSTER_SCHED_POLICY="$sched" \
+          WORKERS="$w" PORT=$((PORT + 1)) node "$ROOT/tools/bench/node/cluster_http.js"
+      done
+    fi
+    if [[ ",$ONLY," == *,nginx,* ]]; then
+      PORT=$((PORT + 1))
+      nginx_conf "$w"
+      PORT=$((PORT - 1))
+      run_one "nginx" "$w" "$mode" nginx -c "$TMP/nginx.conf" -p "$TMP"
+    fi
+  done
+done
+
+echo
+echo "## HTTP hello world: wrk -t1 -c64 -d${DUR}s, 127.0.0.1 ($(nproc) CPUs)"
+echo
+echo "| server | workers | mode | req/s | vs nginx | vs node rr | CPU us/req | busiest/quietest | errors |"
+echo "|---|---|---|---|---|---|---|---|---|"
+awk -F'\t' '
+  { row[NR] = $0; if ($1 == "nginx") ng[$2 "," $3] = $4; if ($1 == "node cluster rr") nd[$2 "," $3] = $4 }
+  END {
+    for (i = 1; i <= NR; i++) {
+      split(row[i], f, "\t"); k = f[2] "," f[3]
+      a = (k in ng && ng[k] > 0) ? sprintf("%.2f", f[4] / ng[k]) : "-"
+      b = (k in nd && nd[k] > 0) ? sprintf("%.2f", f[4] / nd[k]) : "-"
+      printf "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], f[4], a, b, f[5], f[6], f[7]
+    }
+  }' "$RESULTS"
