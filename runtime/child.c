@@ -71,6 +71,8 @@ static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
   c->exited = true;
   c->status = status;
   c->term_signal = sig;
+  if (c->pipe_open[0])
+    close_handle((uv_handle_t *)&c->pipes[0]); /* nobody reads the child's stdin any more */
   close_handle((uv_handle_t *)p);
 }
 
@@ -261,6 +263,8 @@ static void on_ctx_close(weft__closer_t *closer) {
     if (c->pipe_open[i])
       close_handle((uv_handle_t *)&c->pipes[i]);
   close_handle((uv_handle_t *)&c->proc);
+  if (c->port)
+    weft_port_close(c->port); /* the context closes its ports after its closers */
   if (c->ipc)
     weft__ipc_abort(c->ipc, WEFT_ECLOSED);
 }

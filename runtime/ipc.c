@@ -89,6 +89,16 @@ static void chunk_free(weft__ipc_chunk_t *c) {
   weft__free(c);
 }
 
+static void drop_output(weft__ipc_t *ipc) {
+  while (ipc->out_head != NULL) {
+    weft__ipc_chunk_t *c = ipc->out_head;
+    ipc->out_head = c->next;
+    chunk_free(c);
+  }
+  ipc->out_tail = NULL;
+  ipc->out_bytes = 0;
+}
+
 /* One sendmsg of the head chunk. Returns bytes sent, 0 on EAGAIN, or an error. */
 static ssize_t send_head(weft__ipc_t *ipc) {
   weft__ipc_chunk_t *c = ipc->out_head;
@@ -123,8 +133,11 @@ int weft__ipc_flush(weft__ipc_t *ipc) {
     if (n == 0)
       break;
     if (n < 0) {
-      weft__ipc_fail(ipc, WEFT_EPEERDIED);
-      return (int)n;
+      /* The peer hung up (EPIPE, ECONNRESET). What it sent before, its close
+       * included, may still wait to be read: drop our output, keep reading;
+       * EOF or the read error ends the channel. */
+      drop_output(ipc);
+      break;
     }
     weft__ipc_chunk_t *c = ipc->out_head;
     c->off += (size_t)n;
@@ -271,8 +284,15 @@ static void on_readable(weft__ipc_t *ipc) {
 static void on_poll(uv_poll_t *h, int status, int events) {
   weft__ipc_t *ipc = h->data;
   if (status < 0) {
-    weft__ipc_fail(ipc, WEFT_EPEERDIED);
-    return;
+    /* POLLERR: the peer closed with our bytes unread; libuv stopped the
+     * handle. What it sent before (its close included) is still readable. */
+    ipc->poll_events = 0;
+    drop_output(ipc);
+    if (!ipc->closed && !ipc->read_paused)
+      on_readable(ipc);
+    else if (!ipc->read_paused)
+      weft__ipc_fail(ipc, WEFT_EPEERDIED);
+    return; /* paused: the drain callback reads on */
   }
   if (events & UV_WRITABLE)
     weft__ipc_flush(ipc);
@@ -306,7 +326,7 @@ int weft__ipc_deliver(weft__ipc_t *ipc, weft_msg_t *msg) {
     weft_msg_free(msg);
     return WEFT_ECLOSED;
   }
-  int rc = weft_port_post(ipc->b, msg);
+  int rc = weft__port_post_window(ipc->b, msg);
   if (rc == WEFT_EAGAIN) {
     ipc->pending_in = msg;
     ipc->read_paused = true;
@@ -421,13 +441,7 @@ static void close_socket(weft__ipc_t *ipc) {
   if (ipc->poll_closing)
     return;
   ipc->poll_closing = true;
-  while (ipc->out_head != NULL) {
-    weft__ipc_chunk_t *c = ipc->out_head;
-    ipc->out_head = c->next;
-    chunk_free(c);
-  }
-  ipc->out_tail = NULL;
-  ipc->out_bytes = 0;
+  drop_output(ipc);
   while (ipc->fd_count > 0)
     close(weft__ipc_take_fd(ipc, UINT64_MAX));
   uv_close((uv_handle_t *)&ipc->poll, on_poll_closed);
@@ -462,18 +476,21 @@ static bool on_input_ready(weft__closer_t *c) {
   return recv(ipc->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
 }
 
-/* The context ends: send what A posted, then close in order. */
+/* The context ends and its loop will not wait for us: send what A posted
+ * and our close, waiting a bounded time for the peer to take it, then close
+ * the socket whatever is left (the peer then sees EOF). */
 static void on_ctx_close(weft__closer_t *c) {
   weft__ipc_t *ipc = &((ipc_box_t *)(void *)c)->ipc;
   weft_msg_t *m;
   while (ipc->b != NULL && !ipc->closed && weft_port_receive(ipc->b, &m) == 0)
     ipc->codec->send(ipc, m);
+  if (!ipc->closed && ipc->codec->send_close && !ipc->sent_close)
+    ipc->codec->send_close(ipc);
   flush_blocking(ipc);
+  ipc->closed = true;
+  close_socket(ipc);
   if (ipc->b != NULL)
-    weft_port_close(ipc->b); /* on_b_closed sends our close */
-  else
-    close_socket(ipc);
-  flush_blocking(ipc);
+    weft_port_close(ipc->b);
 }
 
 int weft__ipc_open(weft_ctx_t *ctx, int fd, const weft__ipc_options_t *opts,
@@ -514,6 +531,10 @@ int weft__ipc_open(weft_ctx_t *ctx, int fd, const weft__ipc_options_t *opts,
   ctx->handles_open++;
   uv_unref((uv_handle_t *)&ipc->poll);
   weft_port_unref(ipc->b);
+  /* B's inbox is the send queue: bounded in messages like any port, and in
+   * bytes generously (the peer's window bounds what is in flight; big
+   * buffers are memfds, not heap). */
+  weft_port_set_hwm(ipc->b, 0, (size_t)1 << 30);
   ipc->b_stopped = true; /* until the codec says the peer may receive */
   weft__ctx_closer_add(ctx, &box->closer);
   ipc->codec->start(ipc);

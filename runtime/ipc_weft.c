@@ -80,16 +80,23 @@ static int to_memfd(weft_buf_t **bufp) {
   return 0;
 }
 
-/* Describe msg's transfer list; collect fds. Returns 0 or an error. */
-static int describe(weft__ipc_t *ipc, weft_msg_t *msg, weft__wire_xfer_t *x, int *fds,
-                    uint16_t *nfds) {
+/* Describe the items still in msg's transfer list (taken ones are skipped),
+ * collecting fds. Sets *nx and *nfds. Returns 0 or an error. */
+static int describe(weft__ipc_t *ipc, weft_msg_t *msg, weft__wire_xfer_t *xs, uint16_t *nx,
+                    int *fds, uint16_t *nfds) {
   uint32_t limit = ipc->peer_max_frame ? ipc->peer_max_frame : max_frame(ipc);
   size_t inline_total = msg->len + WEFT__WIRE_HEADER + 2;
   *nfds = 0;
+  *nx = 0;
   for (uint16_t i = 0; i < msg->nxfer; i++) {
     weft__xfer_t *it = &msg->xfer[i];
+    if (it->kind == 0)
+      continue; /* taken out again after a failed post */
+    weft__wire_xfer_t *x = &xs[(*nx)++];
+    if (*nfds == WEFT__IPC_MAX_FDS_PER_READ)
+      return WEFT_ETRANSFER;
     if (it->kind == WEFT_XFER_SOCKET) {
-      x[i].kind = WEFT__WIRE_X_SOCKET;
+      x->kind = WEFT__WIRE_X_SOCKET;
       fds[(*nfds)++] = it->u.fd;
       continue;
     }
@@ -99,9 +106,9 @@ static int describe(weft__ipc_t *ipc, weft_msg_t *msg, weft__wire_xfer_t *x, int
     bool fits = inline_total + 5 + b->len <= limit;
     if (!b->is_memfd || b->private_map) {
       if (fits || b->len == 0) {
-        x[i].kind = WEFT__WIRE_X_INLINE;
-        x[i].len = b->len;
-        x[i].data = b->data;
+        x->kind = WEFT__WIRE_X_INLINE;
+        x->len = b->len;
+        x->data = b->data;
         inline_total += 5 + b->len;
         continue;
       }
@@ -114,8 +121,8 @@ static int describe(weft__ipc_t *ipc, weft_msg_t *msg, weft__wire_xfer_t *x, int
     int err = weft__buf_memfd_export(b, &fd);
     if (err)
       return err;
-    x[i].kind = WEFT__WIRE_X_MEMFD;
-    x[i].len = b->len;
+    x->kind = WEFT__WIRE_X_MEMFD;
+    x->len = b->len;
     fds[(*nfds)++] = fd;
   }
   return 0;
@@ -132,17 +139,17 @@ static void spend(weft__ipc_t *ipc, size_t weight) {
 static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
   struct weft__ipc_scratch_s *sc = scratch(ipc);
   int fds[WEFT__IPC_MAX_FDS_PER_READ];
-  uint16_t nfds = 0;
+  uint16_t nfds = 0, nx = 0;
   size_t weight = weft__msg_weight(msg);
   if (sc == NULL || msg->nxfer > WEFT__WIRE_MAX_XFER ||
-      describe(ipc, msg, sc->x, fds, &nfds) != 0) {
+      describe(ipc, msg, sc->x, &nx, fds, &nfds) != 0) {
     ipc->ctx->undeliverable++;
     weft_msg_free(msg);
     return;
   }
   weft__wire_xfer_t *x = sc->x;
   uint8_t *head = sc->head;
-  int n = weft__wire_put_msg_head(head, HEAD_MAX, x, msg->nxfer, msg->len, nfds);
+  int n = weft__wire_put_msg_head(head, HEAD_MAX, x, nx, msg->len, nfds);
   int err = n < 0 ? n : 0;
   bool held = false; /* a chunk owns msg (and its fds) until it is sent */
   if (!err && nfds) {
@@ -151,7 +158,7 @@ static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
   } else if (!err) {
     err = weft__ipc_write(ipc, head, (size_t)n);
   }
-  for (uint16_t i = 0; !err && i < msg->nxfer; i++)
+  for (uint16_t i = 0; !err && i < nx; i++)
     if (x[i].kind == WEFT__WIRE_X_INLINE && x[i].len)
       err = weft__ipc_write(ipc, x[i].data, x[i].len);
   if (!err)
@@ -219,7 +226,7 @@ static int build_msg(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at,
 }
 
 static void give_credit(weft__ipc_t *ipc) {
-  if (ipc->consumed_msgs == 0)
+  if (ipc->consumed_msgs == 0 || ipc->closed)
     return;
   uint8_t buf[32];
   int n = weft__wire_put_credit(buf, sizeof(buf), ipc->consumed_msgs, ipc->consumed_bytes);
@@ -291,6 +298,11 @@ static int parse(weft__ipc_t *ipc) {
     if (err)
       return err;
   }
+  /* A read stops right after bytes that carry fds, so every frame starting
+   * in such a read has been parsed: an fd still queued from before the next
+   * frame's start came with no frame announcing it. */
+  if (!ipc->closed && weft__ipc_stray_fds(ipc, ipc->in_pos + ipc->in_off) > 0)
+    return WEFT_EPROTO;
   give_credit(ipc);
   return 0;
 }

@@ -231,6 +231,8 @@ static bool over_bounds(weft_port_t *to, size_t weight) {
 /* What may cross to another process: no ports; to Node, one socket at most. */
 static bool remote_can_carry(const weft_msg_t *msg, uint32_t state) {
   unsigned sockets = 0;
+  if (msg->nxfer > WEFT__REMOTE_MAX_XFER)
+    return false;
   for (uint16_t i = 0; i < msg->nxfer; i++) {
     int kind = msg->xfer[i].kind;
     if (kind == WEFT_XFER_PORT)
@@ -243,7 +245,7 @@ static bool remote_can_carry(const weft_msg_t *msg, uint32_t state) {
   return !(state & WEFT__STATE_REMOTE_JSON) || sockets <= 1;
 }
 
-int weft_port_post(weft_port_t *port, weft_msg_t *msg) {
+static int post(weft_port_t *port, weft_msg_t *msg, bool bytes_bound) {
   if (port == NULL || msg == NULL)
     return WEFT_EINVAL;
   if (msg->err)
@@ -260,13 +262,13 @@ int weft_port_post(weft_port_t *port, weft_msg_t *msg) {
       return WEFT_ETRANSFER;
   }
   size_t weight = weft__msg_weight(msg);
-  if (weight > hwm_bytes(to))
+  if (bytes_bound && weight > hwm_bytes(to))
     return WEFT_EMSGSIZE;
-  if (over_bounds(to, weight)) {
+  if (over_bounds(to, bytes_bound ? weight : 0)) {
     /* seq_cst: pairs with the consumer's fetch_sub then want_drain load; either
      * it sees our flag, or we see its lower count below. */
     atomic_store_explicit(&to->want_drain, 1, memory_order_seq_cst);
-    if (over_bounds(to, weight))
+    if (over_bounds(to, bytes_bound ? weight : 0))
       return WEFT_EAGAIN;
   }
   enqueue(to, msg, weight);
@@ -275,6 +277,13 @@ int weft_port_post(weft_port_t *port, weft_msg_t *msg) {
     self->msgs_out++;
   return 0;
 }
+
+int weft_port_post(weft_port_t *port, weft_msg_t *msg) { return post(port, msg, true); }
+
+/* For a transport handing over what another process sent: the message is
+ * already bounded by the channel's window, so only the message count of the
+ * receiving port applies (a 256 MiB buffer is not refused by a 64 MiB bound). */
+int weft__port_post_window(weft_port_t *port, weft_msg_t *msg) { return post(port, msg, false); }
 
 /* ---- delivering --------------------------------------------------------- */
 
@@ -634,10 +643,10 @@ static void finish(weft_port_t *p) {
   unlock(p);
   p->flags |= WEFT__PORT_DONE;
   if (p->ext) {
-    if (p->ext->on_close_internal)
-      p->ext->on_close_internal(p, &info);
     if (p->ext->on_close)
       p->ext->on_close(p, &info);
+    if (p->ext->on_close_internal)
+      p->ext->on_close_internal(p, &info); /* after the user's: it may end the owner (on_exit) */
     p->ext->on_close = NULL;
     p->ext->on_close_internal = NULL;
     p->ext->on_drain = NULL;

@@ -214,6 +214,10 @@ void weft__port_attach(weft_port_t *p, weft_ctx_t *ctx);
 /* Close p (owner thread) telling its peer `code` as the reason and counting
  * extra messages as undelivered (sent to a process that died unacknowledged). */
 void weft__port_close_with(weft_port_t *p, int code, uint32_t extra_undelivered);
+int weft__port_post_window(weft_port_t *port, weft_msg_t *msg);
+/* At most this many transfer items go to another process in one message
+ * (each may become an fd; SCM_RIGHTS carries a bounded number per send). */
+#define WEFT__REMOTE_MAX_XFER 64
 /* Close a port that nobody owns (freed inside a message). Any thread. */
 void weft__port_close_orphan(weft_port_t *p);
 /* Deliver up to budget messages from p (owner thread). Returns how many. */
