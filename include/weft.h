@@ -15,5 +15,6 @@
 #include "weft/child.h"
 #include "weft/supervisor.h"
 #include "weft/balancer.h"
+#include "weft/pool.h"
 
 #endif /* WEFT_H */

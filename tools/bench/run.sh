@@ -45,8 +45,8 @@ while [ $# -gt 0 ]; do
 done
 
 SHAPES=(oneway pingpong transfer spawn idle_rss idle_cpu actor_spawn actor_pingpong actor_ring
-        child_oneway child_pingpong child_transfer)
-NODE_SHAPES=" oneway pingpong transfer spawn idle_rss child_oneway child_pingpong child_transfer "
+        child_oneway child_pingpong child_transfer pool)
+NODE_SHAPES=" oneway pingpong transfer spawn idle_rss child_oneway child_pingpong child_transfer pool "
 
 # N per shape and implementation: "weft_n node_n" (empty: the default).
 n_for() {
@@ -63,6 +63,7 @@ n_for() {
     child_oneway)   full="2000000 300000";  quick="200000 50000" ;;
     child_pingpong) full="100000 20000";    quick="10000 3000" ;;
     child_transfer) full="2000 100";        quick="200 20" ;;
+    pool)           full="2000000 200000";  quick="200000 50000" ;;
     *)              full="- -";             quick="- -" ;;
   esac
   local pair="$full"
@@ -95,7 +96,9 @@ run_one() {
   if [ "$impl" = weft ]; then
     cmd=("$BIN" "$shape" "${args[@]}")
   else
-    cmd=(node "$NODE_DIR/$shape.js" "${args[@]}")
+    local script="$shape.js"
+    [ "$shape" = pool ] && script="pool_piscina.js" # the peer is piscina
+    cmd=(node "$NODE_DIR/$script" "${args[@]}")
   fi
   say "rep $rep: ${cmd[*]}"
   echo "# rep $rep: ${cmd[*]}" >>"$OUT.log"

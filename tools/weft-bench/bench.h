@@ -42,6 +42,7 @@ int bench_actor_ring(const bench_args_t *args);
 int bench_child_oneway(const bench_args_t *args);
 int bench_child_pingpong(const bench_args_t *args);
 int bench_child_transfer(const bench_args_t *args);
+int bench_pool(const bench_args_t *args);
 
 /* If this process was started as a child by a child_* shape, run its part
  * and return true with the exit code in *code (child.c). */

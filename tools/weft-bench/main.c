@@ -30,6 +30,7 @@ static const shape_t shapes[] = {
     {"child_oneway", bench_child_oneway, "parent -> child process {seq, tag} records, msgs/s"},
     {"child_pingpong", bench_child_pingpong, "parent <-> child process round trip, p50/p99 us"},
     {"child_transfer", bench_child_transfer, "16 MiB buffer to a child process, us per message"},
+    {"pool", bench_pool, "CPU-offload pool: tiny tasks/s, scaling 2 vs 1 thread, submit-to-start latency"},
 };
 
 #define NSHAPES (sizeof(shapes) / sizeof(shapes[0]))

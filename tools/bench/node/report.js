@@ -63,6 +63,14 @@ const ROWS = [
     peer: 'node' },
   { shape: 'child_transfer', metric: 'us_per_msg', label: '16 MiB buffer to a child process, us/msg',
     hib: false, peer: 'node', goal: '<= 50 us', met: (w) => w <= 50 },
+  { shape: 'pool', metric: 'tasks_per_s', where: { case: 'tiny' }, label: 'pool tiny tasks/s (vs piscina)',
+    hib: true, peer: 'node', goal: '>= 20x piscina', met: (w, p) => p && w / p >= 20 },
+  { shape: 'pool', metric: 'ratio', where: { case: 'scaling' }, label: 'pool CPU-bound scaling, 2 threads / 1',
+    hib: true, peer: 'node', goal: '>= 1.8', met: (w) => w >= 1.8 },
+  ...[0, 1000].flatMap((gap) => ['p50_us', 'p99_us'].map((m) => ({
+    shape: 'pool', metric: m, where: { case: 'latency', gap_us: gap },
+    label: `pool submit-to-start ${m.slice(0, 3)} us, ${gap ? '1 ms apart' : 'back to back'}`,
+    hib: false, peer: 'node' }))),
 ];
 
 function median(v) {
