@@ -10,19 +10,31 @@
  *    microseconds the bytes took to arrive, and the worker's checksum.
  * 4. Spawns 10,000 actors on the main context and sends each a message.
  * 5. Asks every context for its stats (weft_ctx_stats: messages in/out,
- *    queue peak, wake-ups, loop utilisation), prints them and a summary, then
- *    closes the workers' ports: the workers exit and the program ends.
- * Later milestones extend it (supervisor, pool, child process).
+ *    queue peak, wake-ups, loop utilisation).
+ * 6. Pool: a 2-thread weft_pool runs 2000 CPU tasks (primes below 20000);
+ *    prints the wait/run p99 from weft_pool_stats and closes the pool.
+ * 7. Child process: spawns itself (entry "flagship-child"), exchanges 10,000
+ *    echoed messages with it, moves a 16 MiB buffer to it (a sealed memfd, no
+ *    copy), then closes the channel: the child exits 0.
+ * 8. Supervisor + balancer: a TCP echo balancer on 127.0.0.1:0 (round robin)
+ *    whose 2 worker threads run under its supervisor; a built-in client makes
+ *    200 connections (at most 32 at once), each echoing one line; then prints
+ *    the connections each worker got and closes the balancer.
+ * 9. Prints the stats table and a summary (one line per phase), then closes
+ *    the workers' ports: the workers exit and the program ends.
  *
  * Protocol, main -> worker: {op: "item", seq}, {op: "end"}, {op: "buf",
  * sent_ns} + a buffer, {op: "stats"}. Worker -> main: {op: "ended", items,
  * sum}, {op: "buf", transit_ns, checksum}, {op: "stats", ...}.
  *
  * Threads: main(), the phase functions, the actors and every on_* callback of
- * a worker handle run on the main thread; worker_entry and on_parent_message
- * on each worker's thread.
+ * a worker, pool, child or balancer handle run on the main thread;
+ * worker_entry and on_parent_message on each worker's thread; count_primes on
+ * pool threads; echo_worker and the conn_* callbacks on the balancer's worker
+ * threads; child_entry and child_on_message in the child process.
  *
  * Usage: flagship [--demo]   (same run either way; exits by itself) */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +46,13 @@
 #define STREAM_HWM 1024u
 #define BIG_LEN (16u * 1024u * 1024u)
 #define ACTORS 10000u
+#define POOL_TASKS 2000u
+#define PRIMES_BELOW 20000u
+#define PRIMES_EXPECTED 2262u  /* pi(20000) */
+#define CHILD_MSGS 10000u
+#define CHILD_INFLIGHT 256u    /* well under the child's window (4096) */
+#define CONNS 200u
+#define CONNS_AT_ONCE 32u
 
 static void check(int err, const char *what) {
   if (err < 0) {
@@ -159,12 +178,29 @@ static struct {
   uint64_t big_transit_ns, big_sum, big_expected;
   uint64_t actors_spawn_ns, actors_deliver_ns, actor_t0, actors_done;
   uint64_t *actor_state; /* one counter per actor */
+  /* pool */
+  uint64_t pool_t0, pool_ns, pool_done;
+  weft_pool_stats_t pool_st;
+  /* child process */
+  const char *self;      /* argv[0]: the child runs this executable */
+  uint64_t child_t0, child_echo_ns, child_sent, child_echoed, child_buf_ns;
+  size_t child_handle_len;
+  int64_t child_status;
+  bool child_exited;
+  /* balancer */
+  weft_balancer_t *balancer;
+  uint64_t cluster_t0, cluster_ns, conns_started, conns_ok, conns_closed;
+  uint64_t conns_per_worker[WORKERS];
+  bool cluster_done;
   int failures;
 } app;
 
 static void start_buffer_phase(void);
 static void start_actor_phase(void);
 static void start_stats_phase(void);
+static void start_pool_phase(void);
+static void start_child_phase(void);
+static void start_cluster_phase(void);
 static void finish(void);
 
 /* ---- phase 1: the stream, with backpressure -------------------------------- */
@@ -295,7 +331,7 @@ static void start_actor_phase(void) {
   free(addr);
 }
 
-/* ---- phase 4: stats, summary, exit ----------------------------------------- */
+/* ---- phase 4: every context's stats ---------------------------------------- */
 
 static void start_stats_phase(void) {
   for (int i = 0; i < WORKERS; i++)
@@ -309,8 +345,323 @@ static void on_stats_answer(link_t *l, weft_msg_t *msg) {
   weft_msg_get_u64(msg, "wakeups", &l->stats.wakeups);
   weft_msg_get_f64(msg, "util", &l->stats.loop_utilization);
   if (++app.stats_in == WORKERS)
-    finish();
+    start_pool_phase();
 }
+
+/* ---- phase 5: a CPU pool --------------------------------------------------- */
+
+/* On a pool thread: counts the primes below PRIMES_BELOW (a sieve of
+ * Eratosthenes) and answers with the count (one bare integer). */
+static int count_primes(weft_pool_task_t *task, weft_msg_t *args, weft_msg_t **result) {
+  (void)task;
+  (void)args;
+  static _Thread_local uint8_t composite[PRIMES_BELOW];
+  memset(composite, 0, sizeof(composite));
+  uint64_t count = 0;
+  for (uint32_t n = 2; n < PRIMES_BELOW; n++) {
+    if (composite[n])
+      continue;
+    count++;
+    for (uint32_t k = n * n; k < PRIMES_BELOW; k += n)
+      composite[k] = 1;
+  }
+  int err = weft_msg_new(result);
+  if (err == 0)
+    weft_msg_put_u64(*result, NULL, count);
+  return err;
+}
+
+static void on_pool_closed(weft_pool_t *pool) {
+  (void)pool;
+  printf("[main    ] pool closed\n");
+  start_child_phase();
+}
+
+static void on_task_done(weft_pool_t *pool, int err, weft_msg_t *result, void *data) {
+  (void)data;
+  uint64_t count = 0;
+  if (err == 0)
+    weft_msg_get_u64(result, NULL, &count);
+  weft_msg_free(result); /* NULL unless err is 0 */
+  if (err != 0 || count != PRIMES_EXPECTED)
+    app.failures++;
+  if (++app.pool_done < POOL_TASKS)
+    return;
+  app.pool_ns = uv_hrtime() - app.pool_t0;
+  check(weft_pool_stats(pool, &app.pool_st), "weft_pool_stats");
+  printf("[main    ] pool: %llu/%u tasks done in %.1f ms on %u threads; wait p99 %.3f ms, "
+         "run p99 %.3f ms\n",
+         (unsigned long long)app.pool_st.completed, POOL_TASKS, app.pool_ns / 1e6,
+         app.pool_st.threads, app.pool_st.wait.p99_ns / 1e6, app.pool_st.run.p99_ns / 1e6);
+  check(weft_pool_close(pool, on_pool_closed), "weft_pool_close");
+}
+
+static void start_pool_phase(void) {
+  weft_pool_options_t po = {.size = 2};
+  weft_pool_t *pool;
+  check(weft_pool_new(weft_ctx_current(), &po, &pool), "weft_pool_new");
+  app.pool_t0 = uv_hrtime();
+  for (uint32_t i = 0; i < POOL_TASKS; i++) { /* 2000 < the default max_queue */
+    weft_pool_task_options_t to = {.fn = count_primes};
+    check(weft_pool_submit(pool, &to, on_task_done, NULL, NULL), "weft_pool_submit");
+  }
+}
+
+/* ---- phase 6: a child process ---------------------------------------------- */
+
+/* In the child: echo {seq}; answer a buffer with its checksum. */
+static void child_on_message(weft_port_t *parent, weft_msg_t *msg) {
+  uint64_t seq;
+  weft_msg_t *m = NULL;
+  if (weft_msg_get_u64(msg, "seq", &seq) == 0) {
+    check(weft_msg_new(&m), "weft_msg_new");
+    weft_msg_put_map(m, 1);
+    weft_msg_put_u64(m, "seq", seq);
+  } else if (op_is(msg, "buf")) {
+    weft_buf_t *buf;
+    check(weft_msg_take_buf(msg, 0, &buf), "weft_msg_take_buf");
+    m = new_op("buf", 2);
+    weft_msg_put_u64(m, "len", weft_buf_len(buf));
+    weft_msg_put_u64(m, "checksum", checksum(weft_buf_ptr(buf), weft_buf_len(buf)));
+    weft_buf_free(buf);
+  }
+  weft_msg_free(msg);
+  if (m)
+    post_or_die(parent, m);
+}
+
+/* The child's entry: serve the parent port until the parent closes it; then
+ * nothing keeps the loop alive and the child exits 0. */
+static int child_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)data;
+  return weft_port_start(weft_runtime_parent_port(weft_ctx_runtime(ctx)), child_on_message);
+}
+
+static void child_post_seq(weft_port_t *port) {
+  weft_msg_t *m;
+  check(weft_msg_new(&m), "weft_msg_new");
+  weft_msg_put_map(m, 1);
+  weft_msg_put_u64(m, "seq", app.child_sent++);
+  post_or_die(port, m);
+}
+
+static void child_send_buf(weft_port_t *port) {
+  weft_buf_t *big;
+  check(weft_buf_new(&big, BIG_LEN), "weft_buf_new"); /* memfd-backed: crosses as an fd */
+  memset(weft_buf_ptr(big), 0x5a, BIG_LEN);
+  app.big_expected = checksum(weft_buf_ptr(big), BIG_LEN);
+  weft_msg_t *m = new_op("buf", 0);
+  check(weft_msg_add_buf(m, big), "weft_msg_add_buf");
+  app.child_t0 = uv_hrtime();
+  post_or_die(port, m);
+  app.child_handle_len = weft_buf_len(big);
+  printf("[main    ] 16 MiB buffer posted to the child; my handle's length is now %zu\n",
+         app.child_handle_len);
+  weft_buf_free(big);
+}
+
+static void parent_on_child_message(weft_port_t *port, weft_msg_t *msg) {
+  uint64_t seq, len = 0, sum = 0;
+  if (weft_msg_get_u64(msg, "seq", &seq) == 0) {
+    if (seq != app.child_echoed++)
+      app.failures++;
+    if (app.child_sent < CHILD_MSGS)
+      child_post_seq(port); /* keep CHILD_INFLIGHT in flight */
+    else if (app.child_echoed == CHILD_MSGS) {
+      app.child_echo_ns = uv_hrtime() - app.child_t0;
+      printf("[main    ] child echoed %u messages in %.1f ms (from its spawn)\n", CHILD_MSGS,
+             app.child_echo_ns / 1e6);
+      child_send_buf(port);
+    }
+  } else if (op_is(msg, "buf")) {
+    app.child_buf_ns = uv_hrtime() - app.child_t0;
+    weft_msg_get_u64(msg, "len", &len);
+    weft_msg_get_u64(msg, "checksum", &sum);
+    bool ok = len == BIG_LEN && sum == app.big_expected;
+    app.failures += !ok;
+    printf("[main    ] child's reply on the 16 MiB (it checksummed it) came %.1f us after the "
+           "post (checksum %s); closing the channel\n", app.child_buf_ns / 1e3, ok ? "ok" : "WRONG");
+    weft_port_close(port); /* the child's port closes, its loop runs out */
+  }
+  weft_msg_free(msg);
+}
+
+static void parent_on_child_exit(weft_child_t *child, int64_t status, int signal) {
+  (void)child;
+  app.child_exited = true;
+  app.child_status = signal ? -signal : status;
+  if (app.child_status != 0)
+    app.failures++;
+  printf("[main    ] child exited with code %lld, signal %d\n", (long long)status, signal);
+  start_cluster_phase();
+}
+
+static void start_child_phase(void) {
+  const char *args[] = {app.self, NULL};
+  weft_child_options_t co = {
+      .entry_name = "flagship-child", /* file NULL: this executable */
+      .args = args,
+      .on_message = parent_on_child_message,
+      .on_exit = parent_on_child_exit,
+  };
+  weft_child_t *child;
+  check(weft_child_spawn(weft_ctx_current(), &co, &child), "weft_child_spawn");
+  printf("[main    ] child process %d spawned\n", weft_child_pid(child));
+  app.child_t0 = uv_hrtime();
+  for (uint32_t i = 0; i < CHILD_INFLIGHT; i++)
+    child_post_seq(weft_child_port(child));
+}
+
+/* ---- phase 7: a supervised TCP echo balancer ------------------------------- */
+
+/* On a balancer worker thread: echo what a connection sends, close at EOF. */
+typedef struct {
+  uv_write_t req;
+  char data[];
+} echo_write_t;
+
+static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+  (void)h;
+  b->base = malloc(hint);
+  b->len = b->base ? hint : 0;
+}
+
+static void conn_written(uv_write_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  weft_conn_t *conn = (weft_conn_t *)s;
+  if (n < 0) {
+    weft_conn_close(conn);
+  } else if (n > 0) { /* the write request owns a copy of the bytes */
+    echo_write_t *w = malloc(sizeof(*w) + (size_t)n);
+    uv_buf_t out = uv_buf_init(w ? w->data : NULL, (unsigned)n);
+    if (w)
+      memcpy(w->data, b->base, (size_t)n);
+    if (w == NULL || uv_write(&w->req, s, &out, 1, conn_written) != 0) {
+      free(w);
+      weft_conn_close(conn);
+    }
+    weft_conn_request_done(conn);
+  }
+  free(b->base);
+}
+
+static void conn_start(weft_conn_t *conn) { uv_read_start(&conn->h.stream, conn_alloc, conn_read); }
+
+static int echo_worker(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)data;
+  weft_balancer_worker_options_t o = {.on_connection = conn_start, .on_drain = weft_conn_close};
+  return weft_balancer_worker_start(ctx, &o, NULL);
+}
+
+/* On the main thread: the client. Each connection sends one line and closes
+ * once the same line came back. */
+typedef struct {
+  uv_tcp_t tcp;
+  uv_connect_t cr;
+  char line[32], got[32];
+  size_t len, got_len;
+} client_t;
+
+static client_t *clients;
+static void client_start(void);
+
+static void on_balancer_closed(weft_balancer_t *b) {
+  for (size_t i = 0; i < weft_balancer_workers(b) && i < WORKERS; i++) {
+    weft_balancer_stats_t st;
+    check(weft_balancer_stats(b, i, &st), "weft_balancer_stats");
+    app.conns_per_worker[i] = st.connections;
+    printf("[main    ] balancer worker %zu: %llu connections, %llu requests, %llu start(s)\n",
+           i, (unsigned long long)st.connections, (unsigned long long)st.requests,
+           (unsigned long long)st.starts);
+  }
+  free(clients);
+  app.cluster_done = true;
+  finish();
+}
+
+static void client_closed(uv_handle_t *h) {
+  (void)h;
+  if (++app.conns_closed < CONNS) {
+    if (app.conns_started < CONNS)
+      client_start(); /* keep CONNS_AT_ONCE open */
+    return;
+  }
+  app.cluster_ns = uv_hrtime() - app.cluster_t0;
+  if (app.conns_ok != CONNS)
+    app.failures++;
+  printf("[main    ] %llu/%u connections echoed their line in %.1f ms; closing the balancer\n",
+         (unsigned long long)app.conns_ok, CONNS, app.cluster_ns / 1e6);
+  check(weft_balancer_close(app.balancer, on_balancer_closed), "weft_balancer_close");
+}
+
+static void client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+  (void)hint;
+  client_t *c = (client_t *)h;
+  *b = uv_buf_init(c->got + c->got_len, (unsigned)(sizeof(c->got) - c->got_len));
+}
+
+static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  (void)b;
+  client_t *c = (client_t *)s;
+  if (n > 0)
+    c->got_len += (size_t)n;
+  if (n < 0 || c->got_len >= c->len || c->got_len == sizeof(c->got)) {
+    if (c->got_len == c->len && memcmp(c->got, c->line, c->len) == 0)
+      app.conns_ok++;
+    uv_close((uv_handle_t *)s, client_closed);
+  }
+}
+
+static void client_connected(uv_connect_t *cr, int status) {
+  client_t *c = cr->data;
+  uv_buf_t b = uv_buf_init(c->line, (unsigned)c->len);
+  if (status < 0 || uv_try_write((uv_stream_t *)&c->tcp, &b, 1) != (int)c->len ||
+      uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read) != 0)
+    uv_close((uv_handle_t *)&c->tcp, client_closed); /* not counted as ok */
+}
+
+static void client_start(void) {
+  client_t *c = &clients[app.conns_started];
+  struct sockaddr_in addr;
+  check(uv_ip4_addr("127.0.0.1", weft_balancer_port(app.balancer), &addr), "uv_ip4_addr");
+  c->len = (size_t)snprintf(c->line, sizeof(c->line), "hello %llu\n",
+                            (unsigned long long)app.conns_started++);
+  c->cr.data = c;
+  check(uv_tcp_init(weft_ctx_loop(weft_ctx_current()), &c->tcp), "uv_tcp_init");
+  int err = uv_tcp_connect(&c->cr, &c->tcp, (const struct sockaddr *)&addr, client_connected);
+  if (err)
+    uv_close((uv_handle_t *)&c->tcp, client_closed);
+}
+
+static void on_balancer_ready(weft_balancer_t *b) {
+  weft_sup_t *sup = weft_balancer_supervisor(b);
+  printf("[main    ] balancer on 127.0.0.1:%d (%s), its supervisor runs %zu worker threads\n",
+         weft_balancer_port(b), weft_balance_policy_name(WEFT_BALANCE_ROUND_ROBIN),
+         weft_sup_count(sup));
+  app.cluster_t0 = uv_hrtime();
+  for (uint32_t i = 0; i < CONNS_AT_ONCE; i++)
+    client_start();
+}
+
+static void start_cluster_phase(void) {
+  clients = calloc(CONNS, sizeof(*clients));
+  check(clients ? 0 : UV_ENOMEM, "calloc");
+  weft_balancer_options_t bo = {
+      .host = "127.0.0.1",
+      .port = 0, /* any free port */
+      .policy = WEFT_BALANCE_ROUND_ROBIN,
+      .workers = WORKERS,
+      .worker = {.kind = WEFT_SUP_THREAD, .entry = echo_worker},
+      .on_ready = on_balancer_ready,
+  };
+  check(weft_balancer_new(weft_ctx_current(), &bo, &app.balancer), "weft_balancer_new");
+}
+
+/* ---- the end: stats table, summary, exit ---------------------------------- */
 
 static void print_stats_row(const char *name, const weft_ctx_stats_t *s) {
   printf("%-10s %10llu %10llu %10llu %9llu %9.1f%%\n", name, (unsigned long long)s->msgs_in,
@@ -332,11 +683,22 @@ static void finish(void) {
   uint64_t stalls = 0;
   for (int i = 0; i < WORKERS; i++)
     stalls += app.links[i].stalls;
-  printf("\nsummary: %u msgs streamed to %d workers in %.1f ms with %llu backpressure "
-         "stalls; 16 MiB moved in %.1f us; %u actors messaged in %.1f ms; %s\n",
-         STREAM_MSGS, WORKERS, app.stream_ns / 1e6, (unsigned long long)stalls,
-         app.big_transit_ns / 1e3, ACTORS, app.actors_deliver_ns / 1e6,
-         app.failures ? "FAILED" : "all checks passed");
+  printf("\nsummary:\n");
+  printf("  stream:   %u msgs to %d workers in %.1f ms, %llu backpressure stalls\n",
+         STREAM_MSGS, WORKERS, app.stream_ns / 1e6, (unsigned long long)stalls);
+  printf("  buffer:   16 MiB moved to a worker thread in %.1f us\n", app.big_transit_ns / 1e3);
+  printf("  actors:   %u actors messaged in %.1f ms\n", ACTORS, app.actors_deliver_ns / 1e6);
+  printf("  pool:     %llu tasks in %.1f ms on 2 threads, wait p99 %.3f ms, run p99 %.3f ms\n",
+         (unsigned long long)app.pool_st.completed, app.pool_ns / 1e6,
+         app.pool_st.wait.p99_ns / 1e6, app.pool_st.run.p99_ns / 1e6);
+  printf("  child:    %u echoes in %.1f ms, 16 MiB answered in %.1f us, exit code %lld\n",
+         CHILD_MSGS, app.child_echo_ns / 1e6, app.child_buf_ns / 1e3,
+         (long long)app.child_status);
+  printf("  balancer: %llu/%u connections echoed in %.1f ms, per worker:",
+         (unsigned long long)app.conns_ok, CONNS, app.cluster_ns / 1e6);
+  for (int i = 0; i < WORKERS; i++)
+    printf(" %llu", (unsigned long long)app.conns_per_worker[i]);
+  printf("\n  %s\n", app.failures ? "FAILED" : "all checks passed");
   for (int i = 0; i < WORKERS; i++)
     weft_port_close(weft_worker_port(app.links[i].w)); /* the workers exit */
 }
@@ -381,9 +743,21 @@ static void spawn_link(weft_ctx_t *ctx, int id) {
 
 int main(int argc, char **argv) {
   (void)argc;
-  (void)argv;
   weft_runtime_t *rt;
   check(weft_runtime_new(&rt, NULL), "weft_runtime_new");
+  check(weft_runtime_register(rt, "flagship-child", child_entry), "weft_runtime_register");
+  /* Started by phase 6 as the child process? Then be only that. */
+  int code, err = weft_runtime_child_entry(rt, &code);
+  if (err == 0) {
+    check(weft_runtime_free(rt), "weft_runtime_free");
+    return code;
+  }
+  if (err != WEFT_ENOENT)
+    check(err, "weft_runtime_child_entry");
+
+  setvbuf(stdout, NULL, _IOLBF, 0); /* the child shares our stdout */
+  signal(SIGPIPE, SIG_IGN);         /* a peer's reset must not kill us (balancer.h) */
+  app.self = argv[0];
   weft_ctx_t *ctx = weft_runtime_main(rt);
   printf("[main    ] weft %s, %u CPUs available\n", weft_version_string(),
          weft_available_parallelism());
@@ -399,7 +773,8 @@ int main(int argc, char **argv) {
   check(weft_runtime_run(rt), "weft_runtime_run");
   check(weft_runtime_free(rt), "weft_runtime_free");
   free(app.actor_state);
-  if (app.actors_done != ACTORS || app.stats_in != WORKERS)
+  if (app.actors_done != ACTORS || app.stats_in != WORKERS || app.pool_done != POOL_TASKS ||
+      !app.child_exited || !app.cluster_done)
     app.failures++;
   return app.failures ? 1 : 0;
 }

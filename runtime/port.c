@@ -128,9 +128,19 @@ static void unpark(weft_port_t *p) {
   unlock(p);
 }
 
-/* The drainer parks the token it holds, and drops its channel reference. */
+/* The drainer parks the token it holds, and drops its channel reference.
+ * A drain event raised while the token was queued found nothing to unpark:
+ * then the token goes round once more instead (the event must be taken even
+ * though the port is stopped; see drain_stopped). */
 static void park(weft_port_t *p) {
   lock(p);
+  weft_ctx_t *ctx = atomic_load_explicit(&p->owner, memory_order_relaxed);
+  if (ctx != NULL &&
+      (atomic_load_explicit(&p->state, memory_order_acquire) & WEFT__STATE_EV_DRAIN)) {
+    weft__ctx_schedule(ctx, &p->sched_node); /* the token and its ref go on */
+    unlock(p);
+    return;
+  }
   set_tok(p, WEFT__TOK_PARKED);
   unlock(p);
   channel_release(weft__port_channel(p));
@@ -507,7 +517,7 @@ int weft_port_start(weft_port_t *port, weft_port_message_cb cb) {
   if (!on_owner_thread(port))
     return WEFT_EWRONGTHREAD;
   port->on_message = cb;
-  port->flags |= WEFT__PORT_STARTED;
+  port->flags |= WEFT__PORT_STARTED | WEFT__PORT_WAS_STARTED;
   weft__ctx_live_update(owner_of(port), port);
   unpark(port);
   return 0;

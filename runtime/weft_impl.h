@@ -141,6 +141,7 @@ enum {
   WEFT__PORT_UNREF = 1u << 1,     /* does not keep the loop alive */
   WEFT__PORT_CLOSING = 1u << 2,   /* weft_port_close called, close cb pending */
   WEFT__PORT_DONE = 1u << 3,      /* close cb called */
+  WEFT__PORT_WAS_STARTED = 1u << 4, /* started at least once (a stopped port keeps its queue) */
   WEFT__PORT_IN_MSG = 1u << 5,    /* in a message's transfer list */
   WEFT__PORT_LIVE = 1u << 6,      /* counted in the ctx's live (ref'd) ports */
   WEFT__PORT_FINISHED = 1u << 7   /* owner thread: close cb called, ref released */
