@@ -326,7 +326,7 @@ int weft__ipc_deliver(weft__ipc_t *ipc, weft_msg_t *msg) {
     weft_msg_free(msg);
     return WEFT_ECLOSED;
   }
-  int rc = weft__port_post_window(ipc->b, msg);
+  int rc = weft__port_post_nobytes(ipc->b, msg);
   if (rc == WEFT_EAGAIN) {
     ipc->pending_in = msg;
     ipc->read_paused = true;
@@ -338,9 +338,21 @@ int weft__ipc_deliver(weft__ipc_t *ipc, weft_msg_t *msg) {
   return rc == WEFT_ECLOSED ? 0 : rc;
 }
 
-/* A's queue fell below half: post the waiting message and read on. */
+int weft__ipc_deliver_window(weft__ipc_t *ipc, weft_msg_t *msg) {
+  int rc = ipc->b ? weft__port_post_window(ipc->b, msg) : WEFT_ECLOSED;
+  if (rc != 0)
+    weft_msg_free(msg);
+  return rc == WEFT_ECLOSED ? 0 : rc;
+}
+
+/* A's queue went down: the codec returns credit, or reading resumes. */
 static void on_b_drain(weft_port_t *b) {
   weft__ipc_t *ipc = b->ext->internal_data;
+  if (ipc->codec->drained) {
+    ipc->codec->drained(ipc);
+    weft__ipc_flush(ipc);
+    return;
+  }
   if (!ipc->read_paused)
     return;
   weft_msg_t *m = ipc->pending_in;

@@ -71,6 +71,8 @@ typedef struct {
   void (*resume)(weft__ipc_t *ipc);                  /* reading resumed after a pause */
   void (*send_close)(weft__ipc_t *ipc);              /* A closed: tell the peer (may be NULL) */
   void (*flushed)(weft__ipc_t *ipc);                 /* bytes were written (may be NULL) */
+  void (*drained)(weft__ipc_t *ipc);                 /* the program consumed from A (NULL:
+                                                        resume a paused reader) */
   int eof_reason;                                    /* B's close reason when the peer hangs up */
   void (*fini)(weft__ipc_t *ipc);
 } weft__ipc_codec_t;
@@ -108,8 +110,11 @@ struct weft__ipc_s {
   uint32_t peer_max_frame;
   int64_t credit_msgs, credit_bytes;   /* what we may still send */
   uint64_t sent_msgs, acked_msgs;      /* sent vs credited back */
-  uint32_t consumed_msgs;              /* delivered here, not yet credited */
+  uint32_t consumed_msgs;              /* node codec: messages delivered */
   uint64_t consumed_bytes;
+  uint64_t posted_msgs, credited_msgs; /* weft codec: handed to A vs credit returned */
+  uint64_t *weights;                   /* weft codec: ring of the weights not yet credited */
+  uint32_t weights_cap, weights_head;
   /* weft codec: scratch for one frame (parsed or being written), made on first use */
   struct weft__ipc_scratch_s *scratch;
   /* node codec */
@@ -125,6 +130,9 @@ int weft__ipc_write_frame_fds(weft__ipc_t *ipc, const void *head, size_t n, cons
 int weft__ipc_flush(weft__ipc_t *ipc);
 /* Post a decoded message on B; pauses reading if A is full (takes msg). */
 int weft__ipc_deliver(weft__ipc_t *ipc, weft_msg_t *msg);
+/* Post a decoded message on B whatever A holds: the credit window bounds it
+ * (takes msg). */
+int weft__ipc_deliver_window(weft__ipc_t *ipc, weft_msg_t *msg);
 /* Pop the oldest received fd if it can belong to a frame starting at stream
  * offset `at` (any fd if at == UINT64_MAX). Returns the fd or -1. */
 int weft__ipc_take_fd(weft__ipc_t *ipc, uint64_t at);

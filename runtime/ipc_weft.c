@@ -41,6 +41,8 @@ static struct weft__ipc_scratch_s *scratch(weft__ipc_t *ipc) {
 static void fini(weft__ipc_t *ipc) {
   weft__free(ipc->scratch);
   ipc->scratch = NULL;
+  weft__free(ipc->weights);
+  ipc->weights = NULL;
 }
 
 static uint32_t max_frame(const weft__ipc_t *ipc) {
@@ -51,6 +53,12 @@ static void start(weft__ipc_t *ipc) {
   uint8_t buf[32];
   uint32_t wm = ipc->opts.window_msgs ? ipc->opts.window_msgs : DEFAULT_WINDOW_MSGS;
   uint64_t wb = ipc->opts.window_bytes ? ipc->opts.window_bytes : DEFAULT_WINDOW_BYTES;
+  ipc->weights = weft__malloc(wm * sizeof(*ipc->weights));
+  if (ipc->weights == NULL) {
+    weft__ipc_fail(ipc, WEFT_ENOMEM);
+    return;
+  }
+  ipc->weights_cap = wm;
   int n = weft__wire_put_hello(buf, sizeof(buf), max_frame(ipc), wm, wb);
   if (n > 0)
     weft__ipc_write(ipc, buf, (size_t)n);
@@ -174,6 +182,24 @@ static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
     weft_msg_free(msg);
 }
 
+/* A peer that is ending sends what its program posted without waiting for
+ * credit (its loop will not run again): that overshoot is at most its own
+ * queue bound. The ring of weights grows for it, in order. */
+static int grow_weights(weft__ipc_t *ipc) {
+  uint32_t cap = ipc->weights_cap * 2;
+  uint64_t *w = weft__malloc(cap * sizeof(*w));
+  if (w == NULL)
+    return WEFT_ENOMEM;
+  uint64_t n = ipc->posted_msgs - ipc->credited_msgs;
+  for (uint64_t k = 0; k < n; k++)
+    w[k] = ipc->weights[(ipc->weights_head + k) % ipc->weights_cap];
+  weft__free(ipc->weights);
+  ipc->weights = w;
+  ipc->weights_cap = cap;
+  ipc->weights_head = 0;
+  return 0;
+}
+
 /* Build a message from a MSG frame that started at stream offset `at`. */
 static int build_msg(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at, weft_msg_t **out) {
   weft_msg_t *m;
@@ -225,15 +251,38 @@ static int build_msg(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at,
   return 0;
 }
 
+/* Credit goes back as the program consumes, not as messages reach port A:
+ * A then never holds more than the window the peer was granted, whatever A's
+ * own bounds, and the reader never has to stop (so credits and the close
+ * behind unread messages are always seen). What A has consumed is what was
+ * handed to it less what it still holds; while some is outstanding, A's
+ * consumer is asked to raise a drain event on B, which brings us back here. */
 static void give_credit(weft__ipc_t *ipc) {
-  if (ipc->consumed_msgs == 0 || ipc->closed)
+  if (ipc->closed || ipc->b == NULL || ipc->weights == NULL)
     return;
-  uint8_t buf[32];
-  int n = weft__wire_put_credit(buf, sizeof(buf), ipc->consumed_msgs, ipc->consumed_bytes);
-  if (n > 0)
-    weft__ipc_write(ipc, buf, (size_t)n);
-  ipc->consumed_msgs = 0;
-  ipc->consumed_bytes = 0;
+  weft_port_t *a = weft__port_peer(ipc->b);
+  for (int round = 0; round < 2; round++) {
+    uint64_t outstanding = ipc->posted_msgs - ipc->credited_msgs;
+    uint64_t waiting = weft_port_pending(a);
+    uint64_t consumed = outstanding > waiting ? outstanding - waiting : 0;
+    if (consumed > 0) {
+      uint64_t bytes = 0;
+      for (uint64_t k = 0; k < consumed; k++) {
+        bytes += ipc->weights[ipc->weights_head];
+        ipc->weights_head = (ipc->weights_head + 1) % ipc->weights_cap;
+      }
+      uint8_t buf[32];
+      int n = weft__wire_put_credit(buf, sizeof(buf), (uint32_t)consumed, bytes);
+      if (n > 0)
+        weft__ipc_write(ipc, buf, (size_t)n);
+      ipc->credited_msgs += consumed;
+    }
+    if (ipc->posted_msgs == ipc->credited_msgs)
+      return;
+    /* seq_cst, against the consumer's count then flag: either it sees the
+     * flag and notifies us, or the second round sees its lower count. */
+    weft__port_want_drain(a);
+  }
 }
 
 static int on_frame(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at) {
@@ -255,9 +304,15 @@ static int on_frame(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at) 
     err = build_msg(ipc, f, at, &m);
     if (err)
       return err;
-    ipc->consumed_msgs++;
-    ipc->consumed_bytes += weft__msg_weight(m);
-    return weft__ipc_deliver(ipc, m);
+    if (ipc->posted_msgs - ipc->credited_msgs >= ipc->weights_cap &&
+        grow_weights(ipc) != 0) {
+      weft_msg_free(m);
+      return WEFT_ENOMEM;
+    }
+    ipc->weights[(ipc->weights_head + (ipc->posted_msgs - ipc->credited_msgs)) %
+                 ipc->weights_cap] = weft__msg_weight(m);
+    ipc->posted_msgs++;
+    return weft__ipc_deliver_window(ipc, m);
   case WEFT__WIRE_CREDIT:
     ipc->credit_msgs += f->credit_msgs;
     ipc->credit_bytes += (int64_t)f->credit_bytes;
@@ -314,6 +369,7 @@ const weft__ipc_codec_t weft__ipc_weft_codec = {
     .resume = NULL,
     .send_close = send_close,
     .flushed = NULL,
+    .drained = give_credit,
     .eof_reason = WEFT_EPEERDIED,
     .fini = fini,
 };

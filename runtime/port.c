@@ -235,6 +235,9 @@ int weft_channel_new(weft_ctx_t *ctx, weft_port_t *ports[2]) {
 static bool over_bounds(weft_port_t *to, size_t weight) {
   int64_t n = atomic_load_explicit(&to->pending, memory_order_seq_cst);
   int64_t b = atomic_load_explicit(&to->pending_bytes, memory_order_relaxed);
+  /* pending also counts raised events (at most two): they are not messages */
+  uint32_t st = atomic_load_explicit(&to->state, memory_order_relaxed);
+  n -= !!(st & WEFT__STATE_EV_CLOSE) + !!(st & WEFT__STATE_EV_DRAIN);
   return n >= (int64_t)hwm_msgs(to) || (size_t)(b > 0 ? b : 0) + weight > hwm_bytes(to);
 }
 
@@ -255,7 +258,10 @@ static bool remote_can_carry(const weft_msg_t *msg, uint32_t state) {
   return !(state & WEFT__STATE_REMOTE_JSON) || sockets <= 1;
 }
 
-static int post(weft_port_t *port, weft_msg_t *msg, bool bytes_bound) {
+enum { BOUND_NONE = 0, BOUND_MSGS = 1, BOUND_ALL = 2 };
+
+static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
+  bool bytes_bound = bound == BOUND_ALL;
   if (port == NULL || msg == NULL)
     return WEFT_EINVAL;
   if (msg->err)
@@ -274,7 +280,7 @@ static int post(weft_port_t *port, weft_msg_t *msg, bool bytes_bound) {
   size_t weight = weft__msg_weight(msg);
   if (bytes_bound && weight > hwm_bytes(to))
     return WEFT_EMSGSIZE;
-  if (over_bounds(to, bytes_bound ? weight : 0)) {
+  if (bound != BOUND_NONE && over_bounds(to, bytes_bound ? weight : 0)) {
     /* seq_cst: pairs with the consumer's fetch_sub then want_drain load; either
      * it sees our flag, or we see its lower count below. */
     atomic_store_explicit(&to->want_drain, 1, memory_order_seq_cst);
@@ -288,12 +294,22 @@ static int post(weft_port_t *port, weft_msg_t *msg, bool bytes_bound) {
   return 0;
 }
 
-int weft_port_post(weft_port_t *port, weft_msg_t *msg) { return post(port, msg, true); }
+int weft_port_post(weft_port_t *port, weft_msg_t *msg) { return post(port, msg, BOUND_ALL); }
 
-/* For a transport handing over what another process sent: the message is
- * already bounded by the channel's window, so only the message count of the
- * receiving port applies (a 256 MiB buffer is not refused by a 64 MiB bound). */
-int weft__port_post_window(weft_port_t *port, weft_msg_t *msg) { return post(port, msg, false); }
+/* For transports handing over what another process sent. A weft channel's
+ * messages are already bounded by its credit window (the sender never has
+ * more in flight than the receiver granted, and credit comes back only as
+ * the program consumes): no bound of the receiving port applies. A Node
+ * channel has no window: only the byte bound is waived (a big message is not
+ * refused outright), the message count makes the transport stop reading. */
+int weft__port_post_window(weft_port_t *port, weft_msg_t *msg) { return post(port, msg, BOUND_NONE); }
+int weft__port_post_nobytes(weft_port_t *port, weft_msg_t *msg) { return post(port, msg, BOUND_MSGS); }
+
+/* Ask p's consumer to raise a drain event on p's peer at its next delivery
+ * turn (a transport waiting to return credit as the program consumes). */
+void weft__port_want_drain(weft_port_t *p) {
+  atomic_store_explicit(&p->want_drain, 1, memory_order_seq_cst);
+}
 
 /* ---- delivering --------------------------------------------------------- */
 

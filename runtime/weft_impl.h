@@ -216,6 +216,8 @@ void weft__port_attach(weft_port_t *p, weft_ctx_t *ctx);
  * extra messages as undelivered (sent to a process that died unacknowledged). */
 void weft__port_close_with(weft_port_t *p, int code, uint32_t extra_undelivered);
 int weft__port_post_window(weft_port_t *port, weft_msg_t *msg);
+int weft__port_post_nobytes(weft_port_t *port, weft_msg_t *msg);
+void weft__port_want_drain(weft_port_t *p);
 /* At most this many transfer items go to another process in one message
  * (each may become an fd; SCM_RIGHTS carries a bounded number per send). */
 #define WEFT__REMOTE_MAX_XFER 64

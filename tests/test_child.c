@@ -1030,7 +1030,10 @@ static void credit_exhaustion_from_child(void **state) {
   assert_int_equal(k.exits, 1);
   assert_int_equal(k.status, 0); /* the child met EAGAIN and drains */
   assert_true(k.released);
-  assert_true(k.pending_at_start <= 16 + 1);
+  /* A port fed by a process channel holds at most the channel's window
+   * (64 here), whatever its own bound: credit returns as the program
+   * consumes, so the reader never stops and control frames always get in. */
+  assert_true(k.pending_at_start <= 64 + 1);
   assert_int_equal(k.recv, k.n);
   assert_int_equal(k.bad, 0);
   assert_int_equal(k.reason, 0);
