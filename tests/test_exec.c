@@ -6,7 +6,8 @@
  * argument errors, and several commands at once.
  *
  * Each test ends with weft_runtime_free() == 0, no CHECK failed, and no weft
- * allocation outstanding. A watchdog aborts a hung test. */
+ * allocation outstanding. A watchdog aborts a hung test (all of it
+ * tests/support/ktest.h, with ktest_live_* freeing a half-way runtime). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -22,32 +23,6 @@
 #include "ktest.h"
 #include "testutil.h"
 #include "weft.h"
-
-/* ---- scaffolding (tests/support/ktest.h) ------------------------------------ */
-
-static weft_runtime_t *live_rt; /* the test's runtime until finish_runtime */
-
-static int setup(void **state) { return ktest_setup(state); }
-
-static int teardown(void **state) {
-  if (live_rt != NULL) { /* the test failed half-way: do not poison the next */
-    (void)weft_runtime_free(live_rt);
-    live_rt = NULL;
-  }
-  return ktest_teardown(state);
-}
-
-static void finish_runtime(weft_runtime_t *rt) {
-  live_rt = NULL;
-  ktest_finish_runtime(rt);
-}
-
-static weft_runtime_t *new_runtime(void) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
-  live_rt = rt;
-  return rt;
-}
 
 /* ---- results ------------------------------------------------------------------ */
 
@@ -107,7 +82,7 @@ static void exec_run(weft_runtime_t *rt, weft_exec_options_t *o, seen_t *s) {
 
 static void echo_hello(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   static const char *const args[] = {"echo", "hello", NULL};
   weft_exec_options_t o = {.file = "/bin/echo", .args = args};
   seen_t s;
@@ -126,12 +101,12 @@ static void echo_hello(void **state) {
   assert_int_equal(s.status, 0);
   assert_int_equal(s.out_len, 0);
   seen_fini(&s);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 static void exit_status_and_stderr(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   static const char *const args[] = {"sh", "-c", "echo out; echo e >&2; exit 3", NULL};
   weft_exec_options_t o = {.file = "/bin/sh", .args = args};
   seen_t s;
@@ -142,12 +117,12 @@ static void exit_status_and_stderr(void **state) {
   assert_string_equal(s.out, "out\n");
   assert_string_equal(s.err_out, "e\n");
   seen_fini(&s);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 static void killed_by_a_signal(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   static const char *const args[] = {"sh", "-c", "printf before; kill -TERM $$", NULL};
   weft_exec_options_t o = {.file = "/bin/sh", .args = args};
   seen_t s;
@@ -157,12 +132,12 @@ static void killed_by_a_signal(void **state) {
   assert_int_equal(s.sig, SIGTERM);
   assert_string_equal(s.out, "before");
   seen_fini(&s);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 static void output_over_max_output(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   static const char *const args[] = {"head", "-c", "3000000", "/dev/zero", NULL};
   weft_exec_options_t o = {.file = "head", .args = args, .max_output = 1u << 20};
   seen_t s;
@@ -180,13 +155,13 @@ static void output_over_max_output(void **state) {
   assert_int_equal(s.err, UV_ENOBUFS);
   assert_true(s.err_len <= (1u << 20));
   seen_fini(&s);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* Exactly max_output bytes fit; one more does not. */
 static void output_at_max_output(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   static const char *const fits[] = {"head", "-c", "200000", "/dev/zero", NULL};
   weft_exec_options_t o = {.file = "head", .args = fits, .max_output = 200000};
   seen_t s;
@@ -203,12 +178,12 @@ static void output_at_max_output(void **state) {
   assert_int_equal(s.err, UV_ENOBUFS);
   assert_true(s.out_len <= 200000);
   seen_fini(&s);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 static void missing_program(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   seen_t s = {0};
   weft_exec_options_t o = {.file = "/nonexistent/weft-no-such-program", .cb = on_done,
                            .data = &s};
@@ -217,12 +192,12 @@ static void missing_program(void **state) {
   assert_int_equal(weft_exec(weft_runtime_main(rt), &o), UV_ENOENT);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(s.calls, 0); /* an error from weft_exec: no callback */
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 static void env_and_cwd(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   static const char *const args[] = {"sh", "-c", "printf '%s:%s' \"$GREETING\" \"$(pwd)\"", NULL};
   static const char *const env[] = {"GREETING=hi", "PATH=/usr/bin:/bin", NULL};
   weft_exec_options_t o = {.file = "/bin/sh", .args = args, .env = env, .cwd = "/"};
@@ -231,12 +206,12 @@ static void env_and_cwd(void **state) {
   assert_int_equal(s.err, 0);
   assert_string_equal(s.out, "hi:/");
   seen_fini(&s);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 static void argument_errors(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   seen_t s = {0};
   weft_exec_options_t o = {.file = "/bin/true", .cb = on_done, .data = &s};
   assert_int_equal(weft_exec(NULL, &o), WEFT_EINVAL);
@@ -248,13 +223,13 @@ static void argument_errors(void **state) {
   assert_int_equal(weft_exec(weft_runtime_main(rt), &o), WEFT_EINVAL);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(s.calls, 0);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* Several commands at once, each with its own result. */
 static void several_at_once(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   enum { N = 8 };
   static seen_t s[N];
   static char numbers[N][8];
@@ -276,10 +251,10 @@ static void several_at_once(void **state) {
     assert_string_equal(s[i].out, numbers[i]);
     seen_fini(&s[i]);
   }
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_live_teardown)
 
 int main(void) {
   ktest_init();

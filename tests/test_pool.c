@@ -13,7 +13,8 @@
  * Callbacks and task functions record failures with CHECK; each test ends
  * with weft_runtime_free() == 0, no CHECK failed, and no weft allocation
  * outstanding (the pool allocates through weft_malloc, so its own memory is
- * counted too). A watchdog aborts a hung test. */
+ * counted too). A watchdog aborts a hung test. CHECK, the watchdog and the
+ * leak check are tests/support/ktest.h's. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -26,130 +27,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ktest.h"
 #include "testutil.h"
 #include "weft.h"
 #include "weft/pool.h"
-
-/* ---- scaffolding (the same in every kernel test file) --------------------- */
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-/* Debian's libuv is not built with TSan and closes descriptors with a raw
- * close syscall that TSan does not see; when another thread's new loop gets
- * the same descriptor number, TSan reports a race on the descriptor. Only
- * those reports are suppressed. */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void) {
-  return "race:epoll_create1\nrace:eventfd\nrace:pipe2\n";
-}
-#endif
-
-static double test_scale(void) {
-  const char *s = getenv("WEFT_TEST_SCALE");
-  if (s != NULL && *s != '\0') {
-    double v = strtod(s, NULL);
-    if (v > 0)
-      return v;
-  }
-  return SANITIZED ? 0.05 : 1.0;
-}
-
-static inline uint64_t scaled(uint64_t n, uint64_t min) {
-  uint64_t v = (uint64_t)((double)n * test_scale());
-  return v < min ? min : v;
-}
-
-static atomic_int failures;
-static long alloc_base;
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-    }                                                                            \
-  } while (0)
-
-#define CHECK_RC(expr, want)                                                     \
-  do {                                                                           \
-    int rc_ = (expr);                                                            \
-    if (rc_ != (want)) {                                                         \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: %s returned %s, want %s\n", __FILE__, __LINE__,    \
-              #expr, weft_err_name(rc_), weft_err_name(want));                   \
-    }                                                                            \
-  } while (0)
-
-typedef struct {
-  uv_thread_t tid;
-  uv_mutex_t mu;
-  uv_cond_t cv;
-  bool done;
-} watchdog_t;
-
-static watchdog_t watchdog;
-
-static void watchdog_main(void *arg) {
-  watchdog_t *w = arg;
-  uint64_t limit = (SANITIZED ? 200ull : 60ull) * 1000000000ull;
-  uint64_t deadline = uv_hrtime() + limit;
-  uv_mutex_lock(&w->mu);
-  while (!w->done) {
-    uint64_t now = uv_hrtime();
-    if (now >= deadline) {
-      fprintf(stderr, "watchdog: test still running after %llu s: abort\n",
-              (unsigned long long)(limit / 1000000000ull));
-      abort();
-    }
-    (void)uv_cond_timedwait(&w->cv, &w->mu, deadline - now);
-  }
-  uv_mutex_unlock(&w->mu);
-}
-
-static int setup(void **state) {
-  (void)state;
-  testutil_alloc_install();
-  testutil_alloc_fail_after(-1);
-  atomic_store(&failures, 0);
-  alloc_base = testutil_alloc_outstanding();
-  if (alloc_base != 0)
-    fprintf(stderr, "note: an earlier test leaked %ld blocks\n", alloc_base);
-  watchdog.done = false;
-  if (uv_mutex_init(&watchdog.mu) || uv_cond_init(&watchdog.cv) ||
-      uv_thread_create(&watchdog.tid, watchdog_main, &watchdog))
-    abort();
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  uv_mutex_lock(&watchdog.mu);
-  watchdog.done = true;
-  uv_cond_signal(&watchdog.cv);
-  uv_mutex_unlock(&watchdog.mu);
-  uv_thread_join(&watchdog.tid);
-  uv_cond_destroy(&watchdog.cv);
-  uv_mutex_destroy(&watchdog.mu);
-  return 0;
-}
-
-/* The end of every test: the runtime goes, nothing failed, nothing leaked. */
-static inline void finish_runtime(weft_runtime_t *rt) {
-  assert_int_equal(weft_runtime_free(rt), 0);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
-}
-
-static inline weft_runtime_t *new_runtime(void) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
-  return rt;
-}
 
 /* ---- shared by the tests ------------------------------------------------------ */
 
@@ -168,7 +49,7 @@ static bool on_pool_thread(void) {
 }
 
 static weft_runtime_t *start(void) {
-  weft_runtime_t *rt = new_runtime();
+  weft_runtime_t *rt = ktest_new_runtime();
   main_thread = uv_thread_self();
   main_ctx = weft_runtime_main(rt);
   return rt;
@@ -189,13 +70,6 @@ static weft_msg_t *args_ab(int64_t a, int64_t b) {
   weft_msg_put_map(m, 2);
   weft_msg_put_i64(m, "a", a);
   if (weft_msg_put_i64(m, "b", b) != 0)
-    abort();
-  return m;
-}
-
-static weft_msg_t *msg_u64(uint64_t v) {
-  weft_msg_t *m = NULL;
-  if (weft_msg_new(&m) != 0 || weft_msg_put_u64(m, NULL, v) != 0)
     abort();
   return m;
 }
@@ -297,7 +171,7 @@ static void on_sum(weft_pool_t *pool, int err, weft_msg_t *result, void *data) {
 static int fail_fn(weft_pool_task_t *task, weft_msg_t *args, weft_msg_t **result) {
   (void)task;
   (void)args;
-  *result = msg_u64(1); /* dropped: the task failed */
+  *result = ktest_msg_u64(1); /* dropped: the task failed */
   return UV_EIO;
 }
 
@@ -325,7 +199,7 @@ static void results_on_submitting_context(void **state) {
   assert_int_equal(t.done, 202);
   assert_int_equal(t.bad, 0);
   assert_int_equal(t.errors, 2);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- callback order -------------------------------------------------------------- */
@@ -377,11 +251,11 @@ static void fifo_with_one_thread(void **state) {
   weft_pool_t *pool = new_pool(1, 0);
   order_t o = {.pool = pool, .n = 2000};
   for (uint64_t i = 0; i < o.n; i++)
-    submit_ok(pool, (weft_pool_task_options_t){.fn = seq_fn, .args = msg_u64(i)}, on_fifo, &o,
+    submit_ok(pool, (weft_pool_task_options_t){.fn = seq_fn, .args = ktest_msg_u64(i)}, on_fifo, &o,
               NULL);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(o.next, o.n);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static void on_per_thread(weft_pool_t *pool, int err, weft_msg_t *result, void *data) {
@@ -407,11 +281,11 @@ static void finish_order_per_thread(void **state) {
   weft_pool_t *pool = new_pool(2, 0);
   order_t o = {.pool = pool, .n = 5000};
   for (uint64_t i = 0; i < o.n; i++)
-    submit_ok(pool, (weft_pool_task_options_t){.fn = seq_fn, .args = msg_u64(i)},
+    submit_ok(pool, (weft_pool_task_options_t){.fn = seq_fn, .args = ktest_msg_u64(i)},
               on_per_thread, &o, NULL);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(o.next, o.n);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- the bounded queue ----------------------------------------------------------- */
@@ -483,7 +357,7 @@ static void queue_full_then_drain(void **state) {
   assert_int_equal(f.extra, 3);
   assert_int_equal(f.done, f.accepted);
   gate_fini(&f.gate);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- cancellation --------------------------------------------------------------- */
@@ -500,7 +374,7 @@ static int count_fn(weft_pool_task_t *task, weft_msg_t *args, weft_msg_t **resul
   (void)args;
   cx_t *c = weft_pool_task_arg(task);
   atomic_fetch_add(&c->ran, 1);
-  *result = msg_u64(5);
+  *result = ktest_msg_u64(5);
   return 0;
 }
 
@@ -548,7 +422,7 @@ static void cancel_queued(void **state) {
   assert_int_equal(c.ok, 4);
   assert_int_equal(atomic_load(&c.ran), 3);
   gate_fini(&c.gate);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* Spins until its cancellation flag is up, then answers anyway. */
@@ -559,7 +433,7 @@ static int spin_until_cancelled(weft_pool_task_t *task, weft_msg_t *args, weft_m
   while (!weft_pool_task_cancelled(task))
     sched_yield();
   atomic_fetch_add(&c->saw_flag, 1);
-  *result = msg_u64(9); /* dropped: the task was cancelled */
+  *result = ktest_msg_u64(9); /* dropped: the task was cancelled */
   return 0;
 }
 
@@ -583,7 +457,7 @@ static void cancel_running(void **state) {
   weft_pool_stats_t st;
   gate_fini(&c.gate);
   (void)st;
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- timeouts ----------------------------------------------------------------- */
@@ -610,7 +484,7 @@ static int spin_until_timeout(weft_pool_task_t *task, weft_msg_t *args, weft_msg
   while (!weft_pool_task_cancelled(task))
     sched_yield();
   atomic_fetch_add(&t->saw_flag, 1);
-  *result = msg_u64(1); /* a late result: dropped */
+  *result = ktest_msg_u64(1); /* a late result: dropped */
   return 0;
 }
 
@@ -668,7 +542,7 @@ static void timeouts(void **state) {
   assert_int_equal(atomic_load(&t.saw_flag), 1);
   assert_int_equal(atomic_load(&t.queued_ran), 0);
   gate_fini(&t.gate);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- resize under load --------------------------------------------------------- */
@@ -687,7 +561,7 @@ static int work_fn(weft_pool_task_t *task, weft_msg_t *args, weft_msg_t **result
   volatile uint64_t spin = 0;
   for (int i = 0; i < 2000; i++)
     spin += (uint64_t)i;
-  *result = msg_u64(v);
+  *result = ktest_msg_u64(v);
   return 0;
 }
 
@@ -720,7 +594,7 @@ static void on_rz(weft_pool_t *pool, int err, weft_msg_t *result, void *data) {
 
 static void rz_submit(rz_t *r, uint64_t k) {
   for (uint64_t i = 0; i < k && r->submitted < r->n; i++) {
-    weft_pool_task_options_t o = {.fn = work_fn, .args = msg_u64(r->submitted)};
+    weft_pool_task_options_t o = {.fn = work_fn, .args = ktest_msg_u64(r->submitted)};
     int rc = weft_pool_submit(r->pool, &o, on_rz, r, NULL);
     CHECK_RC(rc, 0);
     if (rc != 0) {
@@ -734,7 +608,7 @@ static void rz_submit(rz_t *r, uint64_t k) {
 static void resize_under_load(void **state) {
   (void)state;
   weft_runtime_t *rt = start();
-  rz_t r = {.n = scaled(60000, 3000), .min_threads_seen = 99};
+  rz_t r = {.n = ktest_scaled(60000, 3000), .min_threads_seen = 99};
   r.seen = calloc(r.n, 1);
   assert_non_null(r.seen);
   r.pool = new_pool(2, 0);
@@ -747,7 +621,7 @@ static void resize_under_load(void **state) {
   assert_int_equal(r.max_threads_seen, 4);
   assert_int_equal(r.min_threads_seen, 1);
   free(r.seen);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- close with pending tasks --------------------------------------------------- */
@@ -802,7 +676,7 @@ static void close_with_pending(void **state) {
   assert_int_equal(c.cancelled, 101); /* the running gate task too */
   assert_int_equal(c.other, 0);
   gate_fini(&c.gate);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- asynchronous tasks ---------------------------------------------------------- */
@@ -818,8 +692,8 @@ static void later_closed(uv_handle_t *h) { free(h->data); }
 static void later_fire(uv_timer_t *timer) {
   later_t *l = timer->data;
   CHECK(on_pool_thread());
-  CHECK_RC(weft_pool_task_complete(l->task, 0, msg_u64(l->value)), 0);
-  weft_msg_t *again = msg_u64(0);
+  CHECK_RC(weft_pool_task_complete(l->task, 0, ktest_msg_u64(l->value)), 0);
+  weft_msg_t *again = ktest_msg_u64(0);
   CHECK_RC(weft_pool_task_complete(l->task, 0, again), WEFT_EINVAL); /* once only */
   weft_msg_free(again);
   uv_close((uv_handle_t *)timer, later_closed);
@@ -832,7 +706,7 @@ static int async_fn(weft_pool_task_t *task, weft_msg_t *args, weft_msg_t **resul
   uint64_t v = 0;
   CHECK_RC(weft_msg_get_u64(args, NULL, &v), 0);
   if (v % 2 == 1) {
-    CHECK_RC(weft_pool_task_complete(task, 0, msg_u64(v * 2)), 0);
+    CHECK_RC(weft_pool_task_complete(task, 0, ktest_msg_u64(v * 2)), 0);
     return WEFT_POOL_ASYNC;
   }
   later_t *l = calloc(1, sizeof(*l));
@@ -868,14 +742,14 @@ static void async_tasks(void **state) {
   a.pool = new_pool(2, 0);
   uint64_t want = 0;
   for (int i = 0; i < a.n; i++) {
-    submit_ok(a.pool, (weft_pool_task_options_t){.fn = async_fn, .args = msg_u64((uint64_t)i)},
+    submit_ok(a.pool, (weft_pool_task_options_t){.fn = async_fn, .args = ktest_msg_u64((uint64_t)i)},
               on_async, &a, NULL);
     want += 2u * (uint64_t)i;
   }
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(a.done, a.n);
   assert_int_equal(a.sum, want);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- buffers move both ways without copying --------------------------------------- */
@@ -946,7 +820,7 @@ static void buffers_move_both_ways(void **state) {
   submit_ok(pool, (weft_pool_task_options_t){.fn = touch_buf, .args = args}, on_buf, &ok, NULL);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(ok, 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- idle threads retire; the loop may end ------------------------------------------ */
@@ -970,7 +844,7 @@ static void idle_threads_retire(void **state) {
   assert_int_equal(weft_pool_stats(pool, &st), 0);
   assert_int_equal(st.threads, 0); /* min_threads 0: none until needed */
   for (int i = 0; i < 50; i++)
-    submit_ok(pool, (weft_pool_task_options_t){.fn = work_fn, .args = msg_u64(1)}, on_idle_done,
+    submit_ok(pool, (weft_pool_task_options_t){.fn = work_fn, .args = ktest_msg_u64(1)}, on_idle_done,
               &done, NULL);
   assert_int_equal(weft_pool_stats(pool, &st), 0);
   assert_true(st.threads >= 1 && st.threads <= 2);
@@ -981,14 +855,14 @@ static void idle_threads_retire(void **state) {
   assert_int_equal(st.threads, 0);
   assert_int_equal(st.completed, 50);
   /* Still usable: a thread comes back for new work. */
-  submit_ok(pool, (weft_pool_task_options_t){.fn = work_fn, .args = msg_u64(1)}, on_idle_done,
+  submit_ok(pool, (weft_pool_task_options_t){.fn = work_fn, .args = ktest_msg_u64(1)}, on_idle_done,
             &done, NULL);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(done, 51);
   assert_int_equal(weft_pool_close(pool, close_cb_count), 0);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(closed, 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- a thread lost inside a task ------------------------------------------------------ */
@@ -1039,7 +913,7 @@ static void thread_lost_inside_task(void **state) {
   assert_int_equal(l.done, 11);
   assert_int_equal(l.ok + l.terminated, 11);
   assert_int_equal(l.ok, 11);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- figures ------------------------------------------------------------------------- */
@@ -1097,7 +971,7 @@ static void figures(void **state) {
     submit_ok(pool, (weft_pool_task_options_t){.fn = busy_200us}, on_fig, &done, NULL);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(done, 40);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- a million tiny tasks ------------------------------------------------------------- */
@@ -1140,7 +1014,7 @@ static void on_mt_drain(weft_pool_t *pool) { mt_fill(weft_pool_data(pool)); }
 static void million_tiny_tasks(void **state) {
   (void)state;
   weft_runtime_t *rt = start();
-  mt_t m = {.n = scaled(1000000, 20000)};
+  mt_t m = {.n = ktest_scaled(1000000, 20000)};
   weft_pool_options_t po = {.max_queue = 4096, .on_drain = on_mt_drain, .data = &m};
   assert_int_equal(weft_pool_new(main_ctx, &po, &m.pool), 0);
   uint64_t t0 = uv_hrtime();
@@ -1153,7 +1027,7 @@ static void million_tiny_tasks(void **state) {
   assert_int_equal(m.submitted, m.n);
   assert_true(m.sum == m.want_sum);
   assert_true(m.eagain > 0);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* ---- allocation failures ----------------------------------------------------------- */
@@ -1216,7 +1090,7 @@ static void allocation_failure_sweep(void **state) {
     testutil_alloc_fail_after(-1);
     assert_int_equal(o.calls, o.want);
     assert_int_equal(o.ok + o.failed, o.want);
-    finish_runtime(rt);
+    ktest_finish_runtime(rt);
   }
   assert_false(hit); /* a run without any failure was reached */
   fprintf(stderr, "  %d runs\n", runs);
@@ -1269,15 +1143,13 @@ static void argument_errors(void **state) {
   assert_int_equal(weft_pool_close(pool, close_cb_count), 0);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(closed, 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
-  testutil_alloc_install();
-  if (getenv("WEFT_TEST_FILTER") != NULL)
-    cmocka_set_test_filter(getenv("WEFT_TEST_FILTER"));
+  ktest_init();
   const struct CMUnitTest tests[] = {
       T(results_on_submitting_context),
       T(fifo_with_one_thread),

@@ -6,10 +6,11 @@
 #   tools/quickstart.sh demo    deps, Release build in build/, run the flagship
 #                               demo (build/examples/flagship --demo, or
 #                               worker_hello --demo until flagship exists)
-#   tools/quickstart.sh test [test|asan|tsan ...]
+#   tools/quickstart.sh test [test|asan|tsan|fuzz ...]
 #                               deps, then build and run ctest in build-test
-#                               (RelWithDebInfo), build-asan (address,undefined)
-#                               and build-tsan (thread), all with -Werror; print
+#                               (RelWithDebInfo), build-asan (address,undefined),
+#                               build-tsan (thread), all with -Werror, and
+#                               build-fuzz (clang, each fuzz target 60 s); print
 #                               one summary line per build and a last line
 #                               "N passed, N failed"; exit 1 if anything failed
 #
@@ -23,7 +24,7 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 export CC="${CC:-gcc}"
 JOBS="$(nproc 2>/dev/null || echo 2)"
 PACKAGES=(build-essential cmake pkg-config libuv1-dev libnng-dev libmsgpack-dev
-          libcmocka-dev libjansson-dev clang)
+          libcmocka-dev libjansson-dev clang libclang-rt-14-dev)
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
@@ -109,15 +110,17 @@ SUMMARY=()
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 
-# run_build name build_type sanitizer: configure, build, ctest; record counts.
+# run_build name build_type sanitizer [cmake args...]: configure, build,
+# ctest; record counts.
 run_build() {
   local name="$1" type="$2" san="$3"
+  shift 3
   local dir="build-$name"
   local log="$dir/quickstart-ctest.log" launcher=() registered line passed failed total
   say "$dir: configure + build ($type, sanitizer $san, -Werror)"
   mkdir -p "$dir"
   if ! configure_and_build "$dir" -DCMAKE_BUILD_TYPE="$type" -DWEFT_WERROR=ON \
-       -DWEFT_SANITIZER="$san"; then
+       -DWEFT_SANITIZER="$san" "$@"; then
     registered="$(ctest --test-dir "$dir" -N 2>/dev/null |
                   sed -n 's/^Total Tests: \([0-9]*\).*/\1/p')"
     failed="${registered:-0}"
@@ -165,14 +168,17 @@ run_build() {
 
 cmd_test() {
   local builds=("$@") b ok=0
-  ((${#builds[@]})) || builds=(test asan tsan)
+  ((${#builds[@]})) || builds=(test asan tsan fuzz)
   install_deps
   for b in "${builds[@]}"; do
     case "$b" in
       test) run_build test RelWithDebInfo none || ok=1 ;;
       asan) run_build asan Debug address,undefined || ok=1 ;;
       tsan) run_build tsan Debug thread || ok=1 ;;
-      *) die "unknown build '$b' (test, asan, tsan)" ;;
+      # Every decoder of outside input, fuzzed for WEFT_FUZZ_SECONDS (60) each.
+      fuzz) CC=clang run_build fuzz RelWithDebInfo none -DWEFT_BUILD_FUZZ=ON \
+              -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_EXAMPLES=OFF -DWEFT_BUILD_TOOLS=OFF || ok=1 ;;
+      *) die "unknown build '$b' (test, asan, tsan, fuzz)" ;;
     esac
   done
   echo

@@ -1,7 +1,8 @@
 /* ktest.c: the kernel-test scaffolding of ktest.h. ktest_failures is bumped
  * from any thread (atomic); ktest_alloc_base and the watchdog belong to the
  * test's main thread, which starts the watchdog in ktest_setup and joins it
- * in ktest_teardown. One test runs at a time. */
+ * in ktest_teardown; so does the runtime ktest_live_runtime_new remembers.
+ * One test runs at a time. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -117,6 +118,29 @@ void ktest_finish_runtime(weft_runtime_t *rt) {
   assert_int_equal(weft_runtime_free(rt), 0);
   assert_int_equal(atomic_load(&ktest_failures), 0);
   assert_int_equal(testutil_alloc_outstanding(), ktest_alloc_base);
+}
+
+/* The runtime of a ktest_live_* test until ktest_live_finish. */
+static weft_runtime_t *live_rt;
+
+weft_runtime_t *ktest_live_runtime_new(const weft_runtime_options_t *opts) {
+  weft_runtime_t *rt = NULL;
+  assert_int_equal(weft_runtime_new(&rt, opts), 0);
+  live_rt = rt;
+  return rt;
+}
+
+void ktest_live_finish(weft_runtime_t *rt) {
+  live_rt = NULL;
+  ktest_finish_runtime(rt);
+}
+
+int ktest_live_teardown(void **state) {
+  if (live_rt != NULL) { /* the test failed half-way */
+    (void)weft_runtime_free(live_rt);
+    live_rt = NULL;
+  }
+  return ktest_teardown(state);
 }
 
 weft_runtime_t *ktest_new_runtime(void) {

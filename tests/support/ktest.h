@@ -71,6 +71,15 @@ int ktest_teardown(void **state);
 /* The end of every test: the runtime goes, nothing failed, nothing leaked. */
 void ktest_finish_runtime(weft_runtime_t *rt);
 
+/* For tests whose asserts may stop them half-way with a runtime alive (child
+ * processes, exec): ktest_live_runtime_new makes a runtime (asserts) and
+ * remembers it, ktest_live_finish forgets it and calls ktest_finish_runtime,
+ * and ktest_live_teardown (use it in place of ktest_teardown) frees a runtime
+ * the test left behind, so that it does not poison the next test. */
+weft_runtime_t *ktest_live_runtime_new(const weft_runtime_options_t *opts);
+void ktest_live_finish(weft_runtime_t *rt);
+int ktest_live_teardown(void **state);
+
 /* ktest_new_runtime: a runtime with default options (asserts). */
 weft_runtime_t *ktest_new_runtime(void);
 
