@@ -129,12 +129,12 @@ static inst_t *pick(weft_balancer_t *b) {
 static int fl_push(inst_t *in, uint64_t seq, int fd) {
   if (in->fl_len == in->fl_cap) {
     size_t cap = in->fl_cap ? in->fl_cap * 2 : 64;
-    flight_t *n = malloc(cap * sizeof(*n));
+    flight_t *n = weft_malloc(cap * sizeof(*n));
     if (n == NULL)
       return WEFT_ENOMEM;
     for (size_t i = 0; i < in->fl_len; i++)
       n[i] = in->fl[(in->fl_head + i) % in->fl_cap];
-    free(in->fl);
+    weft_free(in->fl);
     in->fl = n, in->fl_cap = cap, in->fl_head = 0;
   }
   in->fl[(in->fl_head + in->fl_len++) % in->fl_cap] = (flight_t){seq, fd};
@@ -166,12 +166,12 @@ static int send_conn(inst_t *in, int fd) {
 static int pending_push(weft_balancer_t *b, int fd) {
   if (b->p_len == b->p_cap) {
     size_t cap = b->p_cap ? b->p_cap * 2 : 64;
-    int *n = cap <= 65536 ? malloc(cap * sizeof(int)) : NULL;
+    int *n = cap <= 65536 ? weft_malloc(cap * sizeof(int)) : NULL;
     if (n == NULL)
       return WEFT_ENOMEM;
     for (size_t i = 0; i < b->p_len; i++)
       n[i] = b->pending[(b->p_head + i) % b->p_cap];
-    free(b->pending);
+    weft_free(b->pending);
     b->pending = n, b->p_cap = cap, b->p_head = 0;
   }
   b->pending[(b->p_head + b->p_len++) % b->p_cap] = fd;
@@ -244,7 +244,7 @@ static void drain_inst(inst_t *in) {
 }
 
 static inst_t *inst_new(weft_balancer_t *b, slot_t *s) {
-  inst_t *in = calloc(1, sizeof(*in));
+  inst_t *in = weft_calloc(1, sizeof(*in));
   if (in) {
     in->b = b;
     in->slot = s;
@@ -260,8 +260,8 @@ static void inst_free(inst_t *in) {
     s->cur = NULL;
   if (s->incoming == in)
     s->incoming = NULL;
-  free(in->fl);
-  free(in);
+  weft_free(in->fl);
+  weft_free(in);
   b->insts--;
 }
 
@@ -449,10 +449,10 @@ static void on_poll_closed(uv_handle_t *h) {
     unlink(b->opts.path);
   if (b->close_cb && !b->quiet)
     b->close_cb(b);
-  free(b->lis);
-  free(b->slots);
-  free(b->pending);
-  free(b);
+  weft_free(b->lis);
+  weft_free(b->slots);
+  weft_free(b->pending);
+  weft_free(b);
 }
 
 static void close_listeners(weft_balancer_t *b) {
@@ -465,7 +465,7 @@ static int open_listeners(weft_balancer_t *b) {
   if (rp && b->opts.path)
     return UV_ENOTSUP;
   b->nlis = rp ? b->nslots : 1;
-  b->lis = calloc(b->nlis, sizeof(*b->lis));
+  b->lis = weft_calloc(b->nlis, sizeof(*b->lis));
   if (b->lis == NULL)
     return WEFT_ENOMEM;
   int err = 0, port = b->opts.port;
@@ -539,15 +539,15 @@ static void maybe_finish_close(weft_balancer_t *b) {
 
 static void free_new(weft_balancer_t *b) {
   for (size_t i = 0; i < b->nslots; i++)
-    free(b->slots[i].cur);
+    weft_free(b->slots[i].cur);
   b->quiet = true;
   if (b->handles) {
     close_listeners(b);
     return;
   }
-  free(b->lis);
-  free(b->slots);
-  free(b);
+  weft_free(b->lis);
+  weft_free(b->slots);
+  weft_free(b);
 }
 
 int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft_balancer_t **out) {
@@ -555,7 +555,7 @@ int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft
     return WEFT_EINVAL;
   if (weft_ctx_current() != ctx)
     return WEFT_EWRONGTHREAD;
-  weft_balancer_t *b = calloc(1, sizeof(*b));
+  weft_balancer_t *b = weft_calloc(1, sizeof(*b));
   if (b == NULL)
     return WEFT_ENOMEM;
   b->ctx = ctx;
@@ -563,8 +563,8 @@ int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft
   b->opts = *opts;
   b->pipe = opts->path != NULL;
   b->nslots = opts->workers ? opts->workers : weft_available_parallelism();
-  b->slots = calloc(b->nslots, sizeof(*b->slots));
-  weft_sup_child_spec_t *specs = calloc(b->nslots, sizeof(*specs));
+  b->slots = weft_calloc(b->nslots, sizeof(*b->slots));
+  weft_sup_child_spec_t *specs = weft_calloc(b->nslots, sizeof(*specs));
   int err = b->slots && specs ? 0 : WEFT_ENOMEM;
   for (size_t i = 0; err == 0 && i < b->nslots; i++) {
     b->slots[i].lis = -1;
@@ -589,10 +589,10 @@ int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft
     };
     err = weft_sup_new(ctx, &so, &b->sup);
   }
-  free(specs);
+  weft_free(specs);
   if (err) {
     if (b->slots == NULL) {
-      free(b);
+      weft_free(b);
       return err;
     }
     free_new(b);

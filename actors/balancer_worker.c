@@ -46,7 +46,7 @@ struct weft_balancer_worker_s {
 
 static void maybe_free(weft_balancer_worker_t *w) {
   if (w->port == NULL && w->handles == 0)
-    free(w);
+    weft_free(w);
 }
 
 static void on_own_closed(uv_handle_t *h) {
@@ -124,7 +124,7 @@ static void on_conn_closed(uv_handle_t *h) {
   w->closed++;
   if (w->opts.on_close)
     w->opts.on_close(c);
-  free(c);
+  weft_free(c);
   soon(w);
   if (w->draining)
     finish_drain(w);
@@ -136,7 +136,7 @@ static void on_conn_discarded(uv_handle_t *h) {
   weft_conn_t *c = (weft_conn_t *)(void *)h;
   weft_balancer_worker_t *w = c->worker;
   unlink_conn(w, c);
-  free(c);
+  weft_free(c);
   maybe_free(w);
 }
 
@@ -152,7 +152,7 @@ void weft_conn_request_done(weft_conn_t *c) {
 
 static weft_conn_t *conn_new(weft_balancer_worker_t *w) {
   size_t size = w->opts.conn_size > sizeof(weft_conn_t) ? w->opts.conn_size : sizeof(weft_conn_t);
-  weft_conn_t *c = calloc(1, size);
+  weft_conn_t *c = weft_calloc(1, size);
   if (c == NULL)
     return NULL;
   c->worker = w;
@@ -333,7 +333,7 @@ int weft_balancer_worker_start(weft_ctx_t *ctx, const weft_balancer_worker_optio
     port = weft_runtime_parent_port(weft_ctx_runtime(ctx));
   if (port == NULL)
     return WEFT_EINVAL;
-  weft_balancer_worker_t *w = calloc(1, sizeof(*w));
+  weft_balancer_worker_t *w = weft_calloc(1, sizeof(*w));
   if (w == NULL)
     return WEFT_ENOMEM;
   w->ctx = ctx;
@@ -342,7 +342,7 @@ int weft_balancer_worker_start(weft_ctx_t *ctx, const weft_balancer_worker_optio
   w->opts = *opts;
   int err = weft_port_on_close(port, on_port_closed);
   if (err) {
-    free(w);
+    weft_free(w);
     return err;
   }
   uv_check_init(w->loop, &w->check);

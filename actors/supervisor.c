@@ -132,7 +132,7 @@ static void describe(weft_sup_exit_t *e) {
 
 static void on_handle_closed(uv_handle_t *h) {
   if (h->data != NULL) {  /* a child's timer */
-    free(h->data);
+    weft_free(h->data);
     return;
   }
   weft_sup_t *s = (weft_sup_t *)((char *)h - offsetof(weft_sup_t, timer));
@@ -141,8 +141,8 @@ static void on_handle_closed(uv_handle_t *h) {
   weft_sup_child_t *parent = s->parent;
   bool gave_up = s->gave_up;
   weft_sup_exit_t last = s->last;
-  free(s->times);
-  free(s);
+  weft_free(s->times);
+  weft_free(s);
   if (parent)
     nested_done(parent, gave_up, &last);
 }
@@ -352,12 +352,12 @@ static int add_child(weft_sup_t *s, const weft_sup_child_spec_t *spec, weft_sup_
                                     : (spec->entry == NULL && spec->entry_name == NULL &&
                                        spec->file == NULL))
     return WEFT_EINVAL;
-  weft_sup_child_t *c = calloc(1, sizeof(*c));
+  weft_sup_child_t *c = weft_calloc(1, sizeof(*c));
   if (c == NULL)
     return WEFT_ENOMEM;
   int err = uv_timer_init(s->loop, &c->timer);
   if (err) {
-    free(c);
+    weft_free(c);
     return err;
   }
   c->timer.data = c;
@@ -587,12 +587,12 @@ int weft_sup_new(weft_ctx_t *ctx, const weft_sup_options_t *opts, weft_sup_t **o
     return WEFT_EINVAL;
   if (weft_ctx_current() != ctx)
     return WEFT_EWRONGTHREAD;
-  weft_sup_t *s = calloc(1, sizeof(*s));
+  weft_sup_t *s = weft_calloc(1, sizeof(*s));
   if (s == NULL)
     return WEFT_ENOMEM;
-  s->times = calloc(lim(opts->limits.max_restarts, 3), sizeof(uint64_t));
+  s->times = weft_calloc(lim(opts->limits.max_restarts, 3), sizeof(uint64_t));
   if (s->times == NULL) {
-    free(s);
+    weft_free(s);
     return WEFT_ENOMEM;
   }
   s->ctx = ctx;
@@ -601,8 +601,8 @@ int weft_sup_new(weft_ctx_t *ctx, const weft_sup_options_t *opts, weft_sup_t **o
   s->rng = opts->seed ? opts->seed : uv_hrtime() | 1;
   int err = uv_timer_init(s->loop, &s->timer);
   if (err) {
-    free(s->times);
-    free(s);
+    weft_free(s->times);
+    weft_free(s);
     return err;
   }
   s->timer.data = NULL;
