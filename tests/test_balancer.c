@@ -24,85 +24,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "testutil.h"
+#include "ktest.h"
 #include "weft.h"
 #include "weft/balancer.h"
 #include "weft/supervisor.h"
 
-/* ---- scaffolding ------------------------------------------------------------ */
+/* ---- scaffolding (tests/support/ktest.h) ------------------------------------ */
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
-static atomic_int failures;
-static long alloc_base;
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-    }                                                                            \
-  } while (0)
-
-typedef struct {
-  uv_thread_t tid;
-  uv_mutex_t mu;
-  uv_cond_t cv;
-  bool done;
-} watchdog_t;
-
-static watchdog_t watchdog;
-
-static void watchdog_main(void *arg) {
-  watchdog_t *w = arg;
-  uint64_t limit = (SANITIZED ? 200ull : 60ull) * 1000000000ull;
-  uint64_t deadline = uv_hrtime() + limit;
-  uv_mutex_lock(&w->mu);
-  while (!w->done) {
-    uint64_t now = uv_hrtime();
-    if (now >= deadline) {
-      fprintf(stderr, "watchdog: test still running after %llu s: abort\n",
-              (unsigned long long)(limit / 1000000000ull));
-      abort();
-    }
-    (void)uv_cond_timedwait(&w->cv, &w->mu, deadline - now);
-  }
-  uv_mutex_unlock(&w->mu);
-}
-
-static int setup(void **state) {
-  (void)state;
-  atomic_store(&failures, 0);
-  alloc_base = testutil_alloc_outstanding();
-  watchdog.done = false;
-  if (uv_mutex_init(&watchdog.mu) || uv_cond_init(&watchdog.cv) ||
-      uv_thread_create(&watchdog.tid, watchdog_main, &watchdog))
-    abort();
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  uv_mutex_lock(&watchdog.mu);
-  watchdog.done = true;
-  uv_cond_signal(&watchdog.cv);
-  uv_mutex_unlock(&watchdog.mu);
-  uv_thread_join(&watchdog.tid);
-  uv_cond_destroy(&watchdog.cv);
-  uv_mutex_destroy(&watchdog.mu);
-  return 0;
-}
-
-static void finish_runtime(weft_runtime_t *rt) {
-  assert_int_equal(weft_runtime_free(rt), 0);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
-}
-
+/* Sizes: a quarter (at least 20) under any sanitizer; not ktest_scaled. */
 static int scaled(int n) { return SANITIZED ? (n / 4 > 20 ? n / 4 : 20) : n; }
 
 /* ---- the worker: a minimal HTTP/1.1 server ----------------------------------- */
@@ -419,8 +348,7 @@ static weft_balancer_t *start(weft_runtime_t *rt, weft_balance_policy_t policy, 
 }
 
 static weft_runtime_t *new_runtime(void) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
+  weft_runtime_t *rt = ktest_new_runtime();
   register_entries(rt);
   memset(&load, 0, sizeof(load));
   memset(&bal, 0, sizeof(bal));
@@ -477,7 +405,7 @@ static void run_policy(weft_balance_policy_t policy, bool keepalive, unsigned n,
       fprintf(stderr, "spread %.3f\n", s);
     CHECK(s <= bound);
   }
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static void round_robin_close(void **state) {
@@ -519,7 +447,7 @@ static void ipv6_and_unix(void **state) {
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(load.failed, 0);
   assert_int_equal(total_reqs(), (uint64_t)load.target);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 
   rt = new_runtime();
   char path[64];
@@ -532,14 +460,14 @@ static void ipv6_and_unix(void **state) {
   assert_int_equal(load.failed, 0);
   assert_int_equal(total_reqs(), (uint64_t)load.target);
   CHECK(access(path, F_OK) != 0);  /* unlinked at close */
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 
   rt = new_runtime();
   weft_balancer_options_t o = {.path = path, .policy = WEFT_BALANCE_REUSEPORT, .workers = 1,
                                .worker = {.entry = http_entry}};
   weft_balancer_t *b = NULL;
   assert_int_equal(weft_balancer_new(weft_runtime_main(rt), &o, &b), UV_ENOTSUP);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* Worker 0 stops taking messages once the load starts and exits 100 ms
@@ -573,7 +501,7 @@ static void handoff_to_dead_worker(void **state) {
   CHECK(bal.final[0].rehanded > 0);
   CHECK(bal.final[0].starts >= 2);  /* restarted after the exit */
   CHECK(bal.exits >= 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* Drain worker 0 while keep-alive connections to it are open and busy. */
@@ -596,7 +524,7 @@ static void drain_keepalive(void **state) {
   CHECK(bal.normal_exits == 2);
   CHECK(bal.final[0].starts == 1);
   CHECK(bal.final[1].requests > bal.final[0].requests);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* Rolling reload while clients keep going: no request fails. */
@@ -626,7 +554,7 @@ static void rolling_reload(weft_balance_policy_t policy, bool keepalive) {
   assert_int_equal(bal.reloaded, 1);
   assert_int_equal(total_reqs(), (uint64_t)load.target);
   CHECK(bal.final[0].starts == 2 && bal.final[1].starts == 2);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static void reload_round_robin_keepalive(void **state) {
@@ -672,10 +600,10 @@ static void process_killed_under_load(void **state) {
   fprintf(stderr, "killed worker: open %llu, failed %d, re-handed %llu\n",
           (unsigned long long)open_at_kill, load.failed,
           (unsigned long long)bal.final[0].rehanded);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
   if (getenv("WEFT_CHANNEL_FD") != NULL) {  /* a worker process */
@@ -690,9 +618,7 @@ int main(void) {
     return code;
   }
   signal(SIGPIPE, SIG_IGN);
-  testutil_alloc_install();
-  if (getenv("WEFT_TEST_FILTER") != NULL)
-    cmocka_set_test_filter(getenv("WEFT_TEST_FILTER"));
+  ktest_init();
   const struct CMUnitTest tests[] = {
       T(round_robin_close),
       T(least_connections_close),

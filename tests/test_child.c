@@ -38,32 +38,6 @@
 #include "testutil.h"
 #include "weft.h"
 
-/* ---- scaffolding (tests/support/ktest.h) ------------------------------------ */
-
-static weft_runtime_t *live_rt; /* the test's runtime until finish_runtime */
-
-static int setup(void **state) { return ktest_setup(state); }
-
-static int teardown(void **state) {
-  if (live_rt != NULL) { /* the test failed half-way: do not poison the next */
-    (void)weft_runtime_free(live_rt);
-    live_rt = NULL;
-  }
-  return ktest_teardown(state);
-}
-
-static void finish_runtime(weft_runtime_t *rt) {
-  live_rt = NULL;
-  ktest_finish_runtime(rt);
-}
-
-static weft_runtime_t *new_runtime(const weft_runtime_options_t *opts) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, opts), 0);
-  live_rt = rt;
-  return rt;
-}
-
 /* ---- messages both sides use ------------------------------------------------- */
 
 /* A small record {seq, tag}. */
@@ -703,7 +677,7 @@ static void kid_dump(const char *what, const kid_t *k) {
 
 static void records_both_ways_in_order(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   main_ctx = weft_runtime_main(rt);
   kid_t k = {.n = ktest_scaled(100000, 5000), .close_when_received = true};
   weft_child_options_t o = entry_opts("stream", &k);
@@ -722,14 +696,14 @@ static void records_both_ways_in_order(void **state) {
   assert_int_equal(k.recv, k.n);
   assert_int_equal(k.bad, 0);
   assert_true(k.drains >= k.eagain);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* A child posts n records and closes its end at once: every record arrives,
  * in order, then the close (reason ECLOSED), then on_exit. */
 static void child_messages_before_its_end(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   main_ctx = weft_runtime_main(rt);
   kid_t k = {.n = ktest_scaled(100000, 5000)};
   weft_child_options_t o = entry_opts("burst", &k);
@@ -745,7 +719,7 @@ static void child_messages_before_its_end(void **state) {
   assert_int_equal(k.closes, 1);
   assert_int_equal(k.closes_at_exit, 1);
   assert_int_equal(k.reason, WEFT_ECLOSED);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* ---- the first message -------------------------------------------------------- */
@@ -759,7 +733,7 @@ static void close_on_second_reply(weft_port_t *p, weft_msg_t *m) {
 
 static void data_arrives_first(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   main_ctx = weft_runtime_main(rt);
   kid_t k = {0};
   weft_child_options_t o = entry_opts("echo", &k);
@@ -775,7 +749,7 @@ static void data_arrives_first(void **state) {
   assert_int_equal(ctl_get(k.reply[0], "data"), 42);
   assert_int_equal(ctl_get(k.reply[1], "seq"), 1);
   kid_free_replies(&k);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* ---- a 256 MiB buffer by memfd ------------------------------------------------- */
@@ -785,7 +759,7 @@ static void big_buffer_by_memfd(void **state) {
   /* The message weighs 256 MiB: raise the byte bound of every port (the
    * transport's own port included) above it. */
   weft_runtime_options_t ro = {.port_hwm_bytes = 4 * BIG_LEN};
-  weft_runtime_t *rt = new_runtime(&ro);
+  weft_runtime_t *rt = ktest_live_runtime_new(&ro);
   main_ctx = weft_runtime_main(rt);
   weft_buf_t *b = NULL;
   assert_int_equal(weft_buf_new(&b, BIG_LEN), 0);
@@ -839,7 +813,7 @@ static void big_buffer_by_memfd(void **state) {
     assert_true(ctl_get(k.reply[i], "sum") == sum);
   }
   kid_free_replies(&k);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* ---- a socket to a child ------------------------------------------------------- */
@@ -909,7 +883,7 @@ static void tt_connection(uv_stream_t *server, int status) {
 
 static void socket_served_by_child(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   main_ctx = weft_runtime_main(rt);
   uv_loop_t *loop = weft_ctx_loop(main_ctx);
   memset(&tt, 0, sizeof(tt));
@@ -939,7 +913,7 @@ static void socket_served_by_child(void **state) {
   assert_int_equal(k.closes, 1);
   assert_int_equal(k.reason, WEFT_ECLOSED); /* the child closed its end */
   assert_int_equal(k.nreply, 0);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* ---- credits: parent to child ---------------------------------------------------- */
@@ -960,7 +934,7 @@ static void credit_exhaustion_to_child(void **state) {
   /* Every port here holds 64 messages: the transport's port too, so posts
    * fail soon after the child's window (4096) is spent. */
   weft_runtime_options_t ro = {.port_hwm_msgs = 64};
-  weft_runtime_t *rt = new_runtime(&ro);
+  weft_runtime_t *rt = ktest_live_runtime_new(&ro);
   main_ctx = weft_runtime_main(rt);
   /* Let the child read only at an EAGAIN after CHILD_WINDOW + 32 posts: at
    * most 64 wait in our stopped transport port, so nearly all the child's
@@ -988,7 +962,7 @@ static void credit_exhaustion_to_child(void **state) {
   assert_int_equal(k.sent, k.n);
   assert_int_equal(k.reason, 0);
   assert_int_equal(k.nreply, 0);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* ---- credits: child to parent ------------------------------------------------------ */
@@ -1007,7 +981,7 @@ static void start_on_e(weft_child_t *c, int fd, const char *line, size_t len) {
 
 static void credit_exhaustion_from_child(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   main_ctx = weft_runtime_main(rt);
   kid_t k = {.close_when_received = true};
   k.n = ktest_scaled(20000, 2000);
@@ -1037,7 +1011,7 @@ static void credit_exhaustion_from_child(void **state) {
   assert_int_equal(k.recv, k.n);
   assert_int_equal(k.bad, 0);
   assert_int_equal(k.reason, 0);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* ---- SIGKILL mid-stream ---------------------------------------------------------------- */
@@ -1069,7 +1043,7 @@ static void sigkill_mid_stream(void **state) {
   /* Small port bounds: posts fail soon after the child's window is spent, so
    * it dies with thousands of messages sent and not acknowledged. */
   weft_runtime_options_t ro = {.port_hwm_msgs = 64};
-  weft_runtime_t *rt = new_runtime(&ro);
+  weft_runtime_t *rt = ktest_live_runtime_new(&ro);
   main_ctx = weft_runtime_main(rt);
   kid_t k = {.n = UINT64_MAX, .on_release = kill_child, .after_exit = second_child,
              .release_at = CHILD_WINDOW};
@@ -1096,7 +1070,7 @@ static void sigkill_mid_stream(void **state) {
   assert_int_equal(ctl_get(second.reply[0], "seq"), 1);
   assert_int_equal(ctl_get(second.reply[1], "seq"), 2);
   kid_free_replies(&second);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* ---- exit codes, signals, spawn errors ---------------------------------------------------- */
@@ -1113,7 +1087,7 @@ static void run_entry(weft_runtime_t *rt, kid_t *k, const char *entry) {
 
 static void exit_codes_and_signals(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   main_ctx = weft_runtime_main(rt);
   kid_t k = {0};
   run_entry(rt, &k, "ret7");
@@ -1131,12 +1105,12 @@ static void exit_codes_and_signals(void **state) {
   run_entry(rt, &k, "no-such-entry");
   assert_int_equal(k.status, CHILD_EXIT_NOENTRY);
   assert_int_equal(k.sig, 0);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 static void spawn_errors(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   main_ctx = weft_runtime_main(rt);
   kid_t k = {0};
   weft_child_t *c = NULL;
@@ -1162,14 +1136,14 @@ static void spawn_errors(void **state) {
   assert_null(weft_child_port(NULL));
   run(rt);
   assert_int_equal(k.exits, 0); /* no callback after a failed spawn */
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* The same with output pipes: the spawn made pipe handles, which must be
  * closed (and live until closed) although no callback will come. */
 static void spawn_error_with_pipes(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   main_ctx = weft_runtime_main(rt);
   kid_t k = {0};
   weft_child_t *c = NULL;
@@ -1180,7 +1154,7 @@ static void spawn_error_with_pipes(void **state) {
   assert_int_equal(weft_child_spawn(main_ctx, &o, &c), UV_ENOENT);
   run(rt); /* runs the close of whatever the failed spawn left */
   assert_int_equal(k.exits, 0);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* ---- ports cannot cross ----------------------------------------------------------------------- */
@@ -1196,7 +1170,7 @@ static void close_on_last_seq(weft_port_t *p, weft_msg_t *m) {
 
 static void ports_cannot_cross(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   main_ctx = weft_runtime_main(rt);
   kid_t k = {.n = 2};
   weft_child_options_t o = entry_opts("echo", &k);
@@ -1222,14 +1196,14 @@ static void ports_cannot_cross(void **state) {
   assert_int_equal(ctl_get(k.reply[0], "seq"), 1);
   assert_int_equal(ctl_get(k.reply[1], "seq"), 2);
   kid_free_replies(&k);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* The message refused above, its port taken back and posted again: it has an
  * empty transfer slot now, and must still reach the child (post said 0). */
 static void retry_after_taking_the_port_back(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   main_ctx = weft_runtime_main(rt);
   kid_t k = {.n = 2};
   weft_child_options_t o = entry_opts("echo", &k);
@@ -1256,7 +1230,7 @@ static void retry_after_taking_the_port_back(void **state) {
   kid_free_replies(&k);
   assert_int_equal(n, 2); /* seq 2 came back: seq 1 must have come first */
   assert_int_equal(first, 1);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* ---- stdio ------------------------------------------------------------------------------------- */
@@ -1335,7 +1309,7 @@ static void run_sh(weft_runtime_t *rt, const char *const *args, bool lines, weft
 
 static void stdio_chunks_and_lines(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   run_sh(rt, sh_abc, false, WEFT_CHANNEL_NONE, NULL, NULL);
   assert_int_equal(io.status, 0);
   assert_int_equal(io.len[0], 5);
@@ -1355,12 +1329,12 @@ static void stdio_chunks_and_lines(void **state) {
   run_sh(rt, sh_abc, true, WEFT_CHANNEL_WEFT, NULL, NULL);
   assert_int_equal(io.status, 0);
   assert_int_equal(io.nlines[0], 3);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 static void environment_and_cwd(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   static const char *const show[] = {
       "sh", "-c", "printf '%s|%s|%s|%s' \"$FOO\" \"$(pwd)\" \"${WEFT_CHANNEL_FD-unset}\" "
                   "\"${WEFT_ENTRY-unset}\"", NULL};
@@ -1374,12 +1348,12 @@ static void environment_and_cwd(void **state) {
   run_sh(rt, show, false, WEFT_CHANNEL_WEFT, env, "/");
   io.out[0][io.len[0]] = '\0';
   assert_string_equal(io.out[0], "bar|/|3|unset");
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 static void stdin_pipe_write_and_close(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   memset(&io, 0, sizeof(io));
   static const char *const cat[] = {"cat", NULL};
   weft_child_options_t o = {.file = "cat", .args = cat, .channel = WEFT_CHANNEL_NONE,
@@ -1399,14 +1373,14 @@ static void stdin_pipe_write_and_close(void **state) {
   assert_int_equal(io.len[0], 11);
   assert_memory_equal(io.out[0], "hello world", 11);
   assert_int_equal(io.eofs[0], 1);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 /* A child with a stdin pipe that exits on its own, while the parent never
  * closes that pipe: on_exit must still come (Node closes stdin at exit). */
 static void stdin_pipe_left_open(void **state) {
   (void)state;
-  weft_runtime_t *rt = new_runtime(NULL);
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   memset(&io, 0, sizeof(io));
   static const char *const quit[] = {"sh", "-c", "exit 4", NULL};
   weft_child_options_t o = {.file = "/bin/sh", .args = quit, .channel = WEFT_CHANNEL_NONE,
@@ -1417,10 +1391,10 @@ static void stdin_pipe_left_open(void **state) {
   run(rt);
   assert_int_equal(io.exits, 1);
   assert_int_equal(io.status, 4);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_live_teardown)
 
 int main(int argc, char **argv) {
   (void)argc;

@@ -37,25 +37,6 @@
 #include "weft.h"
 #include "wire.h"
 
-/* ---- scaffolding (tests/support/ktest.h) ------------------------------------ */
-
-static weft_runtime_t *live_rt; /* the test's runtime until finish_runtime */
-
-static int setup(void **state) { return ktest_setup(state); }
-
-static int teardown(void **state) {
-  if (live_rt != NULL) { /* the test failed half-way: do not poison the next */
-    (void)weft_runtime_free(live_rt);
-    live_rt = NULL;
-  }
-  return ktest_teardown(state);
-}
-
-static void finish_runtime(weft_runtime_t *rt) {
-  live_rt = NULL;
-  ktest_finish_runtime(rt);
-}
-
 /* ============================================================================
  * The raw child: bytes on fd 3, no weft runtime.
  * ========================================================================== */
@@ -349,9 +330,7 @@ static void good_child_works(weft_runtime_t *rt) {
 /* One fault: the port closes naming it, the raw child sees the hang-up, and
  * then a good child works in the same runtime. */
 static void fault(const char *entry, uint32_t max_frame, int want) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
-  live_rt = rt;
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
   kid_t k = {0};
   (void)spawn(rt, entry, max_frame, &k, kid_msg);
   assert_int_equal(weft_runtime_run(rt), 0);
@@ -365,7 +344,7 @@ static void fault(const char *entry, uint32_t max_frame, int want) {
   assert_int_equal(k.status, 0); /* 42: we never hung up */
   assert_int_equal(k.sig, 0);
   good_child_works(rt);
-  finish_runtime(rt);
+  ktest_live_finish(rt);
 }
 
 static void unknown_frame_type(void **state) {
@@ -428,7 +407,7 @@ static void second_hello(void **state) {
   fault("raw_hello_twice", 0, WEFT_EPROTO);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_live_teardown)
 
 int main(int argc, char **argv) {
   (void)argc;

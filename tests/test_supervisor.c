@@ -22,83 +22,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "testutil.h"
+#include "ktest.h"
 #include "weft.h"
 #include "weft/supervisor.h"
-
-/* ---- scaffolding ------------------------------------------------------------ */
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#else
-#define SANITIZED 0
-#endif
-
-static atomic_int failures;
-static long alloc_base;
-
-#define CHECK(c)                                                                 \
-  do {                                                                           \
-    if (!(c)) {                                                                  \
-      atomic_fetch_add(&failures, 1);                                            \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);      \
-    }                                                                            \
-  } while (0)
-
-typedef struct {
-  uv_thread_t tid;
-  uv_mutex_t mu;
-  uv_cond_t cv;
-  bool done;
-} watchdog_t;
-
-static watchdog_t watchdog;
-
-static void watchdog_main(void *arg) {
-  watchdog_t *w = arg;
-  uint64_t limit = (SANITIZED ? 200ull : 60ull) * 1000000000ull;
-  uint64_t deadline = uv_hrtime() + limit;
-  uv_mutex_lock(&w->mu);
-  while (!w->done) {
-    uint64_t now = uv_hrtime();
-    if (now >= deadline) {
-      fprintf(stderr, "watchdog: test still running after %llu s: abort\n",
-              (unsigned long long)(limit / 1000000000ull));
-      abort();
-    }
-    (void)uv_cond_timedwait(&w->cv, &w->mu, deadline - now);
-  }
-  uv_mutex_unlock(&w->mu);
-}
-
-static int setup(void **state) {
-  (void)state;
-  atomic_store(&failures, 0);
-  alloc_base = testutil_alloc_outstanding();
-  watchdog.done = false;
-  if (uv_mutex_init(&watchdog.mu) || uv_cond_init(&watchdog.cv) ||
-      uv_thread_create(&watchdog.tid, watchdog_main, &watchdog))
-    abort();
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  uv_mutex_lock(&watchdog.mu);
-  watchdog.done = true;
-  uv_cond_signal(&watchdog.cv);
-  uv_mutex_unlock(&watchdog.mu);
-  uv_thread_join(&watchdog.tid);
-  uv_cond_destroy(&watchdog.cv);
-  uv_mutex_destroy(&watchdog.mu);
-  return 0;
-}
-
-static void finish_runtime(weft_runtime_t *rt) {
-  assert_int_equal(weft_runtime_free(rt), 0);
-  assert_int_equal(atomic_load(&failures), 0);
-  assert_int_equal(testutil_alloc_outstanding(), alloc_base);
-}
 
 /* ---- entries (threads and processes) ------------------------------------------ */
 
@@ -137,8 +63,7 @@ static void register_entries(weft_runtime_t *rt) {
 }
 
 static weft_runtime_t *new_runtime(void) {
-  weft_runtime_t *rt = NULL;
-  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
+  weft_runtime_t *rt = ktest_new_runtime();
   register_entries(rt);
   return rt;
 }
@@ -271,7 +196,7 @@ static void one_for_all_order(void **state) {
   assert_string_equal(seen.log, "+A+B+C-B-C-A+A+B+C=C=B=A");
   assert_int_equal(seen.closed, 1);
   (void)b;
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static void rest_for_one_order(void **state) {
@@ -282,7 +207,7 @@ static void rest_for_one_order(void **state) {
   run_group(rt, WEFT_SUP_REST_FOR_ONE, 4);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_string_equal(seen.log, "+A+B+C+D-B-D-C+B+C+D=D=C=B=A");
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* Read B's record at its exit: exit code and message; C was stopped. */
@@ -318,7 +243,7 @@ static void one_for_one_reasons(void **state) {
   assert_false(rec_b.normal);
   assert_false(rec_b.stopped);
   assert_string_equal(rec_b.message, "exited with code 7");
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static void intensity_and_backoff(void **state) {
@@ -352,7 +277,7 @@ static void intensity_and_backoff(void **state) {
     /* the restart came no sooner than the delay chosen */
     CHECK(seen.start_ms[i + 1] + 1 >= seen.exit_ms[i] + seen.backoff[i]);
   }
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static void tree_gives_up_upwards(void **state) {
@@ -387,7 +312,7 @@ static void tree_gives_up_upwards(void **state) {
   assert_int_equal(seen.give_ups, 1);
   assert_string_equal(seen.log, "+P+N-N+N-N-P=P=N");
   assert_int_equal(seen.last_give_up.exit_code, 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* A process child killed with SIGKILL: restarted, reason recorded; the
@@ -437,7 +362,7 @@ static void process_killed(void **state) {
   assert_int_equal(proc_rec[0].exit_code, 4);   /* newest first */
   assert_int_equal(proc_rec[1].term_signal, SIGKILL);
   assert_non_null(strstr(proc_rec[1].message, "killed by signal 9"));
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static void transient_and_temporary(void **state) {
@@ -462,7 +387,7 @@ static void transient_and_temporary(void **state) {
   weft_sup_close(s, on_closed);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(seen.closed, 1);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 static void new_fails_half_way(void **state) {
@@ -480,7 +405,7 @@ static void new_fails_half_way(void **state) {
   assert_string_equal(seen.log, "");
   weft_sup_options_t bad = {.strategy = (weft_sup_strategy_t)7};
   assert_int_equal(weft_sup_new(weft_runtime_main(rt), &bad, &s), WEFT_EINVAL);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
 /* weft_sup_stop_child with a grace period: the child is asked to exit by a
@@ -506,10 +431,10 @@ static void stop_child_with_grace(void **state) {
   assert_int_equal(weft_sup_count(s), 0);
   weft_sup_close(s, NULL);
   assert_int_equal(weft_runtime_run(rt), 0);
-  finish_runtime(rt);
+  ktest_finish_runtime(rt);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
   if (getenv("WEFT_CHANNEL_FD") != NULL) {  /* started as a supervised process */
@@ -522,9 +447,7 @@ int main(void) {
     weft_runtime_free(rt);
     return code;
   }
-  testutil_alloc_install();
-  if (getenv("WEFT_TEST_FILTER") != NULL)
-    cmocka_set_test_filter(getenv("WEFT_TEST_FILTER"));
+  ktest_init();
   const struct CMUnitTest tests[] = {
       T(one_for_all_order),
       T(rest_for_one_order),
