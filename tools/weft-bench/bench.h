@@ -52,6 +52,28 @@ bool bench_child_main(int *code);
  * posts every message it gets back. Worker thread. */
 int bench_echo_entry(weft_ctx_t *ctx, weft_msg_t *data);
 
+/* ---- a stream of messages to a worker (stream.c) -------------------------- */
+
+/* The worker says READY; the stream posts n messages made by make (the one
+ * for seq s->sent), keeps one refused with WEFT_EAGAIN and posts it first from
+ * the drain callback; the worker answers DONE {count, bad}. Main thread. */
+typedef struct bench_stream_s bench_stream_t;
+struct bench_stream_s {
+  weft_port_t *port;
+  uint64_t n, sent, eagain;
+  weft_msg_t *held;
+  uint64_t t0, t1, count, bad;
+  int err;
+  int (*make)(bench_stream_t *s, weft_msg_t **out);
+};
+
+/* Spawns the worker described by opts (entry and bounds; on_message and data
+ * are filled in here, data = {n, size}) and ties the stream to its port. */
+int bench_stream_start(weft_ctx_t *ctx, bench_stream_t *s, weft_worker_options_t *opts,
+                       uint64_t size);
+/* After the run: frees a held message; 0, or the failure (said on stderr). */
+int bench_stream_check(const char *shape, bench_stream_t *s);
+
 /* ---- helpers (util.c) ---------------------------------------------------- */
 
 /* Monotonic clock in nanoseconds. */

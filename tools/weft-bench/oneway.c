@@ -6,7 +6,8 @@
  * and resumes from the port's drain callback. The Node.js peer is
  * tools/bench/node/oneway.js.
  *
- * Threads: src_* run on the main context, sink_* on the worker's. They share
+ * Threads: the stream (stream.c) runs on the main context, sink_* on the
+ * worker's. They share
  * nothing but the channel. */
 #include <stdlib.h>
 #include <string.h>
@@ -75,22 +76,13 @@ static int sink_entry(weft_ctx_t *ctx, weft_msg_t *data) {
 
 /* ---- main side ---------------------------------------------------------- */
 
-typedef struct {
-  weft_port_t *port;
-  uint64_t n, sent, eagain;
-  weft_msg_t *held; /* refused with WEFT_EAGAIN, posted first on drain */
-  uint64_t t0, t1;
-  uint64_t count, bad;
-  int err;
-} src_t;
-
-static int record_new(weft_msg_t **out, uint64_t seq) {
+static int record_new(bench_stream_t *s, weft_msg_t **out) {
   weft_msg_t *m;
   int err = weft_msg_new(&m);
   if (err)
     return err;
   weft_msg_put_map(m, 2);
-  weft_msg_put_u64(m, "seq", seq);
+  weft_msg_put_u64(m, "seq", s->sent);
   err = weft_msg_put_str(m, "tag", TAG);
   if (err) {
     weft_msg_free(m);
@@ -100,85 +92,21 @@ static int record_new(weft_msg_t **out, uint64_t seq) {
   return 0;
 }
 
-static void src_fail(src_t *s, int err) {
-  s->err = err;
-  weft_port_close(s->port);
-}
-
-/* Post until done or refused. */
-static void src_pump(src_t *s) {
-  while (s->sent < s->n) {
-    weft_msg_t *m = s->held;
-    s->held = NULL;
-    int err = m ? 0 : record_new(&m, s->sent);
-    if (err) {
-      src_fail(s, err);
-      return;
-    }
-    err = weft_port_post(s->port, m);
-    if (err == WEFT_EAGAIN) {
-      s->held = m;
-      s->eagain++;
-      return;
-    }
-    if (err) {
-      weft_msg_free(m);
-      src_fail(s, err);
-      return;
-    }
-    s->sent++;
-  }
-}
-
-static void src_on_drain(weft_port_t *port) { src_pump(weft_port_data(port)); }
-
-static void src_on_message(weft_port_t *port, weft_msg_t *msg) {
-  src_t *s = weft_port_data(port);
-  uint64_t op = bench_msg_get_op(msg);
-  if (op == BENCH_OP_READY) {
-    s->t0 = bench_now_ns();
-    src_pump(s);
-  } else if (op == BENCH_OP_DONE) {
-    s->t1 = bench_now_ns();
-    weft_msg_get_u64(msg, "count", &s->count);
-    weft_msg_get_u64(msg, "bad", &s->bad);
-    weft_port_close(port);
-  }
-  weft_msg_free(msg);
-}
-
-static int src_start(weft_ctx_t *ctx, src_t *s) {
-  weft_worker_options_t opts = {.entry = sink_entry, .on_message = src_on_message};
-  int err = bench_worker_data(&opts.data, s->n, 0);
-  if (err)
-    return err;
-  weft_worker_t *w;
-  err = weft_worker_spawn(ctx, &opts, &w);
-  if (err) {
-    weft_msg_free(opts.data);
-    return err;
-  }
-  s->port = weft_worker_port(w);
-  weft_port_set_data(s->port, s);
-  return weft_port_on_drain(s->port, src_on_drain);
-}
-
 int bench_oneway(const bench_args_t *args) {
   weft_runtime_t *rt;
   int err = weft_runtime_new(&rt, NULL);
   if (err)
     return bench_fail(SHAPE, "weft_runtime_new", err);
-  src_t s = {.n = args->n ? args->n : DEFAULT_N};
-  err = src_start(weft_runtime_main(rt), &s);
+  bench_stream_t s = {.n = args->n ? args->n : DEFAULT_N, .make = record_new};
+  weft_worker_options_t opts = {.entry = sink_entry};
+  err = bench_stream_start(weft_runtime_main(rt), &s, &opts, 0);
   if (err)
     bench_fail(SHAPE, "starting the worker", err);
   else
     err = weft_runtime_run(rt);
-  weft_msg_free(s.held);
-  if (!err && s.err)
-    err = bench_fail(SHAPE, "posting", s.err);
-  if (!err && (s.count != s.n || s.bad != 0 || s.t1 <= s.t0))
-    err = bench_fail(SHAPE, "checking what the worker saw", WEFT_EPROTO);
+  int bad = bench_stream_check(SHAPE, &s);
+  if (!err)
+    err = bad;
   if (!err)
     bench_emit(SHAPE, args->rep, "\"msgs_per_s\":%.0f,\"n\":%llu,\"eagain\":%llu",
                (double)s.n * 1e9 / (double)(s.t1 - s.t0), (unsigned long long)s.n,

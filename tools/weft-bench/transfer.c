@@ -8,7 +8,8 @@
  * The parent channel's byte bound is raised to four buffers so that a 64 MiB
  * message fits; past it the sender waits for the drain callback.
  *
- * Threads: taker_* on the worker's context, giver_* on the main context. */
+ * Threads: taker_* on the worker's context; parcel_new and the stream
+ * (stream.c) on the main context. */
 #include <stdlib.h>
 
 #include "bench.h"
@@ -78,16 +79,14 @@ static int taker_entry(weft_ctx_t *ctx, weft_msg_t *data) {
 /* ---- main side ---------------------------------------------------------- */
 
 typedef struct {
-  weft_port_t *port;
-  void *region; /* wrap mode: the bytes every message carries; else NULL */
-  uint64_t n, size, sent, eagain, not_detached;
-  weft_msg_t *held;
-  uint64_t t0, t1, count, bad;
-  int err;
+  bench_stream_t s; /* first: the stream's make callback gets the giver */
+  void *region;     /* wrap mode: the bytes every message carries; else NULL */
+  uint64_t size, not_detached;
 } giver_t;
 
 /* A message {seq} carrying a new owned buffer of g->size bytes. */
-static int parcel_new(giver_t *g, weft_msg_t **out) {
+static int parcel_new(bench_stream_t *s, weft_msg_t **out) {
+  giver_t *g = (giver_t *)(void *)s;
   weft_buf_t *buf;
   int err = g->region ? weft_buf_wrap(&buf, g->region, g->size, NULL, NULL)
                       : weft_buf_new(&buf, g->size);
@@ -100,7 +99,7 @@ static int parcel_new(giver_t *g, weft_msg_t **out) {
     return err;
   }
   weft_msg_put_map(m, 1);
-  weft_msg_put_u64(m, "seq", g->sent);
+  weft_msg_put_u64(m, "seq", s->sent);
   err = weft_msg_add_buf(m, buf);
   if (!err && !weft_buf_is_detached(buf))
     g->not_detached++;
@@ -113,102 +112,36 @@ static int parcel_new(giver_t *g, weft_msg_t **out) {
   return 0;
 }
 
-static void giver_fail(giver_t *g, int err) {
-  g->err = err;
-  weft_port_close(g->port);
-}
-
-static void giver_pump(giver_t *g) {
-  while (g->sent < g->n) {
-    weft_msg_t *m = g->held;
-    g->held = NULL;
-    int err = m ? 0 : parcel_new(g, &m);
-    if (err) {
-      giver_fail(g, err);
-      return;
-    }
-    err = weft_port_post(g->port, m);
-    if (err == WEFT_EAGAIN) {
-      g->held = m;
-      g->eagain++;
-      return;
-    }
-    if (err) {
-      weft_msg_free(m);
-      giver_fail(g, err);
-      return;
-    }
-    g->sent++;
-  }
-}
-
-static void giver_on_drain(weft_port_t *port) { giver_pump(weft_port_data(port)); }
-
-static void giver_on_message(weft_port_t *port, weft_msg_t *msg) {
-  giver_t *g = weft_port_data(port);
-  uint64_t op = bench_msg_get_op(msg);
-  if (op == BENCH_OP_READY) {
-    g->t0 = bench_now_ns();
-    giver_pump(g);
-  } else if (op == BENCH_OP_DONE) {
-    g->t1 = bench_now_ns();
-    weft_msg_get_u64(msg, "count", &g->count);
-    weft_msg_get_u64(msg, "bad", &g->bad);
-    weft_port_close(port);
-  }
-  weft_msg_free(msg);
-}
-
-static int giver_start(weft_ctx_t *ctx, giver_t *g) {
-  weft_worker_options_t opts = {
-      .entry = taker_entry,
-      .on_message = giver_on_message,
-      .port_hwm_msgs = WINDOW,
-      .port_hwm_bytes = WINDOW * g->size + MiB,
-  };
-  int err = bench_worker_data(&opts.data, g->n, g->size);
-  if (err)
-    return err;
-  weft_worker_t *w;
-  err = weft_worker_spawn(ctx, &opts, &w);
-  if (err) {
-    weft_msg_free(opts.data);
-    return err;
-  }
-  g->port = weft_worker_port(w);
-  weft_port_set_data(g->port, g);
-  return weft_port_on_drain(g->port, giver_on_drain);
-}
-
-static int check(giver_t *g) {
-  if (g->err)
-    return bench_fail(SHAPE, "posting", g->err);
-  if (g->count != g->n || g->bad || g->not_detached || g->t1 <= g->t0)
-    return bench_fail(SHAPE, "checking what the worker saw", WEFT_EPROTO);
-  return 0;
-}
-
 static int transfer_size(const bench_args_t *args, uint64_t size, void *region) {
   weft_runtime_t *rt;
   int err = weft_runtime_new(&rt, NULL);
   if (err)
     return bench_fail(SHAPE, "weft_runtime_new", err);
-  giver_t g = {.n = args->n ? args->n : DEFAULT_N, .size = size, .region = region};
-  err = giver_start(weft_runtime_main(rt), &g);
+  giver_t g = {.s = {.n = args->n ? args->n : DEFAULT_N, .make = parcel_new},
+               .size = size,
+               .region = region};
+  weft_worker_options_t opts = {
+      .entry = taker_entry,
+      .port_hwm_msgs = WINDOW,
+      .port_hwm_bytes = WINDOW * size + MiB,
+  };
+  err = bench_stream_start(weft_runtime_main(rt), &g.s, &opts, size);
   if (err)
     bench_fail(SHAPE, "starting the worker", err);
   else
     err = weft_runtime_run(rt);
-  weft_msg_free(g.held);
+  int bad = bench_stream_check(SHAPE, &g.s);
+  if (!bad && g.not_detached)
+    bad = bench_fail(SHAPE, "checking the sender's handles were detached", WEFT_EPROTO);
   if (!err)
-    err = check(&g);
+    err = bad;
   if (!err)
     bench_emit(SHAPE, args->rep,
                "\"size_mib\":%g,\"alloc\":\"%s\",\"us_per_msg\":%.3f,\"n\":%llu,"
                "\"eagain\":%llu",
                (double)size / MiB, region ? "wrap" : "new",
-               (double)(g.t1 - g.t0) / 1e3 / (double)g.n, (unsigned long long)g.n,
-               (unsigned long long)g.eagain);
+               (double)(g.s.t1 - g.s.t0) / 1e3 / (double)g.s.n, (unsigned long long)g.s.n,
+               (unsigned long long)g.s.eagain);
   weft_runtime_free(rt);
   return err;
 }
