@@ -7,8 +7,7 @@
  * tools/bench/node/oneway.js.
  *
  * Threads: the stream (stream.c) runs on the main context, sink_* on the
- * worker's. They share
- * nothing but the channel. */
+ * worker's. They share nothing but the channel. */
 #include <stdlib.h>
 #include <string.h>
 
