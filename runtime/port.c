@@ -340,6 +340,14 @@ static void discard_inbox(weft_port_t *p) {
   if (take_event(p, WEFT__STATE_EV_CLOSE)) {
     atomic_fetch_or_explicit(&p->state, WEFT__STATE_PEER_CLOSED, memory_order_acq_rel);
     popped++;
+    /* what the peer posted before its close is visible now (acquire) */
+    while ((node = weft__mpsc_pop(&p->inbox)) != NULL) {
+      weft_msg_t *m = (weft_msg_t *)node;
+      uncount_bytes(p, m);
+      weft_msg_free(m);
+      popped++;
+      msgs++;
+    }
   }
   if (popped)
     atomic_fetch_sub_explicit(&p->pending, popped, memory_order_acq_rel);
@@ -376,23 +384,37 @@ static void peer_closed(weft_port_t *p) {
  * event is taken only once the inbox is empty: the closer raised it after its
  * last post, so every message it posted has been delivered by then.
  * Returns 1 if an item was handled, 0 if none, -1 if delivery must pause. */
+static int deliver_msg(weft_ctx_t *ctx, weft_port_t *p, weft__qnode_t *node) {
+  weft_msg_t *m = (weft_msg_t *)node;
+  uncount_bytes(p, m);
+  ctx->msgs_in++;
+  p->on_message(p, m);
+  if (owner_of(p) != ctx)
+    return -1; /* moved away inside the callback */
+  return deliverable(p) ? 1 : -1;
+}
+
+/* The peer's close is raised after its last post, with release; but a pop
+ * that found the inbox empty may have read it before those posts showed.
+ * Once the close bit is seen (acquire), look once more. */
+static weft__qnode_t *pop_before_close(weft_port_t *p) {
+  if (!(atomic_load_explicit(&p->state, memory_order_acquire) & WEFT__STATE_EV_CLOSE))
+    return NULL;
+  return weft__mpsc_pop(&p->inbox);
+}
+
 static int deliver_one(weft_ctx_t *ctx, weft_port_t *p) {
   weft__qnode_t *node = weft__mpsc_pop(&p->inbox);
-  if (node != NULL) {
-    weft_msg_t *m = (weft_msg_t *)node;
-    uncount_bytes(p, m);
-    ctx->msgs_in++;
-    p->on_message(p, m);
-    if (owner_of(p) != ctx)
-      return -1; /* moved away inside the callback */
-    return deliverable(p) ? 1 : -1;
-  }
+  if (node != NULL)
+    return deliver_msg(ctx, p, node);
   if (take_event(p, WEFT__STATE_EV_DRAIN)) {
     call_drain(p);
     if (owner_of(p) != ctx)
       return -1;
     return deliverable(p) ? 1 : -1;
   }
+  if ((node = pop_before_close(p)) != NULL)
+    return deliver_msg(ctx, p, node);
   if (take_event(p, WEFT__STATE_EV_CLOSE)) {
     peer_closed(p);
     begin_close(p, WEFT_ECLOSED);
@@ -495,6 +517,8 @@ int weft_port_receive(weft_port_t *port, weft_msg_t **out) {
     if (port->flags & WEFT__PORT_CLOSING)
       return WEFT_ECLOSED;
     weft__qnode_t *node = weft__mpsc_pop(&port->inbox);
+    if (node == NULL)
+      node = pop_before_close(port);
     if (node != NULL) {
       weft_msg_t *m = (weft_msg_t *)node;
       uncount_bytes(port, m);
