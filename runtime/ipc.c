@@ -37,6 +37,7 @@ static weft__ipc_chunk_t *chunk_new(size_t cap) {
   c->len = c->off = 0;
   c->cap = cap;
   c->nfds = 0;
+  c->msgs = 0;
   c->hold = NULL;
   return c;
 }
@@ -90,6 +91,8 @@ static void chunk_free(weft__ipc_chunk_t *c) {
 }
 
 static void drop_output(weft__ipc_t *ipc) {
+  if (ipc->out_head != NULL && !ipc->closed)
+    ipc->output_lost = true;
   while (ipc->out_head != NULL) {
     weft__ipc_chunk_t *c = ipc->out_head;
     ipc->out_head = c->next;
@@ -127,6 +130,11 @@ static ssize_t send_head(weft__ipc_t *ipc) {
   return n;
 }
 
+void weft__ipc_count_msg(weft__ipc_t *ipc) {
+  if (ipc->out_tail != NULL)
+    ipc->out_tail->msgs++;
+}
+
 int weft__ipc_flush(weft__ipc_t *ipc) {
   while (ipc->out_head != NULL && ipc->fd >= 0) {
     ssize_t n = send_head(ipc);
@@ -143,6 +151,7 @@ int weft__ipc_flush(weft__ipc_t *ipc) {
     c->off += (size_t)n;
     ipc->out_bytes -= (size_t)n;
     if (c->off == c->len) {
+      ipc->acked_msgs += c->msgs;
       ipc->out_head = c->next;
       if (ipc->out_head == NULL)
         ipc->out_tail = NULL;
@@ -258,6 +267,20 @@ static ssize_t read_once(weft__ipc_t *ipc) {
   return err ? err : n;
 }
 
+/* Input ended or failed: close B with reason, but only once every message
+ * already decoded is at A (nothing received is dropped); until then the
+ * socket is not read. */
+static void fail_after_input(weft__ipc_t *ipc, int reason) {
+  if (ipc->pend_head == NULL) {
+    weft__ipc_fail(ipc, reason);
+    return;
+  }
+  ipc->fail_deferred = true;
+  ipc->deferred_reason = reason;
+  ipc->read_paused = true;
+  update_poll(ipc);
+}
+
 static void on_readable(weft__ipc_t *ipc) {
   for (int i = 0; i < READS_PER_EVENT && !ipc->read_paused && !ipc->closed; i++) {
     ssize_t n = read_once(ipc);
@@ -265,16 +288,16 @@ static void on_readable(weft__ipc_t *ipc) {
       break;
     if (n == 0) {
       ipc->eof = true;
-      weft__ipc_fail(ipc, ipc->codec->eof_reason);
+      fail_after_input(ipc, ipc->codec->eof_reason);
       return;
     }
     if (n < 0) {
-      weft__ipc_fail(ipc, n == UV_ECONNRESET ? WEFT_EPEERDIED : (int)n);
+      fail_after_input(ipc, n == UV_ECONNRESET ? WEFT_EPEERDIED : (int)n);
       return;
     }
     int err = ipc->codec->parse(ipc);
     if (err) {
-      weft__ipc_fail(ipc, err);
+      fail_after_input(ipc, err);
       return;
     }
   }
@@ -321,16 +344,65 @@ static void update_poll(weft__ipc_t *ipc) {
 
 /* ---- port B glue -------------------------------------------------------- */
 
+static void pend_push(weft__ipc_t *ipc, weft_msg_t *msg) {
+  atomic_store_explicit(&msg->node.next, NULL, memory_order_relaxed);
+  if (ipc->pend_tail)
+    atomic_store_explicit(&ipc->pend_tail->node.next, &msg->node, memory_order_relaxed);
+  else
+    ipc->pend_head = msg;
+  ipc->pend_tail = msg;
+  ipc->pend_bytes += weft__msg_weight(msg);
+}
+
+static weft_msg_t *pend_pop(weft__ipc_t *ipc) {
+  weft_msg_t *m = ipc->pend_head;
+  if (m == NULL)
+    return NULL;
+  ipc->pend_head =
+      (weft_msg_t *)(void *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
+  if (ipc->pend_head == NULL)
+    ipc->pend_tail = NULL;
+  ipc->pend_bytes -= weft__msg_weight(m);
+  return m;
+}
+
+static void pend_unpop(weft__ipc_t *ipc, weft_msg_t *m) {
+  atomic_store_explicit(&m->node.next, ipc->pend_head ? &ipc->pend_head->node : NULL,
+                        memory_order_relaxed);
+  if (ipc->pend_head == NULL)
+    ipc->pend_tail = m;
+  ipc->pend_head = m;
+  ipc->pend_bytes += weft__msg_weight(m);
+}
+
+/* Messages decoded but never handed to A (the channel closes): counted. */
+static void pend_discard(weft__ipc_t *ipc) {
+  weft_msg_t *m;
+  while ((m = pend_pop(ipc)) != NULL) {
+    ipc->ctx->undeliverable++;
+    weft_msg_free(m);
+  }
+}
+
+static bool must_pause(const weft__ipc_t *ipc) {
+  return ipc->pend_head != NULL &&
+         (!ipc->keep_reading || ipc->pend_bytes >= WEFT__IPC_PENDING_MAX || ipc->fail_deferred);
+}
+
 int weft__ipc_deliver(weft__ipc_t *ipc, weft_msg_t *msg) {
   if (ipc->b == NULL) {
     weft_msg_free(msg);
     return WEFT_ECLOSED;
   }
-  int rc = weft__port_post_nobytes(ipc->b, msg);
+  /* A post that finds A full arms A's drain event (on_b_drain); while
+   * messages wait, later ones queue behind them, so order holds. */
+  int rc = ipc->pend_head != NULL ? WEFT_EAGAIN : weft__port_post_nobytes(ipc->b, msg);
   if (rc == WEFT_EAGAIN) {
-    ipc->pending_in = msg;
-    ipc->read_paused = true;
-    update_poll(ipc);
+    pend_push(ipc, msg);
+    if (must_pause(ipc) && !ipc->read_paused) {
+      ipc->read_paused = true;
+      update_poll(ipc);
+    }
     return 0;
   }
   if (rc != 0)
@@ -345,7 +417,32 @@ int weft__ipc_deliver_window(weft__ipc_t *ipc, weft_msg_t *msg) {
   return rc == WEFT_ECLOSED ? 0 : rc;
 }
 
-/* A's queue went down: the codec returns credit, or reading resumes. */
+/* Read again if nothing holds the reader back; what is buffered is parsed
+ * from the flush task (not inside the caller's callback). */
+static void read_on(weft__ipc_t *ipc) {
+  if (!ipc->read_paused || must_pause(ipc) || ipc->closed || ipc->fail_deferred)
+    return;
+  ipc->read_paused = false;
+  ipc->parse_queued = true;
+  if (!ipc->flush_queued) {
+    ipc->flush_queued = true;
+    weft__ctx_post_task(ipc->ctx, &ipc->flush_task);
+  }
+  update_poll(ipc);
+}
+
+void weft__ipc_keep_reading(weft__ipc_t *ipc, bool on) {
+  ipc->keep_reading = on;
+  if (on) {
+    read_on(ipc);
+  } else if (must_pause(ipc) && !ipc->read_paused) {
+    ipc->read_paused = true; /* a parse loop stops at its next line */
+    update_poll(ipc);
+  }
+}
+
+/* A's queue went down: the codec returns credit, or what waits for room at A
+ * moves on and reading resumes. */
 static void on_b_drain(weft_port_t *b) {
   weft__ipc_t *ipc = b->ext->internal_data;
   if (ipc->codec->drained) {
@@ -353,20 +450,29 @@ static void on_b_drain(weft_port_t *b) {
     weft__ipc_flush(ipc);
     return;
   }
-  if (!ipc->read_paused)
+  while (ipc->pend_head != NULL && ipc->b != NULL) {
+    weft_msg_t *m = pend_pop(ipc); /* before the post: it relinks the node */
+    int rc = weft__port_post_nobytes(ipc->b, m);
+    if (rc == WEFT_EAGAIN) {
+      pend_unpop(ipc, m);
+      return; /* the drain event is armed again */
+    }
+    if (rc != 0)
+      weft_msg_free(m);
+  }
+  if (ipc->fail_deferred) {
+    ipc->fail_deferred = false;
+    weft__ipc_fail(ipc, ipc->deferred_reason);
     return;
-  weft_msg_t *m = ipc->pending_in;
-  ipc->pending_in = NULL;
+  }
+  if (!ipc->read_paused || ipc->closed)
+    return;
   ipc->read_paused = false;
-  if (m != NULL && weft__ipc_deliver(ipc, m) != 0)
-    return;
-  if (ipc->read_paused)
-    return;
   if (ipc->codec->resume)
     ipc->codec->resume(ipc);
   int err = ipc->codec->parse(ipc);
   if (err)
-    weft__ipc_fail(ipc, err);
+    fail_after_input(ipc, err);
   weft__ipc_flush(ipc);
   update_poll(ipc);
 }
@@ -374,6 +480,15 @@ static void on_b_drain(weft_port_t *b) {
 static void on_flush_task(weft__task_t *t) {
   weft__ipc_t *ipc = (weft__ipc_t *)(void *)((char *)t - offsetof(weft__ipc_t, flush_task));
   ipc->flush_queued = false;
+  if (ipc->parse_queued) {
+    ipc->parse_queued = false;
+    if (ipc->fd >= 0 && !ipc->poll_closing && !ipc->closed && !ipc->read_paused) {
+      int err = ipc->codec->parse(ipc);
+      if (err)
+        fail_after_input(ipc, err);
+      update_poll(ipc);
+    }
+  }
   if (ipc->fd >= 0 && !ipc->poll_closing)
     weft__ipc_flush(ipc);
   maybe_free(ipc);
@@ -427,11 +542,17 @@ void weft__ipc_fail(weft__ipc_t *ipc, int reason) {
   }
   ipc->closed = true;
   ipc->close_reason = reason;
-  weft_msg_free(ipc->pending_in);
-  ipc->pending_in = NULL;
+  pend_discard(ipc);
   if (ipc->b != NULL) {
+    /* With credits, an orderly close took everything we wrote, unless bytes
+     * were still queued (they go with the socket) or the peer hung up on
+     * them. Without (node), what was not written whole or acknowledged was
+     * not delivered, whatever the close. */
     uint32_t unacked = (uint32_t)(ipc->sent_msgs - ipc->acked_msgs);
-    weft__port_close_with(ipc->b, reason, reason ? unacked : 0);
+    bool lost = ipc->output_lost || ipc->out_head != NULL || ipc->codec->acked_when_written;
+    if (reason == 0 && ipc->output_lost && unacked > 0)
+      reason = WEFT_EPEERDIED; /* it hung up before taking what we sent */
+    weft__port_close_with(ipc->b, reason, reason || lost ? unacked : 0);
   }
   close_socket(ipc);
 }
@@ -472,6 +593,7 @@ static void maybe_free(weft__ipc_t *ipc) {
   if (ipc->b != NULL || ipc->poll_open || ipc->flush_queued)
     return;
   weft__ctx_closer_remove(ipc->ctx, &box_of(ipc)->closer);
+  pend_discard(ipc);
   if (ipc->codec->fini)
     ipc->codec->fini(ipc);
   weft__free(ipc->in);

@@ -10,8 +10,13 @@
  *
  * Backpressure: the sender stops B when the peer's window is spent (weft) or
  * when too many bytes wait to be written (node); A's bounds then make
- * weft_port_post return WEFT_EAGAIN. The receiver stops reading when posting
- * on B hits A's bounds, and reads again from B's drain callback.
+ * weft_port_post return WEFT_EAGAIN. On a node channel the receiver stops
+ * reading when posting on B hits A's bounds, and reads again from B's drain
+ * callback; while a handle awaits Node's ACK it reads on, and decoded
+ * messages wait in order in the transport (bounded) until A has room. A weft
+ * channel's reader never stops: its window bounds what the peer sends.
+ * Input that ends (EOF, error) behind waiting messages ends the channel only
+ * once they are all at A.
  *
  * Threads: everything runs on the context that owns B. */
 #ifndef WEFT_IPC_H
@@ -52,6 +57,7 @@ typedef struct weft__ipc_chunk_s {
   size_t len, off, cap;
   int fds[WEFT__IPC_MAX_FDS_PER_READ]; /* sent with the chunk's first byte */
   uint16_t nfds;
+  uint32_t msgs;                       /* messages that end in it (weft__ipc_count_msg) */
   weft_msg_t *hold;                    /* owns the fds; freed once the chunk is sent */
   uint8_t data[];
 } weft__ipc_chunk_t;
@@ -74,6 +80,8 @@ typedef struct {
   void (*drained)(weft__ipc_t *ipc);                 /* the program consumed from A (NULL:
                                                         resume a paused reader) */
   int eof_reason;                                    /* B's close reason when the peer hangs up */
+  bool acked_when_written;                           /* acked_msgs: written whole or ACKed
+                                                        (no credits) */
   void (*fini)(weft__ipc_t *ipc);
 } weft__ipc_codec_t;
 
@@ -90,9 +98,17 @@ struct weft__ipc_s {
   bool poll_open, poll_closing;
   weft_port_t *b;          /* transport end; NULL once finished */
   bool b_stopped;          /* B stopped by the transport (no credit / too much queued) */
-  bool read_paused;        /* a decoded message waits for room at A */
-  weft_msg_t *pending_in;  /* that message */
+  bool read_paused;        /* the socket is not read (A full, or input ended behind
+                              messages still waiting for room at A) */
+  bool keep_reading;       /* node codec: read on while A is full (a handle awaits its
+                              ACK, which may come behind the messages A has no room for) */
+  bool parse_queued;       /* keep_reading turned on: parse what is buffered (flush task) */
+  weft_msg_t *pend_head, *pend_tail; /* decoded, waiting for room at A, in order */
+  size_t pend_bytes;
+  bool fail_deferred;      /* input ended (or failed) behind pending messages: */
+  int deferred_reason;     /* close B with this once they are all at A */
   bool eof, closed, sent_close;
+  bool output_lost;        /* the peer hung up with our bytes unwritten */
   int close_reason;
   /* out */
   weft__task_t flush_task; /* queued once per delivery batch: write what it encoded */
@@ -109,7 +125,8 @@ struct weft__ipc_s {
   bool hello_seen;
   uint32_t peer_max_frame;
   int64_t credit_msgs, credit_bytes;   /* what we may still send */
-  uint64_t sent_msgs, acked_msgs;      /* sent vs credited back */
+  uint64_t sent_msgs, acked_msgs;      /* sent vs credited back (weft) or written
+                                          whole / acknowledged (node) */
   uint32_t consumed_msgs;              /* node codec: messages delivered */
   uint64_t consumed_bytes;
   uint64_t posted_msgs, credited_msgs; /* weft codec: handed to A vs credit returned */
@@ -128,8 +145,17 @@ int weft__ipc_write(weft__ipc_t *ipc, const void *p, size_t n);
 int weft__ipc_write_frame_fds(weft__ipc_t *ipc, const void *head, size_t n, const int *fds,
                               uint16_t nfds, weft_msg_t *hold);
 int weft__ipc_flush(weft__ipc_t *ipc);
-/* Post a decoded message on B; pauses reading if A is full (takes msg). */
+/* A message ends with the bytes just queued: once they are written, it
+ * counts as taken (acked_msgs); a channel without acknowledgements (node)
+ * uses this so that its close event can say what was never written. */
+void weft__ipc_count_msg(weft__ipc_t *ipc);
+/* Post a decoded message on B, in order after those still waiting for room
+ * at A; if A is full it waits, and reading pauses unless keep_reading (up to
+ * WEFT__IPC_PENDING_MAX bytes waiting). Takes msg. */
 int weft__ipc_deliver(weft__ipc_t *ipc, weft_msg_t *msg);
+#define WEFT__IPC_PENDING_MAX (8u * 1024u * 1024u)
+/* Read on while A is full (on) or pause as soon as a message must wait (off). */
+void weft__ipc_keep_reading(weft__ipc_t *ipc, bool on);
 /* Post a decoded message on B whatever A holds: the credit window bounds it
  * (takes msg). */
 int weft__ipc_deliver_window(weft__ipc_t *ipc, weft_msg_t *msg);

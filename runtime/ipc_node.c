@@ -12,7 +12,13 @@
  * B is held while more than 128 KiB wait to be written.
  *
  * Receiving: lines are reassembled (any split), decoded strictly, and user
- * values posted on B. A NODE_HANDLE takes the oldest received fd (ACK) or
+ * values posted on B. When A is full the reader stops (Node has no credits;
+ * its own writes wait in its socket buffer), except while a handle we sent
+ * awaits its ACK: that ACK may come behind messages A has no room for, and
+ * a program that takes no input until its output moves would wait forever.
+ * Then reading goes on and decoded messages wait in order in the transport
+ * (at most WEFT__IPC_PENDING_MAX bytes: past that, the reader stops again
+ * until the program takes input), and the reader stops once the ACK is in. A NODE_HANDLE takes the oldest received fd (ACK) or
  * finds none (NACK). NODE_SOCKET_NOTIFY_CLOSE and NODE_SOCKET_GET_COUNT are
  * answered at once (weft hands sockets to the program and does not track
  * them: "all closed", count 0), so Node never waits on us.
@@ -90,6 +96,7 @@ static void drop_awaiting(weft__ipc_t *ipc) {
   n->awaiting = NULL;
   n->line = NULL;
   n->nacks = 0;
+  weft__ipc_keep_reading(ipc, false);
   weft__ipc_hold_b(ipc, n->held_for_output);
 }
 
@@ -108,6 +115,8 @@ static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
   if (fd < 0) {
     if (weft__ipc_write(ipc, line, len) != 0)
       weft__ipc_fail(ipc, WEFT_ENOMEM);
+    else
+      weft__ipc_count_msg(ipc); /* taken once written (Node has no acks) */
     weft__free(line);
     weft_msg_free(msg);
   } else {
@@ -115,6 +124,7 @@ static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
     n->line = line;
     n->line_len = len;
     weft__ipc_hold_b(ipc, true); /* nothing overtakes the handle */
+    weft__ipc_keep_reading(ipc, true); /* its ACK may come behind what A has no room for */
     send_handle(ipc);
   }
   if (ipc->out_bytes > OUT_HIGH) {
@@ -156,6 +166,7 @@ static void on_ack(weft__ipc_t *ipc, bool ok) {
   if (n->awaiting == NULL)
     return;
   if (ok) {
+    ipc->acked_msgs++; /* a handle is taken once Node acknowledged it */
     drop_awaiting(ipc);
     return;
   }
@@ -164,6 +175,7 @@ static void on_ack(weft__ipc_t *ipc, bool ok) {
     return;
   }
   ipc->ctx->undeliverable++;
+  ipc->acked_msgs++; /* counted as undeliverable: not again at close */
   drop_awaiting(ipc);
 }
 
@@ -227,5 +239,6 @@ const weft__ipc_codec_t weft__ipc_node_codec = {
     .send_close = NULL,
     .flushed = flushed,
     .eof_reason = 0, /* Node's disconnect is a plain EOF */
+    .acked_when_written = true,
     .fini = fini,
 };

@@ -89,6 +89,7 @@ static weft_runtime_t *new_runtime(uint32_t hwm_msgs) {
 
 typedef struct {
   int closes, close_reason;
+  uint64_t close_undelivered;
   int exits, closes_at_exit;
   uint64_t msgs_at_exit;
   int64_t exit_status;
@@ -129,6 +130,7 @@ static void on_port_close(weft_port_t *p, const weft_port_close_info_t *info) {
   (void)p;
   S.closes++;
   S.close_reason = info->reason;
+  S.close_undelivered = info->undelivered;
   S.port = NULL; /* gone once this returns */
 }
 
@@ -1027,13 +1029,6 @@ static void on_sent_line_blocked(weft_child_t *c, int fd, const char *line, size
  * still read the ACK, or neither side ever moves again. */
 static void stop_reading_while_output_blocked(void **state) {
   (void)state;
-  /* KNOWN LIMITATION, not yet fixed in the kernel: while port A is full the
-   * transport stops reading the socket, so control traffic behind the
-   * unread messages (Node's NODE_HANDLE_ACK here, weft's CREDIT frames on a
-   * weft channel) is not seen and both sides wait forever. Skipped, not
-   * deleted: it must pass once the reader takes control frames out of order. */
-  if (getenv("WEFT_TEST_KNOWN_FAILURES") == NULL)
-    skip();
   REQUIRE_NODE();
   reset_seen();
   memset(peers, 0, sizeof(peers));
@@ -1060,6 +1055,60 @@ static void stop_reading_while_output_blocked(void **state) {
   peers[0].got[peers[0].got_len] = '\0';
   assert_string_equal(peers[0].got, "pong");
   assert_int_equal(S.close_reason, WEFT_ECLOSED);
+  assert_int_equal(S.exit_status, 0);
+}
+
+/* ---- end of input behind waiting messages ------------------------------------- */
+
+static void on_leave_message(weft_port_t *p, weft_msg_t *m) {
+  uint64_t seq;
+  CHECK_RC(weft_msg_get_u64(m, "seq", &seq), 0);
+  CHECK(seq == S.next);
+  S.next = seq + 1;
+  if (seq == 0) {
+    /* a socket: the reader reads on for its ACK, which never comes */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    close(sv[0]);
+    post_tag(p, "sock", 1, sv[1]);
+  }
+  weft_msg_free(m);
+}
+
+static void on_sent_line_leave(weft_child_t *c, int fd, const char *line, size_t len) {
+  (void)c;
+  if (fd == 1 && line != NULL && len == 4 && memcmp(line, "sent", 4) == 0 && S.port != NULL)
+    CHECK_RC(weft_port_start(S.port, on_leave_message), 0);
+}
+
+/* Node writes more records than our port holds and hangs up; we start the
+ * port once all are written and answer the first with a socket, so the
+ * reader reads on (for the ACK) past what the port has room for and meets
+ * Node's EOF while records wait in the transport. Every record must still
+ * arrive, in order, before the close event, which counts our socket as
+ * undelivered: ECLOSED if Node's EOF was in before the socket left port B
+ * (a closed channel takes nothing more), EPEERDIED if it was written or
+ * being written when Node hung up. */
+static void eof_behind_waiting_messages(void **state) {
+  (void)state;
+  REQUIRE_NODE();
+  reset_seen();
+  weft_runtime_t *rt = new_runtime(PAUSED_QUEUE);
+  char count[16];
+  snprintf(count, sizeof(count), "%d", PAUSED_BURST);
+  weft_child_options_t o = {.on_output = on_sent_line_leave,
+                            .output_lines = true,
+                            .stdio = {WEFT_STDIO_INHERIT, WEFT_STDIO_PIPE, WEFT_STDIO_INHERIT}};
+  S.child = spawn_node(weft_runtime_main(rt), &o, "handle_burst_child.js", count, "leave");
+  assert_non_null(S.child);
+  S.port = weft_child_port(S.child);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  finish_runtime(rt);
+  assert_int_equal(S.next, PAUSED_BURST);
+  assert_int_equal(S.closes, 1);
+  if (S.close_reason != WEFT_EPEERDIED)
+    assert_int_equal(S.close_reason, WEFT_ECLOSED);
+  assert_int_equal(S.close_undelivered, 1);
   assert_int_equal(S.exit_status, 0);
 }
 
@@ -1472,6 +1521,7 @@ int main(int argc, char **argv) {
       T(handle_weft_to_node),
       T(handle_while_reader_paused),
       T(stop_reading_while_output_blocked),
+      T(eof_behind_waiting_messages),
       T(handle_node_to_weft),
       T(oversized_line),
       T(refused_values),

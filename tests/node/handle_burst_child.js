@@ -10,6 +10,9 @@
 // ACK it (Node does), write "pong" on it, and report {tag:'got-handle', type}.
 // The weft side can only send anything after the handle once it has read our
 // ACK. {op:'bye'} disconnects.
+// With a second argument 'leave' it disconnects once the records are written
+// (eof_behind_waiting_messages): the handle then finds nobody, and the weft
+// side reads our EOF while records still wait for room at its port.
 'use strict';
 const net = require('net');
 
@@ -26,6 +29,12 @@ process.on('message', (m, handle) => {
     process.send({ tag: 'got-handle', type: handle.constructor.name });
   }
 });
-for (let seq = 0; seq < count; seq++)
-  process.send({ seq });
-console.log('sent');
+const leave = process.argv[3] === 'leave';
+for (let seq = 0; seq < count; seq++) {
+  if (leave && seq === count - 1)
+    process.send({ seq }, () => { console.log('sent'); process.disconnect(); });
+  else
+    process.send({ seq });
+}
+if (!leave)
+  console.log('sent');
