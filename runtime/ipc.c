@@ -678,7 +678,8 @@ int weft__ipc_open(weft_ctx_t *ctx, int fd, const weft__ipc_options_t *opts,
   return 0;
 
 fail_channel:
-  ipc->b->ext->on_close_internal = NULL;
+  if (ipc->b->ext != NULL)
+    ipc->b->ext->on_close_internal = NULL;
   weft_port_close(ports[0]);
   weft_port_close(ports[1]);
 fail_free:

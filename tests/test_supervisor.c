@@ -1,9 +1,11 @@
-/* test_supervisor.c: supervisors (actors/supervisor.c) with real worker
+/* test_supervisor.c: supervisors (actors/supervisor*.c) with real worker
  * threads and child processes: one_for_all and rest_for_one stop and start
  * order, one_for_one with restart intensity and back-off, a tree (a nested
  * supervisor that gives up is restarted by its parent, which then gives up),
  * a process killed with SIGKILL (reason recorded), transient and temporary
- * children, and a constructor that fails half way.
+ * children, a constructor that fails half way, a hand restart in flight when
+ * a group restart begins, and an allocation-failure sweep over a supervisor
+ * of threads, a nested supervisor and (once runtime/ipc.c allows) a process.
  *
  * Everything is driven from the supervisor's callbacks on the main loop; each
  * test ends with weft_runtime_free() == 0, no CHECK failed and no weft
@@ -23,6 +25,7 @@
 #include <unistd.h>
 
 #include "ktest.h"
+#include "testutil.h"
 #include "weft.h"
 #include "weft/supervisor.h"
 
@@ -434,6 +437,182 @@ static void stop_child_with_grace(void **state) {
   ktest_finish_runtime(rt);
 }
 
+/* weft_sup_restart_child in flight when a one_for_all group restart begins:
+ * A's first run holds its thread in its entry until B's exit has been seen
+ * (a terminate takes effect at the next callback boundary), so A's exit
+ * (the hand restart) comes while the group is being stopped. The group
+ * restart must go on (it stalled: the hand restart started A again and
+ * nothing resumed the group) and start A once, with B. */
+static uv_sem_t a_running, hold_a;
+static atomic_int a_runs;
+
+static int held_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  if (atomic_fetch_add(&a_runs, 1) == 0) {
+    uv_sem_post(&a_running);
+    uv_sem_wait(&hold_a);
+  }
+  return stay_entry(ctx, data);
+}
+
+static void on_start_restart_a(weft_sup_t *s, weft_sup_child_t *c) {
+  on_start(s, c);
+  if (seen.starts == 2) {
+    uv_sem_wait(&a_running);  /* A is in its entry: the restart waits for it */
+    CHECK(weft_sup_restart_child(weft_sup_child_at(s, 0)) == 0);
+    post_exit(weft_sup_child_at(s, 1), 3);
+  }
+}
+
+static void on_exit_release_a(weft_sup_t *s, weft_sup_child_t *c, const weft_sup_exit_t *e,
+                              bool final) {
+  on_exit_(s, c, e, final);
+  if (strcmp(weft_sup_child_id(c), "B") == 0 && !final)
+    uv_sem_post(&hold_a);
+}
+
+static void restart_child_during_group_restart(void **state) {
+  (void)state;
+  memset(&seen, 0, sizeof(seen));
+  seen.close_at = 4;
+  atomic_store(&a_runs, 0);
+  assert_int_equal(uv_sem_init(&a_running, 0), 0);
+  assert_int_equal(uv_sem_init(&hold_a, 0), 0);
+  weft_runtime_t *rt = new_runtime();
+  weft_sup_child_spec_t specs[2] = {{.id = "A", .entry = held_entry}, stay_spec("B")};
+  weft_sup_options_t o = {
+      .strategy = WEFT_SUP_ONE_FOR_ALL,
+      .limits = {.backoff_min_ms = 1, .backoff_max_ms = 2},
+      .children = specs,
+      .nchildren = 2,
+      .on_child_start = on_start_restart_a,
+      .on_child_exit = on_exit_release_a,
+  };
+  weft_sup_t *s;
+  assert_int_equal(weft_sup_new(weft_runtime_main(rt), &o, &s), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_string_equal(seen.log, "+A+B-B-A+A+B=B=A");
+  assert_int_equal(seen.closed, 1);
+  uv_sem_destroy(&a_running);
+  uv_sem_destroy(&hold_a);
+  ktest_finish_runtime(rt);
+}
+
+/* ---- allocation failures ----------------------------------------------------------- */
+
+/* What one run of the sweep saw. */
+typedef struct {
+  int starts, exits, finals, give_ups, closed, restart_rc;
+  int odd_error;  /* an exit error other than WEFT_ETERMINATED / WEFT_ENOMEM */
+} oom_t;
+
+static oom_t oom;
+
+static void on_oom_closed(weft_sup_t *s) {
+  (void)s;
+  oom.closed++;
+}
+
+/* A is restarted once by hand at its first start (a restart outside the
+ * intensity); B crashes until the supervisor gives up; then it closes. */
+static void on_oom_start(weft_sup_t *s, weft_sup_child_t *c) {
+  (void)s;
+  oom.starts++;
+  if (strcmp(weft_sup_child_id(c), "A") == 0 && weft_sup_child_starts(c) == 1)
+    oom.restart_rc = weft_sup_restart_child(c);
+}
+
+static void on_oom_exit(weft_sup_t *s, weft_sup_child_t *c, const weft_sup_exit_t *e,
+                        bool final) {
+  (void)s;
+  (void)c;
+  oom.exits++;
+  oom.finals += final;
+  if (e->error != 0 && e->error != WEFT_ETERMINATED && e->error != WEFT_ENOMEM)
+    oom.odd_error = e->error;
+}
+
+static void on_oom_give_up(weft_sup_t *s, const weft_sup_exit_t *last) {
+  (void)last;
+  oom.give_ups++;
+  CHECK_RC(weft_sup_close(s, on_oom_closed), 0);
+}
+
+/* The k-th weft allocation from weft_sup_new on fails (in the supervisor, a
+ * child, a thread, process or nested supervisor starting, a restart, a first
+ * message), for every k until one run meets no failure. weft_sup_new is all
+ * or nothing: on failure it returns WEFT_ENOMEM, sets nothing and calls
+ * nothing, and the children it started go quietly. A supervisor that started
+ * always gives up (B keeps crashing, or failing to start) and closes, every
+ * child's handle goes once, and every exit carries no error, WEFT_ETERMINATED
+ * or WEFT_ENOMEM. Returns the number of runs. */
+static int sweep(weft_sup_strategy_t strategy, bool with_process) {
+  uint8_t pl[7];
+  weft_sup_child_spec_t inner = stay_spec("a");
+  weft_sup_options_t nested = {.limits = {.backoff_min_ms = 1, .backoff_max_ms = 2},
+                               .children = &inner, .nchildren = 1};
+  weft_sup_child_spec_t specs[4] = {
+      stay_spec("A"),
+      {.id = "B", .entry = crash_entry, .payload = code_payload(pl, 2), .payload_len = 7},
+      {.id = "N", .kind = WEFT_SUP_NESTED, .sup = &nested},
+      {.id = "P", .kind = WEFT_SUP_PROCESS, .entry_name = "stay"},
+  };
+  weft_sup_options_t o = {
+      .strategy = strategy,
+      .limits = {.max_restarts = 2, .period_ms = 60000, .backoff_min_ms = 1, .backoff_max_ms = 2},
+      .children = specs,
+      .nchildren = with_process ? 4 : 3,
+      .on_child_start = on_oom_start,
+      .on_child_exit = on_oom_exit,
+      .on_give_up = on_oom_give_up,
+  };
+  bool hit = true;
+  int runs = 0;
+  for (long k = 0; hit && k < 5000; k++, runs++) {
+    memset(&oom, 0, sizeof(oom));
+    weft_runtime_t *rt = new_runtime();
+    weft_sup_t *s = NULL;
+    testutil_alloc_fail_after(k);
+    int rc = weft_sup_new(weft_runtime_main(rt), &o, &s);
+    if (rc != 0) {
+      assert_int_equal(rc, WEFT_ENOMEM);
+      assert_null(s);
+    }
+    assert_int_equal(weft_runtime_run(rt), 0); /* ends: nothing hangs */
+    hit = testutil_alloc_fail_pending() == false;
+    testutil_alloc_fail_after(-1);
+    if (oom.odd_error)
+      fprintf(stderr, "k=%ld: exit error %s\n", k, weft_err_name(oom.odd_error));
+    assert_int_equal(oom.odd_error, 0);
+    if (rc == 0) {
+      assert_int_equal(oom.restart_rc, 0);
+      assert_int_equal(oom.give_ups, 1);
+      assert_int_equal(oom.closed, 1);
+      assert_int_equal(oom.finals, (int)o.nchildren);
+    } else {
+      assert_int_equal(oom.starts + oom.exits + oom.closed, 0); /* quiet */
+    }
+    ktest_finish_runtime(rt);
+  }
+  assert_false(hit); /* a run without any failure was reached */
+  return runs;
+}
+
+static void allocation_failure_sweep(void **state) {
+  (void)state;
+  int one = sweep(WEFT_SUP_ONE_FOR_ONE, false);
+  int all = sweep(WEFT_SUP_ONE_FOR_ALL, false);
+  fprintf(stderr, "  %d runs one_for_one, %d runs one_for_all\n", one, all);
+}
+
+/* The same with a process child too (it found a crash in weft__ipc_open's
+ * failure path). */
+static void allocation_failure_sweep_process(void **state) {
+  (void)state;
+  int one = sweep(WEFT_SUP_ONE_FOR_ONE, true);
+  int all = sweep(WEFT_SUP_ONE_FOR_ALL, true);
+  fprintf(stderr, "  %d runs one_for_one, %d runs one_for_all\n", one, all);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
@@ -458,6 +637,9 @@ int main(void) {
       T(transient_and_temporary),
       T(new_fails_half_way),
       T(stop_child_with_grace),
+      T(restart_child_during_group_restart),
+      T(allocation_failure_sweep),
+      T(allocation_failure_sweep_process),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

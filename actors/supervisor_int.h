@@ -1,0 +1,147 @@
+/* supervisor_int.h: NOT PUBLIC. What the supervisor's files share, written
+ * against the public API only (the microkernel rule).
+ *
+ * The supervisor (include/weft/supervisor.h) in three files:
+ *   supervisor.c          the tree and the strategies: the state machine that
+ *                         stops groups and restarts them, give-up, close, and
+ *                         the public entry points
+ *   supervisor_child.c    one child: adding it, starting it (thread, process or
+ *                         nested supervisor), stopping it (terminate, SIGTERM
+ *                         then SIGKILL, close), its exit callbacks, removing it
+ *   supervisor_restart.c  what an exit means: its record and message, the
+ *                         restart decision, the intensity window and the
+ *                         jittered exponential back-off
+ *
+ * Invariants: a child is RUNNING (handle set, exit to come), STOPPING (we
+ * asked it to stop, exit to come) or IDLE (no handle; waiting for a restart,
+ * or stopped while the supervisor gives up). Restart timestamps sit in a ring
+ * of max_restarts entries. Memory of a child or of the supervisor is freed
+ * only in the close callback of its uv_timer.
+ *
+ * Threads: the supervisor's context thread only (the worker, child and nested
+ * supervisor callbacks all arrive there). */
+#ifndef WEFT_SUPERVISOR_INT_H
+#define WEFT_SUPERVISOR_INT_H
+
+#include "weft.h"
+#include "weft/supervisor.h"
+
+#define WEFT__SUP_HIST 8  /* exits remembered per child */
+
+enum { ST_IDLE = 0, ST_RUNNING, ST_STOPPING };
+enum { PH_NORMAL = 0, PH_GROUP, PH_GIVING_UP, PH_GAVE_UP, PH_CLOSING };
+
+struct weft_sup_child_s {
+  weft_sup_t *sup;
+  weft_sup_child_t *next, *prev;
+  weft_sup_child_spec_t spec;
+  int state;
+  weft_worker_t *worker;
+  weft_child_t *proc;
+  weft_sup_t *nested;
+  uv_timer_t timer;         /* one_for_one restart, or SIGKILL / grace deadline */
+  bool timer_restart;       /* the timer is a restart, not a deadline */
+  bool stop_req;            /* we asked it to stop */
+  bool in_group;            /* to be started again by the group restart */
+  bool removing;            /* weft_sup_stop_child: free at its exit */
+  bool restart_now;         /* weft_sup_restart_child */
+  bool killed;              /* SIGKILL sent */
+  int pending_error;        /* from the worker's on_error */
+  int start_err;            /* a group restart could not start it */
+  bool port_open;           /* process: its started port has not closed yet */
+  bool exit_pending;        /* process exited; waiting for its port to close */
+  bool port_closed;         /* process: its port's close callback ran */
+  weft_port_t *proc_port;   /* process: the port of its latest start */
+  int64_t exit_status;
+  int exit_signal;
+  uint64_t started_ms;
+  uint64_t starts;
+  uint32_t streak;
+  uint32_t backoff_ms;
+  weft_sup_exit_t hist[WEFT__SUP_HIST];
+  size_t nhist, hist_head;
+  char idbuf[24];
+  void *data;
+};
+
+struct weft_sup_s {
+  weft_ctx_t *ctx;
+  uv_loop_t *loop;
+  weft_sup_options_t opts;
+  weft_sup_child_t *head, *tail;
+  size_t count;
+  int phase;
+  bool quiet;               /* failed construction: no user callbacks */
+  bool gave_up;
+  uv_timer_t timer;         /* group restart */
+  uint32_t group_delay;
+  uint64_t *times;          /* ring of restart times, max_restarts entries */
+  size_t ntimes, times_head;
+  uint64_t restarts;
+  uint64_t rng;
+  weft_sup_exit_t last;     /* the exit that made it give up */
+  weft_sup_close_cb close_cb;
+  weft_sup_child_t *parent; /* nested: our handle in the parent */
+};
+
+/* weft__sup_lim: v, or def when v is 0 (a zero option means the default). */
+static inline uint32_t weft__sup_lim(uint32_t v, uint32_t def) { return v ? v : def; }
+
+/* ---- the tree (supervisor.c) --------------------------------------------- */
+
+/* weft__sup_advance: the state machine, run after every event: while a group
+ * is being stopped it stops the next running child (last first); once the
+ * group is down it arms the group restart, gives up or finishes the close. */
+void weft__sup_advance(weft_sup_t *s);
+
+/* weft__sup_nested_done: the nested supervisor of c finished closing (it
+ * gave up, last being why): c exits. */
+void weft__sup_nested_done(weft_sup_child_t *c, bool gave_up, const weft_sup_exit_t *last);
+
+/* ---- one child (supervisor_child.c) --------------------------------------- */
+
+/* weft__sup_add_child: a new IDLE child from spec, last in s's list.
+ * Returns 0, WEFT_EINVAL (spec names nothing to run), WEFT_ENOMEM. */
+int weft__sup_add_child(weft_sup_t *s, const weft_sup_child_spec_t *spec,
+                        weft_sup_child_t **out);
+
+/* weft__sup_start_child: starts an IDLE child (RUNNING on success, then
+ * on_child_start). On failure it stays IDLE and nothing was called. */
+int weft__sup_start_child(weft_sup_child_t *c);
+
+/* weft__sup_stop_now: asks a RUNNING child to stop (STOPPING); its exit
+ * follows. Does nothing in another state. */
+void weft__sup_stop_now(weft_sup_child_t *c);
+
+/* weft__sup_arm_restart: starts c again in delay_ms (a one_for_one restart). */
+void weft__sup_arm_restart(weft_sup_child_t *c, uint32_t delay_ms);
+
+/* weft__sup_stop_after: stops c with weft__sup_stop_now in grace_ms. */
+void weft__sup_stop_after(weft_sup_child_t *c, uint32_t grace_ms);
+
+/* weft__sup_cancel_restart: disarms a pending one_for_one restart of c. */
+void weft__sup_cancel_restart(weft_sup_child_t *c);
+
+/* weft__sup_unlink_child / weft__sup_free_child: out of the list; its memory
+ * goes in its timer's close callback. */
+void weft__sup_unlink_child(weft_sup_child_t *c);
+void weft__sup_free_child(weft_sup_child_t *c);
+
+/* weft__sup_remove_child: c goes for good: out of the list first (the
+ * callback may re-enter the supervisor), then its final exit e, then its
+ * memory. */
+void weft__sup_remove_child(weft_sup_child_t *c, const weft_sup_exit_t *e);
+
+/* ---- exits and restarts (supervisor_restart.c) ---------------------------- */
+
+/* weft__sup_describe: fills e->message from the other fields. */
+void weft__sup_describe(weft_sup_exit_t *e);
+
+/* weft__sup_notify_exit: on_child_exit, unless the supervisor is quiet. */
+void weft__sup_notify_exit(weft_sup_child_t *c, const weft_sup_exit_t *e, bool final);
+
+/* weft__sup_child_exited: c exited (or a start of it failed: err set, code 1):
+ * records why, decides on the restart, then advances the supervisor. */
+void weft__sup_child_exited(weft_sup_child_t *c, int64_t code, int sig, int err);
+
+#endif /* WEFT_SUPERVISOR_INT_H */
