@@ -211,28 +211,55 @@ int weft__mp_check(const void *data, size_t len, unsigned max_depth) {
   return c.p == c.end ? 0 : WEFT_EPROTO;
 }
 
-static bool key_is(const weft__mp_val_t *k, const char *key, size_t klen) {
-  return k->type == WEFT__MP_STR && k->v.raw.n == klen &&
-         memcmp(k->v.raw.p, key, klen) == 0;
+static bool bytes_eq(const uint8_t *p, const char *key, size_t n) {
+  for (size_t i = 0; i < n; i++) /* keys are short: no call */
+    if (p[i] != (uint8_t)key[i])
+      return false;
+  return true;
 }
 
-/* Moves c to the value of key in a map of n entries whose header was read. */
+/* Moves c past one value (a scalar in one step, a container whole). */
+static int skip_value(weft__mp_cur_t *c) {
+  const uint8_t *at = c->p;
+  weft__mp_val_t v;
+  int rc = weft__mp_next(c, &v);
+  if (rc != 0 || (v.type != WEFT__MP_ARRAY && v.type != WEFT__MP_MAP))
+    return rc;
+  c->p = at;
+  return weft__mp_skip(c, 1, WEFT__MP_MAX_DEPTH - 1);
+}
+
+/* Moves c to the value of key in a map of n entries whose header was read.
+ * A fixstr key (nearly every key) is checked in place: its length byte and
+ * bytes, with no decoding. */
 static int map_seek(weft__mp_cur_t *c, uint32_t n, const char *key) {
   size_t klen = strlen(key);
-  weft__mp_val_t k;
   for (uint32_t i = 0; i < n; i++) {
     const uint8_t *at = c->p;
-    int rc = weft__mp_next(c, &k);
-    if (rc != 0)
-      return rc;
-    if (key_is(&k, key, klen))
-      return 0;
-    if (k.type == WEFT__MP_ARRAY || k.type == WEFT__MP_MAP) {
-      c->p = at;
-      rc = weft__mp_skip(c, 2, WEFT__MP_MAX_DEPTH - 1);
+    if (at >= c->end)
+      return WEFT_EPROTO;
+    if ((*at & 0xe0) == 0xa0) {
+      size_t kn = *at & 0x1f;
+      if ((size_t)(c->end - at - 1) < kn)
+        return WEFT_EPROTO;
+      c->p = at + 1 + kn;
+      if (kn == klen && bytes_eq(at + 1, key, kn))
+        return 0;
     } else {
-      rc = weft__mp_skip(c, 1, WEFT__MP_MAX_DEPTH - 1);
+      weft__mp_val_t k;
+      int rc = weft__mp_next(c, &k);
+      if (rc != 0)
+        return rc;
+      if (k.type == WEFT__MP_STR && k.v.raw.n == klen && bytes_eq(k.v.raw.p, key, klen))
+        return 0;
+      if (k.type == WEFT__MP_ARRAY || k.type == WEFT__MP_MAP) {
+        c->p = at;
+        rc = weft__mp_skip(c, 1, WEFT__MP_MAX_DEPTH - 1); /* the key itself */
+        if (rc != 0)
+          return rc;
+      }
     }
+    int rc = skip_value(c);
     if (rc != 0)
       return rc;
   }
