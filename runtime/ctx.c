@@ -140,11 +140,16 @@ static weft_port_t *port_of(weft__qnode_t *node) {
   return (weft_port_t *)(void *)((char *)node - offsetof(weft_port_t, sched_node));
 }
 
-/* Run the tasks queued now (not those they queue: those wait a batch). */
+/* Run the tasks queued now (not those they queue: those wait a batch). The
+ * tail seen at the start marks the end, unless the queue was empty then (its
+ * tail is the stub, which pop never returns): the budget bounds the turn, so
+ * a task that requeues itself (a worker's exit waiting for its port's close)
+ * cannot keep the ready ports from their turn. */
 static void run_tasks(weft_ctx_t *ctx) {
   weft__qnode_t *node;
   weft__qnode_t *last = atomic_load_explicit(&ctx->tasks.tail, memory_order_acquire);
-  while ((node = weft__mpsc_pop(&ctx->tasks)) != NULL) {
+  uint32_t budget = ctx->batch;
+  while (budget-- > 0 && (node = weft__mpsc_pop(&ctx->tasks)) != NULL) {
     weft__task_t *task = (weft__task_t *)(void *)node;
     task->fn(task);
     run_closing(ctx);
