@@ -22,6 +22,7 @@
  *
  * Threads: the balancer's context thread only. */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -349,6 +350,17 @@ static void on_port_drain(weft_port_t *port) {
 
 /* ---- supervisor callbacks ------------------------------------------------------ */
 
+/* A worker without its HELLO would never get ready: stop it as failed, so
+ * that the supervisor restarts it (with back-off, within its limits). */
+static void fail_child(weft_sup_child_t *c) {
+  weft_worker_t *w = weft_sup_child_worker(c);
+  weft_child_t *p = weft_sup_child_process(c);
+  if (w != NULL)
+    weft_worker_terminate(w);
+  else if (p != NULL)
+    weft_child_kill(p, SIGTERM);
+}
+
 static void on_child_start(weft_sup_t *sup, weft_sup_child_t *c) {
   weft_balancer_t *b = weft_sup_data(sup);
   inst_t *in = weft_sup_child_data(c);
@@ -364,12 +376,16 @@ static void on_child_start(weft_sup_t *sup, weft_sup_child_t *c) {
     lfd = weft__bal_dup(b->lis[0].fd);
   else if (b->opts.policy == WEFT_BALANCE_REUSEPORT)
     lfd = weft__bal_dup(b->lis[in->slot->lis].fd);
+  bool listens = b->opts.policy == WEFT_BALANCE_SHARED ||
+                 b->opts.policy == WEFT_BALANCE_REUSEPORT;
   weft_msg_t *m;
-  int err = weft__bal_msg(WEFT__BAL_HELLO, b->pipe, lfd, &m);
+  int err = listens && lfd < 0 ? lfd : weft__bal_msg(WEFT__BAL_HELLO, b->pipe, lfd, &m);
   if (err == 0 && (err = weft_port_post(in->port, m)) != 0)
     weft_msg_free(m);  /* closes the duplicate */
   else if (err && lfd >= 0)
     close(lfd);
+  if (err)
+    fail_child(c);
 }
 
 static void on_child_exit(weft_sup_t *sup, weft_sup_child_t *c, const weft_sup_exit_t *why,

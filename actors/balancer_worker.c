@@ -39,6 +39,7 @@ struct weft_balancer_worker_s {
     uv_pipe_t pipe;
   } lis;
   bool lis_open, pipe;
+  bool accept_later;          /* libuv holds a connection we had no memory for */
   weft_conn_t *conns;
   size_t live;
   int handles;                /* our handles not yet closed */
@@ -100,7 +101,14 @@ static void soon(weft_balancer_worker_t *w) {
     uv_check_start(&w->check, on_check);
 }
 
-static void on_timer(uv_timer_t *h) { report(h->data); }
+static void accept_one(weft_balancer_worker_t *w);
+
+static void on_timer(uv_timer_t *h) {
+  weft_balancer_worker_t *w = h->data;
+  if (w->accept_later && !uv_is_closing((uv_handle_t *)&w->lis))
+    accept_one(w);
+  report(w);
+}
 
 /* ---- connections ---------------------------------------------------------------- */
 
@@ -193,19 +201,25 @@ static void adopt(weft_balancer_worker_t *w, int fd) {
   conn_start(w, c);
 }
 
-static void on_listener_conn(uv_stream_t *s, int status) {
-  weft_balancer_worker_t *w = s->data;
-  if (status < 0 || w->draining)
-    return;
+/* Until it is accepted, libuv keeps the connection and stops polling the
+ * listener: without memory for it, try again at the next report tick. */
+static void accept_one(weft_balancer_worker_t *w) {
   weft_conn_t *c = conn_new(w);
+  w->accept_later = c == NULL;
   if (c == NULL)
     return;
-  if (uv_accept(s, &c->h.stream) != 0) {
+  if (uv_accept(&w->lis.stream, &c->h.stream) != 0) {
     uv_close((uv_handle_t *)&c->h.stream, on_conn_discarded);
     return;
   }
   w->accepted++;
   conn_start(w, c);
+}
+
+static void on_listener_conn(uv_stream_t *s, int status) {
+  weft_balancer_worker_t *w = s->data;
+  if (status == 0 && !w->draining)
+    accept_one(w);
 }
 
 /* A listening fd from the balancer (shared or reuseport): accept from it. */
@@ -240,6 +254,17 @@ static void close_all(weft_balancer_worker_t *w) {
     weft_conn_close(c);
 }
 
+/* Close everything of ours and the port. A thread exits now (what it posted
+ * is already in the parent's queue). A process lets its loop run out, so that
+ * its channel sends the last STATUS first; if the program keeps other handles,
+ * the drain deadline stops it. */
+static void leave(weft_balancer_worker_t *w, int code) {
+  close_all(w);
+  if (w->port)
+    weft_port_close(w->port);
+  weft_worker_exit(w->ctx, code);
+}
+
 static void finish_drain(weft_balancer_worker_t *w) {
   if (w->live > 0 || w->drained)
     return;
@@ -249,13 +274,7 @@ static void finish_drain(weft_balancer_worker_t *w) {
     w->opts.on_drained(w);
     return;
   }
-  close_all(w);
-  if (w->port)
-    weft_port_close(w->port);
-  /* A thread exits now (what it posted is already in the parent's queue). A
-   * process lets its loop run out, so that its channel sends the last STATUS
-   * first; if the program keeps other handles, the drain deadline stops it. */
-  weft_worker_exit(w->ctx, 0);
+  leave(w, 0);
 }
 
 static void start_drain(weft_balancer_worker_t *w) {
@@ -290,8 +309,11 @@ static void on_hello(weft_balancer_worker_t *w, weft_msg_t *m) {
   if (weft_msg_take_socket(m, 0, &fd) == 0 && listen_on(w, fd) != 0)
     return;  /* not ready: the balancer keeps serving that listener */
   weft_msg_t *r;
-  if (weft__bal_msg(WEFT__BAL_READY, false, -1, &r) == 0 && weft_port_post(w->port, r) != 0)
+  int err = weft__bal_msg(WEFT__BAL_READY, false, -1, &r);
+  if (err == 0 && (err = weft_port_post(w->port, r)) != 0)
     weft_msg_free(r);
+  if (err)
+    leave(w, 1);  /* never ready otherwise: let the supervisor start another */
 }
 
 static void on_message(weft_port_t *p, weft_msg_t *m) {
