@@ -5,9 +5,11 @@
  * listens, for shared and reuseport). Connections arrive as CONN messages (a
  * connected fd) or from its own listener; each becomes a weft_conn_t opened
  * on this loop and linked in `conns`. Counts go back in STATUS messages:
- * coalesced per loop iteration by a check handle when connections come and
- * go (the acknowledgement of CONN and least-connections need them soon), and
- * every 100 ms by a timer for requests.
+ * coalesced per loop iteration by a check handle when handed connections
+ * come and go (the acknowledgement of CONN and least-connections need them
+ * soon), and every 100 ms by a timer for the rest (requests, and connections
+ * of our own listener: reporting each would wake the balancer's thread once
+ * per connection, a third of the CPU a short connection costs).
  *
  * Lifetime: the object goes when the parent port has closed and every handle
  * of its own (check, timer, listener, connections) has closed. If the port
@@ -132,8 +134,9 @@ static void on_conn_closed(uv_handle_t *h) {
   w->closed++;
   if (w->opts.on_close)
     w->opts.on_close(c);
+  if (c->handed_)
+    soon(w);
   weft_free(c);
-  soon(w);
   if (w->draining)
     finish_drain(w);
   maybe_free(w);
@@ -178,7 +181,6 @@ static weft_conn_t *conn_new(weft_balancer_worker_t *w) {
 }
 
 static void conn_start(weft_balancer_worker_t *w, weft_conn_t *c) {
-  soon(w);
   w->opts.on_connection(c);
 }
 
@@ -198,6 +200,7 @@ static void adopt(weft_balancer_worker_t *w, int fd) {
     weft_conn_close(c);
     return;
   }
+  c->handed_ = true;
   conn_start(w, c);
 }
 

@@ -25,6 +25,7 @@ typedef struct {
   weft_conn_t conn;  /* first member: the balancer allocates the whole struct */
   char buf[4096];
   size_t len;
+  bool nodelay;
 } http_conn_t;
 
 static const char OK[] = "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello world\n";
@@ -60,6 +61,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
       weft_conn_close(&c->conn);
       return;
     }
+    if (!c->nodelay && s->type == UV_TCP)  /* kept alive: no Nagle delay (as nginx) */
+      c->nodelay = uv_tcp_nodelay((uv_tcp_t *)s, 1) == 0;
     memmove(c->buf, c->buf + head, c->len - head);
     c->len -= head;
   }
@@ -68,8 +71,6 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 }
 
 static void on_connection(weft_conn_t *conn) {
-  if (conn->h.stream.type == UV_TCP)
-    uv_tcp_nodelay(&conn->h.tcp, 1);
   uv_read_start(&conn->h.stream, on_alloc, on_read);
 }
 

@@ -18,7 +18,9 @@
  * No connection is lost in hand-off: the balancer keeps a duplicate of each
  * connection it handed over until the worker acknowledges it (a worker does so
  * before it reads from it); if the post fails or the worker exits first, the
- * connection goes to another worker (or waits until one is ready). Listening
+ * connection goes to another worker (or waits until one is ready); only a
+ * failed allocation for the hand-off itself closes that one connection (the
+ * client sees a reset, nothing else is affected). Listening
  * sockets stay open in the balancer for its whole life, so a worker that
  * exits, drains or restarts never closes one: connections waiting in its
  * accept queue are not reset, and while a listener has no ready worker the
@@ -126,8 +128,12 @@ typedef struct {
 
 /* weft_balancer_workers: the number of worker places. */
 WEFT_EXTERN size_t weft_balancer_workers(const weft_balancer_t *b);
-/* weft_balancer_stats: counts of worker place i as last reported (workers
- * report request counts every 100 ms and at exit; connections at once). */
+/* weft_balancer_stats: counts of worker place i as last reported. Workers
+ * report connections the balancer handed them (round_robin,
+ * least_connections) as they arrive and close; connections they accepted
+ * themselves (reuseport, shared) and request counts every 100 ms and at
+ * exit (a report per connection would cost a wake-up of the balancer's
+ * thread per connection). */
 WEFT_EXTERN int weft_balancer_stats(const weft_balancer_t *b, size_t i,
                                     weft_balancer_stats_t *out);
 /* weft_balancer_port: the TCP port listened on (0 for a Unix socket). */
@@ -155,6 +161,7 @@ typedef struct weft_conn_s {
   void *data;
   weft_balancer_worker_t *worker;
   struct weft_conn_s *next_, *prev_;  /* private */
+  bool handed_;                        /* private: came from the balancer */
 } weft_conn_t;
 
 /* Called on the worker's thread: a new connection (read it with
