@@ -6,6 +6,7 @@
 # `wrk -t1 -c64 -d10s` on 127.0.0.1 (wrk itself takes about one core).
 #
 #   tools/bench/http.sh [--duration S] [--quick] [--only weft,node,nginx] [--processes]
+#                       [--repeat R] [--workers LIST] [--modes LIST]
 #
 # For every run: requests/s, server CPU per request (utime+stime of the server
 # and all its processes, from /proc/<pid>/stat, before and after wrk, divided
@@ -17,6 +18,11 @@
 #   --quick       --duration 3
 #   --only LIST   servers to run (default weft,node,nginx)
 #   --processes   weft workers as processes too (adds rows)
+#   --repeat R    R rounds of every run (default 1), interleaved so that the
+#                 machine's noise falls on every server alike; the table
+#                 gives medians (req/s min-max too)
+#   --workers L   worker counts to run (default 1,2)
+#   --modes L     keepalive,close (default both)
 # Installs wrk and nginx with apt-get when missing. Builds cluster_http
 # (Release) in $BUILD_DIR (default build-bench-http).
 set -uo pipefail
@@ -27,13 +33,20 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build-bench-http}"
 DUR=10
 ONLY="weft,node,nginx"
 PROCS=0
+REPEAT=1
+WORKERS="1,2"
+MODES="keepalive,close"
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DUR="${2:?--duration needs seconds}"; shift ;;
     --quick) DUR=3 ;;
     --only) ONLY="${2:?--only needs a list}"; shift ;;
     --processes) PROCS=1 ;;
-    *) echo "usage: $0 [--duration S] [--quick] [--only weft,node,nginx] [--processes]" >&2; exit 2 ;;
+    --repeat) REPEAT="${2:?--repeat needs a count}"; shift ;;
+    --workers) WORKERS="${2:?--workers needs a list}"; shift ;;
+    --modes) MODES="${2:?--modes needs a list}"; shift ;;
+    *) echo "usage: $0 [--duration S] [--quick] [--only weft,node,nginx] [--processes]" \
+         "[--repeat R] [--workers LIST] [--modes LIST]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -165,8 +178,9 @@ http {
 EOF
 }
 
-for mode in keepalive close; do
-  for w in 1 2; do
+for rep in $(seq 1 "$REPEAT"); do
+for mode in ${MODES//,/ }; do
+  for w in ${WORKERS//,/ }; do
     if [[ ",$ONLY," == *,weft,* ]]; then
       for pol in round_robin least_connections reuseport shared; do
         run_one "weft $pol" "$w" "$mode" "$CLUSTER_HTTP" --workers "$w" --policy "$pol" --port $((PORT + 1))
@@ -190,19 +204,42 @@ for mode in keepalive close; do
     fi
   done
 done
+done
 
 echo
-echo "## HTTP hello world: wrk -t1 -c64 -d${DUR}s, 127.0.0.1 ($(nproc) CPUs)"
+echo "## HTTP hello world: wrk -t1 -c64 -d${DUR}s, 127.0.0.1 ($(nproc) CPUs), median of $REPEAT round(s)"
 echo
-echo "| server | workers | mode | req/s | vs nginx | vs node rr | CPU us/req | busiest/quietest | errors |"
+echo "| server | workers | mode | req/s (min-max) | vs nginx | vs node rr | CPU us/req | busiest/quietest | errors |"
 echo "|---|---|---|---|---|---|---|---|---|"
 awk -F'\t' '
-  { row[NR] = $0; if ($1 == "nginx") ng[$2 "," $3] = $4; if ($1 == "node cluster rr") nd[$2 "," $3] = $4 }
+  function med(list,   n, v, i, j, t) {
+    n = split(list, v, " ")
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    if (n == 0) return "-"
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  function lo(list,   n, v, i, m) { n = split(list, v, " "); m = v[1]; for (i = 2; i <= n; i++) if (v[i] + 0 < m + 0) m = v[i]; return m }
+  function hi(list,   n, v, i, m) { n = split(list, v, " "); m = v[1]; for (i = 2; i <= n; i++) if (v[i] + 0 > m + 0) m = v[i]; return m }
+  {
+    k = $1 "\t" $2 "\t" $3
+    if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
+    rps[k] = rps[k] " " $4
+    if ($5 != "-") cpu[k] = cpu[k] " " $5
+    if ($6 != "-") fair[k] = fair[k] " " $6
+    err[k] += $7
+  }
   END {
-    for (i = 1; i <= NR; i++) {
-      split(row[i], f, "\t"); k = f[2] "," f[3]
-      a = (k in ng && ng[k] > 0) ? sprintf("%.2f", f[4] / ng[k]) : "-"
-      b = (k in nd && nd[k] > 0) ? sprintf("%.2f", f[4] / nd[k]) : "-"
-      printf "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], f[4], a, b, f[5], f[6], f[7]
+    for (i = 1; i <= nk; i++) {
+      k = order[i]; split(k, f, "\t"); m[k] = med(rps[k])
+      if (f[1] == "nginx") ng[f[2] "," f[3]] = m[k]
+      if (f[1] == "node cluster rr") nd[f[2] "," f[3]] = m[k]
+    }
+    for (i = 1; i <= nk; i++) {
+      k = order[i]; split(k, f, "\t"); w = f[2] "," f[3]
+      a = (w in ng && ng[w] > 0) ? sprintf("%.2f", m[k] / ng[w]) : "-"
+      b = (w in nd && nd[w] > 0) ? sprintf("%.2f", m[k] / nd[w]) : "-"
+      c = (k in cpu) ? sprintf("%.2f", med(cpu[k])) : "-"
+      fr = (k in fair) ? sprintf("%.2f", med(fair[k])) : "-"
+      printf "| %s | %s | %s | %.0f (%.0f-%.0f) | %s | %s | %s | %s | %d |\n", f[1], f[2], f[3], m[k], lo(rps[k]), hi(rps[k]), a, b, c, fr, err[k]
     }
   }' "$RESULTS"
