@@ -46,11 +46,8 @@ int weft__bal_msg(int op, bool pipe, int fd, weft_msg_t **out) {
  * look like races. The two calls are on the balancer's thread, which is also
  * the one that spawns worker processes. */
 int weft__bal_dup(int fd) {
-  int d = dup(fd);
-  if (d < 0)
-    return -errno;
-  fcntl(d, F_SETFD, FD_CLOEXEC);
-  return d;
+  int d = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* one system call, close-on-exec at once */
+  return d < 0 ? -errno : d;
 }
 
 static int tcp_addr(const weft_balancer_options_t *o, int port, struct sockaddr_storage *ss,
