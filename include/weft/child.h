@@ -11,6 +11,15 @@
  * weft_buf_new travel as sealed memfds (no copy); socket fds travel with
  * SCM_RIGHTS and are opened by the receiver on its own loop.
  *
+ * A Node.js channel (WEFT_CHANNEL_NODE, 'json' lines) has no credits: the
+ * channel stops sending while more than 128 KiB wait to be written or a
+ * socket we sent awaits Node's NODE_HANDLE_ACK (posts then get WEFT_EAGAIN
+ * once the port's bound is reached); reading stops while the port is full,
+ * except while such a socket awaits its ACK (then up to 8 MiB of messages
+ * wait, in order, in the channel), so a program that takes no input until
+ * its output moves does not stall. Its close event counts as undelivered
+ * what was not written whole, and a socket Node never acknowledged.
+ *
  * Callbacks run on the spawning context's thread. on_exit comes once, last:
  * after the process has exited, its channel has closed (so every message it
  * sent was delivered first) and its output pipes reached EOF. After on_exit
