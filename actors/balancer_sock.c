@@ -45,9 +45,15 @@ int weft__bal_msg(int op, bool pipe, int fd, weft_msg_t **out) {
  * dup() create an fd (not fcntl), so fd numbers reused across threads do not
  * look like races. The two calls are on the balancer's thread, which is also
  * the one that spawns worker processes. */
+/* dup then F_SETFD rather than fcntl(F_DUPFD_CLOEXEC): ThreadSanitizer does
+ * not see the latter create a descriptor and then reports a race when the
+ * number of one a finished thread closed comes back. */
 int weft__bal_dup(int fd) {
-  int d = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* one system call, close-on-exec at once */
-  return d < 0 ? -errno : d;
+  int d = dup(fd);
+  if (d < 0)
+    return -errno;
+  fcntl(d, F_SETFD, FD_CLOEXEC);
+  return d;
 }
 
 static int tcp_addr(const weft_balancer_options_t *o, int port, struct sockaddr_storage *ss,
