@@ -1,4 +1,9 @@
-/* balancer.c: the balancer side (weft/balancer.h).
+/* balancer.c: the balancer side (weft/balancer.h): its lifecycle (new,
+ * close, reload, drain), instances, messages from workers, supervisor
+ * callbacks, listeners, public accessors and stats. The hand-off (picking a
+ * worker, sending, in flight, pending, its own accept polls) is in
+ * balancer_handoff.c, the worker side in balancer_worker.c, sockets and
+ * protocol messages in balancer_sock.c (balancer_int.h).
  *
  * The balancer owns the listening sockets for its whole life, a supervisor
  * (one_for_one) whose children are the workers, and one `place` (slot) per
@@ -21,215 +26,16 @@
  * has); shared: none (workers accept).
  *
  * Threads: the balancer's context thread only. */
-#include <errno.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "balancer_int.h"
 
-typedef struct {
-  uint64_t seq;
-  int fd;
-} flight_t;
-
-typedef struct slot_s slot_t;
-typedef struct inst_s inst_t;
-
-struct inst_s {
-  weft_balancer_t *b;
-  slot_t *slot;
-  weft_sup_child_t *child;
-  weft_port_t *port;     /* identity of the running worker's port (not for use:
-                            it may have closed; see inst_port) */
-  bool ready, draining, full;
-  uint64_t sent, taken, accepted, closed, reqs;  /* this run of the worker */
-  flight_t *fl;          /* ring of handed, unacknowledged connections */
-  size_t fl_head, fl_len, fl_cap;
-};
-
-struct slot_s {
-  inst_t *cur, *incoming;
-  int lis;               /* reuseport: its listener; else -1 */
-  uint64_t starts, conns, reqs, rehanded;  /* finished runs */
-};
-
-typedef struct {
-  weft_balancer_t *b;
-  int fd;
-  slot_t *slot;          /* reuseport */
-  uv_poll_t poll;
-  bool polling;
-} listener_t;
-
-struct weft_balancer_s {
-  weft_ctx_t *ctx;
-  uv_loop_t *loop;
-  weft_balancer_options_t opts;
-  weft_sup_t *sup;
-  slot_t *slots;
-  size_t nslots;
-  listener_t *lis;
-  size_t nlis;
-  int port;
-  bool pipe;
-  int *pending;          /* ring of connections waiting for a worker */
-  size_t p_head, p_len, p_cap;
-  size_t rr;
-  uint64_t accepted, dropped;
-  bool ready_told, closing, quiet;
-  bool reloading;
-  size_t reload_i;
-  inst_t *reload_old;
-  weft_balancer_reload_cb reload_cb;
-  weft_balancer_cb close_cb;
-  size_t insts;          /* instances alive */
-  size_t handles;        /* poll handles not yet closed */
-};
-
-static void update_polls(weft_balancer_t *b);
 static void reload_step(weft_balancer_t *b);
 static void maybe_finish_close(weft_balancer_t *b);
 
 /* ---- instances ----------------------------------------------------------------- */
-
-/* The port to post on, or NULL once it closed (a process's port can close
- * before its exit is reported). */
-static weft_port_t *inst_port(const inst_t *in) {
-  return in->port && in->child ? weft_sup_child_port(in->child) : NULL;
-}
-
-static bool available(const inst_t *in) {
-  return in && in->ready && !in->draining && !in->full && inst_port(in) != NULL;
-}
-
-static uint64_t open_of(const inst_t *in) { return in->sent + in->accepted - in->closed; }
-
-static inst_t *pick(weft_balancer_t *b) {
-  inst_t *best = NULL;
-  size_t best_i = 0;
-  for (size_t k = 0; k < b->nslots; k++) {
-    size_t i = (b->rr + k) % b->nslots;
-    inst_t *in = b->slots[i].cur;
-    if (!available(in))
-      continue;
-    if (b->opts.policy != WEFT_BALANCE_LEAST_CONNECTIONS) {
-      best = in, best_i = i;
-      break;
-    }
-    if (best == NULL || open_of(in) < open_of(best))
-      best = in, best_i = i;
-  }
-  if (best)
-    b->rr = best_i + 1;
-  return best;
-}
-
-static int fl_push(inst_t *in, uint64_t seq, int fd) {
-  if (in->fl_len == in->fl_cap) {
-    size_t cap = in->fl_cap ? in->fl_cap * 2 : 64;
-    flight_t *n = weft_malloc(cap * sizeof(*n));
-    if (n == NULL)
-      return WEFT_ENOMEM;
-    for (size_t i = 0; i < in->fl_len; i++)
-      n[i] = in->fl[(in->fl_head + i) % in->fl_cap];
-    weft_free(in->fl);
-    in->fl = n, in->fl_cap = cap, in->fl_head = 0;
-  }
-  in->fl[(in->fl_head + in->fl_len++) % in->fl_cap] = (flight_t){seq, fd};
-  return 0;
-}
-
-/* Hand fd to in. On success fd is the worker's and a duplicate is in flight
- * (without one if dup failed, e.g. out of fds); on failure fd is still ours. */
-static int send_conn(inst_t *in, int fd) {
-  int d = weft__bal_dup(fd);
-  weft_msg_t *m;
-  int err = weft__bal_msg(WEFT__BAL_CONN, in->b->pipe, fd, &m);
-  if (err == 0 && (err = weft_port_post(inst_port(in), m)) != 0) {
-    int back;
-    weft_msg_take_socket(m, 0, &back);
-    weft_msg_free(m);
-  }
-  if (err) {
-    if (d >= 0)
-      close(d);
-    return err;
-  }
-  in->sent++;
-  if (d >= 0 && fl_push(in, in->sent, d) != 0)
-    close(d);  /* no safety net for this one, but it is handed */
-  return 0;
-}
-
-static int pending_push(weft_balancer_t *b, int fd) {
-  if (b->p_len == b->p_cap) {
-    size_t cap = b->p_cap ? b->p_cap * 2 : 64;
-    int *n = cap <= 65536 ? weft_malloc(cap * sizeof(int)) : NULL;
-    if (n == NULL)
-      return WEFT_ENOMEM;
-    for (size_t i = 0; i < b->p_len; i++)
-      n[i] = b->pending[(b->p_head + i) % b->p_cap];
-    weft_free(b->pending);
-    b->pending = n, b->p_cap = cap, b->p_head = 0;
-  }
-  b->pending[(b->p_head + b->p_len++) % b->p_cap] = fd;
-  return 0;
-}
-
-/* Give fd to an available worker, or keep it until one is. */
-static void handoff(weft_balancer_t *b, int fd) {
-  inst_t *in;
-  while (!b->closing && (in = pick(b)) != NULL) {
-    int err = send_conn(in, fd);
-    if (err == 0)
-      return;
-    if (err == WEFT_EAGAIN) {
-      in->full = true;  /* until its drain callback */
-    } else if (err == WEFT_ECLOSED) {
-      in->ready = false;  /* its exit follows */
-    } else {  /* out of memory: this connection is lost, the workers are fine */
-      close(fd);
-      b->dropped++;
-      return;
-    }
-  }
-  if (b->closing || pending_push(b, fd) != 0) {
-    close(fd);
-    b->dropped++;
-  }
-  update_polls(b);
-}
-
-static void flush_pending(weft_balancer_t *b) {
-  while (b->p_len > 0 && pick(b) != NULL) {
-    int fd = b->pending[b->p_head];
-    b->p_head = (b->p_head + 1) % b->p_cap;
-    b->p_len--;
-    handoff(b, fd);
-  }
-}
-
-/* The worker exited: fold its counts into the slot and re-hand what it had
- * not acknowledged. */
-static void inst_down(inst_t *in) {
-  slot_t *s = in->slot;
-  size_t n = in->fl_len;
-  in->ready = false;
-  in->port = NULL;
-  s->rehanded += n;
-  s->conns += in->sent - n + in->accepted;
-  s->reqs += in->reqs;
-  in->sent = in->taken = in->accepted = in->closed = in->reqs = 0;
-  while (in->fl_len > 0) {
-    int fd = in->fl[in->fl_head].fd;
-    in->fl_head = (in->fl_head + 1) % in->fl_cap;
-    in->fl_len--;
-    handoff(in->b, fd);
-  }
-}
 
 /* Stop giving in connections, tell it to drain, and have the supervisor
  * remove it when it exits (or stop it at the deadline). May free in. */
@@ -290,25 +96,13 @@ static void on_ready(inst_t *in) {
     s->incoming = NULL;
     b->reload_old = old;
   }
-  flush_pending(b);
-  update_polls(b);
+  weft__bal_flush_pending(b);
+  weft__bal_update_polls(b);
   tell_ready(b);
   if (old)
     drain_inst(old);
   else if (b->reloading && s == &b->slots[b->reload_i] && b->reload_old == NULL)
     reload_step(b);  /* the slot was empty: nothing to drain */
-}
-
-static void on_status(inst_t *in, const weft_msg_t *m) {
-  weft_msg_get_u64(m, "taken", &in->taken);
-  weft_msg_get_u64(m, "accepted", &in->accepted);
-  weft_msg_get_u64(m, "closed", &in->closed);
-  weft_msg_get_u64(m, "reqs", &in->reqs);
-  while (in->fl_len > 0 && in->fl[in->fl_head].seq <= in->taken) {
-    close(in->fl[in->fl_head].fd);
-    in->fl_head = (in->fl_head + 1) % in->fl_cap;
-    in->fl_len--;
-  }
 }
 
 static void on_worker_msg(weft_port_t *port, weft_msg_t *m) {
@@ -325,7 +119,7 @@ static void on_worker_msg(weft_port_t *port, weft_msg_t *m) {
     break;
   case WEFT__BAL_STATUS:
     if (in->port == port)
-      on_status(in, m);
+      weft__bal_on_status(in, m);
     break;
   case 0:
     if (in->b->opts.worker.on_message) {
@@ -337,15 +131,6 @@ static void on_worker_msg(weft_port_t *port, weft_msg_t *m) {
     break;
   }
   weft_msg_free(m);
-}
-
-static void on_port_drain(weft_port_t *port) {
-  inst_t *in = weft_sup_child_data(weft_sup_child_from_port(port));
-  if (in == NULL || in->port != port)
-    return;
-  in->full = false;
-  flush_pending(in->b);
-  update_polls(in->b);
 }
 
 /* ---- supervisor callbacks ------------------------------------------------------ */
@@ -370,7 +155,7 @@ static void on_child_start(weft_sup_t *sup, weft_sup_child_t *c) {
   in->slot->starts++;
   if (in->port == NULL)
     return;
-  weft_port_on_drain(in->port, on_port_drain);
+  weft_port_on_drain(in->port, weft__bal_on_port_drain);
   int lfd = -1;
   if (b->opts.policy == WEFT_BALANCE_SHARED)
     lfd = weft__bal_dup(b->lis[0].fd);
@@ -392,7 +177,7 @@ static void on_child_exit(weft_sup_t *sup, weft_sup_child_t *c, const weft_sup_e
                           bool final) {
   weft_balancer_t *b = weft_sup_data(sup);
   inst_t *in = weft_sup_child_data(c);
-  inst_down(in);
+  weft__bal_inst_down(in);
   if (b->opts.on_worker_exit && !b->quiet)
     b->opts.on_worker_exit(b, (size_t)(in->slot - b->slots), why);
   if (final) {
@@ -405,7 +190,7 @@ static void on_child_exit(weft_sup_t *sup, weft_sup_child_t *c, const weft_sup_e
       reload_step(b);
     }
   }
-  update_polls(b);
+  weft__bal_update_polls(b);
   maybe_finish_close(b);
 }
 
@@ -416,43 +201,6 @@ static void on_give_up(weft_sup_t *sup, const weft_sup_exit_t *last) {
 }
 
 /* ---- listeners ------------------------------------------------------------------- */
-
-static void on_poll(uv_poll_t *h, int status, int events) {
-  (void)events;
-  listener_t *l = h->data;
-  weft_balancer_t *b = l->b;
-  for (int i = 0; status == 0 && i < 64 && l->polling; i++) {
-    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED)
-        continue;
-      break;  /* EAGAIN, or out of fds: the poll fires again */
-    }
-    b->accepted++;
-    handoff(b, fd);
-  }
-}
-
-static void update_polls(weft_balancer_t *b) {
-  bool any = !b->closing && b->p_len == 0;
-  if (any) {
-    size_t rr = b->rr;
-    any = pick(b) != NULL;
-    b->rr = rr;
-  }
-  for (size_t i = 0; i < b->nlis; i++) {
-    listener_t *l = &b->lis[i];
-    bool want = any && (b->opts.policy == WEFT_BALANCE_ROUND_ROBIN ||
-                        b->opts.policy == WEFT_BALANCE_LEAST_CONNECTIONS ||
-                        (l->slot && !available(l->slot->cur)));
-    if (want && !l->polling)
-      l->polling = uv_poll_start(&l->poll, UV_READABLE, on_poll) == 0;
-    else if (!want && l->polling) {
-      uv_poll_stop(&l->poll);
-      l->polling = false;
-    }
-  }
-}
 
 static void on_poll_closed(uv_handle_t *h) {
   listener_t *l = h->data;
@@ -615,7 +363,7 @@ int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft
     return err;
   }
   *out = b;
-  update_polls(b);
+  weft__bal_update_polls(b);
   return 0;
 }
 
@@ -625,19 +373,13 @@ int weft_balancer_close(weft_balancer_t *b, weft_balancer_cb cb) {
   if (b->closing)
     return 0;
   /* Hand out what already waits in the round-robin accept queue. */
-  if (b->nlis == 1 && b->lis[0].polling)
-    on_poll(&b->lis[0].poll, 0, UV_READABLE);
+  weft__bal_accept_queued(b);
   b->closing = true;
   b->close_cb = cb;
-  update_polls(b);
+  weft__bal_update_polls(b);
   if (b->reloading)
     reload_done(b, WEFT_ECANCELED);
-  while (b->p_len > 0) {
-    close(b->pending[b->p_head]);
-    b->p_head = (b->p_head + 1) % b->p_cap;
-    b->p_len--;
-    b->dropped++;
-  }
+  weft__bal_drop_pending(b);
   for (size_t i = 0; i < b->nslots; i++) {
     slot_t *s = &b->slots[i];
     inst_t *cur = s->cur, *inc = s->incoming;
@@ -673,7 +415,7 @@ int weft_balancer_drain_worker(weft_balancer_t *b, size_t i) {
   if (in == NULL || in->draining)
     return WEFT_ENOENT;
   drain_inst(in);
-  update_polls(b);
+  weft__bal_update_polls(b);
   return 0;
 }
 
