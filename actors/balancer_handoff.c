@@ -8,6 +8,8 @@
  *
  * Threads: the balancer's context thread only. */
 #include <errno.h>
+#include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,17 +43,27 @@ static inst_t *pick(weft_balancer_t *b) {
 
 /* ---- sending, in flight ------------------------------------------------------------ */
 
-static int fl_push(inst_t *in, uint64_t seq, int fd) {
-  if (in->fl_len == in->fl_cap) {
-    size_t cap = in->fl_cap ? in->fl_cap * 2 : 64;
-    flight_t *n = weft_malloc(cap * sizeof(*n));
-    if (n == NULL)
-      return WEFT_ENOMEM;
-    for (size_t i = 0; i < in->fl_len; i++)
-      n[i] = in->fl[(in->fl_head + i) % in->fl_cap];
-    weft_free(in->fl);
-    in->fl = n, in->fl_cap = cap, in->fl_head = 0;
+/* A full ring (*buf, cap, head; len == cap) doubles, its items moved to the
+ * front in order. Returns 0 or WEFT_ENOMEM (also past max items). */
+static int ring_grow(void **buf, size_t *cap, size_t *head, size_t elem, size_t max) {
+  size_t ncap = *cap ? *cap * 2 : 64;
+  char *n = ncap <= max ? weft_malloc(ncap * elem) : NULL;
+  if (n == NULL)
+    return WEFT_ENOMEM;
+  size_t first = *cap - *head; /* items from head to the end, then the rest */
+  if (*cap) {
+    memcpy(n, (char *)*buf + *head * elem, first * elem);
+    memcpy(n + first * elem, *buf, *head * elem);
   }
+  weft_free(*buf);
+  *buf = n, *cap = ncap, *head = 0;
+  return 0;
+}
+
+static int fl_push(inst_t *in, uint64_t seq, int fd) {
+  if (in->fl_len == in->fl_cap &&
+      ring_grow((void **)&in->fl, &in->fl_cap, &in->fl_head, sizeof(flight_t), SIZE_MAX) != 0)
+    return WEFT_ENOMEM;
   in->fl[(in->fl_head + in->fl_len++) % in->fl_cap] = (flight_t){seq, fd};
   return 0;
 }
@@ -93,16 +105,9 @@ void weft__bal_on_status(inst_t *in, const weft_msg_t *m) {
 /* ---- hand-off and pending ------------------------------------------------------------ */
 
 static int pending_push(weft_balancer_t *b, int fd) {
-  if (b->p_len == b->p_cap) {
-    size_t cap = b->p_cap ? b->p_cap * 2 : 64;
-    int *n = cap <= 65536 ? weft_malloc(cap * sizeof(int)) : NULL;
-    if (n == NULL)
-      return WEFT_ENOMEM;
-    for (size_t i = 0; i < b->p_len; i++)
-      n[i] = b->pending[(b->p_head + i) % b->p_cap];
-    weft_free(b->pending);
-    b->pending = n, b->p_cap = cap, b->p_head = 0;
-  }
+  if (b->p_len == b->p_cap &&
+      ring_grow((void **)&b->pending, &b->p_cap, &b->p_head, sizeof(int), 65536) != 0)
+    return WEFT_ENOMEM;
   b->pending[(b->p_head + b->p_len++) % b->p_cap] = fd;
   return 0;
 }

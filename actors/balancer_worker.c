@@ -180,10 +180,6 @@ static weft_conn_t *conn_new(weft_balancer_worker_t *w) {
   return c;
 }
 
-static void conn_start(weft_balancer_worker_t *w, weft_conn_t *c) {
-  w->opts.on_connection(c);
-}
-
 /* A connected fd from the balancer: open it here. The fd is ours either way. */
 static void adopt(weft_balancer_worker_t *w, int fd) {
   w->taken++;
@@ -201,7 +197,7 @@ static void adopt(weft_balancer_worker_t *w, int fd) {
     return;
   }
   c->handed_ = true;
-  conn_start(w, c);
+  w->opts.on_connection(c);
 }
 
 /* Until it is accepted, libuv keeps the connection and stops polling the
@@ -216,7 +212,7 @@ static void accept_one(weft_balancer_worker_t *w) {
     return;
   }
   w->accepted++;
-  conn_start(w, c);
+  w->opts.on_connection(c);
 }
 
 static void on_listener_conn(uv_stream_t *s, int status) {

@@ -344,6 +344,10 @@ static void update_poll(weft__ipc_t *ipc) {
 
 /* ---- port B glue -------------------------------------------------------- */
 
+/* The list of decoded messages waiting for room at A links them through
+ * their queue node (free while they are in no queue). Owner thread only:
+ * the relaxed accesses order nothing (the field is atomic for the MPSC
+ * queues it also serves). */
 static void pend_push(weft__ipc_t *ipc, weft_msg_t *msg) {
   atomic_store_explicit(&msg->node.next, NULL, memory_order_relaxed);
   if (ipc->pend_tail)
@@ -420,7 +424,7 @@ int weft__ipc_deliver_window(weft__ipc_t *ipc, weft_msg_t *msg) {
 /* Read again if nothing holds the reader back; what is buffered is parsed
  * from the flush task (not inside the caller's callback). */
 static void read_on(weft__ipc_t *ipc) {
-  if (!ipc->read_paused || must_pause(ipc) || ipc->closed || ipc->fail_deferred)
+  if (!ipc->read_paused || must_pause(ipc) || ipc->closed)
     return;
   ipc->read_paused = false;
   ipc->parse_queued = true;
