@@ -28,7 +28,12 @@ extern "C" {
   XX(PROTO, -5010, "malformed frame or message from a peer")                   \
   XX(VERSION, -5011, "peer speaks another protocol version")                   \
   XX(FRAMESIZE, -5012, "frame is larger than the configured maximum")          \
-  XX(PEERDIED, -5013, "peer process or node died")
+  XX(PEERDIED, -5013, "peer process or node died")                             \
+  XX(WINDOW, -5014, "peer sent past the window it was granted")                \
+  XX(CREDIT, -5015, "peer returned more credit than it was given")             \
+  XX(UNREPRESENTABLE, -5016, "message cannot be represented on this channel")  \
+  XX(TAKEN, -5017, "message was already posted or freed")                      \
+  XX(GAVEUP, -5018, "supervisor gave up: restart limit reached")
 
 enum {
 #define WEFT_ERR_ENUM_(name, value, msg) WEFT_E##name = (value),
