@@ -78,14 +78,12 @@ static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
 
 /* The transport is gone (socket and B closed). A may still hold messages
  * the child sent: an A that was ever started delivers them (when it is
- * started again, if stopped now), then its close; an A never started is
- * closed here, so on_exit is not held up forever. */
+ * started again, if stopped now), then its close; an A never started gets
+ * its close at once (port.c, close_stopped), so on_exit is not held up. */
 static void on_channel_done(weft__ipc_t *ipc, void *data) {
   (void)ipc;
   weft_child_t *c = data;
   c->ipc = NULL;
-  if (c->port != NULL && !(c->port->flags & WEFT__PORT_WAS_STARTED))
-    weft_port_close(c->port); /* never read: nothing to wait for (a stopped port keeps its queue) */
   maybe_done(c);
 }
 

@@ -164,19 +164,6 @@ int weft__ipc_flush(weft__ipc_t *ipc) {
   return 0;
 }
 
-/* At teardown the loop will not run again for us: write what is queued,
- * waiting up to a bound, so a child's last messages reach its parent. */
-static void flush_blocking(weft__ipc_t *ipc) {
-  uint64_t deadline = uv_hrtime() + (uint64_t)TEARDOWN_FLUSH_MS * 1000000u;
-  while (ipc->out_head != NULL && ipc->fd >= 0 && uv_hrtime() < deadline) {
-    weft__ipc_flush(ipc);
-    if (ipc->out_head == NULL || ipc->fd < 0)
-      break;
-    struct pollfd pfd = {.fd = ipc->fd, .events = POLLOUT};
-    poll(&pfd, 1, 50);
-  }
-}
-
 /* ---- reading ------------------------------------------------------------ */
 
 int weft__ipc_reserve(weft__ipc_t *ipc, size_t want) {
@@ -267,18 +254,22 @@ static ssize_t read_once(weft__ipc_t *ipc) {
   return err ? err : n;
 }
 
-/* Input ended or failed: close B with reason, but only once every message
- * already decoded is at A (nothing received is dropped); until then the
- * socket is not read. */
+static weft_msg_t *pend_pop(weft__ipc_t *ipc);
+
+/* Input ended or failed: what waits for room at A goes there now, over A's
+ * bound (it is decoded already, at most WEFT__IPC_PENDING_MAX bytes), then B
+ * closes with reason, so the close follows the last message received. Not
+ * waiting for room matters: a program whose own output waits (for a drain,
+ * or for Node's ACK) would otherwise never take input again. */
 static void fail_after_input(weft__ipc_t *ipc, int reason) {
-  if (ipc->pend_head == NULL) {
-    weft__ipc_fail(ipc, reason);
-    return;
-  }
-  ipc->fail_deferred = true;
-  ipc->deferred_reason = reason;
-  ipc->read_paused = true;
-  update_poll(ipc);
+  weft_msg_t *m;
+  ipc->input_over = true;
+  while (ipc->b != NULL && (m = pend_pop(ipc)) != NULL)
+    if (weft__port_post_window(ipc->b, m) != 0) {
+      ipc->ctx->undeliverable++;
+      weft_msg_free(m);
+    }
+  weft__ipc_fail(ipc, reason);
 }
 
 static void on_readable(weft__ipc_t *ipc) {
@@ -304,18 +295,30 @@ static void on_readable(weft__ipc_t *ipc) {
   weft__ipc_flush(ipc); /* credits and replies the parse queued */
 }
 
+/* The peer is gone (POLLERR: it closed with our bytes unread; libuv stopped
+ * the handle). What it sent before, its close included, is still readable:
+ * read it all, over A's bound if the reader was paused (the kernel's buffer
+ * bounds it), then end the channel. */
+static void on_hangup(weft__ipc_t *ipc) {
+  ipc->poll_events = 0;
+  drop_output(ipc);
+  if (ipc->closed) {
+    weft__ipc_fail(ipc, WEFT_EPEERDIED);
+    return;
+  }
+  ipc->input_over = true;
+  ipc->read_paused = false;
+  for (int round = 0; round < 64 && !ipc->closed; round++)
+    on_readable(ipc);
+  if (!ipc->closed)
+    fail_after_input(ipc, WEFT_EPEERDIED);
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   weft__ipc_t *ipc = h->data;
   if (status < 0) {
-    /* POLLERR: the peer closed with our bytes unread; libuv stopped the
-     * handle. What it sent before (its close included) is still readable. */
-    ipc->poll_events = 0;
-    drop_output(ipc);
-    if (!ipc->closed && !ipc->read_paused)
-      on_readable(ipc);
-    else if (!ipc->read_paused)
-      weft__ipc_fail(ipc, WEFT_EPEERDIED);
-    return; /* paused: the drain callback reads on */
+    on_hangup(ipc);
+    return;
   }
   if (events & UV_WRITABLE)
     weft__ipc_flush(ipc);
@@ -389,8 +392,8 @@ static void pend_discard(weft__ipc_t *ipc) {
 }
 
 static bool must_pause(const weft__ipc_t *ipc) {
-  return ipc->pend_head != NULL &&
-         (!ipc->keep_reading || ipc->pend_bytes >= WEFT__IPC_PENDING_MAX || ipc->fail_deferred);
+  return ipc->pend_head != NULL && !ipc->input_over &&
+         (!ipc->keep_reading || ipc->pend_bytes >= WEFT__IPC_PENDING_MAX);
 }
 
 int weft__ipc_deliver(weft__ipc_t *ipc, weft_msg_t *msg) {
@@ -399,8 +402,11 @@ int weft__ipc_deliver(weft__ipc_t *ipc, weft_msg_t *msg) {
     return WEFT_ECLOSED;
   }
   /* A post that finds A full arms A's drain event (on_b_drain); while
-   * messages wait, later ones queue behind them, so order holds. */
-  int rc = ipc->pend_head != NULL ? WEFT_EAGAIN : weft__port_post_nobytes(ipc->b, msg);
+   * messages wait, later ones queue behind them, so order holds. Once input
+   * is over, nothing waits (fail_after_input). */
+  int rc = ipc->input_over           ? weft__port_post_window(ipc->b, msg)
+           : ipc->pend_head != NULL ? WEFT_EAGAIN
+                                    : weft__port_post_nobytes(ipc->b, msg);
   if (rc == WEFT_EAGAIN) {
     pend_push(ipc, msg);
     if (must_pause(ipc) && !ipc->read_paused) {
@@ -464,11 +470,6 @@ static void on_b_drain(weft_port_t *b) {
     if (rc != 0)
       weft_msg_free(m);
   }
-  if (ipc->fail_deferred) {
-    ipc->fail_deferred = false;
-    weft__ipc_fail(ipc, ipc->deferred_reason);
-    return;
-  }
   if (!ipc->read_paused || ipc->closed)
     return;
   ipc->read_paused = false;
@@ -511,7 +512,7 @@ static void on_b_message(weft_port_t *b, weft_msg_t *msg) {
 }
 
 void weft__ipc_hold_b(weft__ipc_t *ipc, bool hold) {
-  if (ipc->b == NULL || hold == ipc->b_stopped)
+  if (ipc->b == NULL || hold == ipc->b_stopped || ipc->tearing_down)
     return;
   ipc->b_stopped = hold;
   if (hold)
@@ -614,17 +615,61 @@ static bool on_input_ready(weft__closer_t *c) {
   return recv(ipc->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
 }
 
+static bool may_send(weft__ipc_t *ipc) {
+  return ipc->b != NULL && !ipc->closed && (!ipc->codec->may_send || ipc->codec->may_send(ipc));
+}
+
+/* Wait up to ms for the socket; read and parse what came (credits). Returns
+ * false once nothing more can come (EOF, error, closed). */
+static bool teardown_wait(weft__ipc_t *ipc, int ms) {
+  struct pollfd pfd = {.fd = ipc->fd, .events = POLLIN | (ipc->out_head ? POLLOUT : 0)};
+  if (poll(&pfd, 1, ms) <= 0 || !(pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+    return true;
+  ssize_t n = read_once(ipc);
+  if (n == UV_EAGAIN)
+    return true;
+  if (n <= 0 || ipc->codec->parse(ipc) != 0)
+    return false;
+  return !ipc->closed;
+}
+
+/* At teardown the loop will not run again for us: send what A posted as the
+ * peer's window allows, reading the credits it returns, and write it all,
+ * for up to TEARDOWN_FLUSH_MS; then our close. The window holds here too (a
+ * peer would close a channel that overshoots it). What is still in B after
+ * that is discarded with B and counted undeliverable. */
+static void flush_at_teardown(weft__ipc_t *ipc) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)TEARDOWN_FLUSH_MS * 1000000u;
+  bool closed_sent = false;
+  ipc->tearing_down = true;
+  for (;;) {
+    weft_msg_t *m;
+    while (may_send(ipc) && weft_port_receive(ipc->b, &m) == 0)
+      ipc->codec->send(ipc, m);
+    bool waiting = ipc->b != NULL && !ipc->closed && weft_port_pending(ipc->b) > 0;
+    if (!waiting && !closed_sent && !ipc->closed && ipc->codec->send_close &&
+        !ipc->sent_close) {
+      ipc->codec->send_close(ipc);
+      closed_sent = true;
+    }
+    weft__ipc_flush(ipc);
+    if ((!waiting && ipc->out_head == NULL) || ipc->fd < 0 || ipc->poll_closing)
+      return;
+    uint64_t now = uv_hrtime();
+    if (now >= deadline)
+      return;
+    uint64_t left_ms = (deadline - now) / 1000000u;
+    if (!teardown_wait(ipc, left_ms < 50 ? (int)left_ms + 1 : 50))
+      return;
+  }
+}
+
 /* The context ends and its loop will not wait for us: send what A posted
- * and our close, waiting a bounded time for the peer to take it, then close
- * the socket whatever is left (the peer then sees EOF). */
+ * and our close (flush_at_teardown), then close the socket whatever is left
+ * (the peer then sees EOF). */
 static void on_ctx_close(weft__closer_t *c) {
   weft__ipc_t *ipc = &((ipc_box_t *)(void *)c)->ipc;
-  weft_msg_t *m;
-  while (ipc->b != NULL && !ipc->closed && weft_port_receive(ipc->b, &m) == 0)
-    ipc->codec->send(ipc, m);
-  if (!ipc->closed && ipc->codec->send_close && !ipc->sent_close)
-    ipc->codec->send_close(ipc);
-  flush_blocking(ipc);
+  flush_at_teardown(ipc);
   ipc->closed = true;
   close_socket(ipc);
   if (ipc->b != NULL)

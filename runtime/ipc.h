@@ -15,8 +15,12 @@
  * callback; while a handle awaits Node's ACK it reads on, and decoded
  * messages wait in order in the transport (bounded) until A has room. A weft
  * channel's reader never stops: its window bounds what the peer sends.
- * Input that ends (EOF, error) behind waiting messages ends the channel only
- * once they are all at A.
+ * Input that ends (EOF, error, the peer hanging up while the reader is
+ * paused) ends the channel at once: what was decoded and waits for room
+ * goes to A over its bound first (it is in memory already, and bounded), so
+ * nothing received is dropped and the close follows the last message. A
+ * program waiting for its own output to move learns of the end too (a port
+ * whose post waits for a drain gets the drain when its channel closes).
  *
  * Threads: everything runs on the context that owns B. */
 #ifndef WEFT_IPC_H
@@ -79,6 +83,8 @@ typedef struct {
   void (*flushed)(weft__ipc_t *ipc);                 /* bytes were written (may be NULL) */
   void (*drained)(weft__ipc_t *ipc);                 /* the program consumed from A (NULL:
                                                         resume a paused reader) */
+  bool (*may_send)(weft__ipc_t *ipc);                /* the peer may take another message now
+                                                        (NULL: always); used at teardown */
   int eof_reason;                                    /* B's close reason when the peer hangs up */
   bool acked_when_written;                           /* acked_msgs: written whole or ACKed
                                                         (no credits) */
@@ -105,8 +111,7 @@ struct weft__ipc_s {
   bool parse_queued;       /* keep_reading turned on: parse what is buffered (flush task) */
   weft_msg_t *pend_head, *pend_tail; /* decoded, waiting for room at A, in order */
   size_t pend_bytes;
-  bool fail_deferred;      /* input ended (or failed) behind pending messages: */
-  int deferred_reason;     /* close B with this once they are all at A */
+  bool input_over;         /* input ended: decoded messages go to A over its bound */
   bool eof, closed, sent_close;
   bool output_lost;        /* the peer hung up with our bytes unwritten */
   int close_reason;
@@ -127,6 +132,11 @@ struct weft__ipc_s {
   int64_t credit_msgs, credit_bytes;   /* what we may still send */
   uint64_t sent_msgs, acked_msgs;      /* sent vs credited back (weft) or written
                                           whole / acknowledged (node) */
+  uint64_t unacked_bytes;              /* weft codec: weight sent, not credited back */
+  uint32_t win_msgs;                   /* weft codec: the window we granted the peer */
+  uint64_t win_bytes;
+  uint64_t held_bytes;                 /* weft codec: weight handed to A, not credited */
+  bool tearing_down;                   /* the context ends: B is emptied by hand */
   uint32_t consumed_msgs;              /* node codec: messages delivered */
   uint64_t consumed_bytes;
   uint64_t posted_msgs, credited_msgs; /* weft codec: handed to A vs credit returned */

@@ -4,9 +4,19 @@
  * Credits: each side announces in its HELLO how many messages and bytes the
  * other may send ahead (its window). The sender spends credit per message and
  * stops port B when it has none left; the receiver gives credit back (CREDIT
- * frames) as it hands messages over to port A. Messages sent but not yet
+ * frames) as its program consumes from port A. Messages sent but not yet
  * credited back are "unacknowledged": if the peer dies they are reported in
  * A's close event as undelivered.
+ *
+ * The window is a contract both ways, checked on receive: a message may be
+ * sent while fewer than window_msgs messages and fewer than window_bytes
+ * bytes are unacknowledged (so one message may overshoot the byte window by
+ * its own weight, at most the frame or memfd limit). A peer that sends past
+ * it is closed with WEFT_EWINDOW; one that credits back more than was sent,
+ * with WEFT_ECREDIT. What a channel holds for its peer is therefore bounded
+ * by the window it granted, whatever the peer does. The weight of a message
+ * is its frame's: payload plus every buffer's bytes, computed alike on both
+ * sides.
  *
  * Buffers: an owned memfd-backed buffer (weft_buf_new of 256 KiB or more)
  * travels as its sealed fd: no copy; the receiver maps it copy-on-write.
@@ -22,6 +32,7 @@
 
 #define DEFAULT_WINDOW_MSGS 4096u
 #define DEFAULT_WINDOW_BYTES (256u * 1024u * 1024u)
+#define WINDOW_BYTES_MAX ((uint64_t)1 << 62)
 #define HEAD_MAX (WEFT__WIRE_HEADER + 2 + WEFT__WIRE_MAX_XFER * 9)
 
 /* Per channel, not per thread: every thread of a process would pay for
@@ -59,6 +70,8 @@ static void start(weft__ipc_t *ipc) {
     return;
   }
   ipc->weights_cap = wm;
+  ipc->win_msgs = wm;
+  ipc->win_bytes = wb;
   int n = weft__wire_put_hello(buf, sizeof(buf), max_frame(ipc), wm, wb);
   if (n > 0)
     weft__ipc_write(ipc, buf, (size_t)n);
@@ -136,9 +149,20 @@ static int describe(weft__ipc_t *ipc, weft_msg_t *msg, weft__wire_xfer_t *xs, ui
   return 0;
 }
 
-static void spend(weft__ipc_t *ipc, size_t weight) {
+/* The weight a frame carries: payload plus every buffer, as the receiver
+ * will count it (shared buffers too: they cross as copies). */
+static uint64_t frame_weight(const weft__wire_xfer_t *x, uint16_t nx, size_t payload_len) {
+  uint64_t w = payload_len;
+  for (uint16_t i = 0; i < nx; i++)
+    if (x[i].kind != WEFT__WIRE_X_SOCKET)
+      w += x[i].len;
+  return w;
+}
+
+static void spend(weft__ipc_t *ipc, uint64_t weight) {
   ipc->credit_msgs--;
   ipc->credit_bytes -= (int64_t)weight;
+  ipc->unacked_bytes += weight;
   ipc->sent_msgs++;
   if (ipc->credit_msgs <= 0 || ipc->credit_bytes <= 0)
     weft__ipc_hold_b(ipc, true);
@@ -148,7 +172,6 @@ static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
   struct weft__ipc_scratch_s *sc = scratch(ipc);
   int fds[WEFT__IPC_MAX_FDS_PER_READ];
   uint16_t nfds = 0, nx = 0;
-  size_t weight = weft__msg_weight(msg);
   if (sc == NULL || msg->nxfer > WEFT__WIRE_MAX_XFER ||
       describe(ipc, msg, sc->x, &nx, fds, &nfds) != 0) {
     ipc->ctx->undeliverable++;
@@ -156,6 +179,7 @@ static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
     return;
   }
   weft__wire_xfer_t *x = sc->x;
+  uint64_t weight = frame_weight(x, nx, msg->len);
   uint8_t *head = sc->head;
   int n = weft__wire_put_msg_head(head, HEAD_MAX, x, nx, msg->len, nfds);
   int err = n < 0 ? n : 0;
@@ -180,24 +204,6 @@ static void send_msg(weft__ipc_t *ipc, weft_msg_t *msg) {
   spend(ipc, weight);
   if (!held)
     weft_msg_free(msg);
-}
-
-/* A peer that is ending sends what its program posted without waiting for
- * credit (its loop will not run again): that overshoot is at most its own
- * queue bound. The ring of weights grows for it, in order. */
-static int grow_weights(weft__ipc_t *ipc) {
-  uint32_t cap = ipc->weights_cap * 2;
-  uint64_t *w = weft__malloc(cap * sizeof(*w));
-  if (w == NULL)
-    return WEFT_ENOMEM;
-  uint64_t n = ipc->posted_msgs - ipc->credited_msgs;
-  for (uint64_t k = 0; k < n; k++)
-    w[k] = ipc->weights[(ipc->weights_head + k) % ipc->weights_cap];
-  weft__free(ipc->weights);
-  ipc->weights = w;
-  ipc->weights_cap = cap;
-  ipc->weights_head = 0;
-  return 0;
 }
 
 /* Build a message from a MSG frame that started at stream offset `at`. */
@@ -276,6 +282,7 @@ static void give_credit(weft__ipc_t *ipc) {
       if (n > 0)
         weft__ipc_write(ipc, buf, (size_t)n);
       ipc->credited_msgs += consumed;
+      ipc->held_bytes -= bytes;
     }
     if (ipc->posted_msgs == ipc->credited_msgs)
       return;
@@ -283,6 +290,21 @@ static void give_credit(weft__ipc_t *ipc) {
      * flag and notifies us, or the second round sees its lower count. */
     weft__port_want_drain(a);
   }
+}
+
+/* The peer consumed what it credits: never more than we sent and it has
+ * not credited yet (so no count can overflow, whatever it claims). */
+static int on_credit(weft__ipc_t *ipc, uint32_t msgs, uint64_t bytes) {
+  if (!ipc->hello_seen || msgs > ipc->sent_msgs - ipc->acked_msgs ||
+      bytes > ipc->unacked_bytes || (msgs == 0 && bytes > 0))
+    return WEFT_ECREDIT;
+  ipc->unacked_bytes -= bytes;
+  ipc->credit_msgs += msgs;
+  ipc->credit_bytes += (int64_t)bytes; /* bytes <= unacked_bytes <= window + one frame */
+  ipc->acked_msgs += msgs;
+  if (ipc->credit_msgs > 0 && ipc->credit_bytes > 0)
+    weft__ipc_hold_b(ipc, false);
+  return 0;
 }
 
 static int on_frame(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at) {
@@ -295,31 +317,30 @@ static int on_frame(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at) 
     ipc->hello_seen = true;
     ipc->peer_max_frame = f->max_frame;
     ipc->credit_msgs = f->window_msgs;
-    ipc->credit_bytes = (int64_t)f->window_bytes;
+    /* Any window up to 2^62 bytes is honoured; a larger claim is read as
+     * 2^62, so credit arithmetic stays far from overflow. */
+    ipc->credit_bytes = (int64_t)(f->window_bytes < WINDOW_BYTES_MAX ? f->window_bytes
+                                                                     : WINDOW_BYTES_MAX);
     weft__ipc_hold_b(ipc, false);
     return 0;
   case WEFT__WIRE_MSG:
     if (!ipc->hello_seen)
       return WEFT_EPROTO;
+    /* Checked before anything is built: a flood costs nothing. */
+    if (ipc->posted_msgs - ipc->credited_msgs >= ipc->win_msgs ||
+        ipc->held_bytes >= ipc->win_bytes)
+      return WEFT_EWINDOW;
     err = build_msg(ipc, f, at, &m);
     if (err)
       return err;
-    if (ipc->posted_msgs - ipc->credited_msgs >= ipc->weights_cap &&
-        grow_weights(ipc) != 0) {
-      weft_msg_free(m);
-      return WEFT_ENOMEM;
-    }
+    uint64_t w = frame_weight(f->xfer, f->nxfer, f->payload_len);
     ipc->weights[(ipc->weights_head + (ipc->posted_msgs - ipc->credited_msgs)) %
-                 ipc->weights_cap] = weft__msg_weight(m);
+                 ipc->weights_cap] = w;
     ipc->posted_msgs++;
+    ipc->held_bytes += w;
     return weft__ipc_deliver_window(ipc, m);
   case WEFT__WIRE_CREDIT:
-    ipc->credit_msgs += f->credit_msgs;
-    ipc->credit_bytes += (int64_t)f->credit_bytes;
-    ipc->acked_msgs += f->credit_msgs;
-    if (ipc->credit_msgs > 0 && ipc->credit_bytes > 0)
-      weft__ipc_hold_b(ipc, false);
-    return 0;
+    return on_credit(ipc, f->credit_msgs, f->credit_bytes);
   default: /* CLOSE */
     weft__ipc_peer_closed(ipc);
     return 0;
@@ -362,7 +383,12 @@ static int parse(weft__ipc_t *ipc) {
   return 0;
 }
 
+static bool may_send(weft__ipc_t *ipc) {
+  return ipc->hello_seen && ipc->credit_msgs > 0 && ipc->credit_bytes > 0;
+}
+
 const weft__ipc_codec_t weft__ipc_weft_codec = {
+    .may_send = may_send,
     .start = start,
     .send = send_msg,
     .parse = parse,

@@ -444,9 +444,28 @@ static bool still_ours(weft_port_t *p, weft_ctx_t *ctx) {
   return false;
 }
 
+/* The peer's close reaches a port that is not started: such a port must
+ * still learn that its channel ended. A stopped port (started before) keeps
+ * the messages that wait before the close: they are delivered, then the
+ * close, when it is started again; so it gets the close here once none
+ * waits. A port never started has no reader to wait for: it gets the close
+ * at once, and what waits is discarded and counted (info->discarded). */
+static bool close_stopped(weft_port_t *p) {
+  if (!(atomic_load_explicit(&p->state, memory_order_acquire) & WEFT__STATE_EV_CLOSE) ||
+      (p->flags & WEFT__PORT_CLOSING) ||
+      ((p->flags & WEFT__PORT_WAS_STARTED) && !weft__mpsc_empty(&p->inbox)) ||
+      !take_event(p, WEFT__STATE_EV_CLOSE))
+    return false;
+  atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
+  peer_closed(p);
+  begin_close(p, WEFT_ECLOSED);
+  return true;
+}
+
 /* A stopped port still gets its drain events (a transport that stopped its
- * port for want of credit must still learn that its peer has room); its
- * messages wait, and the token is parked until weft_port_start. */
+ * port for want of credit must still learn that its peer has room) and,
+ * with nothing queued before it, its close (close_stopped); its messages
+ * wait, and the token is parked until weft_port_start. */
 static uint32_t drain_stopped(weft_ctx_t *ctx, weft_port_t *p, bool *more) {
   uint32_t n = 0;
   int64_t left = atomic_load_explicit(&p->pending, memory_order_acquire);
@@ -456,6 +475,10 @@ static uint32_t drain_stopped(weft_ctx_t *ctx, weft_port_t *p, bool *more) {
     call_drain(p);
     if (!still_ours(p, ctx))
       return n;
+  }
+  if (!deliverable(p) && close_stopped(p)) {
+    n++;
+    left = 0;
   }
   if (left <= 0 || (p->flags & WEFT__PORT_CLOSING))
     drop_token(p);
@@ -637,7 +660,11 @@ bool weft_port_is_closed(const weft_port_t *port) {
 size_t weft_port_pending(const weft_port_t *port) {
   if (port == NULL)
     return 0;
-  int64_t n = atomic_load_explicit(&((weft_port_t *)port)->pending, memory_order_relaxed);
+  weft_port_t *p = (weft_port_t *)port;
+  int64_t n = atomic_load_explicit(&p->pending, memory_order_relaxed);
+  /* pending also counts raised events (at most two): they are not messages */
+  uint32_t st = atomic_load_explicit(&p->state, memory_order_relaxed);
+  n -= !!(st & WEFT__STATE_EV_CLOSE) + !!(st & WEFT__STATE_EV_DRAIN);
   return n > 0 ? (size_t)n : 0;
 }
 
@@ -653,8 +680,15 @@ static void begin_close(weft_port_t *p, int reason) {
   /* release: a poster that sees CLOSED stops; acquire: we see PEER_CLOSED. */
   uint32_t st = atomic_fetch_or_explicit(&p->state, WEFT__STATE_CLOSED, memory_order_acq_rel);
   discard_inbox(p);
+  weft_port_t *peer = weft__port_peer(p);
+  /* A post of the peer's waits for room here: it will never come. Its drain
+   * fires now (before the close), so a program waiting for it goes on and
+   * meets WEFT_ECLOSED, instead of waiting, stopped, for ever. */
+  if (atomic_exchange_explicit(&p->want_drain, 0, memory_order_acq_rel) &&
+      !(st & WEFT__STATE_PEER_CLOSED))
+    raise_event(peer, WEFT__STATE_EV_DRAIN);
   if (!(st & (WEFT__STATE_PEER_CLOSED | WEFT__STATE_EV_CLOSE)))
-    raise_event(weft__port_peer(p), WEFT__STATE_EV_CLOSE);
+    raise_event(peer, WEFT__STATE_EV_CLOSE);
   weft_ctx_t *ctx = owner_of(p);
   if (ctx != NULL) {
     weft__ctx_live_update(ctx, p);
