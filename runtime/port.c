@@ -445,15 +445,25 @@ static bool still_ours(weft_port_t *p, weft_ctx_t *ctx) {
 }
 
 /* The peer's close reaches a port that is not started: such a port must
- * still learn that its channel ended. A stopped port (started before) keeps
- * the messages that wait before the close: they are delivered, then the
- * close, when it is started again; so it gets the close here once none
- * waits. A port never started has no reader to wait for: it gets the close
- * at once, and what waits is discarded and counted (info->discarded). */
+ * still learn that its channel ended. After an orderly close (the peer's
+ * program closed it), a stopped port (started before) keeps the messages
+ * that wait before the close: they are delivered, then the close, when it
+ * is started again; so it gets the close here once none waits. When the
+ * channel failed (the peer died, broke the protocol: a close code) or the
+ * port was never started (no reader to wait for), the close comes at once,
+ * and what waits is discarded and counted (info->discarded).
+ * Only a port with a close callback closes by itself: one without keeps its
+ * handle valid (posts fail with WEFT_ECLOSED) until its owner closes it, as
+ * before, so that a saved handle never dangles behind the owner's back. */
 static bool close_stopped(weft_port_t *p) {
-  if (!(atomic_load_explicit(&p->state, memory_order_acquire) & WEFT__STATE_EV_CLOSE) ||
-      (p->flags & WEFT__PORT_CLOSING) ||
-      ((p->flags & WEFT__PORT_WAS_STARTED) && !weft__mpsc_empty(&p->inbox)) ||
+  uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
+  weft__port_ext_t *e = ext_of(p);
+  if (!(st & WEFT__STATE_EV_CLOSE) || (p->flags & WEFT__PORT_CLOSING) || e == NULL ||
+      (e->on_close == NULL && e->on_close_internal == NULL))
+    return false;
+  /* acquire above: the peer stored its code before raising the event */
+  bool failed = atomic_load_explicit(&weft__port_peer(p)->close_code, memory_order_relaxed) != 0;
+  if (((p->flags & WEFT__PORT_WAS_STARTED) && !failed && !weft__mpsc_empty(&p->inbox)) ||
       !take_event(p, WEFT__STATE_EV_CLOSE))
     return false;
   atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);

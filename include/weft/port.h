@@ -17,7 +17,23 @@
  * closes the channel: the other end receives everything posted before the
  * close, then its close callback. Each end's close callback is called exactly
  * once; after it returns the port's memory may be released, so the port must
- * not be used after its close callback. */
+ * not be used after its close callback.
+ *
+ * The close reaches a port whatever its state, if it has a close callback:
+ *  - started: after every message posted before the close;
+ *  - stopped (started before) after an orderly close (the peer's program
+ *    closed it): at once if no message waits, else after them, once started
+ *    again;
+ *  - stopped after a failure (the peer died or broke the protocol: reason
+ *    WEFT_EPEERDIED, WEFT_EPROTO, WEFT_EWINDOW, ...), or never started: at
+ *    once; messages still waiting are discarded and counted in
+ *    info->discarded.
+ * A port without a close callback that was not started stays open (posts on
+ * it fail with WEFT_ECLOSED) until its owner closes it.
+ * A post that got WEFT_EAGAIN waits for the drain callback; if the channel
+ * closes first, the drain callback is called anyway (before the close), and
+ * the next post returns WEFT_ECLOSED: a program waiting for a drain never
+ * waits for ever. */
 #ifndef WEFT_PORT_H
 #define WEFT_PORT_H
 
@@ -55,7 +71,9 @@ typedef struct {
 typedef void (*weft_port_close_cb)(weft_port_t *port, const weft_port_close_info_t *info);
 
 /* Called on the owner thread of the posting port, once per WEFT_EAGAIN episode,
- * when the peer's queue has fallen below half its bounds. */
+ * when the peer's queue has fallen below half its bounds, or when the channel
+ * closes during the episode (the next post then returns WEFT_ECLOSED). It is
+ * called whether the port is started or not. */
 typedef void (*weft_port_drain_cb)(weft_port_t *port);
 
 /* weft_channel_new: a new channel; both ports are owned by ctx (the calling
@@ -109,7 +127,8 @@ WEFT_EXTERN void weft_port_set_data(weft_port_t *port, void *data);
 WEFT_EXTERN void *weft_port_data(const weft_port_t *port);
 WEFT_EXTERN weft_ctx_t *weft_port_ctx(const weft_port_t *port);
 WEFT_EXTERN bool weft_port_is_closed(const weft_port_t *port);
-/* Messages waiting in this port's inbound queue (approximate while others post). */
+/* Messages waiting in this port's inbound queue (approximate while others
+ * post; during a delivery turn it still counts the message being delivered). */
 WEFT_EXTERN size_t weft_port_pending(const weft_port_t *port);
 
 #ifdef __cplusplus
