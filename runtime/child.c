@@ -37,6 +37,7 @@ struct weft_child_s {
   void *user;
   int pending;          /* handles and channel not yet closed */
   bool exited;
+  bool live_until_exit_cb; /* the loop is kept alive from the exit to on_exit */
   int64_t status;
   int term_signal;
   bool aborted;         /* the context is ending: no on_exit */
@@ -46,6 +47,8 @@ struct weft_child_s {
 static void maybe_done(weft_child_t *c) {
   if (--c->pending > 0)
     return;
+  if (c->live_until_exit_cb)
+    weft__ctx_live_add(c->ctx, -1);
   weft__ctx_closer_remove(c->ctx, &c->closer);
   for (int i = 1; i < 3; i++)
     weft__linebuf_fini(&c->lines[i]);
@@ -69,6 +72,10 @@ static void close_handle(uv_handle_t *h) {
 static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
   weft_child_t *c = p->data;
   c->exited = true;
+  /* The process handle kept the loop alive until now; on_exit still waits
+   * for the channel's last message and close: keep it alive until then. */
+  c->live_until_exit_cb = true;
+  weft__ctx_live_add(c->ctx, 1);
   c->status = status;
   c->term_signal = sig;
   if (c->pipe_open[0])

@@ -316,7 +316,10 @@ static void on_hangup(weft__ipc_t *ipc) {
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   weft__ipc_t *ipc = h->data;
-  if (status < 0) {
+  /* A paused reader still watches for the hang-up: the peer's death must
+   * end the channel even while A is full (the kernel's buffer bounds what
+   * is then read over A's bound). */
+  if (status < 0 || ((events & UV_DISCONNECT) && ipc->read_paused && !ipc->closed)) {
     on_hangup(ipc);
     return;
   }
@@ -330,8 +333,8 @@ static void update_poll(weft__ipc_t *ipc) {
   if (!ipc->poll_open || ipc->poll_closing)
     return;
   int ev = 0;
-  if (!ipc->read_paused && !ipc->closed)
-    ev |= UV_READABLE | UV_DISCONNECT;
+  if (!ipc->closed)
+    ev |= ipc->read_paused ? UV_DISCONNECT : UV_READABLE | UV_DISCONNECT;
   if (ipc->out_head != NULL)
     ev |= UV_WRITABLE;
   if (ev == ipc->poll_events)
@@ -351,6 +354,19 @@ static void update_poll(weft__ipc_t *ipc) {
  * their queue node (free while they are in no queue). Owner thread only:
  * the relaxed accesses order nothing (the field is atomic for the MPSC
  * queues it also serves). */
+/* What a decoded message holds in memory, not only its payload: a flood of
+ * tiny messages is bounded by what it costs (its struct, its payload and
+ * transfer arrays, its buffers). */
+static size_t footprint(const weft_msg_t *m) {
+  size_t n = sizeof(*m) + (size_t)m->capxfer * sizeof(weft__xfer_t);
+  if (m->data != m->inline_data)
+    n += m->cap;
+  for (uint16_t i = 0; i < m->nxfer; i++)
+    if (m->xfer[i].kind == WEFT_XFER_BUF)
+      n += sizeof(weft_buf_t) + m->xfer[i].u.buf->len;
+  return n;
+}
+
 static void pend_push(weft__ipc_t *ipc, weft_msg_t *msg) {
   atomic_store_explicit(&msg->node.next, NULL, memory_order_relaxed);
   if (ipc->pend_tail)
@@ -358,7 +374,7 @@ static void pend_push(weft__ipc_t *ipc, weft_msg_t *msg) {
   else
     ipc->pend_head = msg;
   ipc->pend_tail = msg;
-  ipc->pend_bytes += weft__msg_weight(msg);
+  ipc->pend_bytes += footprint(msg);
 }
 
 static weft_msg_t *pend_pop(weft__ipc_t *ipc) {
@@ -369,7 +385,7 @@ static weft_msg_t *pend_pop(weft__ipc_t *ipc) {
       (weft_msg_t *)(void *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
   if (ipc->pend_head == NULL)
     ipc->pend_tail = NULL;
-  ipc->pend_bytes -= weft__msg_weight(m);
+  ipc->pend_bytes -= footprint(m);
   return m;
 }
 
@@ -379,7 +395,7 @@ static void pend_unpop(weft__ipc_t *ipc, weft_msg_t *m) {
   if (ipc->pend_head == NULL)
     ipc->pend_tail = m;
   ipc->pend_head = m;
-  ipc->pend_bytes += weft__msg_weight(m);
+  ipc->pend_bytes += footprint(m);
 }
 
 /* Messages decoded but never handed to A (the channel closes): counted. */

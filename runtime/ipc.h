@@ -163,7 +163,7 @@ void weft__ipc_count_msg(weft__ipc_t *ipc);
  * at A; if A is full it waits, and reading pauses unless keep_reading (up to
  * WEFT__IPC_PENDING_MAX bytes waiting). Takes msg. */
 int weft__ipc_deliver(weft__ipc_t *ipc, weft_msg_t *msg);
-#define WEFT__IPC_PENDING_MAX (8u * 1024u * 1024u)
+#define WEFT__IPC_PENDING_MAX (8u * 1024u * 1024u) /* what the messages hold, structs included */
 /* Read on while A is full (on) or pause as soon as a message must wait (off). */
 void weft__ipc_keep_reading(weft__ipc_t *ipc, bool on);
 /* Post a decoded message on B whatever A holds: the credit window bounds it

@@ -17,6 +17,10 @@
  *  - A Node.js child that hangs up while a socket we sent awaits its ACK and
  *    our program waits for its output to move: the channel ends, every
  *    message Node sent arrives, then the close (it used to hang).
+ *  - A peer speaking Node's JSON lines floods tiny messages while our socket
+ *    awaits its ACK (so we read on): what waits in the transport is bounded
+ *    by what it really holds (8 MiB with the structs), not by payload bytes
+ *    (8 MiB of 1-byte payloads were 8 million messages).
  *
  * This binary is its own child (WEFT_ENTRY): raw_* entries write frames by
  * hand (rawpeer.h) and never create a runtime; the others are weft children.
@@ -182,7 +186,28 @@ static int entry_stall(weft_ctx_t *ctx, weft_msg_t *data) {
   return 0;
 }
 
-static void child_main(void) {
+/* Node's 'json' lines, 2 million one-digit numbers, and never an ACK. */
+static void raw_node_lines(void) {
+  const char *s = getenv("NODE_CHANNEL_FD");
+  int fd = s ? atoi(s) : -1;
+  if (fd < 0)
+    exit(RAWPEER_EXIT_SETUP);
+  enum { LINES = 2000000 };
+  char *buf = malloc((size_t)LINES * 2);
+  if (buf == NULL)
+    exit(RAWPEER_EXIT_SETUP);
+  for (size_t i = 0; i < LINES; i++) {
+    buf[2 * i] = '1';
+    buf[2 * i + 1] = '\n';
+  }
+  rawpeer_send(fd, buf, (size_t)LINES * 2, -1);
+  free(buf);
+  rawpeer_wait_hangup(fd, 30000);
+}
+
+static void child_main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "raw_node_lines") == 0)
+    raw_node_lines(); /* exits */
   const char *entry = getenv("WEFT_ENTRY");
   if (entry != NULL && strncmp(entry, "raw_", 4) == 0)
     raw_main(entry); /* exits; no runtime: it would adopt the channel fd */
@@ -566,14 +591,72 @@ static void node_hangs_up_while_handle_awaits_ack(void **state) {
   ktest_live_finish(rt);
 }
 
+/* ---- what waits in a Node channel is bounded by what it holds ------------------ */
+
+typedef struct {
+  kid_t *k;
+  long last, most;
+  int steady;
+} watch_t;
+
+/* Samples weft's outstanding blocks; once they stop growing (the reader has
+ * paused), records them and ends the channel. */
+static void watch_blocks(uv_timer_t *t) {
+  watch_t *w = t->data;
+  long now = testutil_alloc_outstanding();
+  if (now > w->most)
+    w->most = now;
+  w->steady = now == w->last ? w->steady + 1 : 0;
+  w->last = now;
+  if (w->steady < 10 && w->k->port != NULL)
+    return;
+  if (w->k->c != NULL)
+    weft_child_kill(w->k->c, SIGKILL);
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+static void node_lines_flood_is_bounded(void **state) {
+  (void)state;
+  weft_runtime_options_t ro = {.port_hwm_msgs = 16};
+  weft_runtime_t *rt = ktest_live_runtime_new(&ro);
+  kid_t k = {0};
+  const char *args[] = {self_argv0, "raw_node_lines", NULL};
+  weft_child_options_t o = {.file = self_argv0, .args = args, .channel = WEFT_CHANNEL_NODE};
+  kid_spawn(rt, &k, &o);
+  /* A socket the peer will never acknowledge: the transport reads on. */
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  weft_msg_t *m = NULL;
+  assert_int_equal(weft_msg_new(&m), 0);
+  assert_int_equal(weft_msg_put_str(m, NULL, "handle"), 0);
+  assert_int_equal(weft_msg_add_socket(m, sv[0]), 0);
+  assert_int_equal(weft_port_post(k.port, m), 0);
+  close(sv[1]);
+  long base = testutil_alloc_outstanding();
+  watch_t w = {.k = &k, .last = -1};
+  uv_timer_t t;
+  assert_int_equal(uv_timer_init(weft_ctx_loop(weft_runtime_main(rt)), &t), 0);
+  t.data = &w;
+  assert_int_equal(uv_timer_start(&t, watch_blocks, 20, 20), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  long held = w.most - base;
+  kid_report("node lines flood", &k);
+  fprintf(stderr, "  2M tiny JSON lines, socket unacknowledged: at most %ld blocks held\n", held);
+  assert_false(k.timed_out);
+  /* ~150 bytes a message: 8 MiB is about 60k of them (a block or two each). */
+  assert_true(held < 200000);
+  assert_int_equal(k.closes, 1);
+  assert_int_equal(k.exits, 1);
+  ktest_live_finish(rt);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_live_teardown)
 
 int main(int argc, char **argv) {
-  (void)argc;
   self_argv0 = argv[0];
   signal(SIGPIPE, SIG_IGN);
   ktest_init();
-  child_main(); /* returns only in the test runner */
+  child_main(argc, argv); /* returns only in the test runner */
   const struct CMUnitTest tests[] = {
       T(flood_past_message_window),
       T(flood_past_byte_window),
@@ -583,6 +666,7 @@ int main(int argc, char **argv) {
       T(waiting_poster_hears_peer_close),
       T(stalled_child_exits_when_parent_closes),
       T(node_hangs_up_while_handle_awaits_ack),
+      T(node_lines_flood_is_bounded),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
