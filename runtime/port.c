@@ -232,13 +232,19 @@ int weft_channel_new(weft_ctx_t *ctx, weft_port_t *ports[2]) {
 
 /* ---- posting ------------------------------------------------------------ */
 
+/* The bounds limit what waits, not one message: a message heavier than the
+ * byte bound passes when no counted bytes wait (so a 64 MiB buffer crosses a
+ * default port), and waits for the drain otherwise. */
 static bool over_bounds(weft_port_t *to, size_t weight) {
   int64_t n = atomic_load_explicit(&to->pending, memory_order_seq_cst);
   int64_t b = atomic_load_explicit(&to->pending_bytes, memory_order_relaxed);
   /* pending also counts raised events (at most two): they are not messages */
   uint32_t st = atomic_load_explicit(&to->state, memory_order_relaxed);
   n -= !!(st & WEFT__STATE_EV_CLOSE) + !!(st & WEFT__STATE_EV_DRAIN);
-  return n >= (int64_t)hwm_msgs(to) || (size_t)(b > 0 ? b : 0) + weight > hwm_bytes(to);
+  if (n >= (int64_t)hwm_msgs(to))
+    return true;
+  size_t waiting = (size_t)(b > 0 ? b : 0);
+  return waiting > 0 && waiting + weight > hwm_bytes(to);
 }
 
 /* What may cross to another process: no ports; to Node, one socket at most. */
@@ -278,8 +284,6 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
       return WEFT_ETRANSFER;
   }
   size_t weight = weft__msg_weight(msg);
-  if (bytes_bound && weight > hwm_bytes(to))
-    return WEFT_EMSGSIZE;
   if (bound != BOUND_NONE && over_bounds(to, bytes_bound ? weight : 0)) {
     /* seq_cst: pairs with the consumer's fetch_sub then want_drain load; either
      * it sees our flag, or we see its lower count below. */

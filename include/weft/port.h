@@ -96,10 +96,16 @@ WEFT_EXTERN int weft_port_on_drain(weft_port_t *port, weft_port_drain_cb cb);
 
 /* weft_port_post: send msg to the peer. Any thread. On success msg is taken;
  * on failure the caller still owns msg and may retry.
- * Errors: WEFT_EAGAIN (peer's queue at its bounds; the drain callback of port
- * fires when it falls below half), WEFT_ECLOSED (channel closed), WEFT_ESELF
- * (msg carries port or its peer), WEFT_EMSGSIZE (bigger than the peer's byte
- * bound), WEFT_EINVAL (NULL), or the error kept in msg. Never blocks. */
+ * The bounds limit what waits, not one message: a message heavier than the
+ * byte bound passes when no counted bytes wait at the peer.
+ * Errors: WEFT_EAGAIN (a bound of the peer's queue: it holds hwm_msgs
+ * messages, or it holds counted bytes and msg's would take them past
+ * hwm_bytes; the drain callback of port fires when both are below half),
+ * WEFT_ECLOSED (channel closed), WEFT_ESELF (msg carries port or its peer),
+ * WEFT_ETRANSFER (msg carries what cannot cross to the peer's process),
+ * WEFT_ETAKEN (checked mode: msg was already posted or freed), WEFT_EINVAL
+ * (NULL), or the error kept in msg (WEFT_EMSGSIZE: the payload outgrew
+ * 4 GiB while it was built). Never blocks. */
 WEFT_EXTERN int weft_port_post(weft_port_t *port, weft_msg_t *msg);
 
 /* weft_port_receive: take the next message without a loop (like Node's
