@@ -164,7 +164,8 @@ static void drop_token(weft_port_t *p) {
  * default), and skipping them saves a contended atomic on every small post. */
 #define BYTES_MIN 512u
 
-static void uncount_bytes(weft_port_t *p, const weft_msg_t *m) {
+static void uncount_bytes(weft_port_t *p, weft_msg_t *m) {
+  weft__msg_mark_taken(m); /* every pop comes here: the taker owns m */
   size_t w = weft__msg_weight(m);
   if (w >= BYTES_MIN)
     atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)w, memory_order_relaxed);
@@ -270,6 +271,11 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
   bool bytes_bound = bound == BOUND_ALL;
   if (port == NULL || msg == NULL)
     return WEFT_EINVAL;
+  if (weft__checked) {
+    int rc = weft__msg_check_post(msg); /* before anything of a freed msg is read */
+    if (rc)
+      return rc;
+  }
   if (msg->err)
     return msg->err;
   weft_port_t *to = weft__port_peer(port);
@@ -291,6 +297,8 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
     if (over_bounds(to, bytes_bound ? weight : 0))
       return WEFT_EAGAIN;
   }
+  if (weft__checked && !weft__msg_mark_queued(msg))
+    return WEFT_ETAKEN; /* posted twice at once from two threads */
   enqueue(to, msg, weight);
   weft_ctx_t *self = weft__ctx_tls();
   if (self != NULL)

@@ -14,6 +14,7 @@ int weft_runtime_new(weft_runtime_t **out, const weft_runtime_options_t *opts) {
     return WEFT_EINVAL;
   if (weft__ctx_tls() != NULL)
     return WEFT_EBUSY;
+  weft__check_configure(); /* once per runtime: before any message of it */
   weft_runtime_t *rt = weft__calloc(1, sizeof(*rt));
   if (rt == NULL)
     return WEFT_ENOMEM;
