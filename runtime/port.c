@@ -787,6 +787,13 @@ static void channel_release(weft__channel_t *ch) {
   weft__free(ch);
 }
 
+void weft__port_hold(weft_port_t *p) {
+  /* relaxed: the caller's own reference keeps the channel alive here. */
+  atomic_fetch_add_explicit(&weft__port_channel(p)->refs, 1, memory_order_relaxed);
+}
+
+void weft__port_unhold(weft_port_t *p) { channel_release(weft__port_channel(p)); }
+
 /* ---- transfer ----------------------------------------------------------- */
 
 int weft__port_detach(weft_port_t *p) {

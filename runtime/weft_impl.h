@@ -245,6 +245,10 @@ void weft__port_want_drain(weft_port_t *p);
 /* At most this many transfer items go to another process in one message
  * (each may become an fd; SCM_RIGHTS carries a bounded number per send). */
 #define WEFT__REMOTE_MAX_XFER 64
+/* Keep p's channel memory (both ports, closed) valid until unhold, whatever
+ * closes meanwhile: a handle given to the user outlives the close. */
+void weft__port_hold(weft_port_t *p);
+void weft__port_unhold(weft_port_t *p);
 /* Close a port that nobody owns (freed inside a message). Any thread. */
 void weft__port_close_orphan(weft_port_t *p);
 /* Deliver up to budget messages from p (owner thread). Returns how many. */
@@ -291,6 +295,7 @@ struct weft_ctx_s {
   uint64_t start_ns;
   weft_port_t *closing;                    /* ports whose close cb is due (via ctx_next) */
   weft_worker_t *children;                 /* workers spawned from this context */
+  weft_worker_t *exited;                   /* their handles after on_exit, until released */
   struct weft__msgpool_s *pool;            /* message structs made on this thread */
   weft__closer_t *closers;                 /* closed first by weft__ctx_fini */
 };
