@@ -472,8 +472,9 @@ int weft_runtime_child_entry(weft_runtime_t *rt, int *exit_code) {
   if (fn == NULL)
     return WEFT_ENOENTRY;
   int rc = fn(rt->main, NULL);
-  if (rt->main->own_loop)
-    uv_run(rt->main->loop, UV_RUN_DEFAULT);
+  /* Attached or not, the child's work is the loop's: an attached runtime's
+   * loop is run here too, else the child would return before serving. */
+  uv_run(rt->main->loop, UV_RUN_DEFAULT);
   *exit_code = rc < 0 ? 1 : rc;
   return 0;
 }

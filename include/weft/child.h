@@ -142,8 +142,10 @@ WEFT_EXTERN weft_port_t *weft_runtime_parent_port(weft_runtime_t *rt);
 /* weft_runtime_child_entry: if this process was started by weft_child_spawn
  * with an entry_name, run that registered entry on the main context (data
  * NULL; the parent's opts.data arrives as the first message), then the loop
- * until nothing keeps it alive; *exit_code is the entry's return value (1 if
- * negative). Returns 0, WEFT_ENOENT (not started with an entry: carry on as
+ * until nothing keeps it alive, also when the runtime is attached to the
+ * caller's loop (opts.loop: that loop is run here, so call this outside
+ * uv_run); *exit_code is the entry's return value (1 if negative). In the
+ * entry, weft_ctx_parent_port(ctx) is the parent's channel (as in a worker). Returns 0, WEFT_ENOENT (not started with an entry: carry on as
  * the main program), or WEFT_ENOENTRY (the name is not registered). */
 WEFT_EXTERN int weft_runtime_child_entry(weft_runtime_t *rt, int *exit_code);
 

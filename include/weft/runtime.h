@@ -66,7 +66,9 @@ WEFT_EXTERN weft_ctx_t *weft_ctx_current(void);
 WEFT_EXTERN uv_loop_t *weft_ctx_loop(const weft_ctx_t *ctx);
 WEFT_EXTERN weft_runtime_t *weft_ctx_runtime(const weft_ctx_t *ctx);
 
-/* weft_ctx_parent_port: in a worker, the port to its parent; else NULL. */
+/* weft_ctx_parent_port: in a worker, the port to its parent; in the main
+ * context of a child process, the channel to the parent process (as
+ * weft_runtime_parent_port); else NULL. */
 WEFT_EXTERN weft_port_t *weft_ctx_parent_port(const weft_ctx_t *ctx);
 
 /* weft_ctx_should_stop: true once the worker running ctx was asked to stop
