@@ -393,13 +393,19 @@ void weft_child_set_data(weft_child_t *c, void *data) {
 int weft_child_kill(weft_child_t *c, int signum) {
   if (c == NULL)
     return WEFT_EINVAL;
+  if (c->ctx != weft__ctx_tls())
+    return WEFT_EWRONGTHREAD;
   if (c->exited)
     return UV_ESRCH;
   return uv_process_kill(&c->proc, signum);
 }
 
 int weft_child_close_stdin(weft_child_t *c) {
-  if (c == NULL || !c->pipe_open[0])
+  if (c == NULL)
+    return WEFT_EINVAL;
+  if (c->ctx != weft__ctx_tls())
+    return WEFT_EWRONGTHREAD;
+  if (!c->pipe_open[0])
     return WEFT_EINVAL;
   close_handle((uv_handle_t *)&c->pipes[0]);
   return 0;
@@ -411,7 +417,11 @@ static void on_stdin_written(uv_write_t *req, int status) {
 }
 
 int weft_child_write(weft_child_t *c, const void *data, size_t len) {
-  if (c == NULL || !c->pipe_open[0] || uv_is_closing((uv_handle_t *)&c->pipes[0]))
+  if (c == NULL)
+    return WEFT_EINVAL;
+  if (c->ctx != weft__ctx_tls())
+    return WEFT_EWRONGTHREAD;
+  if (!c->pipe_open[0] || uv_is_closing((uv_handle_t *)&c->pipes[0]))
     return WEFT_EINVAL;
   uv_write_t *req = weft__malloc(sizeof(*req) + len);
   if (req == NULL)

@@ -621,6 +621,8 @@ int weft_port_stop(weft_port_t *port) {
 int weft_port_on_close(weft_port_t *port, weft_port_close_cb cb) {
   if (port == NULL)
     return WEFT_EINVAL;
+  if (!on_owner_thread(port))
+    return WEFT_EWRONGTHREAD;
   if (weft__port_ext(port) == NULL)
     return WEFT_ENOMEM;
   port->ext->on_close = cb;
@@ -630,6 +632,8 @@ int weft_port_on_close(weft_port_t *port, weft_port_close_cb cb) {
 int weft_port_on_drain(weft_port_t *port, weft_port_drain_cb cb) {
   if (port == NULL)
     return WEFT_EINVAL;
+  if (!on_owner_thread(port))
+    return WEFT_EWRONGTHREAD;
   if (weft__port_ext(port) == NULL)
     return WEFT_ENOMEM;
   port->ext->on_drain = cb;
@@ -639,6 +643,8 @@ int weft_port_on_drain(weft_port_t *port, weft_port_drain_cb cb) {
 int weft_port_set_hwm(weft_port_t *port, uint32_t msgs, size_t bytes) {
   if (port == NULL)
     return WEFT_EINVAL;
+  if (!on_owner_thread(port))
+    return WEFT_EWRONGTHREAD;
   if (weft__port_ext(port) == NULL)
     return WEFT_ENOMEM;
   if (msgs)
@@ -664,7 +670,7 @@ void weft_port_ref(weft_port_t *port) { set_unref(port, false); }
 void weft_port_unref(weft_port_t *port) { set_unref(port, true); }
 
 void weft_port_set_data(weft_port_t *port, void *data) {
-  if (port)
+  if (port && on_owner_thread(port)) /* from another thread: ignored */
     port->data = data;
 }
 

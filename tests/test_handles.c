@@ -179,6 +179,90 @@ static void handles_pool_release_open(void **state) {
   ktest_finish_runtime(rt);
 }
 
+/* ---- thread rules ------------------------------------------------------------- */
+
+static struct {
+  weft_runtime_t *rt;
+  weft_port_t *port;
+  weft_worker_t *w;
+  weft_pool_t *pool;
+  int hwm, on_close, on_drain, start, stop, close, run, rfree, stats, release, submit;
+  void *data_seen;
+} wt;
+
+static void wt_cb(weft_port_t *p, weft_msg_t *m) {
+  (void)p;
+  weft_msg_free(m);
+}
+
+static void wt_close_cb(weft_port_t *p, const weft_port_close_info_t *info) {
+  (void)p;
+  (void)info;
+}
+
+static void wt_drain_cb(weft_port_t *p) { (void)p; }
+
+/* A second, real thread without a context makes owner-thread calls. */
+static void wrong_thread(void *arg) {
+  (void)arg;
+  weft_ctx_stats_t st;
+  wt.hwm = weft_port_set_hwm(wt.port, 1, 0);
+  wt.on_close = weft_port_on_close(wt.port, wt_close_cb);
+  wt.on_drain = weft_port_on_drain(wt.port, wt_drain_cb);
+  wt.start = weft_port_start(wt.port, wt_cb);
+  wt.stop = weft_port_stop(wt.port);
+  wt.close = weft_port_close(wt.port);
+  weft_port_set_data(wt.port, &wt); /* ignored */
+  wt.run = weft_runtime_run(wt.rt);
+  wt.rfree = weft_runtime_free(wt.rt);
+  wt.stats = weft_ctx_stats(weft_runtime_main(wt.rt), &st);
+  wt.release = weft_worker_release(wt.w);
+  weft_pool_task_options_t to = {.fn = noop_task};
+  wt.submit = weft_pool_submit(wt.pool, &to, NULL, NULL, NULL);
+}
+
+/* Each owner-thread call from another thread: WEFT_EWRONGTHREAD, and
+ * nothing changed (the bound set there did not apply, the port is open,
+ * the runtime still runs). */
+static void handles_wrong_thread_calls_refused(void **state) {
+  (void)state;
+  weft_runtime_t *rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  memset(&wt, 0, sizeof(wt));
+  memset(&hw, 0, sizeof(hw));
+  wt.rt = rt;
+  weft_port_t *p[2];
+  assert_int_equal(weft_channel_new(ctx, p), 0);
+  wt.port = p[1];
+  wt.w = spawn_quick(ctx);
+  assert_int_equal(weft_pool_new(ctx, &(weft_pool_options_t){.size = 1}, &wt.pool), 0);
+  uv_thread_t t;
+  assert_int_equal(uv_thread_create(&t, wrong_thread, NULL), 0);
+  assert_int_equal(uv_thread_join(&t), 0);
+  assert_int_equal(wt.hwm, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.on_close, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.on_drain, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.start, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.stop, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.close, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.run, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.rfree, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.stats, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.release, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.submit, WEFT_EWRONGTHREAD);
+  assert_null(weft_port_data(p[1]));
+  /* the bound of 1 was not set: two posts pass */
+  assert_int_equal(weft_port_post(p[0], ktest_msg_u64(1)), 0);
+  assert_int_equal(weft_port_post(p[0], ktest_msg_u64(2)), 0);
+  assert_false(weft_port_is_closed(p[1]));
+  assert_int_equal(weft_port_close(p[0]), 0);
+  assert_int_equal(weft_pool_release(wt.pool), 0);
+  assert_int_equal(weft_worker_release(wt.w), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_int_equal(hw.exits, 1);
+  ktest_finish_runtime(rt);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
@@ -191,6 +275,7 @@ int main(void) {
       T(handles_pool_submit_after_close),
       T(handles_pool_unreleased_freed_with_runtime),
       T(handles_pool_release_open),
+      T(handles_wrong_thread_calls_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -90,7 +90,7 @@ WEFT_EXTERN int weft_port_start(weft_port_t *port, weft_port_message_cb cb);
 WEFT_EXTERN int weft_port_stop(weft_port_t *port);
 
 /* weft_port_on_close / on_drain: set (or clear, with NULL) the callback.
- * Owner thread. Returns 0, WEFT_ENOMEM, WEFT_EINVAL. */
+ * Owner thread. Returns 0, WEFT_ENOMEM, WEFT_EINVAL, WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_port_on_close(weft_port_t *port, weft_port_close_cb cb);
 WEFT_EXTERN int weft_port_on_drain(weft_port_t *port, weft_port_drain_cb cb);
 
@@ -125,10 +125,11 @@ WEFT_EXTERN void weft_port_ref(weft_port_t *port);
 WEFT_EXTERN void weft_port_unref(weft_port_t *port);
 
 /* weft_port_set_hwm: bounds of this port's inbound queue; 0 keeps a value.
- * Owner thread. */
+ * Owner thread. Returns 0, WEFT_ENOMEM, WEFT_EINVAL, WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_port_set_hwm(weft_port_t *port, uint32_t msgs, size_t bytes);
 
-/* Questions and user data. Owner thread. */
+/* Questions and user data. Owner thread (weft_port_set_data from another
+ * thread is ignored). */
 WEFT_EXTERN void weft_port_set_data(weft_port_t *port, void *data);
 WEFT_EXTERN void *weft_port_data(const weft_port_t *port);
 WEFT_EXTERN weft_ctx_t *weft_port_ctx(const weft_port_t *port);
