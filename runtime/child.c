@@ -485,6 +485,6 @@ int weft_runtime_child_entry(weft_runtime_t *rt, int *exit_code) {
   /* Attached or not, the child's work is the loop's: an attached runtime's
    * loop is run here too, else the child would return before serving. */
   uv_run(rt->main->loop, UV_RUN_DEFAULT);
-  *exit_code = rc < 0 ? 1 : rc;
+  *exit_code = rt->exit_req ? rt->exit_code : rc < 0 ? 1 : rc;
   return 0;
 }

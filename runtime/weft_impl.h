@@ -342,6 +342,8 @@ struct weft_runtime_s {
   weft__entry_t *entries;
   char *child_entry;         /* WEFT_ENTRY this process was started with */
   weft_port_t *parent_port;  /* the channel to a parent process, if any */
+  bool exit_req;             /* weft_worker_exit in a child's main context */
+  int exit_code;
 };
 
 /* In weft_runtime_new: adopt a channel inherited from a parent process. */

@@ -310,10 +310,20 @@ int weft_worker_terminate(weft_worker_t *w) {
 }
 
 int weft_worker_exit(weft_ctx_t *ctx, int code) {
-  if (ctx == NULL || ctx->worker == NULL)
+  if (ctx == NULL)
     return WEFT_EINVAL;
   if (ctx != weft__ctx_tls())
     return WEFT_EWRONGTHREAD;
+  if (ctx->worker == NULL) {
+    /* A child process's entry: weft_runtime_child_entry returns with code. */
+    weft_runtime_t *rt = ctx->rt;
+    if (rt == NULL || ctx != rt->main || rt->child_entry == NULL)
+      return WEFT_EINVAL;
+    rt->exit_req = true;
+    rt->exit_code = code;
+    uv_stop(ctx->loop);
+    return 0;
+  }
   ctx->worker->exit_req = true;
   ctx->worker->exit_req_code = code;
   atomic_store_explicit(&ctx->stop, true, memory_order_relaxed);

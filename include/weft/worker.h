@@ -79,7 +79,10 @@ WEFT_EXTERN int weft_worker_release(weft_worker_t *w);
 WEFT_EXTERN int weft_worker_terminate(weft_worker_t *w);
 
 /* weft_worker_exit: in the worker (its own thread), stop the loop at the next
- * callback boundary and exit with code. */
+ * callback boundary and exit with code. In the main context of a child
+ * process running its entry, it stops the loop the same way and
+ * weft_runtime_child_entry returns with *exit_code = code (worker code runs
+ * unchanged in a child). Returns 0, WEFT_EINVAL (neither), WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_worker_exit(weft_ctx_t *ctx, int code);
 
 WEFT_EXTERN void *weft_worker_data(const weft_worker_t *w);
