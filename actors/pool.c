@@ -181,6 +181,10 @@ static void on_idle_timer(uv_timer_t *timer) {
 static void on_timer_closed(uv_handle_t *h);
 
 static void pool_free(weft_pool_t *pool) {
+  if (pool->anchor != NULL) {
+    weft_port_on_close(pool->anchor, NULL);
+    weft_port_close(pool->anchor);
+  }
   free_stash(pool->stash, &pool->nstash);
   for (uint32_t i = 0; i < pool->nentries; i++)
     weft_free(pool->entries[i].name);
@@ -211,7 +215,36 @@ static void on_timer_closed(uv_handle_t *h) {
     return;
   if (pool->close_cb)
     pool->close_cb(pool);
-  pool_free(pool);
+  pool->finished = true; /* the handle stays valid, closed, until released */
+  if (pool->released || pool->anchor == NULL)
+    pool_free(pool);
+}
+
+/* The pool's context is ending: a finished pool goes now; an open one (not
+ * closed before weft_runtime_free) goes when it finishes, if ever. */
+static void on_anchor_closed(weft_port_t *port, const weft_port_close_info_t *info) {
+  (void)info;
+  weft_pool_t *pool = weft_port_data(port);
+  pool->anchor = NULL;
+  if (pool->finished)
+    pool_free(pool);
+}
+
+static int anchor_new(weft_pool_t *pool) {
+  weft_port_t *a[2];
+  int err = weft_channel_new(pool->ctx, a);
+  if (err != 0)
+    return err;
+  weft_port_unref(a[0]);
+  weft_port_unref(a[1]);
+  weft_port_set_data(a[0], pool);
+  err = weft_port_on_close(a[0], on_anchor_closed);
+  if (err != 0) {
+    weft_port_close(a[0]);
+    return err;
+  }
+  pool->anchor = a[0];
+  return 0;
 }
 
 /* After results, timers or a thread's exit: move the queue, say "drain",
@@ -272,6 +305,11 @@ int weft_pool_new(weft_ctx_t *ctx, const weft_pool_options_t *opts, weft_pool_t 
   pool->ctx = ctx;
   pool->loop = weft_ctx_loop(ctx);
   pool->data = pool->opts.data;
+  err = anchor_new(pool);
+  if (err != 0) {
+    weft_free(pool);
+    return err;
+  }
   uint32_t initial = pool->opts.idle_timeout_ms ? pool->opts.min_threads : pool->opts.size;
   for (uint32_t i = 0; i < initial && err == 0; i++)
     err = weft__pool_spawn(pool);
@@ -362,6 +400,21 @@ int weft_pool_close(weft_pool_t *pool, weft_pool_close_cb cb) {
     retire(pool, pool->workers[i]);
   uv_timer_stop(&pool->idle_timer);
   weft__pool_kick(pool); /* the rest happens from the loop */
+  return 0;
+}
+
+int weft_pool_release(weft_pool_t *pool) {
+  if (pool == NULL)
+    return WEFT_EINVAL;
+  if (weft_ctx_current() != pool->ctx)
+    return WEFT_EWRONGTHREAD;
+  if (pool->finished) {
+    pool_free(pool);
+    return 0;
+  }
+  pool->released = true;
+  if (!pool->closing)
+    weft_pool_close(pool, NULL);
   return 0;
 }
 

@@ -195,7 +195,12 @@ struct weft_pool_s {
   unsigned in_pass;          /* > 0 while results or the done list are being handled */
   bool want_drain, closing, finishing, zombie;
   bool broken;               /* a thread was terminated from outside: no new threads */
+  bool finished;             /* closed and its close callback returned: waits for release */
+  bool released;             /* weft_pool_release called: freed once finished */
   weft_pool_close_cb close_cb;
+  /* An unstarted, unref'd channel end whose close callback frees a finished
+   * pool when its context ends (weft_runtime_free closes every port). */
+  weft_port_t *anchor;
 
   /* figures */
   uint64_t submitted, rejected, completed, failed, cancelled, timed_out;

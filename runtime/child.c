@@ -400,13 +400,19 @@ void weft_child_set_data(weft_child_t *c, void *data) {
 int weft_child_kill(weft_child_t *c, int signum) {
   if (c == NULL)
     return WEFT_EINVAL;
+  if (c->ctx != weft__ctx_tls())
+    return WEFT_EWRONGTHREAD;
   if (c->exited)
     return UV_ESRCH;
   return uv_process_kill(&c->proc, signum);
 }
 
 int weft_child_close_stdin(weft_child_t *c) {
-  if (c == NULL || !c->pipe_open[0])
+  if (c == NULL)
+    return WEFT_EINVAL;
+  if (c->ctx != weft__ctx_tls())
+    return WEFT_EWRONGTHREAD;
+  if (!c->pipe_open[0])
     return WEFT_EINVAL;
   close_handle((uv_handle_t *)&c->pipes[0]);
   return 0;
@@ -418,7 +424,11 @@ static void on_stdin_written(uv_write_t *req, int status) {
 }
 
 int weft_child_write(weft_child_t *c, const void *data, size_t len) {
-  if (c == NULL || !c->pipe_open[0] || uv_is_closing((uv_handle_t *)&c->pipes[0]))
+  if (c == NULL)
+    return WEFT_EINVAL;
+  if (c->ctx != weft__ctx_tls())
+    return WEFT_EWRONGTHREAD;
+  if (!c->pipe_open[0] || uv_is_closing((uv_handle_t *)&c->pipes[0]))
     return WEFT_EINVAL;
   uv_write_t *req = weft__malloc(sizeof(*req) + len);
   if (req == NULL)
@@ -479,8 +489,9 @@ int weft_runtime_child_entry(weft_runtime_t *rt, int *exit_code) {
   if (fn == NULL)
     return WEFT_ENOENTRY;
   int rc = fn(rt->main, NULL);
-  if (rt->main->own_loop)
-    uv_run(rt->main->loop, UV_RUN_DEFAULT);
-  *exit_code = rc < 0 ? 1 : rc;
+  /* Attached or not, the child's work is the loop's: an attached runtime's
+   * loop is run here too, else the child would return before serving. */
+  uv_run(rt->main->loop, UV_RUN_DEFAULT);
+  *exit_code = rt->exit_req ? rt->exit_code : rc < 0 ? 1 : rc;
   return 0;
 }

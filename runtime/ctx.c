@@ -35,7 +35,15 @@ void weft__ctx_set_current(weft_ctx_t *ctx) { weft__tls_ctx = ctx; }
 
 uv_loop_t *weft_ctx_loop(const weft_ctx_t *ctx) { return ctx ? ctx->loop : NULL; }
 weft_runtime_t *weft_ctx_runtime(const weft_ctx_t *ctx) { return ctx ? ctx->rt : NULL; }
-weft_port_t *weft_ctx_parent_port(const weft_ctx_t *ctx) { return ctx ? ctx->parent_port : NULL; }
+/* A worker's parent port, or in a child process's main context the channel
+ * to the parent process: worker code runs unchanged in a child. */
+weft_port_t *weft_ctx_parent_port(const weft_ctx_t *ctx) {
+  if (ctx == NULL)
+    return NULL;
+  if (ctx->parent_port != NULL || ctx->worker != NULL || ctx->rt == NULL || ctx != ctx->rt->main)
+    return ctx->parent_port;
+  return weft_runtime_parent_port(ctx->rt);
+}
 
 bool weft_ctx_should_stop(const weft_ctx_t *ctx) {
   return ctx != NULL && atomic_load_explicit(&((weft_ctx_t *)ctx)->stop, memory_order_relaxed);

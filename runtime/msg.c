@@ -15,11 +15,28 @@
  *
  * Threads: a message is used by the one thread that owns it. Posting hands it
  * over through the port's queue, which orders everything written here. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "msgread.h"
 #include "weft_impl.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define WEFT__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WEFT__ASAN 1
+#endif
+#endif
+#ifdef WEFT__ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+#ifndef WEFT_CHECKED_DEFAULT
+#define WEFT_CHECKED_DEFAULT 0
+#endif
 
 #define XFER_MAX UINT16_MAX
 #define VIEW_ZONE_CHUNK 2048
@@ -84,12 +101,74 @@ static int payload_write(void *data, const char *buf, size_t len) {
   return 0;
 }
 
+/* ---- checked mode ---------------------------------------------------------
+ * Costs one branch on a flag in post and free when off. */
+
+bool weft__checked = WEFT_CHECKED_DEFAULT;
+
+void weft__check_configure(void) {
+  const char *v = getenv("WEFT_CHECK");
+  weft__checked = (v != NULL && *v != '\0') ? strcmp(v, "0") != 0 : WEFT_CHECKED_DEFAULT;
+}
+
+void weft__msg_poison(weft_msg_t *msg, bool on) {
+#ifdef WEFT__ASAN
+  char *body = (char *)&msg->data;
+  size_t n = sizeof(*msg) - (size_t)(body - (char *)msg);
+  if (on)
+    ASAN_POISON_MEMORY_REGION(body, n);
+  else
+    ASAN_UNPOISON_MEMORY_REGION(body, n);
+#else
+  (void)msg;
+  (void)on;
+#endif
+}
+
+int weft__msg_check_post(weft_msg_t *msg) {
+  return atomic_load_explicit(&msg->life, memory_order_relaxed) == WEFT__MSG_LIVE ? 0
+                                                                                   : WEFT_ETAKEN;
+}
+
+bool weft__msg_mark_queued(weft_msg_t *msg) {
+  uint32_t live = WEFT__MSG_LIVE;
+  return atomic_compare_exchange_strong_explicit(&msg->life, &live, WEFT__MSG_QUEUED,
+                                                 memory_order_relaxed, memory_order_relaxed);
+}
+
+/* A second free is reported here, at the call, not as a late double free. */
+static void check_free(weft_msg_t *msg) {
+  uint32_t was = atomic_exchange_explicit(&msg->life, WEFT__MSG_FREED, memory_order_relaxed);
+  if (was == WEFT__MSG_LIVE || was == WEFT__MSG_QUEUED)
+    return;
+  fprintf(stderr, "weft_msg_free: %s of message %p (weft checked mode)\n",
+          was == WEFT__MSG_FREED ? "double free" : "free of something that is not a message",
+          (void *)msg);
+  abort();
+}
+
+/* What is left of a freed message fails every use: poisoned for ASan, and
+ * an error of WEFT_ETAKEN for the builders otherwise. */
+static void poison_freed(weft_msg_t *msg) {
+  msg->data = NULL;
+  msg->len = msg->cap = 0;
+  msg->err = WEFT_ETAKEN;
+  msg->nxfer = msg->capxfer = 0;
+  msg->xfer = NULL;
+  msg->view_zone = NULL;
+  weft__msg_poison(msg, true);
+}
+
 int weft_msg_new(weft_msg_t **out) {
   if (out == NULL)
     return WEFT_EINVAL;
   weft_msg_t *m = weft__msgpool_get(); /* sets m->origin */
   if (m == NULL)
     return WEFT_ENOMEM;
+#ifdef WEFT__ASAN
+  weft__msg_poison(m, false); /* a recycled struct of checked mode */
+#endif
+  atomic_store_explicit(&m->life, WEFT__MSG_LIVE, memory_order_relaxed);
   /* Every field but inline_data and view, which are written before read. */
   atomic_init(&m->node.next, NULL);
   m->data = m->inline_data;
@@ -125,6 +204,8 @@ static void xfer_release(weft__xfer_t *x) {
 void weft_msg_free(weft_msg_t *msg) {
   if (msg == NULL)
     return;
+  if (weft__checked)
+    check_free(msg);
   for (uint16_t i = 0; i < msg->nxfer; i++)
     xfer_release(&msg->xfer[i]);
   if (msg->view_zone != NULL)
@@ -132,6 +213,8 @@ void weft_msg_free(weft_msg_t *msg) {
   if (msg->data != msg->inline_data)
     weft__free(msg->data);
   weft__free(msg->xfer);
+  if (weft__checked)
+    poison_freed(msg);
   weft__msgpool_put(msg);
 }
 

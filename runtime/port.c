@@ -164,7 +164,8 @@ static void drop_token(weft_port_t *p) {
  * default), and skipping them saves a contended atomic on every small post. */
 #define BYTES_MIN 512u
 
-static void uncount_bytes(weft_port_t *p, const weft_msg_t *m) {
+static void uncount_bytes(weft_port_t *p, weft_msg_t *m) {
+  weft__msg_mark_taken(m); /* every pop comes here: the taker owns m */
   size_t w = weft__msg_weight(m);
   if (w >= BYTES_MIN)
     atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)w, memory_order_relaxed);
@@ -232,13 +233,19 @@ int weft_channel_new(weft_ctx_t *ctx, weft_port_t *ports[2]) {
 
 /* ---- posting ------------------------------------------------------------ */
 
+/* The bounds limit what waits, not one message: a message heavier than the
+ * byte bound passes when no counted bytes wait (so a 64 MiB buffer crosses a
+ * default port), and waits for the drain otherwise. */
 static bool over_bounds(weft_port_t *to, size_t weight) {
   int64_t n = atomic_load_explicit(&to->pending, memory_order_seq_cst);
   int64_t b = atomic_load_explicit(&to->pending_bytes, memory_order_relaxed);
   /* pending also counts raised events (at most two): they are not messages */
   uint32_t st = atomic_load_explicit(&to->state, memory_order_relaxed);
   n -= !!(st & WEFT__STATE_EV_CLOSE) + !!(st & WEFT__STATE_EV_DRAIN);
-  return n >= (int64_t)hwm_msgs(to) || (size_t)(b > 0 ? b : 0) + weight > hwm_bytes(to);
+  if (n >= (int64_t)hwm_msgs(to))
+    return true;
+  size_t waiting = (size_t)(b > 0 ? b : 0);
+  return waiting > 0 && waiting + weight > hwm_bytes(to);
 }
 
 /* What may cross to another process: no ports; to Node, one socket at most. */
@@ -264,6 +271,11 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
   bool bytes_bound = bound == BOUND_ALL;
   if (port == NULL || msg == NULL)
     return WEFT_EINVAL;
+  if (weft__checked) {
+    int rc = weft__msg_check_post(msg); /* before anything of a freed msg is read */
+    if (rc)
+      return rc;
+  }
   if (msg->err)
     return msg->err;
   weft_port_t *to = weft__port_peer(port);
@@ -278,8 +290,6 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
       return WEFT_ETRANSFER;
   }
   size_t weight = weft__msg_weight(msg);
-  if (bytes_bound && weight > hwm_bytes(to))
-    return WEFT_EMSGSIZE;
   if (bound != BOUND_NONE && over_bounds(to, bytes_bound ? weight : 0)) {
     /* seq_cst: pairs with the consumer's fetch_sub then want_drain load; either
      * it sees our flag, or we see its lower count below. */
@@ -287,6 +297,8 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
     if (over_bounds(to, bytes_bound ? weight : 0))
       return WEFT_EAGAIN;
   }
+  if (weft__checked && !weft__msg_mark_queued(msg))
+    return WEFT_ETAKEN; /* posted twice at once from two threads */
   enqueue(to, msg, weight);
   weft_ctx_t *self = weft__ctx_tls();
   if (self != NULL)
@@ -609,6 +621,8 @@ int weft_port_stop(weft_port_t *port) {
 int weft_port_on_close(weft_port_t *port, weft_port_close_cb cb) {
   if (port == NULL)
     return WEFT_EINVAL;
+  if (!on_owner_thread(port))
+    return WEFT_EWRONGTHREAD;
   if (weft__port_ext(port) == NULL)
     return WEFT_ENOMEM;
   port->ext->on_close = cb;
@@ -618,6 +632,8 @@ int weft_port_on_close(weft_port_t *port, weft_port_close_cb cb) {
 int weft_port_on_drain(weft_port_t *port, weft_port_drain_cb cb) {
   if (port == NULL)
     return WEFT_EINVAL;
+  if (!on_owner_thread(port))
+    return WEFT_EWRONGTHREAD;
   if (weft__port_ext(port) == NULL)
     return WEFT_ENOMEM;
   port->ext->on_drain = cb;
@@ -627,6 +643,8 @@ int weft_port_on_drain(weft_port_t *port, weft_port_drain_cb cb) {
 int weft_port_set_hwm(weft_port_t *port, uint32_t msgs, size_t bytes) {
   if (port == NULL)
     return WEFT_EINVAL;
+  if (!on_owner_thread(port))
+    return WEFT_EWRONGTHREAD;
   if (weft__port_ext(port) == NULL)
     return WEFT_ENOMEM;
   if (msgs)
@@ -652,7 +670,7 @@ void weft_port_ref(weft_port_t *port) { set_unref(port, false); }
 void weft_port_unref(weft_port_t *port) { set_unref(port, true); }
 
 void weft_port_set_data(weft_port_t *port, void *data) {
-  if (port)
+  if (port && on_owner_thread(port)) /* from another thread: ignored */
     port->data = data;
 }
 
@@ -774,6 +792,13 @@ static void channel_release(weft__channel_t *ch) {
   }
   weft__free(ch);
 }
+
+void weft__port_hold(weft_port_t *p) {
+  /* relaxed: the caller's own reference keeps the channel alive here. */
+  atomic_fetch_add_explicit(&weft__port_channel(p)->refs, 1, memory_order_relaxed);
+}
+
+void weft__port_unhold(weft_port_t *p) { channel_release(weft__port_channel(p)); }
 
 /* ---- transfer ----------------------------------------------------------- */
 

@@ -14,6 +14,7 @@ int weft_runtime_new(weft_runtime_t **out, const weft_runtime_options_t *opts) {
     return WEFT_EINVAL;
   if (weft__ctx_tls() != NULL)
     return WEFT_EBUSY;
+  weft__check_configure(); /* once per runtime: before any message of it */
   weft_runtime_t *rt = weft__calloc(1, sizeof(*rt));
   if (rt == NULL)
     return WEFT_ENOMEM;
@@ -59,12 +60,16 @@ weft_ctx_t *weft_runtime_main(weft_runtime_t *rt) { return rt ? rt->main : NULL;
 int weft_runtime_run(weft_runtime_t *rt) {
   if (rt == NULL || !rt->main->own_loop)
     return WEFT_EINVAL;
+  if (weft__ctx_tls() != rt->main)
+    return WEFT_EWRONGTHREAD;
   return uv_run(rt->main->loop, UV_RUN_DEFAULT);
 }
 
 int weft_runtime_free(weft_runtime_t *rt) {
   if (rt == NULL)
     return WEFT_EINVAL;
+  if (weft__ctx_tls() != rt->main)
+    return WEFT_EWRONGTHREAD;
   weft__ctx_reap_children(rt->main);
   int err = weft__ctx_fini(rt->main, false);
   weft__ctx_set_current(NULL);

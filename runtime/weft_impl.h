@@ -98,6 +98,9 @@ typedef struct {
 
 struct weft_msg_s {
   weft__qnode_t node;        /* first: a message is a queue node */
+  struct weft__msgpool_s *origin; /* pool the struct returns to (NULL: plain free) */
+  _Atomic uint32_t life;     /* WEFT__MSG_* (checked mode; set by weft_msg_new always) */
+  /* Checked mode poisons what follows once the message is freed. */
   uint8_t *data;             /* inline_data or heap */
   uint32_t len;
   uint32_t cap;
@@ -106,11 +109,32 @@ struct weft_msg_s {
   uint16_t capxfer;
   weft__xfer_t *xfer;
   msgpack_packer pk;
-  struct weft__msgpool_s *origin; /* pool the struct returns to (NULL: plain free) */
   msgpack_zone *view_zone;   /* weft_msg_view cache */
   msgpack_object view;
   uint8_t inline_data[WEFT__MSG_INLINE];
 };
+
+/* Checked mode: ownership mistakes are reported at the call. A message is
+ * LIVE (its owner may use it), QUEUED (posted: the receiver's until it is
+ * taken out of the queue) or FREED. A second post gets WEFT_ETAKEN; a second
+ * free aborts naming weft_msg_free; a freed message is poisoned (ASan
+ * reports any touch of it; without ASan its error is WEFT_ETAKEN).
+ * weft__checked is set by weft_runtime_new (WEFT_CHECK=0/1 in the
+ * environment, else on in sanitizer builds) and only read afterwards. */
+enum { WEFT__MSG_LIVE = 0x4c495645u, WEFT__MSG_QUEUED = 0x51554555u, WEFT__MSG_FREED = 0x46524545u };
+extern bool weft__checked;
+void weft__check_configure(void);
+/* Checked mode: 0 if msg may be posted, else WEFT_ETAKEN. */
+int weft__msg_check_post(weft_msg_t *msg);
+/* Checked mode: msg goes LIVE -> QUEUED; false if another post took it. */
+bool weft__msg_mark_queued(weft_msg_t *msg);
+/* Checked mode: msg left a queue: it is its taker's (QUEUED -> LIVE). */
+static inline void weft__msg_mark_taken(weft_msg_t *msg) {
+  if (weft__checked)
+    atomic_store_explicit(&msg->life, WEFT__MSG_LIVE, memory_order_relaxed);
+}
+/* Checked mode, ASan: poison / unpoison a message's body (after life). */
+void weft__msg_poison(weft_msg_t *msg, bool on);
 
 /* ---- message struct recycling (msgpool.c) ------------------------------- */
 typedef struct weft__msgpool_s weft__msgpool_t;
@@ -221,6 +245,10 @@ void weft__port_want_drain(weft_port_t *p);
 /* At most this many transfer items go to another process in one message
  * (each may become an fd; SCM_RIGHTS carries a bounded number per send). */
 #define WEFT__REMOTE_MAX_XFER 64
+/* Keep p's channel memory (both ports, closed) valid until unhold, whatever
+ * closes meanwhile: a handle given to the user outlives the close. */
+void weft__port_hold(weft_port_t *p);
+void weft__port_unhold(weft_port_t *p);
 /* Close a port that nobody owns (freed inside a message). Any thread. */
 void weft__port_close_orphan(weft_port_t *p);
 /* Deliver up to budget messages from p (owner thread). Returns how many. */
@@ -267,6 +295,7 @@ struct weft_ctx_s {
   uint64_t start_ns;
   weft_port_t *closing;                    /* ports whose close cb is due (via ctx_next) */
   weft_worker_t *children;                 /* workers spawned from this context */
+  weft_worker_t *exited;                   /* their handles after on_exit, until released */
   struct weft__msgpool_s *pool;            /* message structs made on this thread */
   weft__closer_t *closers;                 /* closed first by weft__ctx_fini */
 };
@@ -313,6 +342,8 @@ struct weft_runtime_s {
   weft__entry_t *entries;
   char *child_entry;         /* WEFT_ENTRY this process was started with */
   weft_port_t *parent_port;  /* the channel to a parent process, if any */
+  bool exit_req;             /* weft_worker_exit in a child's main context */
+  int exit_code;
 };
 
 /* In weft_runtime_new: adopt a channel inherited from a parent process. */

@@ -23,13 +23,17 @@ struct weft_worker_s {
   uv_thread_t tid;
   weft_worker_entry_cb entry;
   weft_msg_t *data;
-  weft_port_t *port;           /* parent end; NULL once finished */
+  weft_port_t *port;           /* parent end; its channel is held until w is freed */
   weft_port_t *child_port;     /* worker end */
   weft_worker_options_t opts;
   void *user;
   uv_mutex_t lock;
   weft_ctx_t *wctx;            /* guarded by lock: set while the loop can be woken */
   bool terminate_req;          /* guarded by lock */
+  bool gone;                   /* guarded by lock: on_exit has returned */
+  bool port_done;              /* parent: the parent end has finished closing */
+  bool exited;                 /* parent: on_exit returned; w waits for release */
+  bool released;               /* parent: weft_worker_release called */
   bool terminated;             /* worker thread */
   bool exit_req;               /* worker thread: weft_worker_exit called */
   int exit_req_code;
@@ -42,7 +46,7 @@ struct weft_worker_s {
 static void on_port_closed(weft_port_t *port, const weft_port_close_info_t *info) {
   (void)info;
   weft_worker_t *w = port->ext->internal_data;
-  w->port = NULL;
+  w->port_done = true;
 }
 
 static void online_task(weft__task_t *t) {
@@ -60,9 +64,36 @@ static void unlink_child(weft_worker_t *w) {
     w->next->prev = w->prev;
 }
 
+static void worker_free(weft_worker_t *w) {
+  weft__port_unhold(w->port); /* a saved weft_worker_port was valid until here */
+  uv_mutex_destroy(&w->lock);
+  weft__free(w);
+}
+
+/* After on_exit the handle waits, exited, for weft_worker_release or for its
+ * parent context to end. */
+static void keep_exited(weft_worker_t *w) {
+  weft_ctx_t *ctx = w->parent;
+  w->exited = true;
+  w->prev = NULL;
+  w->next = ctx->exited;
+  if (ctx->exited)
+    ctx->exited->prev = w;
+  ctx->exited = w;
+}
+
+static void unlink_exited(weft_worker_t *w) {
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    w->parent->exited = w->next;
+  if (w->next)
+    w->next->prev = w->prev;
+}
+
 static void exit_task(weft__task_t *t) {
   weft_worker_t *w = (weft_worker_t *)((char *)t - offsetof(weft_worker_t, exit_task));
-  if (w->port != NULL) {
+  if (!w->port_done) {
     /* Let the parent end deliver what the worker sent, then its close. */
     if (!(w->port->flags & WEFT__PORT_STARTED))
       weft_port_close(w->port);
@@ -77,8 +108,37 @@ static void exit_task(weft__task_t *t) {
   if (w->opts.on_exit)
     w->opts.on_exit(w, w->exit_code);
   weft_msg_free(w->data);
-  uv_mutex_destroy(&w->lock);
-  weft__free(w);
+  w->data = NULL;
+  uv_mutex_lock(&w->lock);
+  w->gone = true;
+  uv_mutex_unlock(&w->lock);
+  if (w->released)
+    worker_free(w);
+  else
+    keep_exited(w);
+}
+
+int weft_worker_release(weft_worker_t *w) {
+  if (w == NULL)
+    return WEFT_EINVAL;
+  if (w->parent != weft__ctx_tls())
+    return WEFT_EWRONGTHREAD;
+  if (!w->exited) {
+    w->released = true; /* freed once on_exit has returned */
+    return 0;
+  }
+  unlink_exited(w);
+  worker_free(w);
+  return 0;
+}
+
+/* ctx ends: the handles of its exited workers go. */
+static void release_exited(weft_ctx_t *ctx) {
+  while (ctx->exited != NULL) {
+    weft_worker_t *w = ctx->exited;
+    ctx->exited = w->next;
+    worker_free(w);
+  }
 }
 
 static int run_entry(weft_worker_t *w) {
@@ -184,6 +244,7 @@ int weft_worker_spawn(weft_ctx_t *ctx, const weft_worker_options_t *opts, weft_w
     goto fail_mutex;
   w->port = ports[0];
   w->child_port = ports[1];
+  weft__port_hold(ports[0]);
   err = setup_port(w, ports);
   if (err)
     goto fail_channel;
@@ -213,6 +274,7 @@ fail_channel:
   if (ports[0]->ext)
     ports[0]->ext->on_close_internal = NULL;
   weft_port_close(ports[0]);
+  weft__port_unhold(ports[0]);
 fail_mutex:
   uv_mutex_destroy(&w->lock);
 fail_free:
@@ -220,7 +282,9 @@ fail_free:
   return err;
 }
 
-weft_port_t *weft_worker_port(weft_worker_t *w) { return w ? w->port : NULL; }
+weft_port_t *weft_worker_port(weft_worker_t *w) {
+  return (w == NULL || w->port_done) ? NULL : w->port;
+}
 void *weft_worker_data(const weft_worker_t *w) { return w ? w->user : NULL; }
 
 void weft_worker_set_data(weft_worker_t *w, void *data) {
@@ -232,6 +296,10 @@ int weft_worker_terminate(weft_worker_t *w) {
   if (w == NULL)
     return WEFT_EINVAL;
   uv_mutex_lock(&w->lock);
+  if (w->gone) {
+    uv_mutex_unlock(&w->lock);
+    return WEFT_ECLOSED;
+  }
   w->terminate_req = true;
   if (w->wctx != NULL) {
     atomic_store_explicit(&w->wctx->stop, true, memory_order_relaxed);
@@ -242,10 +310,20 @@ int weft_worker_terminate(weft_worker_t *w) {
 }
 
 int weft_worker_exit(weft_ctx_t *ctx, int code) {
-  if (ctx == NULL || ctx->worker == NULL)
+  if (ctx == NULL)
     return WEFT_EINVAL;
   if (ctx != weft__ctx_tls())
     return WEFT_EWRONGTHREAD;
+  if (ctx->worker == NULL) {
+    /* A child process's entry: weft_runtime_child_entry returns with code. */
+    weft_runtime_t *rt = ctx->rt;
+    if (rt == NULL || ctx != rt->main || rt->child_entry == NULL)
+      return WEFT_EINVAL;
+    rt->exit_req = true;
+    rt->exit_code = code;
+    uv_stop(ctx->loop);
+    return 0;
+  }
   ctx->worker->exit_req = true;
   ctx->worker->exit_req_code = code;
   atomic_store_explicit(&ctx->stop, true, memory_order_relaxed);
@@ -254,8 +332,10 @@ int weft_worker_exit(weft_ctx_t *ctx, int code) {
 }
 
 void weft__ctx_reap_children(weft_ctx_t *ctx) {
-  if (ctx->children == NULL)
+  if (ctx->children == NULL) {
+    release_exited(ctx);
     return;
+  }
   for (weft_worker_t *w = ctx->children; w; w = w->next)
     weft_worker_terminate(w);
   /* Deliver the exit tasks even if this context was itself told to stop. */
@@ -264,4 +344,5 @@ void weft__ctx_reap_children(weft_ctx_t *ctx) {
     uv_run(ctx->loop, UV_RUN_ONCE);
   if (stop)
     atomic_store_explicit(&ctx->stop, true, memory_order_relaxed);
+  release_exited(ctx);
 }

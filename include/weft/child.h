@@ -94,7 +94,9 @@ WEFT_EXTERN int weft_child_spawn(weft_ctx_t *ctx, const weft_child_options_t *op
 /* weft_child_port: the parent's end of the channel (NULL without one). */
 WEFT_EXTERN weft_port_t *weft_child_port(weft_child_t *child);
 WEFT_EXTERN int weft_child_pid(const weft_child_t *child);
-/* weft_child_kill: send signum. Returns 0, UV_ESRCH (already exited), or a libuv code. */
+/* weft_child_kill, _close_stdin, _write: thread of the spawning context (else
+ * WEFT_EWRONGTHREAD).
+ * weft_child_kill: send signum. Returns 0, UV_ESRCH (already exited), or a libuv code. */
 WEFT_EXTERN int weft_child_kill(weft_child_t *child, int signum);
 /* weft_child_close_stdin: close the child's stdin pipe (EOF for the child). */
 WEFT_EXTERN int weft_child_close_stdin(weft_child_t *child);
@@ -142,8 +144,10 @@ WEFT_EXTERN weft_port_t *weft_runtime_parent_port(weft_runtime_t *rt);
 /* weft_runtime_child_entry: if this process was started by weft_child_spawn
  * with an entry_name, run that registered entry on the main context (data
  * NULL; the parent's opts.data arrives as the first message), then the loop
- * until nothing keeps it alive; *exit_code is the entry's return value (1 if
- * negative). Returns 0, WEFT_ENOENT (not started with an entry: carry on as
+ * until nothing keeps it alive, also when the runtime is attached to the
+ * caller's loop (opts.loop: that loop is run here, so call this outside
+ * uv_run); *exit_code is the entry's return value (1 if negative). In the
+ * entry, weft_ctx_parent_port(ctx) is the parent's channel (as in a worker). Returns 0, WEFT_ENOENT (not started with an entry: carry on as
  * the main program), or WEFT_ENOENTRY (the name is not registered). */
 WEFT_EXTERN int weft_runtime_child_entry(weft_runtime_t *rt, int *exit_code);
 

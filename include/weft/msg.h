@@ -29,7 +29,12 @@ extern "C" {
  * Returns 0 and sets *out, or WEFT_ENOMEM. */
 WEFT_EXTERN int weft_msg_new(weft_msg_t **out);
 
-/* weft_msg_free: frees msg and whatever its transfer list still holds. NULL ok. */
+/* weft_msg_free: frees msg and whatever its transfer list still holds. NULL ok.
+ * Checked mode (WEFT_CHECK=1 in the environment when weft_runtime_new runs;
+ * on by default in sanitizer builds, WEFT_CHECK=0 turns it off): a second
+ * free of msg aborts here with a message naming weft_msg_free and the double
+ * free; a freed message is poisoned, and posting it (or posting a message
+ * twice) returns WEFT_ETAKEN. */
 WEFT_EXTERN void weft_msg_free(weft_msg_t *msg);
 
 /* weft_msg_packer: a msgpack-c packer that appends to msg's own buffer. Pack

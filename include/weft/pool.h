@@ -83,8 +83,8 @@ typedef void (*weft_pool_done_cb)(weft_pool_t *pool, int err, weft_msg_t *result
 typedef void (*weft_pool_drain_cb)(weft_pool_t *pool);
 
 /* Called once, on the pool context, when the pool has closed: every task has
- * had its callback and every thread has exited. The pool is freed when it
- * returns. */
+ * had its callback and every thread has exited. The handle stays valid
+ * (closed) after it returns: see weft_pool_release. */
 typedef void (*weft_pool_close_cb)(weft_pool_t *pool);
 
 typedef struct {
@@ -153,13 +153,24 @@ WEFT_EXTERN int weft_pool_resize(weft_pool_t *pool, uint32_t size);
  * WEFT_ECANCELED; running tasks are flagged cancelled and complete with
  * WEFT_ECANCELED when their functions return (the pool waits for them: a
  * function that never returns keeps it open). Then the threads exit and cb
- * (may be NULL) is called; the pool is freed after it. Non-blocking. Pool
- * context. Returns 0, or WEFT_ECLOSED if already closing (cb is not called).
+ * (may be NULL) is called. Non-blocking. Pool context. Returns 0, or
+ * WEFT_ECLOSED if already closing (cb is not called).
+ * Handle lifetime: after cb the handle stays valid, closed (weft_pool_submit,
+ * _register, _resize and _close return WEFT_ECLOSED, _cancel WEFT_ENOENT),
+ * until weft_pool_release or until the pool context ends (weft_runtime_free
+ * for the main context), whichever comes first.
  * Close a pool, and let its callback run, before weft_runtime_free: that
  * terminates the threads of a pool still open (their tasks end with
  * WEFT_ETERMINATED, the pool stops starting threads) and the pool's memory
  * is not released. */
 WEFT_EXTERN int weft_pool_close(weft_pool_t *pool, weft_pool_close_cb cb);
+
+/* weft_pool_release: the caller is done with the handle. Pool context. A
+ * closed pool is freed now; an open one is closed (as weft_pool_close with
+ * no callback) and freed once closed; one closing is freed after its close
+ * callback. pool must not be used afterwards. Returns 0, WEFT_EINVAL,
+ * WEFT_EWRONGTHREAD. */
+WEFT_EXTERN int weft_pool_release(weft_pool_t *pool);
 
 /* Questions and user data. Pool context. */
 WEFT_EXTERN weft_ctx_t *weft_pool_ctx(const weft_pool_t *pool);

@@ -90,16 +90,22 @@ WEFT_EXTERN int weft_port_start(weft_port_t *port, weft_port_message_cb cb);
 WEFT_EXTERN int weft_port_stop(weft_port_t *port);
 
 /* weft_port_on_close / on_drain: set (or clear, with NULL) the callback.
- * Owner thread. Returns 0, WEFT_ENOMEM, WEFT_EINVAL. */
+ * Owner thread. Returns 0, WEFT_ENOMEM, WEFT_EINVAL, WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_port_on_close(weft_port_t *port, weft_port_close_cb cb);
 WEFT_EXTERN int weft_port_on_drain(weft_port_t *port, weft_port_drain_cb cb);
 
 /* weft_port_post: send msg to the peer. Any thread. On success msg is taken;
  * on failure the caller still owns msg and may retry.
- * Errors: WEFT_EAGAIN (peer's queue at its bounds; the drain callback of port
- * fires when it falls below half), WEFT_ECLOSED (channel closed), WEFT_ESELF
- * (msg carries port or its peer), WEFT_EMSGSIZE (bigger than the peer's byte
- * bound), WEFT_EINVAL (NULL), or the error kept in msg. Never blocks. */
+ * The bounds limit what waits, not one message: a message heavier than the
+ * byte bound passes when no counted bytes wait at the peer.
+ * Errors: WEFT_EAGAIN (a bound of the peer's queue: it holds hwm_msgs
+ * messages, or it holds counted bytes and msg's would take them past
+ * hwm_bytes; the drain callback of port fires when both are below half),
+ * WEFT_ECLOSED (channel closed), WEFT_ESELF (msg carries port or its peer),
+ * WEFT_ETRANSFER (msg carries what cannot cross to the peer's process),
+ * WEFT_ETAKEN (checked mode: msg was already posted or freed), WEFT_EINVAL
+ * (NULL), or the error kept in msg (WEFT_EMSGSIZE: the payload outgrew
+ * 4 GiB while it was built). Never blocks. */
 WEFT_EXTERN int weft_port_post(weft_port_t *port, weft_msg_t *msg);
 
 /* weft_port_receive: take the next message without a loop (like Node's
@@ -119,10 +125,11 @@ WEFT_EXTERN void weft_port_ref(weft_port_t *port);
 WEFT_EXTERN void weft_port_unref(weft_port_t *port);
 
 /* weft_port_set_hwm: bounds of this port's inbound queue; 0 keeps a value.
- * Owner thread. */
+ * Owner thread. Returns 0, WEFT_ENOMEM, WEFT_EINVAL, WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_port_set_hwm(weft_port_t *port, uint32_t msgs, size_t bytes);
 
-/* Questions and user data. Owner thread. */
+/* Questions and user data. Owner thread (weft_port_set_data from another
+ * thread is ignored). */
 WEFT_EXTERN void weft_port_set_data(weft_port_t *port, void *data);
 WEFT_EXTERN void *weft_port_data(const weft_port_t *port);
 WEFT_EXTERN weft_ctx_t *weft_port_ctx(const weft_port_t *port);

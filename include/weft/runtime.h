@@ -38,10 +38,11 @@ WEFT_EXTERN weft_ctx_t *weft_runtime_main(weft_runtime_t *rt);
 
 /* weft_runtime_run: runs the main loop (UV_RUN_DEFAULT) until nothing keeps it
  * alive. Blocks. Only for a runtime that owns its loop (else WEFT_EINVAL:
- * run your own loop). Returns 0 or a libuv code. */
+ * run your own loop). Returns 0, WEFT_EWRONGTHREAD, or a libuv code. */
 WEFT_EXTERN int weft_runtime_run(weft_runtime_t *rt);
 
-/* weft_runtime_free: terminates and joins any worker still running, closes
+/* weft_runtime_free: (WEFT_EWRONGTHREAD off the runtime's thread: nothing
+ * done) terminates and joins any worker still running, closes
  * every port still open on the main context (peers see the close), closes
  * weft's handles and runs the loop until their close callbacks ran, then frees
  * the runtime (and closes the loop if weft owns it). Blocks while workers stop.
@@ -66,7 +67,9 @@ WEFT_EXTERN weft_ctx_t *weft_ctx_current(void);
 WEFT_EXTERN uv_loop_t *weft_ctx_loop(const weft_ctx_t *ctx);
 WEFT_EXTERN weft_runtime_t *weft_ctx_runtime(const weft_ctx_t *ctx);
 
-/* weft_ctx_parent_port: in a worker, the port to its parent; else NULL. */
+/* weft_ctx_parent_port: in a worker, the port to its parent; in the main
+ * context of a child process, the channel to the parent process (as
+ * weft_runtime_parent_port); else NULL. */
 WEFT_EXTERN weft_port_t *weft_ctx_parent_port(const weft_ctx_t *ctx);
 
 /* weft_ctx_should_stop: true once the worker running ctx was asked to stop

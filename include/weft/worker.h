@@ -16,7 +16,14 @@
  *
  * Callbacks run on the parent's context, in this order: on_online (once the
  * entry is about to run), on_error (at most once), on_exit (exactly once, last).
- * After on_exit returns the worker handle is freed. */
+ *
+ * Handle lifetime: the worker handle, and the port weft_worker_port returned,
+ * stay valid after on_exit until the parent releases the handle with
+ * weft_worker_release (in on_exit or later), or until the parent's context
+ * ends (weft_runtime_free for the main context), whichever comes first. In
+ * between, a saved port is closed (weft_port_post returns WEFT_ECLOSED),
+ * weft_worker_port returns NULL and weft_worker_terminate WEFT_ECLOSED. A
+ * program that starts many workers over time releases each one. */
 #ifndef WEFT_WORKER_H
 #define WEFT_WORKER_H
 
@@ -48,21 +55,34 @@ typedef struct {
 
 /* weft_worker_spawn: starts a worker. Thread of ctx (the parent). All or
  * nothing: on failure no thread runs, no callback is called, and opts->data is
- * still the caller's. Returns 0 and sets *out (valid until on_exit returns),
+ * still the caller's. Returns 0 and sets *out (valid until released: see
+ * weft_worker_release),
  * WEFT_ENOENTRY, WEFT_EINVAL, WEFT_ENOMEM, or a libuv code. */
 WEFT_EXTERN int weft_worker_spawn(weft_ctx_t *ctx, const weft_worker_options_t *opts,
                                   weft_worker_t **out);
 
-/* weft_worker_port: the parent's end of the worker's channel. Parent thread.
- * It is started with opts.on_message (if given) and closes when the worker exits. */
+/* weft_worker_port: the parent's end of the worker's channel, or NULL once it
+ * has closed. Parent thread. It is started with opts.on_message (if given) and
+ * closes when the worker exits. The pointer stays valid (closed: posts return
+ * WEFT_ECLOSED) until the worker handle is released. */
 WEFT_EXTERN weft_port_t *weft_worker_port(weft_worker_t *w);
 
+/* weft_worker_release: the parent is done with handle w. Parent thread. Called
+ * before on_exit (or inside it), w is freed once on_exit has returned; called
+ * after, w is freed now. Either way neither w nor its port may be used once
+ * on_exit has returned. Returns 0, WEFT_EINVAL, WEFT_EWRONGTHREAD. */
+WEFT_EXTERN int weft_worker_release(weft_worker_t *w);
+
 /* weft_worker_terminate: ask the worker to stop at the next callback boundary.
- * Any thread; non-blocking; idempotent. on_exit follows with code 1. */
+ * Any thread; non-blocking; idempotent. on_exit follows with code 1. Returns
+ * 0, WEFT_EINVAL, or WEFT_ECLOSED once on_exit has returned. */
 WEFT_EXTERN int weft_worker_terminate(weft_worker_t *w);
 
 /* weft_worker_exit: in the worker (its own thread), stop the loop at the next
- * callback boundary and exit with code. */
+ * callback boundary and exit with code. In the main context of a child
+ * process running its entry, it stops the loop the same way and
+ * weft_runtime_child_entry returns with *exit_code = code (worker code runs
+ * unchanged in a child). Returns 0, WEFT_EINVAL (neither), WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_worker_exit(weft_ctx_t *ctx, int code);
 
 WEFT_EXTERN void *weft_worker_data(const weft_worker_t *w);
