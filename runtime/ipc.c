@@ -565,15 +565,14 @@ void weft__ipc_fail(weft__ipc_t *ipc, int reason) {
   ipc->close_reason = reason;
   pend_discard(ipc);
   if (ipc->b != NULL) {
-    /* With credits, an orderly close took everything we wrote, unless bytes
-     * were still queued (they go with the socket) or the peer hung up on
-     * them. Without (node), what was not written whole or acknowledged was
-     * not delivered, whatever the close. */
+    /* What the peer never took was not delivered, whatever the close: with
+     * credits, a peer credits everything its program consumed before its
+     * CLOSE (on the same stream), so what is not credited then was never
+     * consumed; without (node), what was not written whole or acknowledged. */
     uint32_t unacked = (uint32_t)(ipc->sent_msgs - ipc->acked_msgs);
-    bool lost = ipc->output_lost || ipc->out_head != NULL || ipc->codec->acked_when_written;
     if (reason == 0 && ipc->output_lost && unacked > 0)
       reason = WEFT_EPEERDIED; /* it hung up before taking what we sent */
-    weft__port_close_with(ipc->b, reason, reason || lost ? unacked : 0);
+    weft__port_close_with(ipc->b, reason, unacked);
   }
   close_socket(ipc);
 }

@@ -268,8 +268,11 @@ static void give_credit(weft__ipc_t *ipc) {
     return;
   weft_port_t *a = weft__port_peer(ipc->b);
   for (int round = 0; round < 2; round++) {
+    /* What A dropped when its program closed it was not consumed: it stays
+     * uncredited, so the peer counts it undelivered. */
+    uint64_t dropped = atomic_load_explicit(&a->discarded, memory_order_relaxed);
     uint64_t outstanding = ipc->posted_msgs - ipc->credited_msgs;
-    uint64_t waiting = weft_port_pending(a);
+    uint64_t waiting = weft_port_pending(a) + dropped;
     uint64_t consumed = outstanding > waiting ? outstanding - waiting : 0;
     if (consumed > 0) {
       uint64_t bytes = 0;
