@@ -261,7 +261,7 @@ static weft_msg_t *pend_pop(weft__ipc_t *ipc);
  * closes with reason, so the close follows the last message received. Not
  * waiting for room matters: a program whose own output waits (for a drain,
  * or for Node's ACK) would otherwise never take input again. */
-static void fail_after_input(weft__ipc_t *ipc, int reason) {
+static void input_over(weft__ipc_t *ipc) {
   weft_msg_t *m;
   ipc->input_over = true;
   while (ipc->b != NULL && (m = pend_pop(ipc)) != NULL)
@@ -269,6 +269,10 @@ static void fail_after_input(weft__ipc_t *ipc, int reason) {
       ipc->ctx->undeliverable++;
       weft_msg_free(m);
     }
+}
+
+static void fail_after_input(weft__ipc_t *ipc, int reason) {
+  input_over(ipc);
   weft__ipc_fail(ipc, reason);
 }
 
@@ -306,8 +310,13 @@ static void on_hangup(weft__ipc_t *ipc) {
     weft__ipc_fail(ipc, WEFT_EPEERDIED);
     return;
   }
-  ipc->input_over = true;
+  input_over(ipc); /* what waits goes first: order holds */
   ipc->read_paused = false;
+  int err = ipc->codec->parse(ipc); /* then what a pause left unparsed */
+  if (err) {
+    fail_after_input(ipc, err);
+    return;
+  }
   for (int round = 0; round < 64 && !ipc->closed; round++)
     on_readable(ipc);
   if (!ipc->closed)

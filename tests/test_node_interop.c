@@ -1060,17 +1060,30 @@ static void stop_reading_while_output_blocked(void **state) {
 
 /* ---- end of input behind waiting messages ------------------------------------- */
 
+static int leave_sock_rc;
+
 static void on_leave_message(weft_port_t *p, weft_msg_t *m) {
   uint64_t seq;
   CHECK_RC(weft_msg_get_u64(m, "seq", &seq), 0);
   CHECK(seq == S.next);
   S.next = seq + 1;
   if (seq == 0) {
-    /* a socket: the reader reads on for its ACK, which never comes */
+    /* a socket: the reader reads on for its ACK, which never comes. If Node
+     * hung up before we started reading, the channel has ended already (a
+     * paused reader still sees the hang-up) and the post says so. */
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
     close(sv[0]);
-    post_tag(p, "sock", 1, sv[1]);
+    weft_msg_t *sock = NULL;
+    CHECK_RC(weft_msg_new(&sock), 0);
+    weft_msg_put_map(sock, 2);
+    weft_msg_put_str(sock, "tag", "sock");
+    weft_msg_put_u64(sock, "seq", 1);
+    CHECK_RC(weft_msg_add_socket(sock, sv[1]), 0);
+    leave_sock_rc = weft_port_post(p, sock);
+    CHECK(leave_sock_rc == 0 || leave_sock_rc == WEFT_ECLOSED);
+    if (leave_sock_rc)
+      weft_msg_free(sock);
   }
   weft_msg_free(m);
 }
@@ -1093,6 +1106,7 @@ static void eof_behind_waiting_messages(void **state) {
   (void)state;
   REQUIRE_NODE();
   reset_seen();
+  leave_sock_rc = 0;
   weft_runtime_t *rt = new_runtime(PAUSED_QUEUE);
   char count[16];
   snprintf(count, sizeof(count), "%d", PAUSED_BURST);
@@ -1108,7 +1122,7 @@ static void eof_behind_waiting_messages(void **state) {
   assert_int_equal(S.closes, 1);
   if (S.close_reason != WEFT_EPEERDIED)
     assert_int_equal(S.close_reason, WEFT_ECLOSED);
-  assert_int_equal(S.close_undelivered, 1);
+  assert_int_equal(S.close_undelivered, leave_sock_rc == 0 ? 1 : 0);
   assert_int_equal(S.exit_status, 0);
 }
 
