@@ -45,7 +45,7 @@
 #include "weft_impl.h"
 
 /* Nesting limit for the converted value (see above). */
-#define WEFT__NODEJSON_MAX_DEPTH 64
+#define WEFT__NODEJSON_MAX_DEPTH 8192
 
 /* Default maximum line length for weft__linebuf_init(lb, 0). Node has no
  * limit of its own; a Buffer of n bytes takes up to 4n + 30 bytes of JSON. */
