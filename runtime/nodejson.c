@@ -3,21 +3,20 @@
  *
  * Three independent parts. The line buffer stores raw bytes and cuts them at
  * '\n'; it checks line lengths on the bytes being fed, before it grows, so a
- * peer that never sends '\n' costs at most max bytes. The decoder parses a
- * line with jansson (strict: one value, valid UTF-8, no trailing bytes) and
- * packs the tree into a new message with msgpack-c's packer; the encoder walks
- * a payload with the bounds-checked weft cursor (msgread.h) into a jansson
- * tree and dumps it compact. Both directions apply the same value mapping and
- * the same nesting limit (counted on the msgpack shape), so decode followed by
- * encode followed by decode gives the same payload back. Recursion depth is
- * bounded by WEFT__NODEJSON_MAX_DEPTH (jansson's own parser stops at 2048).
+ * peer that never sends '\n' costs at most max bytes. The decoder is a strict
+ * JSON parser that writes msgpack as it goes, with an explicit stack of open
+ * containers (no recursion: a line's nesting costs heap bounded by the limit,
+ * never C stack); the encoder walks a payload with the bounds-checked weft
+ * cursor (msgread.h) and writes JSON as it goes, also with an explicit stack.
+ * Both directions apply the same value mapping and the same nesting limit
+ * (counted on the msgpack shape), so decode followed by encode followed by
+ * decode gives the same payload back.
  *
- * Invariant of every line produced here: compact JSON from jansson's dumper
- * (which escapes every control character in strings), one '\n' at the end and
- * none inside; never empty.
+ * Invariant of every line produced here: compact JSON (every control
+ * character in strings escaped), one '\n' at the end and none inside; never
+ * empty.
  *
- * Threads: no shared state; jansson keeps none either beyond its hash seed,
- * which it initialises once with atomics. */
+ * Threads: no shared state. */
 #include <inttypes.h>
 #include <locale.h>
 #include <math.h>
