@@ -662,6 +662,8 @@ static int dedup_rewrite(dec_t *d, size_t *k, size_t n, uint32_t *left) {
 
 static int dedup(dec_t *d, frame_t *f) {
   size_t n = d->nkeys - f->keys;
+  if (n < 2)
+    return 0; /* d->keys may still be NULL */
   size_t *k = d->keys + f->keys;
   bool dup = false;
   for (size_t i = 0; i < n && !dup && n <= 16; i++)
@@ -670,7 +672,7 @@ static int dedup(dec_t *d, frame_t *f) {
       const uint8_t *ki = entry_key(d, k, i, &li), *kj = entry_key(d, k, j, &lj);
       dup = li == lj && memcmp(ki, kj, li) == 0;
     }
-  if (n < 2 || (n <= 16 && !dup))
+  if (n <= 16 && !dup)
     return 0;
   int rc = dedup_rewrite(d, k, n, &f->n);
   if (rc == 0)
@@ -685,9 +687,9 @@ static bool key_is(const uint8_t *k, uint32_t n, const char *lit) {
 /* Node's Buffer.toJSON() form, {"type":"Buffer","data":[0..255,...]} in
  * either order and nothing else, becomes a bin in place. */
 static bool buffer_form(dec_t *d, const frame_t *f) {
-  const size_t *k = d->keys + f->keys;
   if (f->n != 2 || d->nkeys - f->keys != 2)
     return false;
+  const size_t *k = d->keys + f->keys;
   size_t ds = 0, de = 0;
   bool type_ok = false;
   for (size_t i = 0; i < 2; i++) {

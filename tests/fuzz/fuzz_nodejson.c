@@ -154,9 +154,17 @@ static void run_msgpack(const uint8_t *data, size_t size) {
     size_t plen, n2;
     const void *p = weft_msg_payload(in.msg, &plen);
     char *out2 = NULL;
+    /* The same line, unless x had duplicate keys (written as they are, then
+     * merged by the decoder as JSON.parse merges them): then the merged
+     * payload must come back unchanged. */
     if (weft__nodejson_encode(p, plen, NULL, &out2, &n2) == 0 &&
-        (n2 != n || memcmp(out2, out, n) != 0))
-      broken("encode(decode(encode(x))) differs from encode(x)");
+        (n2 != n || memcmp(out2, out, n) != 0)) {
+      weft__nodejson_in_t again;
+      int rc2 = weft__nodejson_decode(out2, n2 - 1, &again);
+      if (rc2 != WEFT_ENOMEM && (rc2 != 0 || !same_payload(again.msg, in.msg)))
+        broken("encode(decode(encode(x))) does not decode to decode(encode(x))");
+      weft__nodejson_in_fini(&again);
+    }
     weft__free(out2);
   }
   weft__nodejson_in_fini(&in);
