@@ -12,7 +12,8 @@
  * B is held while more than 128 KiB wait to be written.
  *
  * Receiving: lines are reassembled (any split), decoded strictly, and user
- * values posted on B. When A is full the reader stops (Node has no credits;
+ * values posted on B. A line that cannot become a message is dropped alone
+ * and reported on A (see on_dropped); the channel carries on. When A is full the reader stops (Node has no credits;
  * its own writes wait in its socket buffer), except while a handle we sent
  * awaits its ACK: that ACK may come behind messages A has no room for, and
  * a program that takes no input until its output moves would wait forever.
@@ -40,6 +41,7 @@ typedef struct {
   size_t line_len;
   int nacks;
   bool held_for_output;
+  uint64_t fed_end;      /* stream offset just past the bytes fed to lines */
 } node_t;
 
 static node_t *state(weft__ipc_t *ipc) { return ipc->node; }
@@ -202,6 +204,41 @@ static int on_line(weft__ipc_t *ipc, weft__nodejson_in_t *in) {
   }
 }
 
+/* A line that cannot become a message (WEFT_EUNREPRESENTABLE: valid JSON
+ * weft cannot carry; WEFT_EPROTO: not JSON) is dropped alone: lines delimit
+ * themselves, so the next one parses as if it had never come. A user message
+ * lost this way is reported on A (weft_port_on_error). A NODE_HANDLE whose
+ * msg cannot be carried still gets its ACK (Node holds every later message
+ * until then) and its fd is closed; the fds that came with a malformed line's
+ * bytes are closed, so no later NODE_HANDLE takes one of them. */
+static void on_dropped(weft__ipc_t *ipc, weft__nodejson_in_t *in, int why, uint64_t line_end) {
+  int fd;
+  switch (in->kind) {
+  case WEFT__NODEJSON_NODE_HANDLE_ACK:
+  case WEFT__NODEJSON_NODE_HANDLE_NACK:
+    on_ack(ipc, in->kind == WEFT__NODEJSON_NODE_HANDLE_ACK);
+    return; /* only an extra member was too deep */
+  case WEFT__NODEJSON_NODE_OTHER:
+    (void)on_line(ipc, in); /* answered as usual; no user message lost */
+    return;
+  case WEFT__NODEJSON_NODE_HANDLE:
+    fd = weft__ipc_take_fd(ipc, UINT64_MAX);
+    if (fd < 0) {
+      reply(ipc, "NODE_HANDLE_NACK", NULL, -1);
+      return; /* Node sends it again (and gives up after 3) */
+    }
+    close(fd);
+    reply(ipc, "NODE_HANDLE_ACK", NULL, -1);
+    break;
+  default:
+    for (unsigned k = weft__ipc_stray_fds(ipc, line_end); k > 0; k--)
+      if ((fd = weft__ipc_take_fd(ipc, UINT64_MAX)) >= 0)
+        close(fd);
+    break;
+  }
+  weft__port_report_drop(weft__port_peer(ipc->b), why);
+}
+
 static int parse(weft__ipc_t *ipc) {
   node_t *n = state(ipc);
   if (n == NULL)
@@ -212,6 +249,7 @@ static int parse(weft__ipc_t *ipc) {
     if (err)
       return err;
     ipc->in_off = ipc->in_len;
+    n->fed_end = ipc->in_pos + ipc->in_len;
   }
   while (!ipc->read_paused && !ipc->closed) {
     const char *line;
@@ -221,6 +259,11 @@ static int parse(weft__ipc_t *ipc) {
       return r;
     weft__nodejson_in_t in;
     int err = weft__nodejson_decode(line, len, &in);
+    if (err == WEFT_EUNREPRESENTABLE || err == WEFT_EPROTO) {
+      on_dropped(ipc, &in, err, n->fed_end - (n->lines.len - n->lines.start));
+      weft__nodejson_in_fini(&in);
+      continue;
+    }
     if (err)
       return err;
     err = on_line(ipc, &in);

@@ -3,23 +3,25 @@
  *
  * Three independent parts. The line buffer stores raw bytes and cuts them at
  * '\n'; it checks line lengths on the bytes being fed, before it grows, so a
- * peer that never sends '\n' costs at most max bytes. The decoder parses a
- * line with jansson (strict: one value, valid UTF-8, no trailing bytes) and
- * packs the tree into a new message with msgpack-c's packer; the encoder walks
- * a payload with the bounds-checked weft cursor (msgread.h) into a jansson
- * tree and dumps it compact. Both directions apply the same value mapping and
- * the same nesting limit (counted on the msgpack shape), so decode followed by
- * encode followed by decode gives the same payload back. Recursion depth is
- * bounded by WEFT__NODEJSON_MAX_DEPTH (jansson's own parser stops at 2048).
+ * peer that never sends '\n' costs at most max bytes. The decoder is a strict
+ * JSON parser that writes msgpack as it goes, with an explicit stack of open
+ * containers (no recursion: a line's nesting costs heap bounded by the limit,
+ * never C stack); the encoder walks a payload with the bounds-checked weft
+ * cursor (msgread.h) and writes JSON as it goes, also with an explicit stack.
+ * Both directions apply the same value mapping and the same nesting limit
+ * (counted on the msgpack shape), so decode followed by encode followed by
+ * decode gives the same payload back.
  *
- * Invariant of every line produced here: compact JSON from jansson's dumper
- * (which escapes every control character in strings), one '\n' at the end and
- * none inside; never empty.
+ * Invariant of every line produced here: compact JSON (every control
+ * character in strings escaped), one '\n' at the end and none inside; never
+ * empty.
  *
- * Threads: no shared state; jansson keeps none either beyond its hash seed,
- * which it initialises once with atomics. */
-#include <jansson.h>
+ * Threads: no shared state. */
+#include <inttypes.h>
+#include <locale.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "msgread.h"
@@ -34,36 +36,57 @@
 
 /* ---- shared helpers --------------------------------------------------------- */
 
+/* The length of the UTF-8 character at s (n bytes left), or 0 if it is not
+ * well-formed (overlong, above U+10FFFF, truncated). With wtf8, the encoded
+ * surrogates U+D800..U+DFFF (ED A0..BF xx) are accepted too. */
+static size_t utf8_char(const uint8_t *s, size_t n, bool wtf8) {
+  uint8_t b = s[0];
+  size_t more;
+  uint8_t lo = 0x80, hi = 0xBF;
+  if (b < 0x80) {
+    return 1;
+  } else if (b >= 0xC2 && b <= 0xDF) {
+    more = 1;
+  } else if (b >= 0xE0 && b <= 0xEF) {
+    more = 2;
+    lo = b == 0xE0 ? 0xA0 : 0x80;
+    hi = b == 0xED && !wtf8 ? 0x9F : 0xBF;
+  } else if (b >= 0xF0 && b <= 0xF4) {
+    more = 3;
+    lo = b == 0xF0 ? 0x90 : 0x80;
+    hi = b == 0xF4 ? 0x8F : 0xBF;
+  } else {
+    return 0;
+  }
+  if (n - 1 < more || s[1] < lo || s[1] > hi)
+    return 0;
+  for (size_t k = 2; k <= more; k++)
+    if ((s[k] & 0xC0) != 0x80)
+      return 0;
+  return more + 1;
+}
+
 /* True if s[0, n) is well-formed UTF-8 (no overlong forms, no surrogates,
- * nothing above U+10FFFF): the same rule jansson applies when it parses. */
+ * nothing above U+10FFFF). */
 static bool utf8_valid(const uint8_t *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    uint8_t b = s[i];
-    size_t more;
-    uint8_t lo = 0x80, hi = 0xBF;
-    if (b < 0x80) {
-      i++;
-      continue;
-    } else if (b >= 0xC2 && b <= 0xDF) {
-      more = 1;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      more = 2;
-      lo = b == 0xE0 ? 0xA0 : 0x80;
-      hi = b == 0xED ? 0x9F : 0xBF;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      more = 3;
-      lo = b == 0xF0 ? 0x90 : 0x80;
-      hi = b == 0xF4 ? 0x8F : 0xBF;
-    } else {
+  for (size_t i = 0, k; i < n; i += k)
+    if ((k = utf8_char(s + i, n - i, false)) == 0)
       return false;
-    }
-    if (n - i - 1 < more || s[i + 1] < lo || s[i + 1] > hi)
+  return true;
+}
+
+/* True if s[0, n) is WTF-8 (nodejson.h): UTF-8 in which lone surrogates may
+ * appear as 3-byte sequences, but never a lead surrogate directly followed by
+ * a trail one (that pair has its own 4-byte form). */
+static bool wtf8_valid(const uint8_t *s, size_t n) {
+  bool after_lead = false;
+  for (size_t i = 0, k; i < n; i += k) {
+    if ((k = utf8_char(s + i, n - i, true)) == 0)
       return false;
-    for (size_t k = 2; k <= more; k++)
-      if ((s[i + k] & 0xC0) != 0x80)
-        return false;
-    i += more + 1;
+    bool sur = k == 3 && s[i] == 0xED && s[i + 1] >= 0xA0;
+    if (sur && after_lead && s[i + 1] >= 0xB0)
+      return false;
+    after_lead = sur && s[i + 1] < 0xB0;
   }
   return true;
 }
@@ -195,181 +218,701 @@ bool weft__linebuf_rest(weft__linebuf_t *lb, const char **rest, size_t *len) {
   return true;
 }
 
-/* ---- decoding: jansson tree -> msgpack ------------------------------------- */
+/* ---- decoding: JSON line -> msgpack ------------------------------------------ */
+
+/* The decoder writes msgpack as it parses. Every container and str gets a
+ * 5-byte header (array32, map32, str32) patched when it ends; numbers, nil,
+ * bools and bins are written in their final form. An object is reworked in
+ * place when it ends (duplicate keys, Buffer form); the whole buffer is then
+ * compacted to shortest headers in one flat pass. */
+#define MP_ARRAY32 0xdd
+#define MP_MAP32 0xdf
+#define MP_STR32 0xdb
+#define HDR 5 /* a placeholder header */
 
 typedef struct {
-  weft_msg_t *msg;
-  msgpack_packer *pk;
-  bool ints_as_reals; /* the line was parsed with JSON_DECODE_INT_AS_REAL */
-} conv_t;
+  size_t hdr;      /* offset of the container's header */
+  size_t keys;     /* object: index in dec_t.keys of its first entry */
+  uint32_t n;      /* elements (array) or entries (object) so far */
+  bool obj;
+  bool deep_child; /* object: holds an array past the limit (fine if a Buffer) */
+} frame_t;
 
-static int pack_value(const conv_t *cv, const json_t *v, unsigned depth);
+typedef struct {
+  const uint8_t *s, *end; /* input not yet parsed */
+  uint8_t *out;           /* weft__malloc'd msgpack */
+  size_t len, cap;
+  frame_t *fr;            /* open containers, innermost last */
+  size_t depth, fr_cap;
+  size_t *keys;           /* offsets of the entry keys of the open objects */
+  size_t nkeys, keys_cap;
+  bool too_deep;          /* a container past the limit was skipped */
+} dec_t;
 
-/* A packer call's result as a weft code (the message keeps the cause). */
-static int packed(const conv_t *cv, int rc) {
-  if (rc == 0)
+static uint32_t rd32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void wr32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+
+/* Grows *p (an array of *cap items of size sz) to hold need items. */
+static int grow(void **p, size_t *cap, size_t need, size_t sz) {
+  if (need <= *cap)
     return 0;
-  int err = weft_msg_error(cv->msg);
-  return err != 0 ? err : WEFT_ENOMEM;
+  size_t c = *cap < 16 ? 16 : *cap;
+  while (c < need)
+    c *= 2;
+  if (c > SIZE_MAX / sz)
+    return WEFT_ENOMEM;
+  void *np = weft__realloc(*p, c * sz);
+  if (np == NULL)
+    return WEFT_ENOMEM;
+  *p = np;
+  *cap = c;
+  return 0;
 }
 
-/* True and *out set if v is an integer of the line (see nodejson.h: in a line
- * parsed as doubles, an integral double in int64 range). */
-static bool json_as_int(const conv_t *cv, const json_t *v, int64_t *out) {
-  if (json_is_integer(v)) {
-    *out = (int64_t)json_integer_value(v);
-    return true;
+static int put(dec_t *d, const void *b, size_t n) {
+  if (n > (size_t)UINT32_MAX - d->len)
+    return WEFT_EMSGSIZE; /* a payload is at most 4 GiB */
+  void *p = d->out;
+  int rc = grow(&p, &d->cap, d->len + n, 1);
+  d->out = p;
+  if (rc != 0)
+    return rc;
+  memcpy(d->out + d->len, b, n);
+  d->len += n;
+  return 0;
+}
+
+static int put1(dec_t *d, uint8_t b) { return put(d, &b, 1); }
+
+static int put_be(dec_t *d, uint8_t tag, uint64_t v, unsigned bytes) {
+  uint8_t b[9];
+  b[0] = tag;
+  for (unsigned i = 0; i < bytes; i++)
+    b[1 + i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+  return put(d, b, 1 + bytes);
+}
+
+/* v in msgpack's shortest form (msgpack_pack_int64's choice). */
+static int put_int(dec_t *d, int64_t v) {
+  if (v >= 0) {
+    uint64_t u = (uint64_t)v;
+    if (u < 128)
+      return put1(d, (uint8_t)u);
+    if (u < 256)
+      return put_be(d, 0xcc, u, 1);
+    if (u < 65536)
+      return put_be(d, 0xcd, u, 2);
+    return u <= UINT32_MAX ? put_be(d, 0xce, u, 4) : put_be(d, 0xcf, u, 8);
   }
-  if (!cv->ints_as_reals || !json_is_real(v))
-    return false;
-  double d = json_real_value(v);
-  if (!(d >= -0x1p63 && d < 0x1p63) || (double)(int64_t)d != d)
-    return false;
-  *out = (int64_t)d;
-  return true;
+  if (v >= -32)
+    return put1(d, (uint8_t)(int8_t)v);
+  if (v >= INT8_MIN)
+    return put_be(d, 0xd0, (uint64_t)v, 1);
+  if (v >= INT16_MIN)
+    return put_be(d, 0xd1, (uint64_t)v, 2);
+  return v >= INT32_MIN ? put_be(d, 0xd2, (uint64_t)v, 4) : put_be(d, 0xd3, (uint64_t)v, 8);
 }
 
-/* Node's Buffer.toJSON(): {"type":"Buffer","data":[bytes]} and nothing else. */
-static bool is_buffer_form(const conv_t *cv, const json_t *obj) {
-  if (json_object_size(obj) != 2)
-    return false;
-  const json_t *type = json_object_get(obj, "type");
-  const json_t *data = json_object_get(obj, "data");
-  if (!json_is_string(type) || !json_is_array(data) ||
-      !str_is(json_string_value(type), json_string_length(type), "Buffer"))
-    return false;
-  size_t i;
-  const json_t *e;
-  json_array_foreach(data, i, e) {
-    int64_t b;
-    if (!json_as_int(cv, e, &b) || b < 0 || b > 255)
+static int put_f64(dec_t *d, double f) {
+  uint64_t u;
+  memcpy(&u, &f, sizeof(u));
+  return put_be(d, 0xcb, u, 8);
+}
+
+static bool is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+
+static void skip_ws(dec_t *d) {
+  while (d->s < d->end && (*d->s == ' ' || *d->s == '\t' || *d->s == '\n' || *d->s == '\r'))
+    d->s++;
+}
+
+/* strtod on n bytes of JSON number, whatever the C locale's decimal point. */
+static int to_double(const uint8_t *p, size_t n, double *out) {
+  char small[64];
+  char *b = n < sizeof(small) ? small : weft__malloc(n + 1);
+  if (b == NULL)
+    return WEFT_ENOMEM;
+  memcpy(b, p, n);
+  b[n] = '\0';
+  const char *point = localeconv()->decimal_point;
+  char *dot = memchr(b, '.', n);
+  if (dot != NULL && point[0] != '\0' && point[0] != '.')
+    *dot = point[0];
+  *out = strtod(b, NULL);
+  if (b != small)
+    weft__free(b);
+  return 0;
+}
+
+/* An integer token in int64 range (JSON grammar already checked). */
+static bool to_int(const uint8_t *p, const uint8_t *end, int64_t *out) {
+  bool neg = *p == '-';
+  uint64_t mag = 0, lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+  for (p += neg; p < end; p++) {
+    unsigned dgt = (unsigned)(*p - '0');
+    if (mag > (lim - dgt) / 10)
       return false;
+    mag = mag * 10 + dgt;
   }
+  *out = neg ? (mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag) : (int64_t)mag;
   return true;
 }
 
-static int pack_bin(const conv_t *cv, const json_t *data) {
-  size_t n = json_array_size(data);
-  if (n > UINT32_MAX)
-    return WEFT_EMSGSIZE;
-  int rc = packed(cv, msgpack_pack_bin(cv->pk, n));
-  char chunk[512];
-  size_t used = 0;
-  for (size_t i = 0; i < n && rc == 0; i++) {
-    int64_t b = 0;
-    (void)json_as_int(cv, json_array_get(data, i), &b); /* checked by is_buffer_form */
-    chunk[used++] = (char)(uint8_t)b;
-    if (used == sizeof(chunk) || i + 1 == n) {
-      rc = packed(cv, msgpack_pack_bin_body(cv->pk, chunk, used));
-      used = 0;
+/* A number: an int if it is written as an integer in int64 range, else a
+ * float64; one that overflows a double is refused (JSON.stringify never
+ * writes one). */
+static int parse_number(dec_t *d) {
+  const uint8_t *p = d->s, *start = d->s, *end = d->end;
+  bool real = false;
+  if (p < end && *p == '-')
+    p++;
+  if (p >= end || !is_digit(*p))
+    return WEFT_EPROTO;
+  if (*p++ != '0')
+    while (p < end && is_digit(*p))
+      p++;
+  if (p < end && *p == '.') {
+    if (++p >= end || !is_digit(*p))
+      return WEFT_EPROTO;
+    while (p < end && is_digit(*p))
+      p++;
+    real = true;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    if (++p < end && (*p == '+' || *p == '-'))
+      p++;
+    if (p >= end || !is_digit(*p))
+      return WEFT_EPROTO;
+    while (p < end && is_digit(*p))
+      p++;
+    real = true;
+  }
+  d->s = p;
+  int64_t i;
+  if (!real && to_int(start, p, &i))
+    return put_int(d, i);
+  double f;
+  int rc = to_double(start, (size_t)(p - start), &f);
+  if (rc != 0)
+    return rc;
+  return isfinite(f) ? put_f64(d, f) : WEFT_EPROTO;
+}
+
+static int hex4(const uint8_t *p, const uint8_t *end, unsigned *out) {
+  if (end - p < 4)
+    return WEFT_EPROTO;
+  unsigned v = 0;
+  for (int i = 0; i < 4; i++) {
+    uint8_t c = p[i];
+    unsigned h = is_digit(c) ? (unsigned)(c - '0')
+                 : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (unsigned)((c | 0x20) - 'a' + 10)
+                                                         : 16u;
+    if (h == 16)
+      return WEFT_EPROTO;
+    v = v << 4 | h;
+  }
+  *out = v;
+  return 0;
+}
+
+/* cp as UTF-8; a surrogate (lone: a pair was joined before) as its 3-byte
+ * WTF-8 form. */
+static int put_cp(dec_t *d, unsigned cp) {
+  uint8_t b[4];
+  size_t n;
+  if (cp < 0x80) {
+    b[0] = (uint8_t)cp;
+    n = 1;
+  } else if (cp < 0x800) {
+    b[0] = (uint8_t)(0xC0 | cp >> 6);
+    b[1] = (uint8_t)(0x80 | (cp & 0x3F));
+    n = 2;
+  } else if (cp < 0x10000) {
+    b[0] = (uint8_t)(0xE0 | cp >> 12);
+    b[1] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+    b[2] = (uint8_t)(0x80 | (cp & 0x3F));
+    n = 3;
+  } else {
+    b[0] = (uint8_t)(0xF0 | cp >> 18);
+    b[1] = (uint8_t)(0x80 | (cp >> 12 & 0x3F));
+    b[2] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+    b[3] = (uint8_t)(0x80 | (cp & 0x3F));
+    n = 4;
+  }
+  return put(d, b, n);
+}
+
+/* One escape at p (the byte after '\\'); moves *pp past it. */
+static int parse_escape(dec_t *d, const uint8_t **pp) {
+  const uint8_t *p = *pp;
+  static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+  const char *e = p < d->end && *p != '\0' ? strchr(from, *p) : NULL;
+  if (e != NULL) {
+    *pp = p + 1;
+    return put1(d, (uint8_t)to[e - from]);
+  }
+  unsigned cp, lo;
+  if (p >= d->end || *p != 'u' || hex4(p + 1, d->end, &cp) != 0)
+    return WEFT_EPROTO;
+  p += 5;
+  if (cp >= 0xD800 && cp <= 0xDBFF && d->end - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
+      hex4(p + 2, d->end, &lo) == 0 && lo >= 0xDC00 && lo <= 0xDFFF) {
+    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+    p += 6;
+  }
+  *pp = p;
+  return put_cp(d, cp);
+}
+
+/* A string at d->s (its '"'): a str32 placeholder header, then the bytes. */
+static int parse_string(dec_t *d) {
+  const uint8_t *p = d->s + 1, *run = p;
+  size_t hdr = d->len;
+  uint8_t h[HDR] = {MP_STR32};
+  int rc = put(d, h, HDR);
+  while (rc == 0) {
+    if (p >= d->end)
+      return WEFT_EPROTO;
+    uint8_t c = *p;
+    if (c == '"' || c == '\\') {
+      rc = put(d, run, (size_t)(p - run));
+      if (c == '"') {
+        p++;
+        break;
+      }
+      p++;
+      if (rc == 0)
+        rc = parse_escape(d, &p);
+      run = p;
+    } else if (c < 0x20) {
+      return WEFT_EPROTO;
+    } else {
+      size_t k = utf8_char(p, (size_t)(d->end - p), false);
+      if (k == 0)
+        return WEFT_EPROTO;
+      p += k;
     }
   }
+  if (rc != 0)
+    return rc;
+  wr32(d->out + hdr + 1, (uint32_t)(d->len - hdr - HDR));
+  d->s = p;
+  return 0;
+}
+
+static bool take_lit(dec_t *d, const char *lit) {
+  size_t n = strlen(lit);
+  if ((size_t)(d->end - d->s) < n || memcmp(d->s, lit, n) != 0)
+    return false;
+  d->s += n;
+  return true;
+}
+
+static int parse_scalar(dec_t *d) {
+  uint8_t c = *d->s;
+  if (c == '"')
+    return parse_string(d);
+  if (c == '-' || is_digit(c))
+    return parse_number(d);
+  if (take_lit(d, "null"))
+    return put1(d, 0xc0);
+  if (take_lit(d, "true"))
+    return put1(d, 0xc3);
+  if (take_lit(d, "false"))
+    return put1(d, 0xc2);
+  return WEFT_EPROTO;
+}
+
+/* A container past the limit: find its end, looking only at brackets and
+ * strings (the line is dropped anyway), and stand a nil in for it. */
+static int skim(dec_t *d) {
+  uint64_t level = 0;
+  const uint8_t *p = d->s;
+  while (p < d->end) {
+    uint8_t c = *p++;
+    if (c == '"') {
+      while (p < d->end && *p != '"')
+        p += *p == '\\' && d->end - p > 1 ? 2 : 1;
+      if (p++ >= d->end)
+        return WEFT_EPROTO;
+    } else if (c == '[' || c == '{') {
+      level++;
+    } else if ((c == ']' || c == '}') && --level == 0) {
+      d->s = p;
+      d->too_deep = true;
+      return put1(d, 0xc0);
+    }
+  }
+  return WEFT_EPROTO;
+}
+
+/* An entry's key at d->s (after whitespace), then ':'. */
+static int parse_key(dec_t *d) {
+  skip_ws(d);
+  if (d->s >= d->end || *d->s != '"')
+    return WEFT_EPROTO;
+  void *k = d->keys;
+  int rc = grow(&k, &d->keys_cap, d->nkeys + 1, sizeof(size_t));
+  d->keys = k;
+  if (rc != 0)
+    return rc;
+  d->keys[d->nkeys++] = d->len;
+  d->fr[d->depth - 1].n++;
+  if ((rc = parse_string(d)) != 0)
+    return rc;
+  skip_ws(d);
+  if (d->s >= d->end || *d->s != ':')
+    return WEFT_EPROTO;
+  d->s++;
+  return 0;
+}
+
+static int open_container(dec_t *d, bool obj) {
+  void *f = d->fr;
+  int rc = grow(&f, &d->fr_cap, d->depth + 1, sizeof(frame_t));
+  d->fr = f;
+  if (rc != 0)
+    return rc;
+  d->fr[d->depth++] = (frame_t){d->len, d->nkeys, 0, obj, false};
+  uint8_t h[HDR] = {obj ? MP_MAP32 : MP_ARRAY32};
+  d->s++;
+  return put(d, h, HDR);
+}
+
+/* Entry i of the object whose keys start at k (n entries): its key and the
+ * end of its value. */
+static const uint8_t *entry_key(const dec_t *d, const size_t *k, size_t i, uint32_t *klen) {
+  *klen = rd32(d->out + k[i] + 1);
+  return d->out + k[i] + HDR;
+}
+
+static size_t entry_end(const dec_t *d, const size_t *k, size_t n, size_t i) {
+  return i + 1 < n ? k[i + 1] : d->len;
+}
+
+typedef struct {
+  const uint8_t *key;
+  uint32_t len;
+  size_t idx;
+} kref_t;
+
+static int kref_cmp(const void *a, const void *b) {
+  const kref_t *x = a, *y = b;
+  if (x->len != y->len)
+    return x->len < y->len ? -1 : 1;
+  int c = memcmp(x->key, y->key, x->len);
+  if (c != 0)
+    return c;
+  return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Duplicate keys, as JSON.parse: the last value wins, at the first one's
+ * place. Rewrites the object's entries; *n becomes the number left. */
+static int dedup_rewrite(dec_t *d, size_t *k, size_t n, uint32_t *left) {
+  kref_t *r = weft__malloc(n * sizeof(*r));
+  size_t *win = weft__malloc(n * sizeof(*win));
+  uint8_t *tmp = weft__malloc(d->len - k[0]);
+  int rc = r && win && tmp ? 0 : WEFT_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    r[i].key = entry_key(d, k, i, &r[i].len);
+    r[i].idx = i;
+  }
+  if (rc == 0) {
+    qsort(r, n, sizeof(*r), kref_cmp);
+    for (size_t a = 0, b; a < n; a = b) {
+      for (b = a + 1;
+           b < n && r[a].len == r[b].len && memcmp(r[a].key, r[b].key, r[a].len) == 0; b++)
+        win[r[b].idx] = SIZE_MAX;
+      win[r[a].idx] = r[b - 1].idx;
+    }
+    size_t t = 0;
+    *left = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (win[i] == SIZE_MAX)
+        continue;
+      uint32_t kl;
+      size_t t0 = t;
+      (void)entry_key(d, k, i, &kl);
+      memcpy(tmp + t, d->out + k[i], HDR + kl); /* the first key */
+      t += HDR + kl;
+      size_t w = win[i];
+      (void)entry_key(d, k, w, &kl);
+      size_t vs = k[w] + HDR + kl, ve = entry_end(d, k, n, w);
+      memcpy(tmp + t, d->out + vs, ve - vs); /* the last value */
+      k[*left] = k[0] + t0; /* k[i..] and k[w..] are read: i, w >= *left */
+      t += ve - vs;
+      (*left)++;
+    }
+    memcpy(d->out + k[0], tmp, t);
+    d->len = k[0] + t;
+  }
+  weft__free(r);
+  weft__free(win);
+  weft__free(tmp);
   return rc;
 }
 
-static int pack_str(const conv_t *cv, const char *s, size_t n) {
-  if (n > UINT32_MAX)
-    return WEFT_EMSGSIZE;
-  int rc = packed(cv, msgpack_pack_str(cv->pk, n));
-  if (rc == 0 && n > 0)
-    rc = packed(cv, msgpack_pack_str_body(cv->pk, s, n));
+static int dedup(dec_t *d, frame_t *f) {
+  size_t n = d->nkeys - f->keys;
+  if (n < 2)
+    return 0; /* d->keys may still be NULL */
+  size_t *k = d->keys + f->keys;
+  bool dup = false;
+  for (size_t i = 0; i < n && !dup && n <= 16; i++)
+    for (size_t j = i + 1; j < n && !dup; j++) {
+      uint32_t li, lj;
+      const uint8_t *ki = entry_key(d, k, i, &li), *kj = entry_key(d, k, j, &lj);
+      dup = li == lj && memcmp(ki, kj, li) == 0;
+    }
+  if (n <= 16 && !dup)
+    return 0;
+  int rc = dedup_rewrite(d, k, n, &f->n);
+  if (rc == 0)
+    d->nkeys = f->keys + f->n; /* k[0, n) are the entries left */
   return rc;
 }
 
-static int pack_array(const conv_t *cv, const json_t *v, unsigned depth) {
-  size_t n = json_array_size(v);
-  if (n > UINT32_MAX)
-    return WEFT_EMSGSIZE;
-  int rc = packed(cv, msgpack_pack_array(cv->pk, n));
-  for (size_t i = 0; i < n && rc == 0; i++)
-    rc = pack_value(cv, json_array_get(v, i), depth + 1);
-  return rc;
+static bool key_is(const uint8_t *k, uint32_t n, const char *lit) {
+  return str_is((const char *)k, n, lit);
 }
 
-static int pack_object(const conv_t *cv, const json_t *v, unsigned depth) {
-  size_t n = json_object_size(v);
-  if (n > UINT32_MAX)
-    return WEFT_EMSGSIZE;
-  int rc = packed(cv, msgpack_pack_map(cv->pk, n));
-  const char *key;
-  size_t klen;
-  json_t *val;
-  json_object_keylen_foreach((json_t *)v, key, klen, val) {
-    if (rc == 0)
-      rc = pack_str(cv, key, klen);
-    if (rc == 0)
-      rc = pack_value(cv, val, depth + 1);
+/* Node's Buffer.toJSON() form, {"type":"Buffer","data":[0..255,...]} in
+ * either order and nothing else, becomes a bin in place. */
+static bool buffer_form(dec_t *d, const frame_t *f) {
+  if (f->n != 2 || d->nkeys - f->keys != 2)
+    return false;
+  const size_t *k = d->keys + f->keys;
+  size_t ds = 0, de = 0;
+  bool type_ok = false;
+  for (size_t i = 0; i < 2; i++) {
+    uint32_t kl;
+    const uint8_t *key = entry_key(d, k, i, &kl);
+    size_t vs = k[i] + HDR + kl, ve = entry_end(d, k, 2, i);
+    if (key_is(key, kl, "type"))
+      type_ok = ve - vs == HDR + 6 && d->out[vs] == MP_STR32 &&
+                memcmp(d->out + vs + HDR, "Buffer", 6) == 0;
+    else if (key_is(key, kl, "data") && d->out[vs] == MP_ARRAY32)
+      ds = vs, de = ve;
+  }
+  if (!type_ok || de == 0)
+    return false;
+  uint32_t m = rd32(d->out + ds + 1), got = 0;
+  size_t p = ds + HDR;
+  while (p < de && got <= m) {
+    p += d->out[p] < 0x80 ? 1 : d->out[p] == 0xcc && p + 1 < de ? 2 : de;
+    got++;
+  }
+  if (p != de || got != m)
+    return false;
+  uint8_t h[HDR];
+  size_t hl = m < 256 ? 2 : m < 65536 ? 3 : 5;
+  h[0] = m < 256 ? 0xc4 : m < 65536 ? 0xc5 : 0xc6;
+  for (size_t i = 1; i < hl; i++)
+    h[i] = (uint8_t)(m >> (8 * (hl - 1 - i)));
+  size_t w = f->hdr;
+  memcpy(d->out + w, h, hl); /* the writes stay behind the reads */
+  w += hl;
+  for (p = ds + HDR; p < de; p += d->out[p] < 0x80 ? 1 : 2)
+    d->out[w++] = d->out[p] < 0x80 ? d->out[p] : d->out[p + 1];
+  d->len = w;
+  return true;
+}
+
+/* The innermost container ends. Containers count against the limit unless
+ * they become a bin; an array past the limit inside an object is judged when
+ * the object ends (it may be a Buffer's data). */
+static int close_container(dec_t *d) {
+  frame_t f = d->fr[--d->depth];
+  size_t level = d->depth + 1;
+  bool bin = false;
+  if (f.obj) {
+    int rc = dedup(d, &f);
     if (rc != 0)
-      break;
+      return rc;
+    bin = buffer_form(d, &f);
+    d->nkeys = f.keys;
   }
-  return rc;
+  if (!bin)
+    wr32(d->out + f.hdr + 1, f.n);
+  if (bin || level <= DEPTH_MAX)
+    d->too_deep |= f.obj && f.deep_child && !bin;
+  else if (!f.obj && d->depth > 0 && d->fr[d->depth - 1].obj)
+    d->fr[d->depth - 1].deep_child = true;
+  else
+    d->too_deep = true;
+  return 0;
 }
 
-/* Packs v, nested in depth containers already. */
-static int pack_value(const conv_t *cv, const json_t *v, unsigned depth) {
-  int64_t i;
-  switch (json_typeof(v)) {
-  case JSON_OBJECT:
-    if (is_buffer_form(cv, v))
-      return pack_bin(cv, json_object_get(v, "data"));
-    return depth >= DEPTH_MAX ? WEFT_EPROTO : pack_object(cv, v, depth);
-  case JSON_ARRAY:
-    return depth >= DEPTH_MAX ? WEFT_EPROTO : pack_array(cv, v, depth);
-  case JSON_STRING:
-    return pack_str(cv, json_string_value(v), json_string_length(v));
-  case JSON_INTEGER:
-  case JSON_REAL:
-    if (json_as_int(cv, v, &i))
-      return packed(cv, msgpack_pack_int64(cv->pk, i));
-    return packed(cv, msgpack_pack_double(cv->pk, json_real_value(v)));
-  case JSON_TRUE:
-    return packed(cv, msgpack_pack_true(cv->pk));
-  case JSON_FALSE:
-    return packed(cv, msgpack_pack_false(cv->pk));
-  default:
-    return packed(cv, msgpack_pack_nil(cv->pk));
+/* Parses the whole line into d->out (placeholder headers). */
+static int dec_run(dec_t *d) {
+  int rc;
+  for (;;) {
+    skip_ws(d);
+    if (d->s >= d->end)
+      return WEFT_EPROTO;
+    uint8_t c = *d->s;
+    if ((c == '[' || c == '{') && d->depth >= DEPTH_MAX + 2) {
+      rc = skim(d);
+    } else if (c == '[' || c == '{') {
+      if ((rc = open_container(d, c == '{')) != 0)
+        return rc;
+      skip_ws(d);
+      if (d->s < d->end && *d->s == (c == '{' ? '}' : ']')) {
+        d->s++;
+        rc = close_container(d);
+      } else {
+        if (c == '{' && (rc = parse_key(d)) != 0)
+          return rc;
+        continue; /* the first element */
+      }
+    } else {
+      rc = parse_scalar(d);
+    }
+    if (rc != 0)
+      return rc;
+    /* A value ended: end the containers it completes. */
+    for (;;) {
+      if (d->depth == 0) {
+        skip_ws(d);
+        return d->s == d->end ? 0 : WEFT_EPROTO;
+      }
+      frame_t *f = &d->fr[d->depth - 1];
+      if (!f->obj)
+        f->n++;
+      skip_ws(d);
+      if (d->s >= d->end)
+        return WEFT_EPROTO;
+      c = *d->s++;
+      if (c == ',') {
+        if (f->obj && (rc = parse_key(d)) != 0)
+          return rc;
+        break;
+      }
+      if (c != (f->obj ? '}' : ']'))
+        return WEFT_EPROTO;
+      if ((rc = close_container(d)) != 0)
+        return rc;
+    }
   }
 }
 
-/* A new message holding v. */
-static int value_to_msg(bool ints_as_reals, const json_t *v, weft_msg_t **out) {
+/* Placeholder headers to their shortest forms, in one flat pass. */
+static size_t compact(uint8_t *p, size_t len) {
+  size_t r = 0, w = 0;
+  while (r < len) {
+    uint8_t t = p[r];
+    size_t body = 0, hl = 1;
+    if (t == MP_ARRAY32 || t == MP_MAP32 || t == MP_STR32) {
+      uint32_t n = rd32(p + r + 1);
+      uint8_t h[HDR];
+      size_t k;
+      bool str = t == MP_STR32;
+      if (n < (str ? 32u : 16u)) {
+        h[0] = (uint8_t)((str ? 0xa0 : t == MP_MAP32 ? 0x80 : 0x90) | n);
+        k = 1;
+      } else if (str && n < 256) {
+        h[0] = 0xd9, h[1] = (uint8_t)n, k = 2;
+      } else if (n < 65536) {
+        h[0] = (uint8_t)(t - 1), h[1] = (uint8_t)(n >> 8), h[2] = (uint8_t)n, k = 3;
+      } else {
+        memcpy(h, p + r, HDR);
+        k = HDR;
+      }
+      memcpy(p + w, h, k);
+      w += k;
+      r += HDR;
+      body = str ? n : 0;
+      hl = 0;
+    } else if (t == 0xc4 || t == 0xc5 || t == 0xc6) {
+      hl = t == 0xc4 ? 2 : t == 0xc5 ? 3 : 5;
+      body = t == 0xc4 ? p[r + 1]
+             : t == 0xc5 ? (size_t)p[r + 1] << 8 | p[r + 2]
+                         : rd32(p + r + 1);
+    } else if (t >= 0xcc && t <= 0xd3) {
+      hl = 1 + ((size_t)1 << ((t - 0xcc) & 3));
+    } else if (t == 0xcb) {
+      hl = 9;
+    }
+    memmove(p + w, p + r, hl + body);
+    w += hl + body;
+    r += hl + body;
+  }
+  return w;
+}
+
+/* Moves c past one whole value of any depth (flat: no recursion, no limit). */
+static int mp_skip_flat(weft__mp_cur_t *c) {
+  uint64_t left = 1;
+  while (left > 0) {
+    weft__mp_val_t v;
+    int rc = weft__mp_next(c, &v);
+    if (rc != 0)
+      return rc;
+    left--;
+    if (v.type == WEFT__MP_ARRAY)
+      left += v.v.n;
+    else if (v.type == WEFT__MP_MAP)
+      left += 2 * (uint64_t)v.v.n;
+  }
+  return 0;
+}
+
+typedef struct {
+  bool set;
+  weft__mp_val_t v;        /* its header */
+  const uint8_t *p, *end;  /* the whole value */
+} member_t;
+
+/* The members of a top-level map that make a line internal (keys are unique
+ * by now). */
+static void find_members(const uint8_t *buf, size_t len, member_t m[4]) {
+  static const char *const names[4] = {"cmd", "type", "key", "msg"};
+  weft__mp_cur_t c = {buf, buf + len};
+  weft__mp_val_t map, k;
+  memset(m, 0, 4 * sizeof(*m));
+  if (weft__mp_next(&c, &map) != 0 || map.type != WEFT__MP_MAP)
+    return;
+  for (uint32_t i = 0; i < map.v.n; i++) {
+    if (weft__mp_next(&c, &k) != 0 || k.type != WEFT__MP_STR)
+      return;
+    member_t cur = {true, {0}, c.p, NULL};
+    weft__mp_cur_t at = c;
+    if (weft__mp_next(&at, &cur.v) != 0 || mp_skip_flat(&c) != 0)
+      return;
+    cur.end = c.p;
+    for (int j = 0; j < 4; j++)
+      if (str_is((const char *)k.v.raw.p, k.v.raw.n, names[j]))
+        m[j] = cur;
+  }
+}
+
+static int msg_from(const uint8_t *p, size_t n, weft_msg_t **out) {
   weft_msg_t *m;
   int rc = weft_msg_new(&m);
   if (rc != 0)
     return rc;
-  conv_t cv = {m, weft_msg_packer(m), ints_as_reals};
-  rc = pack_value(&cv, v, 0);
-  if (rc != 0) {
+  msgpack_packer *pk = weft_msg_packer(m);
+  if (pk->callback(pk->data, (const char *)p, n) != 0) {
+    rc = weft_msg_error(m);
     weft_msg_free(m);
-    return rc;
+    return rc != 0 ? rc : WEFT_ENOMEM;
   }
   *out = m;
   return 0;
 }
 
-/* Parses the line; integers past int64 make it parse again with every number
- * as a double (nodejson.h). */
-static int parse_line(const char *line, size_t len, json_t **root, bool *ints_as_reals) {
-  const size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
-  json_error_t e;
-  *ints_as_reals = false;
-  if (memchr(line, '\0', len) != NULL)
-    return WEFT_EPROTO; /* never valid JSON, yet jansson skips it between tokens */
-  json_t *j = json_loadb(line, len, flags, &e);
-  if (j == NULL && json_error_code(&e) == json_error_numeric_overflow) {
-    *ints_as_reals = true;
-    j = json_loadb(line, len, flags | JSON_DECODE_INT_AS_REAL, &e);
-  }
-  if (j == NULL)
-    return json_error_code(&e) == json_error_out_of_memory ? WEFT_ENOMEM : WEFT_EPROTO;
-  *root = j;
-  return 0;
-}
-
-/* A weft__malloc'd C copy of the string s; WEFT_EPROTO if it holds a NUL. */
-static int copy_str(const json_t *s, char **out) {
-  size_t n = json_string_length(s);
-  const char *p = json_string_value(s);
+/* A weft__malloc'd C copy of a str member; WEFT_EPROTO if it holds a NUL. */
+static int copy_str(const member_t *m, char **out) {
+  size_t n = m->v.v.raw.n;
+  const uint8_t *p = m->v.v.raw.p;
   if (memchr(p, '\0', n) != NULL)
     return WEFT_EPROTO;
   char *c = weft__malloc(n + 1);
@@ -381,50 +924,42 @@ static int copy_str(const json_t *s, char **out) {
   return 0;
 }
 
-/* The "cmd" member if root is an internal message, else NULL. */
-static const json_t *internal_cmd(const json_t *root) {
-  if (!json_is_object(root))
-    return NULL;
-  const json_t *cmd = json_object_get(root, "cmd");
-  if (!json_is_string(cmd) || !internal_name(json_string_value(cmd), json_string_length(cmd)))
-    return NULL;
-  return cmd;
-}
-
-static int decode_handle(const json_t *root, bool ints_as_reals, weft__nodejson_in_t *out) {
-  const json_t *type = json_object_get(root, "type");
-  if (!json_is_string(type))
-    return WEFT_EPROTO;
-  int rc = copy_str(type, &out->handle_type);
-  if (rc != 0)
-    return rc;
-  const json_t *msg = json_object_get(root, "msg");
-  out->kind = WEFT__NODEJSON_NODE_HANDLE;
-  return value_to_msg(ints_as_reals, msg != NULL ? msg : json_null(), &out->msg);
-}
-
-static int decode_internal(const json_t *root, const json_t *cmd, bool ints_as_reals,
-                           weft__nodejson_in_t *out) {
+static int classify_internal(const uint8_t *buf, size_t len, const member_t m[4],
+                             weft__nodejson_in_t *out) {
+  const member_t *cmd = &m[0], *type = &m[1], *key = &m[2], *msg = &m[3];
   int rc = copy_str(cmd, &out->cmd);
-  const json_t *key = json_object_get(root, "key");
-  if (rc == 0 && json_is_string(key))
+  if (rc == 0 && key->set && key->v.type == WEFT__MP_STR)
     rc = copy_str(key, &out->key);
   if (rc != 0)
     return rc;
-  const char *name = json_string_value(cmd);
-  size_t n = json_string_length(cmd);
-  if (str_is(name, n, "NODE_HANDLE"))
-    return decode_handle(root, ints_as_reals, out);
-  if (str_is(name, n, "NODE_HANDLE_ACK")) {
-    out->kind = WEFT__NODEJSON_NODE_HANDLE_ACK;
-    return 0;
+  const char *name = out->cmd;
+  if (strcmp(name, "NODE_HANDLE") == 0) {
+    out->kind = WEFT__NODEJSON_NODE_HANDLE;
+    if (!type->set || type->v.type != WEFT__MP_STR)
+      return WEFT_EPROTO;
+    if ((rc = copy_str(type, &out->handle_type)) != 0)
+      return rc;
+    static const uint8_t nil = 0xc0;
+    return msg->set ? msg_from(msg->p, (size_t)(msg->end - msg->p), &out->msg)
+                    : msg_from(&nil, 1, &out->msg);
   }
-  if (str_is(name, n, "NODE_HANDLE_NACK")) {
-    out->kind = WEFT__NODEJSON_NODE_HANDLE_NACK;
+  if (strcmp(name, "NODE_HANDLE_ACK") == 0 || strcmp(name, "NODE_HANDLE_NACK") == 0) {
+    out->kind = strcmp(name, "NODE_HANDLE_ACK") == 0 ? WEFT__NODEJSON_NODE_HANDLE_ACK
+                                                     : WEFT__NODEJSON_NODE_HANDLE_NACK;
     return 0;
   }
   out->kind = WEFT__NODEJSON_NODE_OTHER;
-  return value_to_msg(ints_as_reals, root, &out->msg);
+  return msg_from(buf, len, &out->msg);
+}
+
+static int classify(const uint8_t *buf, size_t len, weft__nodejson_in_t *out) {
+  member_t m[4];
+  find_members(buf, len, m);
+  if (m[0].set && m[0].v.type == WEFT__MP_STR &&
+      internal_name((const char *)m[0].v.v.raw.p, m[0].v.v.raw.n))
+    return classify_internal(buf, len, m, out);
+  out->kind = WEFT__NODEJSON_USER;
+  return msg_from(buf, len, &out->msg);
 }
 
 int weft__nodejson_decode(const char *line, size_t len, weft__nodejson_in_t *out) {
@@ -433,20 +968,28 @@ int weft__nodejson_decode(const char *line, size_t len, weft__nodejson_in_t *out
   memset(out, 0, sizeof(*out));
   if (line == NULL && len > 0)
     return WEFT_EINVAL;
-  json_t *root;
-  bool ints_as_reals;
-  int rc = parse_line(line != NULL ? line : "", len, &root, &ints_as_reals);
-  if (rc != 0)
-    return rc;
-  const json_t *cmd = internal_cmd(root);
-  if (cmd != NULL) {
-    rc = decode_internal(root, cmd, ints_as_reals, out);
-  } else {
-    out->kind = WEFT__NODEJSON_USER;
-    rc = value_to_msg(ints_as_reals, root, &out->msg);
+  dec_t d = {0};
+  d.s = (const uint8_t *)(line != NULL ? line : "");
+  d.end = d.s + len;
+  /* The payload is mostly smaller than its JSON: one allocation, usually. */
+  void *o = NULL;
+  int rc = len < UINT32_MAX - 16 ? grow(&o, &d.cap, len + 16, 1) : 0;
+  d.out = o;
+  if (rc == 0)
+    rc = dec_run(&d);
+  if (rc == 0) {
+    d.len = compact(d.out, d.len);
+    rc = classify(d.out, d.len, out);
   }
-  json_decref(root);
-  if (rc != 0)
+  if (rc == 0 && d.too_deep) {
+    weft_msg_free(out->msg); /* what the line was stays in out */
+    out->msg = NULL;
+    rc = WEFT_EUNREPRESENTABLE;
+  }
+  weft__free(d.out);
+  weft__free(d.fr);
+  weft__free(d.keys);
+  if (rc != 0 && rc != WEFT_EUNREPRESENTABLE)
     weft__nodejson_in_fini(out);
   return rc;
 }
@@ -459,147 +1002,7 @@ void weft__nodejson_in_fini(weft__nodejson_in_t *in) {
   memset(in, 0, sizeof(*in));
 }
 
-/* ---- encoding: msgpack -> jansson tree -> line ------------------------------- */
-
-static int build_value(weft__mp_cur_t *c, unsigned depth, json_t **out);
-
-/* Node's Buffer.toJSON() form of a bin. */
-static json_t *build_buffer(const uint8_t *p, uint32_t n) {
-  json_t *obj = json_object();
-  json_t *data = json_array();
-  if (obj == NULL || data == NULL ||
-      json_object_set_new_nocheck(obj, "type", json_string_nocheck("Buffer")) != 0) {
-    json_decref(data);
-    json_decref(obj);
-    return NULL;
-  }
-  if (json_object_set_new_nocheck(obj, "data", data) != 0) {
-    json_decref(obj);
-    return NULL;
-  }
-  for (uint32_t i = 0; i < n; i++) {
-    if (json_array_append_new(data, json_integer(p[i])) != 0) {
-      json_decref(obj);
-      return NULL;
-    }
-  }
-  return obj;
-}
-
-static int build_scalar(const weft__mp_val_t *v, json_t **out) {
-  switch (v->type) {
-  case WEFT__MP_NIL:
-    *out = json_null();
-    return 0;
-  case WEFT__MP_BOOL:
-    *out = json_boolean(v->v.b);
-    return 0;
-  case WEFT__MP_UINT:
-    if (v->v.u > (uint64_t)INT64_MAX)
-      return WEFT_ETYPE;
-    *out = json_integer((json_int_t)v->v.u);
-    break;
-  case WEFT__MP_INT:
-    *out = json_integer((json_int_t)v->v.i);
-    break;
-  case WEFT__MP_F32:
-  case WEFT__MP_F64:
-    *out = isfinite(v->v.f) ? json_real(v->v.f) : json_null();
-    break;
-  case WEFT__MP_STR:
-    if (!utf8_valid(v->v.raw.p, v->v.raw.n))
-      return WEFT_ETYPE;
-    *out = json_stringn_nocheck((const char *)v->v.raw.p, v->v.raw.n);
-    break;
-  case WEFT__MP_BIN:
-    *out = build_buffer(v->v.raw.p, v->v.raw.n);
-    break;
-  default:
-    return WEFT_ETYPE; /* ext */
-  }
-  return *out != NULL ? 0 : WEFT_ENOMEM;
-}
-
-static int build_array(weft__mp_cur_t *c, uint32_t n, unsigned depth, json_t **out) {
-  json_t *arr = json_array();
-  if (arr == NULL)
-    return WEFT_ENOMEM;
-  int rc = 0;
-  for (uint32_t i = 0; i < n && rc == 0; i++) {
-    json_t *e;
-    rc = build_value(c, depth + 1, &e);
-    if (rc == 0 && json_array_append_new(arr, e) != 0)
-      rc = WEFT_ENOMEM;
-  }
-  if (rc != 0) {
-    json_decref(arr);
-    return rc;
-  }
-  *out = arr;
-  return 0;
-}
-
-/* One map entry into obj: a str key (valid UTF-8), then its value. */
-static int build_entry(weft__mp_cur_t *c, json_t *obj, unsigned depth) {
-  weft__mp_val_t k;
-  int rc = weft__mp_next(c, &k);
-  if (rc != 0)
-    return rc;
-  if (k.type != WEFT__MP_STR || !utf8_valid(k.v.raw.p, k.v.raw.n))
-    return WEFT_ETYPE;
-  json_t *val;
-  rc = build_value(c, depth + 1, &val);
-  if (rc != 0)
-    return rc;
-  return json_object_setn_new_nocheck(obj, (const char *)k.v.raw.p, k.v.raw.n, val) == 0
-             ? 0
-             : WEFT_ENOMEM;
-}
-
-static int build_map(weft__mp_cur_t *c, uint32_t n, unsigned depth, json_t **out) {
-  json_t *obj = json_object();
-  if (obj == NULL)
-    return WEFT_ENOMEM;
-  int rc = 0;
-  for (uint32_t i = 0; i < n && rc == 0; i++)
-    rc = build_entry(c, obj, depth);
-  if (rc != 0) {
-    json_decref(obj);
-    return rc;
-  }
-  *out = obj;
-  return 0;
-}
-
-/* The next value at c, nested in depth containers already. */
-static int build_value(weft__mp_cur_t *c, unsigned depth, json_t **out) {
-  weft__mp_val_t v;
-  int rc = weft__mp_next(c, &v);
-  if (rc != 0)
-    return rc;
-  if (v.type == WEFT__MP_ARRAY || v.type == WEFT__MP_MAP) {
-    if (depth >= DEPTH_MAX)
-      return WEFT_EPROTO;
-    return v.type == WEFT__MP_ARRAY ? build_array(c, v.v.n, depth, out)
-                                    : build_map(c, v.v.n, depth, out);
-  }
-  return build_scalar(&v, out);
-}
-
-/* The whole payload: exactly one value. */
-static int build_payload(const void *payload, size_t len, json_t **out) {
-  weft__mp_cur_t c = {payload, (const uint8_t *)payload + len};
-  json_t *v;
-  int rc = build_value(&c, 0, &v);
-  if (rc != 0)
-    return rc;
-  if (c.p != c.end) {
-    json_decref(v);
-    return WEFT_EPROTO;
-  }
-  *out = v;
-  return 0;
-}
+/* ---- encoding: msgpack -> line ------------------------------------------------- */
 
 typedef struct {
   char *p;
@@ -608,13 +1011,12 @@ typedef struct {
   bool nomem;
 } sbuf_t;
 
-static int sbuf_write(const char *buf, size_t n, void *data) {
-  sbuf_t *sb = data;
-  if (sb->nomem)
-    return -1;
+static void sb_put(sbuf_t *sb, const void *buf, size_t n) {
+  if (sb->nomem || n == 0)
+    return;
   if (n > SIZE_MAX / 2 - sb->len) {
     sb->nomem = true;
-    return -1;
+    return;
   }
   if (sb->len + n > sb->cap) {
     size_t cap = sb->cap < 64 ? 64 : sb->cap;
@@ -623,31 +1025,224 @@ static int sbuf_write(const char *buf, size_t n, void *data) {
     char *np = weft__realloc(sb->p, cap);
     if (np == NULL) {
       sb->nomem = true;
-      return -1;
+      return;
     }
     sb->p = np;
     sb->cap = cap;
   }
   memcpy(sb->p + sb->len, buf, n);
   sb->len += n;
+}
+
+static void sb_lit(sbuf_t *sb, const char *s) { sb_put(sb, s, strlen(s)); }
+
+/* A JSON string as JSON.stringify writes it: '"', '\\' and control
+ * characters escaped (\b \f \n \r \t, else \u00xx), a WTF-8 surrogate as
+ * its \udxxx escape, everything else as is. s is valid WTF-8. */
+static void put_jstr(sbuf_t *sb, const uint8_t *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  sb_put(sb, "\"", 1);
+  size_t run = 0, i = 0;
+  while (i < n) {
+    uint8_t c = s[i];
+    char esc[7] = {'\\', 0};
+    size_t el = 2, adv = 1;
+    unsigned u = c;
+    if (c == '"' || c == '\\') {
+      esc[1] = (char)c;
+    } else if (c < 0x20 || (c == 0xED && s[i + 1] >= 0xA0)) {
+      const char *named = c == '\b' ? "b" : c == '\f' ? "f" : c == '\n' ? "n"
+                          : c == '\r' ? "r" : c == '\t' ? "t" : NULL;
+      if (c == 0xED) {
+        u = 0xD000u | (unsigned)(s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3Fu);
+        adv = 3;
+      }
+      if (named != NULL) {
+        esc[1] = named[0];
+      } else {
+        esc[1] = 'u';
+        for (int k = 0; k < 4; k++)
+          esc[2 + k] = hex[(u >> (12 - 4 * k)) & 0xF];
+        el = 6;
+      }
+    } else {
+      i++;
+      continue;
+    }
+    sb_put(sb, s + run, i - run);
+    sb_put(sb, esc, el);
+    i += adv;
+    run = i;
+  }
+  sb_put(sb, s + run, n - run);
+  sb_put(sb, "\"", 1);
+}
+
+/* A finite double as jansson wrote it: 17 significant digits (an exact round
+ * trip), ".0" when it would read as an integer, exponent without '+' or
+ * leading zeros; '.' whatever the C locale. */
+static void put_double(sbuf_t *sb, double f) {
+  char b[40];
+  int n = snprintf(b, sizeof(b), "%.17g", f);
+  if (n < 0 || (size_t)n >= sizeof(b))
+    n = 0; /* cannot happen for %.17g */
+  const char *point = localeconv()->decimal_point;
+  char *dot = point[0] != '\0' && point[0] != '.' ? strchr(b, point[0]) : NULL;
+  if (dot != NULL)
+    *dot = '.';
+  char *e = strchr(b, 'e');
+  if (e == NULL && strchr(b, '.') == NULL) {
+    memcpy(b + n, ".0", 3);
+    n += 2;
+  } else if (e != NULL) {
+    char *d = e + 1, *s = e + 1;
+    if (*s == '+' || *s == '-')
+      s++;
+    if (*d == '-')
+      d++;
+    while (*s == '0' && s[1] != '\0')
+      s++;
+    memmove(d, s, strlen(s) + 1);
+    n = (int)strlen(b);
+  }
+  sb_put(sb, b, (size_t)n);
+}
+
+static void put_buffer(sbuf_t *sb, const uint8_t *p, uint32_t n) {
+  sb_lit(sb, "{\"type\":\"Buffer\",\"data\":[");
+  for (uint32_t i = 0; i < n; i++) {
+    char b[5];
+    int k = snprintf(b, sizeof(b), i ? ",%u" : "%u", (unsigned)p[i]);
+    sb_put(sb, b, (size_t)k);
+  }
+  sb_lit(sb, "]}");
+}
+
+static int put_scalar(sbuf_t *sb, const weft__mp_val_t *v) {
+  char b[24];
+  switch (v->type) {
+  case WEFT__MP_NIL:
+    sb_lit(sb, "null");
+    return 0;
+  case WEFT__MP_BOOL:
+    sb_lit(sb, v->v.b ? "true" : "false");
+    return 0;
+  case WEFT__MP_UINT:
+    if (v->v.u > (uint64_t)INT64_MAX)
+      return WEFT_ETYPE;
+    sb_put(sb, b, (size_t)snprintf(b, sizeof(b), "%" PRIu64, v->v.u));
+    return 0;
+  case WEFT__MP_INT:
+    sb_put(sb, b, (size_t)snprintf(b, sizeof(b), "%" PRId64, v->v.i));
+    return 0;
+  case WEFT__MP_F32:
+  case WEFT__MP_F64:
+    if (isfinite(v->v.f))
+      put_double(sb, v->v.f);
+    else
+      sb_lit(sb, "null"); /* like JSON.stringify */
+    return 0;
+  case WEFT__MP_STR:
+    if (!wtf8_valid(v->v.raw.p, v->v.raw.n))
+      return WEFT_ETYPE;
+    put_jstr(sb, v->v.raw.p, v->v.raw.n);
+    return 0;
+  case WEFT__MP_BIN:
+    put_buffer(sb, v->v.raw.p, v->v.raw.n);
+    return 0;
+  default:
+    return WEFT_ETYPE; /* ext */
+  }
+}
+
+/* A map key (a WTF-8 str) and its ':'. */
+static int put_key(weft__mp_cur_t *c, sbuf_t *sb) {
+  weft__mp_val_t k;
+  int rc = weft__mp_next(c, &k);
+  if (rc != 0)
+    return rc;
+  if (k.type != WEFT__MP_STR || !wtf8_valid(k.v.raw.p, k.v.raw.n))
+    return WEFT_ETYPE;
+  put_jstr(sb, k.v.raw.p, k.v.raw.n);
+  sb_put(sb, ":", 1);
   return 0;
 }
 
-/* root as one line: compact JSON, '\n', then a NUL not counted in *outlen.
- * sb.nomem is checked as well as jansson's result: jansson 2.14 ignores a
- * failed write of an object key. */
-static int dump_line(const json_t *root, char **out, size_t *outlen) {
-  sbuf_t sb = {NULL, 0, 0, false};
-  int rc = json_dump_callback(root, sbuf_write, &sb, JSON_COMPACT | JSON_ENCODE_ANY);
-  if (rc == 0 && sb.len > 0)
-    rc = sbuf_write("\n", 2, &sb); /* the '\n' and the NUL */
-  if (rc != 0 || sb.nomem || sb.len < 3) {
-    /* jansson fails only on memory here: every string was checked first. */
-    weft__free(sb.p);
-    return WEFT_ENOMEM;
+typedef struct {
+  uint32_t left; /* elements or entries not yet ended */
+  bool map;
+} eframe_t;
+
+/* One msgpack value (the whole payload) as JSON, without recursion: the open
+ * containers are on a stack grown on the heap past 32 levels. */
+static int put_payload(sbuf_t *sb, const void *payload, size_t len) {
+  weft__mp_cur_t c = {payload, (const uint8_t *)payload + len};
+  eframe_t small[32], *st = small;
+  size_t depth = 0, cap = 32;
+  int rc = 0;
+  for (;;) {
+    weft__mp_val_t v;
+    if ((rc = weft__mp_next(&c, &v)) != 0)
+      break;
+    if (v.type == WEFT__MP_ARRAY || v.type == WEFT__MP_MAP) {
+      bool map = v.type == WEFT__MP_MAP;
+      if (depth >= DEPTH_MAX) {
+        rc = WEFT_EUNREPRESENTABLE;
+        break;
+      }
+      sb_put(sb, map ? "{" : "[", 1);
+      if (v.v.n > 0) {
+        if (depth == cap) {
+          eframe_t *ns = weft__malloc(2 * cap * sizeof(*ns));
+          if (ns == NULL) {
+            rc = WEFT_ENOMEM;
+            break;
+          }
+          memcpy(ns, st, depth * sizeof(*ns));
+          if (st != small)
+            weft__free(st);
+          st = ns;
+          cap *= 2;
+        }
+        st[depth++] = (eframe_t){v.v.n, map};
+        if (map && (rc = put_key(&c, sb)) != 0)
+          break;
+        continue; /* the first element */
+      }
+      sb_put(sb, map ? "}" : "]", 1);
+    } else if ((rc = put_scalar(sb, &v)) != 0) {
+      break;
+    }
+    /* A value ended: end the containers it completes. */
+    while (depth > 0 && --st[depth - 1].left == 0) {
+      sb_put(sb, st[depth - 1].map ? "}" : "]", 1);
+      depth--;
+    }
+    if (depth == 0)
+      break;
+    sb_put(sb, ",", 1);
+    if (st[depth - 1].map && (rc = put_key(&c, sb)) != 0)
+      break;
   }
-  *out = sb.p;
-  *outlen = sb.len - 1;
+  if (st != small)
+    weft__free(st);
+  if (rc == 0 && c.p != c.end)
+    rc = WEFT_EPROTO;
+  return rc;
+}
+
+/* sb as one line: '\n', then a NUL not counted in *outlen. Frees sb on error. */
+static int finish_line(sbuf_t *sb, int rc, char **out, size_t *outlen) {
+  if (rc == 0)
+    sb_put(sb, "\n", 2); /* the '\n' and the NUL */
+  if (rc == 0 && sb->nomem)
+    rc = WEFT_ENOMEM;
+  if (rc != 0) {
+    weft__free(sb->p);
+    return rc;
+  }
+  *out = sb->p;
+  *outlen = sb->len - 1;
   return 0;
 }
 
@@ -655,37 +1250,21 @@ static bool cstr_utf8(const char *s) {
   return utf8_valid((const uint8_t *)s, strlen(s));
 }
 
-/* {"cmd":"NODE_HANDLE","type":type,"msg":v}; takes v. */
-static json_t *wrap_handle(const char *type, json_t *v) {
-  json_t *obj = json_object();
-  if (obj == NULL ||
-      json_object_set_new_nocheck(obj, "cmd", json_string_nocheck("NODE_HANDLE")) != 0 ||
-      json_object_set_new_nocheck(obj, "type", json_string_nocheck(type)) != 0) {
-    json_decref(obj);
-    json_decref(v);
-    return NULL;
-  }
-  if (json_object_set_new_nocheck(obj, "msg", v) != 0) {
-    json_decref(obj);
-    return NULL;
-  }
-  return obj;
-}
-
 int weft__nodejson_encode(const void *payload, size_t len, const char *handle_type,
                           char **out, size_t *outlen) {
   if (payload == NULL || out == NULL || outlen == NULL ||
       (handle_type != NULL && !cstr_utf8(handle_type)))
     return WEFT_EINVAL;
-  json_t *root;
-  int rc = build_payload(payload, len, &root);
-  if (rc != 0)
-    return rc;
-  if (handle_type != NULL && (root = wrap_handle(handle_type, root)) == NULL)
-    return WEFT_ENOMEM;
-  rc = dump_line(root, out, outlen);
-  json_decref(root);
-  return rc;
+  sbuf_t sb = {NULL, 0, 0, false};
+  if (handle_type != NULL) {
+    sb_lit(&sb, "{\"cmd\":\"NODE_HANDLE\",\"type\":");
+    put_jstr(&sb, (const uint8_t *)handle_type, strlen(handle_type));
+    sb_lit(&sb, ",\"msg\":");
+  }
+  int rc = put_payload(&sb, payload, len);
+  if (handle_type != NULL)
+    sb_put(&sb, "}", 1);
+  return finish_line(&sb, rc, out, outlen);
 }
 
 /* Moves c past one value; *v is its header. */
@@ -693,7 +1272,7 @@ static int next_whole(weft__mp_cur_t *c, weft__mp_val_t *v) {
   weft__mp_cur_t at = *c;
   int rc = weft__mp_next(&at, v);
   if (rc == 0)
-    rc = weft__mp_skip(c, 1, WEFT__MP_MAX_DEPTH);
+    rc = mp_skip_flat(c);
   return rc;
 }
 
@@ -720,13 +1299,17 @@ int weft__nodejson_control(const char *cmd, const char *key, int64_t count, char
   if (cmd == NULL || out == NULL || outlen == NULL || !internal_name(cmd, strlen(cmd)) ||
       !cstr_utf8(cmd) || (key != NULL && !cstr_utf8(key)))
     return WEFT_EINVAL;
-  json_t *obj = json_object();
-  int rc = obj == NULL ? -1 : json_object_set_new_nocheck(obj, "cmd", json_string_nocheck(cmd));
-  if (rc == 0 && key != NULL)
-    rc = json_object_set_new_nocheck(obj, "key", json_string_nocheck(key));
-  if (rc == 0 && count >= 0)
-    rc = json_object_set_new_nocheck(obj, "count", json_integer((json_int_t)count));
-  rc = rc == 0 ? dump_line(obj, out, outlen) : WEFT_ENOMEM;
-  json_decref(obj);
-  return rc;
+  sbuf_t sb = {NULL, 0, 0, false};
+  sb_lit(&sb, "{\"cmd\":");
+  put_jstr(&sb, (const uint8_t *)cmd, strlen(cmd));
+  if (key != NULL) {
+    sb_lit(&sb, ",\"key\":");
+    put_jstr(&sb, (const uint8_t *)key, strlen(key));
+  }
+  if (count >= 0) {
+    char b[32];
+    sb_put(&sb, b, (size_t)snprintf(b, sizeof(b), ",\"count\":%" PRId64, count));
+  }
+  sb_put(&sb, "}", 1);
+  return finish_line(&sb, 0, out, outlen);
 }

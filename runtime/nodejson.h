@@ -15,37 +15,51 @@
  *
  * Value mapping (both ways):
  *   JSON object  <-> map with str keys     JSON array  <-> array
- *   JSON string  <-> str (valid UTF-8)     true/false  <-> bool
- *   JSON integer <-> int (int64 range)     null        <-> nil
- *   JSON real    <-> float64 (float32 is sent as a real; NaN and +-Inf are
- *                    sent as null, like JSON.stringify)
+ *   JSON string  <-> str (WTF-8, below)    true/false  <-> bool
+ *   JSON integer <-> int (written as an integer, in int64 range)
+ *   other number <-> float64 (a fraction or exponent, or an integer outside
+ *                    int64 such as Node's 1e20 "100000000000000000000";
+ *                    float32 is sent as a real; NaN and +-Inf are sent as
+ *                    null, like JSON.stringify)      null <-> nil
  *   {"type":"Buffer","data":[0..255,...]}  <-> bin (Node's Buffer.toJSON;
  *                    exactly those two keys, every element an integer 0..255;
  *                    anything else of that shape stays a map)
- * Nesting: at most WEFT__NODEJSON_MAX_DEPTH nested arrays and maps in the
- * msgpack value (a Buffer form counts as a bin, not as two containers), both
- * ways, so whatever decode produces, encode accepts and vice versa.
+ * Strings are WTF-8 (generalized UTF-8): UTF-8, except that a lone surrogate
+ * (a JS string may hold one; JSON.stringify writes it as "\ud800") is its
+ * 3-byte form (U+D800 is ED A0 80); a lead surrogate directly followed by a
+ * trail one is never written that way (the pair is one 4-byte character).
+ * Decoding turns \uXXXX escapes into those bytes; encoding writes surrogate
+ * bytes back as the same lowercase escapes, so a string goes from Node
+ * through weft and back unchanged. Raw bytes in a line must be strict UTF-8.
+ * Keys and strings may hold NUL (written "\u0000"). Duplicate keys: the last
+ * value wins, at the first one's place (JSON.parse); weft never writes any.
+ * Nesting: at most WEFT__NODEJSON_MAX_DEPTH (8192) nested arrays and maps in
+ * the msgpack value (a Buffer form counts as a bin, not as two containers),
+ * both ways, so whatever decode produces, encode accepts and vice versa.
+ * Node 20's JSON.stringify stops at about 4185 (RangeError, default stack)
+ * and its JSON.parse has no limit. Neither direction recurses in C: the
+ * decoder and encoder keep an explicit stack (on the heap, bounded by the
+ * limit), and a line nested past the limit is scanned to its end keeping no
+ * frame, so a 100 MiB "[[[[..." line costs its own bytes and no C stack.
  *
- * Known limits of the decoder (all give WEFT_EPROTO): an object key that
- * contains "\u0000", a lone surrogate escape ("\ud800"; Node >= 12 emits those
- * for lone surrogates in JS strings), a number that overflows a double
- * (JSON.stringify never writes one). An integer outside int64 (e.g. Node's
- * 1e20, written "100000000000000000000") is accepted: that line is then
- * parsed with every number as a double, and integral doubles in int64 range
- * still become ints (so 2 stays an int, but a 2.0 in the same line does too,
- * and an int above 2^53 in that line is rounded, as it would be in Node).
+ * What the decoder refuses: WEFT_EPROTO for a line that is not one JSON value
+ * (invalid UTF-8, raw control characters, trailing bytes, a number that
+ * overflows a double, which JSON.stringify never writes);
+ * WEFT_EUNREPRESENTABLE for valid JSON nested past the limit. The transport
+ * drops such a line alone and reports it on the user's port
+ * (weft_port_on_error); the channel carries on (lines delimit themselves).
  *
  * Threads: every function is reentrant; a linebuf or a decoded message is
- * used by one thread at a time. jansson is used with its default allocator
- * (json_set_alloc_funcs is process-global, so weft never calls it); what this
- * module hands to the caller is allocated with weft__malloc. */
+ * used by one thread at a time. Everything is allocated with weft__malloc.
+ * Numbers are read and written with '.' whatever the C locale. */
 #ifndef WEFT_NODEJSON_H
 #define WEFT_NODEJSON_H
 
 #include "weft_impl.h"
 
-/* Nesting limit for the converted value (see above). */
-#define WEFT__NODEJSON_MAX_DEPTH 64
+/* Nesting limit for the converted value (see above): about twice what Node's
+ * JSON.stringify manages with its default stack. */
+#define WEFT__NODEJSON_MAX_DEPTH 8192
 
 /* Default maximum line length for weft__linebuf_init(lb, 0). Node has no
  * limit of its own; a Buffer of n bytes takes up to 4n + 30 bytes of JSON. */
@@ -155,11 +169,12 @@ void weft__nodejson_in_fini(weft__nodejson_in_t *in);
  * handle (uv_write2). On success *out is a weft__malloc'd block the caller
  * frees with weft__free, holding *outlen bytes: one compact JSON value
  * followed by a single '\n' (never a blank line, never a raw '\n' inside),
- * plus a NUL after them that *outlen does not count. Returns 0; WEFT_EPROTO
- * (not exactly one msgpack value, or nested deeper than
+ * plus a NUL after them that *outlen does not count. Map entries are written
+ * as they are, duplicates included. Returns 0; WEFT_EPROTO (not exactly one
+ * msgpack value); WEFT_EUNREPRESENTABLE (nested deeper than
  * WEFT__NODEJSON_MAX_DEPTH); WEFT_ETYPE (a value JSON cannot carry: an ext, a
- * uint above INT64_MAX, a map key that is not a str, a str that is not valid
- * UTF-8); WEFT_EINVAL (NULL arguments, handle_type not valid UTF-8);
+ * uint above INT64_MAX, a map key that is not a str, a str that is not
+ * WTF-8); WEFT_EINVAL (NULL arguments, handle_type not valid UTF-8);
  * WEFT_ENOMEM. On error *out is untouched.
  * The value is sent as is: a map whose "cmd" is "NODE_..." reaches Node as an
  * internal message. A transport sending user payloads refuses those first

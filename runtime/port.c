@@ -696,6 +696,75 @@ size_t weft_port_pending(const weft_port_t *port) {
   return n > 0 ? (size_t)n : 0;
 }
 
+/* Dropped incoming messages: the transport reports on the owner thread while
+ * it parses; the callback is told later, from a task on the owner's loop, so
+ * user code never runs inside the transport. */
+int weft_port_on_error(weft_port_t *port, weft_port_error_cb cb) {
+  if (port == NULL)
+    return WEFT_EINVAL;
+  if (!on_owner_thread(port))
+    return WEFT_EWRONGTHREAD;
+  if (weft__port_ext(port) == NULL)
+    return WEFT_ENOMEM;
+  port->ext->errs.on_error = cb;
+  return 0;
+}
+
+uint64_t weft_port_dropped(const weft_port_t *port) {
+  weft__port_ext_t *x = port ? ext_of(port) : NULL;
+  return x ? atomic_load_explicit(&x->errs.dropped, memory_order_relaxed) : 0;
+}
+
+static void tell_errors(weft__task_t *t) {
+  struct weft__port_errs_s *e =
+      (struct weft__port_errs_s *)(void *)((char *)t - offsetof(struct weft__port_errs_s, task));
+  weft_port_t *p = e->port;
+  e->queued = false;
+  while (e->nwait > 0) {
+    int err = e->wait[0].err;
+    uint32_t n = e->wait[0].n;
+    memmove(&e->wait[0], &e->wait[1], (size_t)(e->nwait - 1) * sizeof(e->wait[0]));
+    e->nwait--;
+    for (uint32_t i = 0; i < n && e->on_error && !(p->flags & WEFT__PORT_CLOSING) &&
+                         on_owner_thread(p);
+         i++)
+      e->on_error(p, err);
+  }
+  channel_release(weft__port_channel(p)); /* the task's ref: last, it may free e */
+}
+
+void weft__port_report_drop(weft_port_t *p, int err) {
+  weft__port_ext_t *x = on_owner_thread(p) ? weft__port_ext(p) : ext_of(p);
+  if (x == NULL)
+    return; /* out of memory, or moved away without settings: nobody to tell */
+  struct weft__port_errs_s *e = &x->errs;
+  atomic_fetch_add_explicit(&e->dropped, 1, memory_order_relaxed);
+  if (!on_owner_thread(p))
+    return;
+  unsigned i = e->nwait;
+  if (i > 0 && e->wait[i - 1].err == err) {
+    e->wait[i - 1].n++;
+  } else if (i < sizeof(e->wait) / sizeof(e->wait[0])) {
+    e->wait[i].err = err;
+    e->wait[i].n = 1;
+    e->nwait++;
+  } else {
+    for (i = 0; i < e->nwait && e->wait[i].err != err; i++)
+      ;
+    if (i == e->nwait)
+      i--; /* eight codes in one turn: a run goes with the last one's */
+    e->wait[i].n++;
+  }
+  if (e->queued)
+    return;
+  e->queued = true;
+  e->port = p;
+  e->task.fn = tell_errors;
+  /* relaxed: the caller holds a ref (the port is not finished) */
+  atomic_fetch_add_explicit(&weft__port_channel(p)->refs, 1, memory_order_relaxed);
+  weft__ctx_post_task(owner_of(p), &e->task);
+}
+
 /* ---- closing ------------------------------------------------------------ */
 
 /* First step of a close: refuse posts, drop what is queued here, tell the

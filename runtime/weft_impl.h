@@ -171,6 +171,23 @@ enum {
   WEFT__PORT_FINISHED = 1u << 7   /* owner thread: close cb called, ref released */
 };
 
+/* Incoming messages a transport dropped (weft_port_on_error). Owner thread,
+ * but dropped, which any thread may read (relaxed: a statistic). The reports
+ * wait here, in order, as (code, count) runs, until a task on the owner's
+ * loop tells the callback; while it is queued the task holds a channel ref. */
+struct weft__port_errs_s {
+  weft__task_t task;
+  weft_port_t *port;
+  bool queued;
+  uint8_t nwait;
+  weft_port_error_cb on_error;
+  _Atomic uint64_t dropped;
+  struct {
+    int err;
+    uint32_t n;
+  } wait[8];
+};
+
 /* Rare per-port settings, allocated on first use so an actor's ports stay small. */
 typedef struct {
   weft_port_close_cb on_close;
@@ -179,6 +196,7 @@ typedef struct {
   weft_port_drain_cb on_drain;
   _Atomic uint32_t hwm_msgs;  /* read by posters on any thread (relaxed) */
   _Atomic size_t hwm_bytes;
+  struct weft__port_errs_s errs; /* incoming messages dropped (weft_port_on_error) */
 } weft__port_ext_t;
 
 /* 112 bytes: an actor is a channel of two ports (DESIGN: <= 256 B per actor). */
@@ -249,6 +267,10 @@ void weft__port_want_drain(weft_port_t *p);
  * closes meanwhile: a handle given to the user outlives the close. */
 void weft__port_hold(weft_port_t *p);
 void weft__port_unhold(weft_port_t *p);
+/* A transport dropped one message meant for p (it could not be represented:
+ * err says why): counts it and queues the report for p's error callback.
+ * Call on p's owner thread; elsewhere (p moved) it is only counted. */
+void weft__port_report_drop(weft_port_t *p, int err);
 /* Close a port that nobody owns (freed inside a message). Any thread. */
 void weft__port_close_orphan(weft_port_t *p);
 /* Deliver up to budget messages from p (owner thread). Returns how many. */

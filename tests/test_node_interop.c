@@ -1519,6 +1519,128 @@ static int node_child_main(void) {
   return ok ? 0 : 4;
 }
 
+/* ---- what weft cannot represent: dropped alone ------------------------------------ */
+
+#define UNREP_DEEP 4000 /* near this Node's JSON.stringify limit (4185 measured) */
+
+static struct {
+  int errs[8], nerrs;
+  bool shape_ok[6];
+  bool result_seen, result;
+} U;
+
+/* n arrays nested, the innermost empty: what nest(n) in the script sends. */
+static bool is_nested(weft_msg_t *m, size_t n) {
+  size_t len;
+  const uint8_t *p = weft_msg_payload(m, &len);
+  if (len != n)
+    return false;
+  for (size_t i = 0; i + 1 < n; i++)
+    if (p[i] != 0x91)
+      return false;
+  return p[n - 1] == 0x90;
+}
+
+static bool has_bytes(weft_msg_t *m, const char *bytes, size_t n) {
+  size_t len;
+  const char *p = weft_msg_payload(m, &len);
+  return memmem(p, len, bytes, n) != NULL;
+}
+
+static void on_unrep_message(weft_port_t *p, weft_msg_t *m) {
+  uint64_t i = S.msgs++;
+  const char *s;
+  size_t n;
+  bool ok = false;
+  switch (i) {
+  case 0:
+  case 5:
+    ok = weft_msg_get_str(m, "seq", &s, &n) == 0 && n == 3 && memcmp(s, i ? "ok2" : "ok1", 3) == 0;
+    break;
+  case 1: /* WTF-8: ED A0 80 is U+D800 alone; the pair is one 4-byte character */
+    ok = weft_msg_get_str(m, NULL, &s, &n) == 0 && has_bytes(m, "lead \xed\xa0\x80,", 9) &&
+         has_bytes(m, "\xf0\x9f\x98\x80", 4) && has_bytes(m, "\xed\xb0\x80\xed\xa0\x80", 6);
+    break;
+  case 2:
+    ok = is_nested(m, 70);
+    break;
+  case 3:
+    ok = is_nested(m, UNREP_DEEP);
+    break;
+  case 4: /* the keys as sent, NUL and all; "a" is its own key */
+    ok = has_bytes(m, "\xa3" "a\0b\x01", 5) && has_bytes(m, "\xa1\0", 2) &&
+         weft_msg_get_str(m, "a", &s, &n) == WEFT_ETYPE;
+    break;
+  default: {
+    bool r = false;
+    ok = weft_msg_get_bool(m, "result", &r) == 0;
+    U.result_seen = true;
+    U.result = r;
+    if (!r && weft_msg_get_str(m, "why", &s, &n) == 0)
+      print_message("node: %.*s\n", (int)n, s);
+    weft_msg_free(m);
+    return;
+  }
+  }
+  U.shape_ok[i] = ok;
+  if (weft_port_post(p, m) != 0) /* the echo */
+    weft_msg_free(m);
+}
+
+static void on_unrep_drop(weft_port_t *p, int err) {
+  CHECK(p == S.port);
+  CHECK(weft_ctx_current() != NULL);
+  if (U.nerrs < 8)
+    U.errs[U.nerrs] = err;
+  U.nerrs++;
+}
+
+static void on_unrep_exit(weft_child_t *c, int64_t status, int sig) {
+  on_child_exit(c, status, sig);
+}
+
+static uint64_t unrep_dropped;
+
+static void on_unrep_close(weft_port_t *p, const weft_port_close_info_t *info) {
+  unrep_dropped = weft_port_dropped(p);
+  on_port_close(p, info);
+}
+
+static void unrepresentable_keeps_serving(void **state) {
+  (void)state;
+  REQUIRE_NODE();
+  reset_seen();
+  memset(&U, 0, sizeof(U));
+  unrep_dropped = 0;
+  weft_runtime_t *rt = new_runtime(0);
+  weft_child_options_t o = {.on_message = on_unrep_message, .on_exit = on_unrep_exit};
+  char deep[16];
+  snprintf(deep, sizeof(deep), "%d", UNREP_DEEP);
+  S.child = spawn_node(weft_runtime_main(rt), &o, "unrepresentable_child.js", deep, NULL);
+  assert_non_null(S.child);
+  S.port = weft_child_port(S.child);
+  assert_int_equal(weft_port_on_error(S.port, on_unrep_drop), 0);
+  assert_int_equal(weft_port_on_close(S.port, on_unrep_close), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  finish_runtime(rt);
+  print_message("messages %llu, dropped %llu, errors %d\n", (unsigned long long)S.msgs,
+                (unsigned long long)unrep_dropped, U.nerrs);
+  for (int i = 0; i < 6; i++)
+    if (!U.shape_ok[i])
+      fail_msg("message %d arrived changed", i);
+  assert_true(U.result_seen);
+  assert_true(U.result);          /* every echo equal to what Node sent, in order */
+  assert_int_equal(S.msgs, 7);    /* 6 + the result: nothing lost after the drop */
+  assert_int_equal(U.nerrs, 2);   /* once per dropped line, with its reason */
+  assert_int_equal(U.errs[0], WEFT_EUNREPRESENTABLE);
+  assert_int_equal(U.errs[1], WEFT_EPROTO);
+  assert_int_equal(unrep_dropped, 2);
+  assert_int_equal(S.closes, 1);
+  assert_int_equal(S.close_reason, WEFT_ECLOSED); /* Node disconnected: no EPROTO */
+  assert_int_equal(S.exit_status, 0);             /* no EPIPE in Node */
+  assert_int_equal(S.term_signal, 0);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(int argc, char **argv) {
@@ -1539,6 +1661,7 @@ int main(int argc, char **argv) {
       T(handle_node_to_weft),
       T(oversized_line),
       T(refused_values),
+      T(unrepresentable_keeps_serving),
       T(killed_child),
       T(node_parent_weft_child),
   };

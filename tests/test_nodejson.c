@@ -78,6 +78,11 @@ static void decode_fails(const char *json, size_t len, int want) {
     fail_msg("decode %.*s: got %s, want %s", (int)len, json, weft_err_name(rc),
              weft_err_name(want));
   assert_null(in.msg);
+  if (want == WEFT_EUNREPRESENTABLE) { /* says what the line was */
+    assert_int_not_equal(in.kind, 0);
+    weft__nodejson_in_fini(&in);
+    return;
+  }
   assert_null(in.cmd);
   assert_null(in.handle_type);
   assert_null(in.key);
@@ -620,8 +625,8 @@ static void invalid_lines_are_rejected(void **state) {
   static const char *const bad[] = {
       "", " ", "\r", "not json", "{", "}", "[1,2", "[1,2] x", "1 2", "{\"a\"}",
       "{a:1}", "'s'", "[1,]", "NaN", "Infinity", "undefined", "01", "+1", ".5",
-      "\"\x01\"", "\"tab\tin string\"", ("\xef\xbb\xbf" "1"), "\"\\ud800\"",
-      "\"\\udc00x\"", "{\"a\\u0000b\":1}", "\"\\x41\"",
+      "\"\x01\"", "\"tab\tin string\"", ("\xef\xbb\xbf" "1"), "\"\\ud80\"",
+      "\"\\udc0g\"", "{\"a\\u000\":1}", "\"\\x41\"",
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
     decode_fails(bad[i], strlen(bad[i]), WEFT_EPROTO);
@@ -681,14 +686,16 @@ static char *nested(const char *open, const char *inner, const char *close, int 
 
 static void depth_limit(void **state) {
   (void)state;
+  enum { D = WEFT__NODEJSON_MAX_DEPTH };
   static const struct {
     const char *open, *inner, *close;
     int ok_depth; /* containers in the msgpack shape at the limit */
   } cases[] = {
-      {"[", "", "]", 64},
-      {"[", "1", "]", 64},
-      {"{\"k\":", "{}", "}", 63},
-      {"[", "{\"type\":\"Buffer\",\"data\":[1]}", "]", 64}, /* a bin is a leaf */
+      {"[", "", "]", D},
+      {"[", "1", "]", D},
+      {"{\"k\":", "{}", "}", D - 1},
+      {"[", "{\"type\":\"Buffer\",\"data\":[1]}", "]", D}, /* a bin is a leaf */
+      {"{\"k\":", "{\"type\":\"Buffer\",\"data\":[]}", "}", D},
   };
   for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
     int d = cases[c].ok_depth;
@@ -705,13 +712,135 @@ static void depth_limit(void **state) {
     weft__nodejson_in_fini(&in);
     free(ok);
     char *deep = nested(cases[c].open, cases[c].inner, cases[c].close, d + 1);
-    decode_fails(deep, strlen(deep), WEFT_EPROTO);
+    decode_fails(deep, strlen(deep), WEFT_EUNREPRESENTABLE);
     free(deep);
   }
-  /* Far past jansson's own limit: an error, not a crash. */
-  char *deep = nested("[", "", "]", 100000);
-  decode_fails(deep, strlen(deep), WEFT_EPROTO);
+  /* Near the limit, a Buffer's data array is not a container; anything else
+   * at that depth is. */
+  char *notbuf = nested("[", "{\"type\":\"Buffer\",\"data\":[1,\"x\"]}", "]", D - 1);
+  decode_fails(notbuf, strlen(notbuf), WEFT_EUNREPRESENTABLE);
+  free(notbuf);
+  notbuf = nested("[", "{\"type\":\"Buffer\",\"data\":[[]]}", "]", D - 1);
+  decode_fails(notbuf, strlen(notbuf), WEFT_EUNREPRESENTABLE);
+  free(notbuf);
+  /* Past the limit, what follows still counts: a line malformed after it is
+   * malformed, and an internal line says what it was. */
+  char *deep = nested("[", "", "]", D + 1);
+  size_t dl = strlen(deep);
+  char *bad = malloc(dl + 3);
+  assert_non_null(bad);
+  memcpy(bad, deep, dl);
+  memcpy(bad + dl, ",]", 3);
+  decode_fails(bad, dl + 2, WEFT_EPROTO);
+  free(bad);
+  char *handle = malloc(dl + 64);
+  assert_non_null(handle);
+  int hl = snprintf(handle, dl + 64, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":%s}",
+                    deep);
+  weft__nodejson_in_t in;
+  assert_int_equal(weft__nodejson_decode(handle, (size_t)hl, &in), WEFT_EUNREPRESENTABLE);
+  assert_int_equal(in.kind, WEFT__NODEJSON_NODE_HANDLE);
+  assert_string_equal(in.handle_type, "net.Socket");
+  assert_null(in.msg);
+  weft__nodejson_in_fini(&in);
+  free(handle);
   free(deep);
+  /* A hostile line: 100 MiB of '[' (never closed), then 50 MiB of '[' and
+   * as many ']': named errors, no deep C stack (the decoder is iterative and
+   * keeps no frame past the limit). */
+  size_t big = (size_t)100 << 20;
+  char *flood = malloc(big);
+  assert_non_null(flood);
+  memset(flood, '[', big);
+  decode_fails(flood, big, WEFT_EPROTO);
+  memset(flood + big / 2, ']', big / 2);
+  decode_fails(flood, big, WEFT_EUNREPRESENTABLE);
+  free(flood);
+}
+
+/* Lone surrogates travel as WTF-8 (their 3-byte generalized UTF-8 form) and
+ * go back to Node as the same escapes; a pair is one 4-byte character. */
+static void lone_surrogates_round_trip(void **state) {
+  (void)state;
+  decodes_to("\"\\ud800\"", "\xa3\xed\xa0\x80", 4);
+  decodes_to("\"\\udfff\"", "\xa3\xed\xbf\xbf", 4);
+  decodes_to("\"a\\udc00b\"", "\xa5" "a\xed\xb0\x80" "b", 6);
+  /* trail then lead: two lone ones, not a pair */
+  decodes_to("\"\\udc00\\ud800\"", "\xa6\xed\xb0\x80\xed\xa0\x80", 7);
+  /* a lead before a non-surrogate escape, before a raw character */
+  decodes_to("\"\\ud800\\u0041\\uD83D\xc3\xa9\"", "\xa9\xed\xa0\x80" "A\xed\xa0\xbd\xc3\xa9", 10);
+  decodes_to("{\"\\ud800\":1}", "\x81\xa3\xed\xa0\x80\x01", 6);
+  /* Back to Node: the escapes JSON.stringify writes (lowercase). */
+  static const char *const lines[] = {
+      "\"\\ud800\"", "\"x\\udc00\\ud800y\"", "[\"\\udbff\",{\"\\udfff\":\"\\ud83d\"}]",
+      "\"\\ud800\xf0\x9f\x98\x80\\udc00\"",
+  };
+  for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+    weft__nodejson_in_t in;
+    decode_ok(lines[i], &in);
+    size_t plen, n;
+    const void *p = weft_msg_payload(in.msg, &plen);
+    char *out = encode_ok(p, plen, NULL, &n);
+    if (n != strlen(lines[i]) + 1 || memcmp(out, lines[i], n - 1) != 0)
+      fail_msg("round trip:\n  in  %s\n  out %s", lines[i], out);
+    weft__free(out);
+    weft__nodejson_in_fini(&in);
+  }
+  /* Not WTF-8: a lead and a trail surrogate in 3-byte forms side by side
+   * (that pair has a 4-byte form), a raw surrogate in a line. */
+  encode_fails("\xa6\xed\xa0\x80\xed\xb0\x80", 7, WEFT_ETYPE);
+  encode_fails("\x81\xa6\xed\xa0\x80\xed\xb0\x80\x01", 9, WEFT_ETYPE);
+  encodes_to("\xa6\xed\xb0\x80\xed\xa0\x80", 7, "\"\\udc00\\ud800\"\n");
+  decode_fails("\"\xed\xa0\x80\"", 5, WEFT_EPROTO);
+}
+
+/* Keys may hold NUL (msgpack strs carry any byte); so may strings. */
+static void nul_in_keys(void **state) {
+  (void)state;
+  decodes_to("{\"a\\u0000b\":1}", "\x81\xa3" "a\0b" "\x01", 6);
+  decodes_to("{\"\\u0000\":1,\"\":2}", "\x82\xa1\0\x01\xa0\x02", 6);
+  /* distinct from "a": no last-one-wins between them */
+  decodes_to("{\"a\":1,\"a\\u0000\":2}", "\x82\xa1" "a\x01\xa2" "a\0\x02", 8);
+  encodes_to("\x81\xa3" "a\0b" "\x01", 6, "{\"a\\u0000b\":1}\n");
+  /* weft's readers match whole keys: "a" is not "a\0b". */
+  weft__nodejson_in_t in;
+  decode_ok("{\"a\\u0000b\":1,\"a\":2}", &in);
+  int64_t v;
+  assert_int_equal(weft_msg_get_i64(in.msg, "a", &v), 0);
+  assert_int_equal(v, 2);
+  weft__nodejson_in_fini(&in);
+  decode_ok("{\"a\\u0000b\":1}", &in);
+  assert_int_equal(weft_msg_get_i64(in.msg, "a", &v), WEFT_ENOENT);
+  weft__nodejson_in_fini(&in);
+}
+
+/* Duplicate keys in every position, big objects included (sorted path). */
+static void duplicate_keys(void **state) {
+  (void)state;
+  decodes_to("{\"a\":1,\"b\":2,\"a\":3}", "\x82\xa1" "a\x03\xa1" "b\x02", 7);
+  decodes_to("{\"a\":[1,2],\"a\":{}}", "\x81\xa1" "a\x80", 4);
+  decodes_to("{\"type\":\"x\",\"data\":[1],\"type\":\"Buffer\"}", "\xc4\x01\x01", 3);
+  /* 40 keys k0..k19 twice: the second values win, first places kept. */
+  char line[1024];
+  int n = snprintf(line, sizeof(line), "{");
+  for (int r = 0; r < 2; r++)
+    for (int i = 0; i < 20; i++)
+      n += snprintf(line + n, sizeof(line) - (size_t)n, "%s\"k%d\":%d", n > 1 ? "," : "", i,
+                    r * 100 + i);
+  n += snprintf(line + n, sizeof(line) - (size_t)n, "}");
+  weft__nodejson_in_t in;
+  decode_ok(line, &in);
+  size_t plen, ol;
+  const void *p = weft_msg_payload(in.msg, &plen);
+  char *out = encode_ok(p, plen, NULL, &ol);
+  char want[1024];
+  int w = snprintf(want, sizeof(want), "{");
+  for (int i = 0; i < 20; i++)
+    w += snprintf(want + w, sizeof(want) - (size_t)w, "%s\"k%d\":%d", i ? "," : "", i, 100 + i);
+  snprintf(want + w, sizeof(want) - (size_t)w, "}\n");
+  assert_string_equal(out, want);
+  weft__free(out);
+  weft__nodejson_in_fini(&in);
 }
 
 /* ---- msgpack -> JSON ----------------------------------------------------------- */
@@ -741,8 +870,8 @@ static void pk_str_2028(msgpack_packer *pk) {
   msgpack_pack_str_body(pk, "\xe2\x80\xa8", 3);
 }
 static void pk_bad_str(msgpack_packer *pk) {
-  msgpack_pack_str(pk, 3);
-  msgpack_pack_str_body(pk, "\xed\xa0\x80", 3);
+  msgpack_pack_str(pk, 2);
+  msgpack_pack_str_body(pk, "\xc0\x80", 2); /* overlong (a lone surrogate is WTF-8: fine) */
 }
 static void pk_bin(msgpack_packer *pk) {
   msgpack_pack_bin(pk, 3);
@@ -822,7 +951,7 @@ static void msgpack_to_json_each_type(void **state) {
   encode_built(pk_bin_empty, "{\"type\":\"Buffer\",\"data\":[]}\n");
   encode_built(pk_array, "[1,[],{},{\"type\":\"Buffer\",\"data\":[0,104,105]}]\n");
   encode_built(pk_map, "{\"b\":1,\"a\":{\"\":null},\"k\\n\":true}\n"); /* order kept */
-  encode_built(pk_map_dup, "{\"a\":2}\n");
+  encode_built(pk_map_dup, "{\"a\":1,\"a\":2}\n"); /* JSON.parse keeps the last */
   encode_built_fails(pk_u64_too_big, WEFT_ETYPE);
   encode_built_fails(pk_bad_str, WEFT_ETYPE);
   encode_built_fails(pk_ext, WEFT_ETYPE);
@@ -846,16 +975,19 @@ static void encoder_rejects_bad_payloads(void **state) {
   assert_int_equal(weft__nodejson_encode("\xc0", 1, NULL, NULL, &n), WEFT_EINVAL);
   assert_int_equal(weft__nodejson_encode("\xc0", 1, NULL, &out, NULL), WEFT_EINVAL);
   assert_int_equal(weft__nodejson_encode("\xc0", 1, "\xff", &out, &n), WEFT_EINVAL);
-  /* Nesting: 64 containers encode, 65 do not. */
-  uint8_t deep[65];
-  memset(deep, 0x91, sizeof(deep));
-  deep[63] = 0x90;
-  char *line = encode_ok(deep, 64, NULL, &n);
-  assert_int_equal(n, 64 * 2 + 1);
+  /* Nesting: WEFT__NODEJSON_MAX_DEPTH containers encode, one more does not. */
+  enum { D = WEFT__NODEJSON_MAX_DEPTH };
+  uint8_t *deep = malloc(D + 1);
+  assert_non_null(deep);
+  memset(deep, 0x91, D + 1);
+  deep[D - 1] = 0x90;
+  char *line = encode_ok(deep, D, NULL, &n);
+  assert_int_equal(n, (size_t)D * 2 + 1);
   weft__free(line);
-  deep[63] = 0x91;
-  deep[64] = 0x90;
-  encode_fails(deep, 65, WEFT_EPROTO);
+  deep[D - 1] = 0x91;
+  deep[D] = 0x90;
+  encode_fails(deep, D + 1, WEFT_EUNREPRESENTABLE);
+  free(deep);
 }
 
 static void handle_wrapper_and_control_lines(void **state) {
@@ -971,7 +1103,7 @@ static void json_round_trips(void **state) {
       "1.0715086071862673e301", /* 2^1000, 17 digits: printed as is */
       "0.10000000000000001",
       "{\"cmd\":\"NODE_CLUSTER\",\"act\":\"queryServer\",\"seq\":3,\"data\":null}",
-      "{\"z\":{\"y\":[[[\"\\u0000\\u001F\\\"\\\\\"]]]}}",
+      "{\"z\":{\"y\":[[[\"\\u0000\\u001f\\\"\\\\\"]]]}}",
       "\"\xf0\x9f\x98\x80 \\r\\t\\b\\f\"",
   };
   for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
@@ -1042,7 +1174,7 @@ static void decode_alloc_failure_sweep(void **state) {
       "{\"cmd\":\"NODE_HANDLE_ACK\"}",
       "[\"0123456789012345678901234567890123456789\",{\"type\":\"Buffer\",\"data\":[1]}]",
   };
-  static const long want_allocs[] = {5, 5, 1, 2};
+  static const long want_allocs[] = {8, 7, 4, 5}; /* out, frames, keys, message, strings */
   for (size_t l = 0; l < sizeof(lines) / sizeof(lines[0]); l++) {
     long n;
     for (n = 0;; n++) {
@@ -1317,6 +1449,9 @@ int main(void) {
       cmocka_unit_test_teardown(invalid_lines_are_rejected, no_leaks),
       cmocka_unit_test_teardown(invalid_utf8_is_rejected, no_leaks),
       cmocka_unit_test_teardown(depth_limit, no_leaks),
+    cmocka_unit_test_teardown(lone_surrogates_round_trip, no_leaks),
+    cmocka_unit_test_teardown(nul_in_keys, no_leaks),
+    cmocka_unit_test_teardown(duplicate_keys, no_leaks),
       cmocka_unit_test_teardown(msgpack_to_json_each_type, no_leaks),
       cmocka_unit_test_teardown(encoder_rejects_bad_payloads, no_leaks),
       cmocka_unit_test_teardown(handle_wrapper_and_control_lines, no_leaks),

@@ -19,6 +19,14 @@
  * wait, in order, in the channel), so a program that takes no input until
  * its output moves does not stall. Its close event counts as undelivered
  * what was not written whole, and a socket Node never acknowledged.
+ * Values map as JSON.parse/JSON.stringify see them: strings are WTF-8 (a
+ * lone surrogate, which JSON.stringify writes as "\ud800", is its 3-byte
+ * form ED A0 80 and goes back to Node as the same escape, so a string makes
+ * the round trip unchanged); keys may hold NUL; nesting up to 8192 arrays
+ * and maps (Node 20's JSON.stringify stops near 4185); Buffers are bins. A
+ * line weft cannot carry (nested deeper than that: WEFT_EUNREPRESENTABLE;
+ * not JSON: WEFT_EPROTO) is dropped alone and reported through
+ * weft_port_on_error and weft_port_dropped; later messages still arrive.
  *
  * Callbacks run on the spawning context's thread. on_exit comes once, last:
  * after the process has exited, its channel has closed (so every message it

@@ -76,6 +76,16 @@ typedef void (*weft_port_close_cb)(weft_port_t *port, const weft_port_close_info
  * called whether the port is started or not. */
 typedef void (*weft_port_drain_cb)(weft_port_t *port);
 
+/* Called once per incoming message that the channel's transport dropped
+ * because it could not be delivered as a message, on the owner thread, from
+ * its loop (never inside another weft call). err says why: WEFT_EUNREPRESENTABLE
+ * (a Node.js peer sent a value weft cannot carry, e.g. nested deeper than
+ * 8192) or WEFT_EPROTO (a malformed line). The channel stays open: later
+ * messages arrive, in order; the calls are not ordered with message
+ * delivery. The callee may post, start/stop or close the port (no further
+ * calls once it is closed). */
+typedef void (*weft_port_error_cb)(weft_port_t *port, int err);
+
 /* weft_channel_new: a new channel; both ports are owned by ctx (the calling
  * thread must be ctx's). Neither delivers anything until started. Returns 0 and
  * sets ports[0], ports[1], or WEFT_ENOMEM / WEFT_EWRONGTHREAD / WEFT_EINVAL. */
@@ -93,6 +103,13 @@ WEFT_EXTERN int weft_port_stop(weft_port_t *port);
  * Owner thread. Returns 0, WEFT_ENOMEM, WEFT_EINVAL, WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_port_on_close(weft_port_t *port, weft_port_close_cb cb);
 WEFT_EXTERN int weft_port_on_drain(weft_port_t *port, weft_port_drain_cb cb);
+
+/* weft_port_on_error: set (or clear, with NULL) the dropped-message callback.
+ * Owner thread. Returns 0, WEFT_ENOMEM, WEFT_EINVAL, WEFT_EWRONGTHREAD.
+ * weft_port_dropped: how many incoming messages were dropped so far (counted
+ * whether or not a callback is set). Any thread; 0 for NULL. */
+WEFT_EXTERN int weft_port_on_error(weft_port_t *port, weft_port_error_cb cb);
+WEFT_EXTERN uint64_t weft_port_dropped(const weft_port_t *port);
 
 /* weft_port_post: send msg to the peer. Any thread. On success msg is taken;
  * on failure the caller still owns msg and may retry.
