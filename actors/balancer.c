@@ -92,7 +92,8 @@ static void on_ready(inst_t *in) {
   slot_t *s = in->slot;
   in->ready = true;
   inst_t *old = NULL;
-  if (s->incoming == in) {  /* reload: the new one takes the slot */
+  bool took = s->incoming == in;
+  if (took) {  /* reload: the new one takes the slot */
     old = s->cur;
     s->cur = in;
     s->incoming = NULL;
@@ -101,9 +102,12 @@ static void on_ready(inst_t *in) {
   weft__bal_flush_pending(b);
   weft__bal_update_polls(b);
   tell_ready(b);
+  /* Only the incoming worker moves the reload on: the current one of the
+   * slot being reloaded may report ready meanwhile too (it was still
+   * starting, or restarted after a crash), and must not start another. */
   if (old)
     drain_inst(old);
-  else if (b->reloading && s == &b->slots[b->reload_i] && b->reload_old == NULL)
+  else if (took && b->reloading && s == &b->slots[b->reload_i])
     reload_step(b);  /* the slot was empty: nothing to drain */
 }
 

@@ -51,7 +51,9 @@ static struct {
 } gu;
 
 static void on_closed(weft_balancer_t *b) {
-  (void)b;
+  bal->nfinal = weft_balancer_workers(b);
+  for (size_t i = 0; i < bal->nfinal && i < 4; i++)
+    CHECK(weft_balancer_stats(b, i, &bal->final[i]) == 0);
   bal->closed++;
 }
 
@@ -297,6 +299,54 @@ static void drain_refuses_reuseport(void **state) {
   drain_refuses(WEFT_BALANCE_REUSEPORT);
 }
 
+/* ---- reload before the workers are ready ----------------------------------------- */
+
+/* A reload that starts while the current workers are still starting (a
+ * SIGHUP right after launch): the current worker's READY must not move the
+ * reload on. It did: every such READY started one more incoming worker for
+ * the slot, whose own READY then did the same (101 starts for one slot). */
+static struct {
+  int reloaded, err;
+} rl;
+
+static void rl_done(weft_balancer_t *b, int err) {
+  rl.reloaded++;
+  rl.err = err;
+  CHECK(weft_balancer_close(b, on_closed) == 0);
+}
+
+static void reload_before_ready(bool processes) {
+  memset(&rl, 0, sizeof(rl));
+  weft_runtime_t *rt = baltest_new_runtime();
+  weft_balancer_options_t o = {
+      .workers = 2,
+      .worker = {.kind = processes ? WEFT_SUP_PROCESS : WEFT_SUP_THREAD,
+                 .entry = processes ? NULL : baltest_http_entry,
+                 .entry_name = "http"},
+  };
+  assert_int_equal(weft_balancer_new(weft_runtime_main(rt), &o, &bal->b), 0);
+  assert_int_equal(weft_balancer_reload(bal->b, rl_done), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_int_equal(rl.reloaded, 1);
+  assert_int_equal(rl.err, 0);
+  assert_int_equal(bal->closed, 1);
+  fprintf(stderr, "reload before ready (%s): starts %llu and %llu\n",
+          processes ? "processes" : "threads", (unsigned long long)bal->final[0].starts,
+          (unsigned long long)bal->final[1].starts);
+  CHECK(bal->final[0].starts == 2 && bal->final[1].starts == 2);
+  ktest_finish_runtime(rt);
+}
+
+static void reload_before_ready_threads(void **state) {
+  (void)state;
+  reload_before_ready(false);
+}
+
+static void reload_before_ready_processes(void **state) {
+  (void)state;
+  reload_before_ready(true);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
@@ -313,6 +363,8 @@ int main(void) {
       T(drain_refuses_round_robin),
       T(drain_refuses_shared),
       T(drain_refuses_reuseport),
+      T(reload_before_ready_threads),
+      T(reload_before_ready_processes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
