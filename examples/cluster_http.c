@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include <weft.h>
 #include <weft/balancer.h>
@@ -139,14 +140,21 @@ static void on_close(weft_conn_t *conn) {
     uv_close((uv_handle_t *)c->timer, (uv_close_cb)free);
 }
 
+/* Bytes the kernel holds for us that we have not read yet. */
+static bool bytes_waiting(uv_stream_t *s) {
+  uv_os_fd_t fd;
+  int n = 0;
+  return uv_fileno((uv_handle_t *)s, &fd) == 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 /* Draining: connections idle between requests close now; the others answer
  * their current (or first) request with Connection: close (see on_read),
- * within the header timeout and the drain deadline. A connection that was
- * just handed over has not sent its first request yet: closing it now
- * would fail that request. */
+ * within the header timeout and the drain deadline. Not idle: a connection
+ * just handed over (its first request is on its way), or one whose next
+ * request has arrived but is not read yet. */
 static void on_drain(weft_conn_t *conn) {
   http_conn_t *c = (http_conn_t *)conn;
-  if (c->len == 0 && c->served > 0)
+  if (c->len == 0 && c->served > 0 && !bytes_waiting(&conn->h.stream))
     weft_conn_close(conn);
 }
 
