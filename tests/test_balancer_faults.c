@@ -78,10 +78,13 @@ static void gu_exit(weft_balancer_t *b, size_t i, const weft_sup_exit_t *why) {
   gu.exits++;
 }
 
-/* A thread worker that serves for 10 ms, then exits with code 9. */
+/* A thread worker that serves for 10 ms, then exits with code 9. Its timer
+ * lives in the thread (a worker stopped first closes it with its loop). */
+static _Thread_local uv_timer_t flaky_timer_h;
+
 static void flaky_timer(uv_timer_t *t) {
   weft_ctx_t *ctx = t->data;
-  uv_close((uv_handle_t *)t, (uv_close_cb)free);
+  uv_close((uv_handle_t *)t, NULL);
   weft_worker_exit(ctx, 9);
 }
 
@@ -89,10 +92,9 @@ static int flaky_entry(weft_ctx_t *ctx, weft_msg_t *data) {
   int err = baltest_http_entry(ctx, data);
   if (err)
     return err;
-  uv_timer_t *t = malloc(sizeof(*t));
-  uv_timer_init(weft_ctx_loop(ctx), t);
-  t->data = ctx;
-  uv_timer_start(t, flaky_timer, 10, 0);
+  uv_timer_init(weft_ctx_loop(ctx), &flaky_timer_h);
+  flaky_timer_h.data = ctx;
+  uv_timer_start(&flaky_timer_h, flaky_timer, 10, 0);
   return 0;
 }
 
