@@ -149,13 +149,20 @@ static bool bytes_waiting(uv_stream_t *s) {
 
 /* Draining: connections idle between requests close now; the others answer
  * their current (or first) request with Connection: close (see on_read),
- * within the header timeout and the drain deadline. Not idle: a connection
- * just handed over (its first request is on its way), or one whose next
- * request has arrived but is not read yet. */
+ * within the header timeout and the drain deadline. Not idle: one whose next
+ * request has arrived but is not read yet; and one just handed over, whose
+ * first request may be on its way: it gets DRAIN_FIRST_MS for it (not the
+ * whole header timeout, so that silent connections do not hold the exit). */
+#define DRAIN_FIRST_MS 500
+
 static void on_drain(weft_conn_t *conn) {
   http_conn_t *c = (http_conn_t *)conn;
-  if (c->len == 0 && c->served > 0 && !bytes_waiting(&conn->h.stream))
+  if (c->len > 0 || bytes_waiting(&conn->h.stream))
+    return;
+  if (c->served > 0)
     weft_conn_close(conn);
+  else if (header_timeout_ms == 0 || header_timeout_ms > DRAIN_FIRST_MS)
+    deadline(c, DRAIN_FIRST_MS);
 }
 
 static int http_worker(weft_ctx_t *ctx, weft_msg_t *data) {

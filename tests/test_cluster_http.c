@@ -224,6 +224,8 @@ static void sigterm_refuses_and_finishes(void **state) {
   assert_true(request(fd, REQ, buf, sizeof(buf)));
   static const char half[] = "GET / HTTP/1.1\r\nHost: t\r\n";
   assert_true(send_all(fd, half, sizeof(half) - 1));
+  int silent;  /* connected, never sends: must not hold the exit for long */
+  assert_int_equal(baltest_connect(s.port, 5000, &silent), 0);
   uint64_t t0 = now_ms();
   assert_int_equal(kill(s.pid, SIGTERM), 0);
   assert_true(wait_output(&s, "draining", 5000));
@@ -235,16 +237,21 @@ static void sigterm_refuses_and_finishes(void **state) {
   bool answered = n > 0 && strstr(buf, "200 OK") && strstr(buf, "Connection: close");
   bool closed = ms_until_closed(fd, 5000) >= 0;
   close(fd);
+  int m_silent = ms_until_closed(silent, 5000);
+  close(silent);
   int st = server_wait(&s, 5000);
   uint64_t took = now_ms() - t0;
-  fprintf(stderr, "SIGTERM: new connect %s after %llu ms, held request %s, exit %d in %llu ms\n",
+  fprintf(stderr, "SIGTERM: new connect %s after %llu ms, held request %s, silent one %s, "
+          "exit %d in %llu ms\n",
           weft_err_name(first), (unsigned long long)refused_ms,
-          answered ? "answered" : "lost", st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1,
-          (unsigned long long)took);
+          answered ? "answered" : "lost", m_silent >= 0 ? "closed" : "open",
+          st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1, (unsigned long long)took);
   assert_int_equal(first, UV_ECONNREFUSED);
   assert_true(answered);
   assert_true(closed);
+  assert_true(m_silent >= 0);
   assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  assert_true(took < 3000);  /* not the 10 s drain deadline, nor the header timeout */
 }
 
 /* ---- SIGHUP: a rolling reload under load ------------------------------------------------- */
