@@ -33,7 +33,9 @@
 #include "balancer_int.h"
 
 static void reload_step(weft_balancer_t *b);
+static void reload_done(weft_balancer_t *b, int err);
 static void maybe_finish_close(weft_balancer_t *b);
+static void stop_listening(weft_balancer_t *b);
 
 /* ---- instances ----------------------------------------------------------------- */
 
@@ -90,7 +92,8 @@ static void on_ready(inst_t *in) {
   slot_t *s = in->slot;
   in->ready = true;
   inst_t *old = NULL;
-  if (s->incoming == in) {  /* reload: the new one takes the slot */
+  bool took = s->incoming == in;
+  if (took) {  /* reload: the new one takes the slot */
     old = s->cur;
     s->cur = in;
     s->incoming = NULL;
@@ -99,9 +102,12 @@ static void on_ready(inst_t *in) {
   weft__bal_flush_pending(b);
   weft__bal_update_polls(b);
   tell_ready(b);
+  /* Only the incoming worker moves the reload on: the current one of the
+   * slot being reloaded may report ready meanwhile too (it was still
+   * starting, or restarted after a crash), and must not start another. */
   if (old)
     drain_inst(old);
-  else if (b->reloading && s == &b->slots[b->reload_i] && b->reload_old == NULL)
+  else if (took && b->reloading && s == &b->slots[b->reload_i])
     reload_step(b);  /* the slot was empty: nothing to drain */
 }
 
@@ -173,10 +179,24 @@ static void on_child_start(weft_sup_t *sup, weft_sup_child_t *c) {
     fail_child(c);
 }
 
+/* The supervisor is giving up (this exit broke its limit): stop serving now,
+ * not once every worker stopped. The listeners close, so new clients are
+ * refused instead of waiting in a queue that nobody accepts from; what waits
+ * for a worker and what the dead ones had not taken is closed. */
+static void begin_give_up(weft_balancer_t *b) {
+  b->gave_up = true;
+  stop_listening(b);
+  weft__bal_drop_pending(b);
+  if (b->reloading)
+    reload_done(b, WEFT_EGAVEUP);
+}
+
 static void on_child_exit(weft_sup_t *sup, weft_sup_child_t *c, const weft_sup_exit_t *why,
                           bool final) {
   weft_balancer_t *b = weft_sup_data(sup);
   inst_t *in = weft_sup_child_data(c);
+  if (!b->gave_up && weft_sup_gave_up(sup))
+    begin_give_up(b);
   weft__bal_inst_down(in);
   if (b->opts.on_worker_exit && !b->quiet)
     b->opts.on_worker_exit(b, (size_t)(in->slot - b->slots), why);
@@ -194,23 +214,26 @@ static void on_child_exit(weft_sup_t *sup, weft_sup_child_t *c, const weft_sup_e
   maybe_finish_close(b);
 }
 
+/* Every worker has stopped: report (or, with no one to report to, close). */
 static void on_give_up(weft_sup_t *sup, const weft_sup_exit_t *last) {
   weft_balancer_t *b = weft_sup_data(sup);
-  if (b->opts.on_give_up && !b->quiet)
-    b->opts.on_give_up(sup, last);
+  if (!b->gave_up)
+    begin_give_up(b);
+  if (b->quiet || b->closing)
+    return;
+  if (b->opts.on_give_up)
+    b->opts.on_give_up(b, WEFT_EGAVEUP, last);
+  else
+    weft_balancer_close(b, NULL);
 }
 
 /* ---- listeners ------------------------------------------------------------------- */
 
-static void on_poll_closed(uv_handle_t *h) {
-  listener_t *l = h->data;
-  weft_balancer_t *b = l->b;
-  close(l->fd);
-  l->fd = -1;
-  if (--b->handles > 0)
+/* The balancer goes once it is closing, its supervisor has closed and every
+ * listener's poll handle has closed, whichever comes last. */
+static void maybe_free(weft_balancer_t *b) {
+  if (!b->closing || b->sup != NULL || b->handles > 0)
     return;
-  if (b->opts.path)
-    unlink(b->opts.path);
   if (b->close_cb && !b->quiet)
     b->close_cb(b);
   weft_free(b->lis);
@@ -219,22 +242,42 @@ static void on_poll_closed(uv_handle_t *h) {
   weft_free(b);
 }
 
-static void close_listeners(weft_balancer_t *b) {
-  for (size_t i = 0; i < b->nlis; i++)
-    uv_close((uv_handle_t *)&b->lis[i].poll, on_poll_closed);
+static void on_poll_closed(uv_handle_t *h) {
+  listener_t *l = h->data;
+  l->b->handles--;
+  maybe_free(l->b);
+}
+
+/* Closes every listener (once), now: uv_close stops the poll at once, so the
+ * fd may go before the close callback (it was the last reference unless a
+ * shared or reuseport worker still holds a duplicate). A Unix socket's path
+ * goes too. */
+static void stop_listening(weft_balancer_t *b) {
+  if (b->lis_closed)
+    return;
+  b->lis_closed = true;
+  for (size_t i = 0; i < b->nlis; i++) {
+    listener_t *l = &b->lis[i];
+    l->polling = false;
+    uv_close((uv_handle_t *)&l->poll, on_poll_closed);
+    close(l->fd);
+    l->fd = -1;
+  }
+  if (b->opts.path && b->nlis > 0)
+    unlink(b->opts.path);
 }
 
 static int open_listeners(weft_balancer_t *b) {
   bool rp = b->opts.policy == WEFT_BALANCE_REUSEPORT;
   if (rp && b->opts.path)
     return UV_ENOTSUP;
-  b->nlis = rp ? b->nslots : 1;
-  b->lis = weft_calloc(b->nlis, sizeof(*b->lis));
+  size_t n = rp ? b->nslots : 1;
+  b->lis = weft_calloc(n, sizeof(*b->lis));
   if (b->lis == NULL)
     return WEFT_ENOMEM;
   int err = 0, port = b->opts.port;
   size_t i;
-  for (i = 0; i < b->nlis; i++) {
+  for (i = 0; i < n; i++) {
     listener_t *l = &b->lis[i];
     l->b = b;
     err = weft__bal_listen(&b->opts, port, rp, &l->fd, &port);
@@ -291,7 +334,8 @@ static void reload_step(weft_balancer_t *b) {
 static void on_sup_closed(weft_sup_t *sup) {
   weft_balancer_t *b = weft_sup_data(sup);
   b->sup = NULL;
-  close_listeners(b);
+  stop_listening(b);
+  maybe_free(b);
 }
 
 static void maybe_finish_close(weft_balancer_t *b) {
@@ -305,13 +349,9 @@ static void free_new(weft_balancer_t *b) {
   for (size_t i = 0; i < b->nslots; i++)
     weft_free(b->slots[i].cur);
   b->quiet = true;
-  if (b->handles) {
-    close_listeners(b);
-    return;
-  }
-  weft_free(b->lis);
-  weft_free(b->slots);
-  weft_free(b);
+  b->closing = true;
+  stop_listening(b);
+  maybe_free(b);
 }
 
 int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft_balancer_t **out) {
@@ -372,11 +412,14 @@ int weft_balancer_close(weft_balancer_t *b, weft_balancer_cb cb) {
     return WEFT_EINVAL;
   if (b->closing)
     return 0;
-  /* Hand out what already waits in the round-robin accept queue. */
+  /* Hand out what already waits in the round-robin accept queue, then stop
+   * listening: new clients are refused at once rather than queued until the
+   * drain deadline. (Shared and reuseport workers close their duplicates when
+   * their DRAIN arrives.) */
   weft__bal_accept_queued(b);
   b->closing = true;
   b->close_cb = cb;
-  weft__bal_update_polls(b);
+  stop_listening(b);
   if (b->reloading)
     reload_done(b, WEFT_ECANCELED);
   weft__bal_drop_pending(b);
@@ -399,6 +442,8 @@ int weft_balancer_reload(weft_balancer_t *b, weft_balancer_reload_cb cb) {
     return WEFT_EINVAL;
   if (b->closing)
     return WEFT_ECLOSED;
+  if (b->gave_up)
+    return WEFT_EGAVEUP;
   if (b->reloading)
     return WEFT_EBUSY;
   b->reloading = true;
@@ -452,5 +497,7 @@ int weft_balancer_stats(const weft_balancer_t *b, size_t i, weft_balancer_stats_
 
 int weft_balancer_port(const weft_balancer_t *b) { return b ? b->port : 0; }
 uint64_t weft_balancer_accepted(const weft_balancer_t *b) { return b ? b->accepted : 0; }
+bool weft_balancer_listening(const weft_balancer_t *b) { return b && !b->lis_closed; }
+bool weft_balancer_gave_up(const weft_balancer_t *b) { return b && b->gave_up; }
 weft_sup_t *weft_balancer_supervisor(const weft_balancer_t *b) { return b ? b->sup : NULL; }
 void *weft_balancer_data(const weft_balancer_t *b) { return b ? b->opts.data : NULL; }

@@ -122,7 +122,7 @@ static int pending_pop(weft_balancer_t *b) {
 /* Give fd to an available worker, or keep it until one is. */
 static void handoff(weft_balancer_t *b, int fd) {
   inst_t *in;
-  while (!b->closing && (in = pick(b)) != NULL) {
+  while (serving(b) && (in = pick(b)) != NULL) {
     int err = send_conn(in, fd);
     if (err == 0)
       return;
@@ -136,7 +136,7 @@ static void handoff(weft_balancer_t *b, int fd) {
       return;
     }
   }
-  if (b->closing || pending_push(b, fd) != 0) {
+  if (!serving(b) || pending_push(b, fd) != 0) {
     close(fd);
     b->dropped++;
   }
@@ -200,12 +200,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 }
 
 void weft__bal_accept_queued(weft_balancer_t *b) {
-  if (b->nlis == 1 && b->lis[0].polling)
+  if (!b->lis_closed && b->nlis == 1 && b->lis[0].polling)
     on_poll(&b->lis[0].poll, 0, UV_READABLE);
 }
 
 void weft__bal_update_polls(weft_balancer_t *b) {
-  bool any = !b->closing && b->p_len == 0;
+  if (b->lis_closed)
+    return;  /* the poll handles are closing or closed */
+  bool any = serving(b) && b->p_len == 0;
   if (any) {
     size_t rr = b->rr;
     any = pick(b) != NULL;

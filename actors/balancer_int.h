@@ -107,6 +107,8 @@ struct weft_balancer_s {
   size_t rr;
   uint64_t accepted, dropped;
   bool ready_told, closing, quiet;
+  bool gave_up;          /* the supervisor gave up: nothing is served any more */
+  bool lis_closed;       /* the listeners are closed (closing or gave_up) */
   bool reloading;
   size_t reload_i;
   inst_t *reload_old;
@@ -121,6 +123,9 @@ struct weft_balancer_s {
 static inline weft_port_t *inst_port(const inst_t *in) {
   return in->port && in->child ? weft_sup_child_port(in->child) : NULL;
 }
+
+/* serving: the balancer takes and hands connections (not closing, not given up). */
+static inline bool serving(const weft_balancer_t *b) { return !b->closing && !b->gave_up; }
 
 /* open_of: the connections in has open (handed or accepted, not closed). */
 static inline uint64_t open_of(const inst_t *in) { return in->sent + in->accepted - in->closed; }

@@ -25,11 +25,10 @@ static void on_timer_closed(uv_handle_t *h) {
     s->close_cb(s);
   weft_sup_child_t *parent = s->parent;
   bool gave_up = s->gave_up;
-  weft_sup_exit_t last = s->last;
   weft_free(s->times);
   weft_free(s);
   if (parent)
-    weft__sup_nested_done(parent, gave_up, &last);
+    weft__sup_nested_done(parent, gave_up);
 }
 
 /* ---- the state machine ------------------------------------------------------- */
@@ -106,10 +105,11 @@ void weft__sup_advance(weft_sup_t *s) {
   finish_close(s);
 }
 
-/* A nested supervisor finished closing: its handle in the parent exits. */
-void weft__sup_nested_done(weft_sup_child_t *c, bool gave_up, const weft_sup_exit_t *last) {
+/* A nested supervisor finished closing: its handle in the parent exits, with
+ * WEFT_EGAVEUP if it gave up (its own on_give_up had the child's reason). */
+void weft__sup_nested_done(weft_sup_child_t *c, bool gave_up) {
   c->nested = NULL;
-  weft__sup_child_exited(c, gave_up ? 1 : 0, 0, gave_up ? last->error : 0);
+  weft__sup_child_exited(c, gave_up ? 1 : 0, 0, gave_up ? WEFT_EGAVEUP : 0);
 }
 
 /* ---- public ------------------------------------------------------------------ */

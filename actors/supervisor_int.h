@@ -94,9 +94,9 @@ static inline uint32_t weft__sup_lim(uint32_t v, uint32_t def) { return v ? v : 
  * group is down it arms the group restart, gives up or finishes the close. */
 void weft__sup_advance(weft_sup_t *s);
 
-/* weft__sup_nested_done: the nested supervisor of c finished closing (it
- * gave up, last being why): c exits. */
-void weft__sup_nested_done(weft_sup_child_t *c, bool gave_up, const weft_sup_exit_t *last);
+/* weft__sup_nested_done: the nested supervisor of c finished closing (after
+ * giving up if gave_up: c's exit then carries WEFT_EGAVEUP): c exits. */
+void weft__sup_nested_done(weft_sup_child_t *c, bool gave_up);
 
 /* ---- one child (supervisor_child.c) --------------------------------------- */
 

@@ -102,9 +102,12 @@ static void restart_decision(weft_sup_child_t *c, weft_sup_exit_t *e) {
     return;
   }
   if (!intensity_ok(s, e->time_ms)) {
-    weft__sup_notify_exit(c, e, false);
+    /* Giving up from now on: on_child_exit sees weft_sup_gave_up() true for
+     * the exit that broke the limit, so that the program can stop serving at
+     * once rather than after every child stopped. */
     s->last = *e;
     s->phase = PH_GIVING_UP;
+    weft__sup_notify_exit(c, e, false);
     return;
   }
   s->restarts++;

@@ -3,11 +3,28 @@
  * cluster module.
  *
  *   cluster_http [--workers N] [--policy round_robin|least_connections|reuseport|shared]
- *                [--processes] [--host H] [--port P] [--demo]
+ *                [--processes] [--host H] [--port P]
+ *                [--header-timeout-ms MS] [--keepalive-timeout-ms MS]
+ *                [--max-restarts N] [--restart-period-ms MS] [--demo]
  *
- * It serves until SIGINT or SIGTERM, then drains (open connections finish)
- * and prints what each worker did. With --demo it drives itself with a
- * bounded client on 127.0.0.1 and exits. */
+ * Signals, as nginx: SIGHUP replaces the workers one at a time (a rolling
+ * reload: no connection is refused); SIGINT / SIGTERM stop listening at
+ * once (new clients are refused), let open connections finish their
+ * request, print what each worker did and exit 0.
+ *
+ * Timeouts, as nginx's defaults: a connection that has not sent a complete
+ * request head within --header-timeout-ms (60000; client_header_timeout) is
+ * closed, and so is one idle between requests for --keepalive-timeout-ms
+ * (75000; keepalive_timeout). 0 turns one off.
+ *
+ * Workers that keep failing: past --max-restarts restarts within
+ * --restart-period-ms the balancer gives up: it closes its listener
+ * (clients are refused, not left hanging), and cluster_http exits with
+ * status 1 so that its service manager (systemd Restart=on-failure, ...)
+ * starts it again.
+ *
+ * With --demo it drives itself with a bounded client on 127.0.0.1 and
+ * exits. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memmem */
 #endif
@@ -15,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include <weft.h>
 #include <weft/balancer.h>
@@ -23,10 +41,30 @@
 
 typedef struct {
   weft_conn_t conn;  /* first member: the balancer allocates the whole struct */
+  uv_timer_t *timer; /* the header or keep-alive deadline; its own memory, as it
+                        closes after the connection's memory is gone */
   char buf[4096];
   size_t len;
+  uint64_t served;
   bool nodelay;
 } http_conn_t;
+
+/* Set by main() before any worker starts (a worker process parses the same
+ * argv), read-only afterwards. */
+static uint64_t header_timeout_ms = 60000, keepalive_timeout_ms = 75000;
+
+static void on_timeout(uv_timer_t *t) {
+  http_conn_t *c = t->data;
+  weft_conn_close(&c->conn);
+}
+
+/* The connection's one deadline: ms from now (0: none). */
+static void deadline(http_conn_t *c, uint64_t ms) {
+  if (ms)
+    uv_timer_start(c->timer, on_timeout, ms, 0);
+  else
+    uv_timer_stop(c->timer);
+}
 
 static const char OK[] = "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello world\n";
 static const char OK_CLOSE[] =
@@ -48,7 +86,15 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     weft_conn_close(&c->conn);
     return;
   }
+  if (n == 0)
+    return;
+  /* The first bytes after an idle keep-alive period start a request: its
+   * head must be complete within the header timeout (however slowly the
+   * bytes come: no reset per read, so a slow sender cannot hold it open). */
+  if (c->len == 0 && c->served > 0)
+    deadline(c, header_timeout_ms);
   c->len += (size_t)n;
+  uint64_t served = c->served;
   char *end;
   while ((end = memmem(c->buf, c->len, "\r\n\r\n", 4)) != NULL) {
     size_t head = (size_t)(end + 4 - c->buf);
@@ -57,6 +103,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     uv_buf_t reply = close ? uv_buf_init((char *)OK_CLOSE, sizeof(OK_CLOSE) - 1)
                            : uv_buf_init((char *)OK, sizeof(OK) - 1);
     weft_conn_request_done(&c->conn);
+    c->served++;
     if (uv_try_write(s, &reply, 1) != (int)reply.len || close) {
       weft_conn_close(&c->conn);
       return;
@@ -66,20 +113,56 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     memmove(c->buf, c->buf + head, c->len - head);
     c->len -= head;
   }
-  if (c->len == sizeof(c->buf))  /* a request head larger than the buffer */
+  if (c->len == sizeof(c->buf)) {  /* a request head larger than the buffer */
     weft_conn_close(&c->conn);
+    return;
+  }
+  if (c->served != served)  /* answered: idle until the next request, or one begun */
+    deadline(c, c->len == 0 ? keepalive_timeout_ms : header_timeout_ms);
 }
 
 static void on_connection(weft_conn_t *conn) {
+  http_conn_t *c = (http_conn_t *)conn;
+  c->timer = malloc(sizeof(*c->timer));
+  if (c->timer == NULL) {
+    weft_conn_close(conn);
+    return;
+  }
+  uv_timer_init(conn->h.stream.loop, c->timer);
+  c->timer->data = c;
+  deadline(c, header_timeout_ms);  /* the first request head, from the connect */
   uv_read_start(&conn->h.stream, on_alloc, on_read);
 }
 
-/* Draining: idle connections close now; busy ones answer their current
- * request with Connection: close (see on_read). */
+static void on_close(weft_conn_t *conn) {
+  http_conn_t *c = (http_conn_t *)conn;
+  if (c->timer)
+    uv_close((uv_handle_t *)c->timer, (uv_close_cb)free);
+}
+
+/* Bytes the kernel holds for us that we have not read yet. */
+static bool bytes_waiting(uv_stream_t *s) {
+  uv_os_fd_t fd;
+  int n = 0;
+  return uv_fileno((uv_handle_t *)s, &fd) == 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/* Draining: connections idle between requests close now; the others answer
+ * their current (or first) request with Connection: close (see on_read),
+ * within the header timeout and the drain deadline. Not idle: one whose next
+ * request has arrived but is not read yet; and one just handed over, whose
+ * first request may be on its way: it gets DRAIN_FIRST_MS for it (not the
+ * whole header timeout, so that silent connections do not hold the exit). */
+#define DRAIN_FIRST_MS 500
+
 static void on_drain(weft_conn_t *conn) {
   http_conn_t *c = (http_conn_t *)conn;
-  if (c->len == 0)
+  if (c->len > 0 || bytes_waiting(&conn->h.stream))
+    return;
+  if (c->served > 0)
     weft_conn_close(conn);
+  else if (header_timeout_ms == 0 || header_timeout_ms > DRAIN_FIRST_MS)
+    deadline(c, DRAIN_FIRST_MS);
 }
 
 static int http_worker(weft_ctx_t *ctx, weft_msg_t *data) {
@@ -88,6 +171,7 @@ static int http_worker(weft_ctx_t *ctx, weft_msg_t *data) {
       .conn_size = sizeof(http_conn_t),
       .on_connection = on_connection,
       .on_drain = on_drain,
+      .on_close = on_close,
   };
   return weft_balancer_worker_start(ctx, &o, NULL);
 }
@@ -186,7 +270,9 @@ static void on_ready(weft_balancer_t *b) {
 
 /* ---- the main program ----------------------------------------------------- */
 
-static uv_signal_t sigint, sigterm;
+static uv_signal_t sigint, sigterm, sighup;
+static int exit_status;      /* 1 once the balancer gave up */
+static unsigned reloads;
 
 static void on_closed(weft_balancer_t *b) {
   uint64_t total = 0;
@@ -201,6 +287,7 @@ static void on_closed(weft_balancer_t *b) {
   printf("total: %llu requests\n", (unsigned long long)total);
   uv_close((uv_handle_t *)&sigint, NULL);
   uv_close((uv_handle_t *)&sigterm, NULL);
+  uv_close((uv_handle_t *)&sighup, NULL);
 }
 
 static void demo_finished(void) {
@@ -209,11 +296,102 @@ static void demo_finished(void) {
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
+  weft_balancer_close(s->data, on_closed);  /* stops listening now */
   printf("signal %d: draining\n", signum);
-  weft_balancer_close(s->data, on_closed);
+}
+
+static void on_reloaded(weft_balancer_t *b, int err) {
+  reloads += err == 0;
+  printf("reload %s: generation %u, worker starts", err ? weft_err_name(err) : "done", reloads);
+  for (size_t i = 0; i < weft_balancer_workers(b); i++) {
+    weft_balancer_stats_t st;
+    weft_balancer_stats(b, i, &st);
+    printf(" %llu", (unsigned long long)st.starts);
+  }
+  printf("\n");
+}
+
+/* SIGHUP: a rolling reload (nginx -s reload, pm2 reload). */
+static void on_sighup(uv_signal_t *s, int signum) {
+  (void)signum;
+  int err = weft_balancer_reload(s->data, on_reloaded);
+  printf("signal %d: reload%s%s\n", signum, err ? " refused: " : "",
+         err ? weft_err_name(err) : "");
+}
+
+/* Too many restarts: the listener is already closed (clients are refused).
+ * Say why, close, and exit non-zero so that a service manager restarts us. */
+static void on_give_up(weft_balancer_t *b, int err, const weft_sup_exit_t *last) {
+  fprintf(stderr, "cluster_http: %s: workers keep failing (last: %s); exiting\n",
+          weft_err_name(err), last->message);
+  exit_status = 1;
+  weft_balancer_close(b, on_closed);
+}
+
+static int usage(const char *argv0) {
+  fprintf(stderr,
+          "usage: %s [--workers N] [--policy round_robin|least_connections|reuseport|shared]\n"
+          "       [--processes] [--host H] [--port P] [--header-timeout-ms MS]\n"
+          "       [--keepalive-timeout-ms MS] [--max-restarts N] [--restart-period-ms MS]\n"
+          "       [--demo]\n", argv0);
+  return 2;
+}
+
+/* A flag's number, or false if it is missing or not a number. */
+static bool num_arg(int argc, char **argv, int *i, unsigned long long *out) {
+  if (*i + 1 >= argc)
+    return false;
+  char *end;
+  *out = strtoull(argv[++*i], &end, 10);
+  return *argv[*i] != '\0' && *end == '\0';
 }
 
 int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);  /* lines reach a pipe as they are printed */
+  /* Restart limits for a pool that serves connections. Node's cluster
+   * re-forks without limit; Erlang's default (3 in 5 s) suits a tree whose
+   * children crash on bugs, not a pool where a worker killed now and then
+   * (OOM killer, an operator) is routine. 50 restarts in 10 s rides out a
+   * worker killed every 500 ms (20 in 10 s) with room to spare, while a
+   * pool whose workers crash as they start (restarting at about 2.5/s each
+   * once the back-off, 20 ms doubling to 500 ms, has ramped up) goes past
+   * it within about 10 s with 2 workers or more: then we exit non-zero and
+   * the service manager, with its own back-off, takes over. */
+  weft_balancer_options_t o = {.host = "127.0.0.1", .port = 8080, .workers = 2,
+                               .worker = {.entry = http_worker, .entry_name = "http"},
+                               .limits = {.max_restarts = 50, .period_ms = 10000,
+                                          .backoff_min_ms = 20, .backoff_max_ms = 500}};
+  bool demo_mode = false;
+  for (int i = 1; i < argc; i++) {
+    unsigned long long v;
+    if (strcmp(argv[i], "--demo") == 0)
+      demo_mode = true;
+    else if (strcmp(argv[i], "--processes") == 0)
+      o.worker.kind = WEFT_SUP_PROCESS;
+    else if (strcmp(argv[i], "--workers") == 0 && num_arg(argc, argv, &i, &v) && v > 0 &&
+             v < 4096)
+      o.workers = (unsigned)v;
+    else if (strcmp(argv[i], "--port") == 0 && num_arg(argc, argv, &i, &v) && v < 65536)
+      o.port = (int)v;
+    else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc)
+      o.host = argv[++i];
+    else if (strcmp(argv[i], "--policy") == 0 && i + 1 < argc &&
+             weft_balance_policy_parse(argv[++i], &o.policy) == 0)
+      continue;
+    else if (strcmp(argv[i], "--header-timeout-ms") == 0 && num_arg(argc, argv, &i, &v))
+      header_timeout_ms = v;
+    else if (strcmp(argv[i], "--keepalive-timeout-ms") == 0 && num_arg(argc, argv, &i, &v))
+      keepalive_timeout_ms = v;
+    else if (strcmp(argv[i], "--max-restarts") == 0 && num_arg(argc, argv, &i, &v) && v > 0 &&
+             v <= 1000000)
+      o.limits.max_restarts = (uint32_t)v;
+    else if (strcmp(argv[i], "--restart-period-ms") == 0 && num_arg(argc, argv, &i, &v) &&
+             v > 0 && v <= UINT32_MAX)
+      o.limits.period_ms = (uint32_t)v;
+    else
+      return usage(argv[0]);
+  }
+
   weft_runtime_t *rt;
   weft_runtime_options_t ro = {.spin_us = -1};  /* workers mostly wait on sockets */
   if (weft_runtime_new(&rt, &ro) != 0)
@@ -222,37 +400,18 @@ int main(int argc, char **argv) {
   int code;
   if (weft_runtime_parent_port(rt) != NULL) {  /* a worker process: the parent drains */
     signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);  /* a terminal's hang-up reaches the whole group */
     signal(SIGPIPE, SIG_IGN);
   }
   if (weft_runtime_child_entry(rt, &code) == 0) {  /* we are a worker process */
     weft_runtime_free(rt);
     return code;
   }
-  weft_balancer_options_t o = {.host = "127.0.0.1", .port = 8080, .workers = 2,
-                               .worker = {.entry = http_worker, .entry_name = "http"}};
-  bool demo_mode = false;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--demo") == 0)
-      demo_mode = true;
-    else if (strcmp(argv[i], "--processes") == 0)
-      o.worker.kind = WEFT_SUP_PROCESS;
-    else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
-      o.workers = (unsigned)atoi(argv[++i]);
-    else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
-      o.port = atoi(argv[++i]);
-    else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc)
-      o.host = argv[++i];
-    else if (strcmp(argv[i], "--policy") == 0 && i + 1 < argc &&
-             weft_balance_policy_parse(argv[++i], &o.policy) == 0)
-      continue;
-    else {
-      fprintf(stderr, "usage: %s [--workers N] [--policy round_robin|least_connections|"
-                      "reuseport|shared] [--processes] [--host H] [--port P] [--demo]\n", argv[0]);
-      return 2;
-    }
-  }
-  if (o.worker.kind == WEFT_SUP_PROCESS)
+  if (o.worker.kind == WEFT_SUP_PROCESS) {
     o.worker.entry = NULL;
+    o.worker.args = (const char *const *)argv;  /* the worker parses the same flags */
+  }
+  o.on_give_up = on_give_up;
   if (demo_mode) {
     o.port = 0;
     o.on_ready = on_ready;
@@ -270,18 +429,22 @@ int main(int argc, char **argv) {
   printf("cluster_http: %u %s workers (%s) on %s:%d\n", (unsigned)weft_balancer_workers(b),
          o.worker.kind == WEFT_SUP_PROCESS ? "process" : "thread",
          weft_balance_policy_name(o.policy), o.host, weft_balancer_port(b));
-  fflush(stdout);
   uv_loop_t *loop = weft_ctx_loop(weft_runtime_main(rt));
   uv_signal_init(loop, &sigint);
   uv_signal_init(loop, &sigterm);
-  sigint.data = sigterm.data = b;
+  uv_signal_init(loop, &sighup);
+  sigint.data = sigterm.data = sighup.data = b;
   uv_signal_start(&sigint, on_signal, SIGINT);
   uv_signal_start(&sigterm, on_signal, SIGTERM);
+  uv_signal_start(&sighup, on_sighup, SIGHUP);
   if (demo_mode) {  /* the demo ends by itself; a signal must not keep it alive */
     uv_unref((uv_handle_t *)&sigint);
     uv_unref((uv_handle_t *)&sigterm);
+    uv_unref((uv_handle_t *)&sighup);
   }
   weft_runtime_run(rt);
   int rc = weft_runtime_free(rt);
+  if (exit_status)
+    return exit_status;
   return demo_mode && (demo.failed || demo.done != 2000) ? 1 : rc;
 }

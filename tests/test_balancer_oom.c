@@ -70,9 +70,10 @@ static void oom_served(void) {
     oom_close();
 }
 
-static void oom_give_up(weft_sup_t *sup, const weft_sup_exit_t *last) {
-  (void)sup;
+static void oom_give_up(weft_balancer_t *b, int err, const weft_sup_exit_t *last) {
+  (void)b;
   (void)last;
+  CHECK(err == WEFT_EGAVEUP);
   oom.give_ups++;
   oom_close();
 }

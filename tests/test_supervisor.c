@@ -94,6 +94,7 @@ static void post_exit(weft_sup_child_t *c, unsigned code) {
 typedef struct {
   char log[512];
   int starts, exits, finals, give_ups, nested_give_ups, closed;
+  int giving_up_exits;       /* exits seen with weft_sup_gave_up() already true */
   int trigger_at;            /* starts count at which to act */
   const char *victim;        /* id of the child to act on */
   unsigned victim_code;
@@ -138,8 +139,8 @@ static void on_start(weft_sup_t *s, weft_sup_child_t *c) {
 }
 
 static void on_exit_(weft_sup_t *s, weft_sup_child_t *c, const weft_sup_exit_t *e, bool final) {
-  (void)s;
   logf_("%s%s", final ? "=" : "-", weft_sup_child_id(c));
+  seen.giving_up_exits += weft_sup_gave_up(s);
   if (seen.exits < 16) {
     seen.exit_ms[seen.exits] = e->time_ms;
     seen.backoff[seen.exits] = weft_sup_child_backoff_ms(c);
@@ -274,6 +275,9 @@ static void intensity_and_backoff(void **state) {
   assert_int_equal(seen.give_ups, 1);
   assert_int_equal(seen.last_give_up.exit_code, 2);
   assert_int_equal(seen.closed, 1);
+  /* The exit that broke the limit already sees the give-up (so that a
+   * balancer can stop listening at once); the final one is the close's. */
+  assert_int_equal(seen.giving_up_exits, 1);
   for (int i = 0; i < 3; i++) {
     uint32_t d = 20u << i;
     CHECK(seen.backoff[i] >= d / 2 && seen.backoff[i] <= d);
@@ -315,6 +319,7 @@ static void tree_gives_up_upwards(void **state) {
   assert_int_equal(seen.give_ups, 1);
   assert_string_equal(seen.log, "+P+N-N+N-N-P=P=N");
   assert_int_equal(seen.last_give_up.exit_code, 1);
+  assert_int_equal(seen.last_give_up.error, WEFT_EGAVEUP);  /* N's exit: it gave up */
   ktest_finish_runtime(rt);
 }
 

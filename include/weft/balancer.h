@@ -21,19 +21,29 @@
  * connection goes to another worker (or waits until one is ready); only a
  * failed allocation for the hand-off itself closes that one connection (the
  * client sees a reset, nothing else is affected). Listening
- * sockets stay open in the balancer for its whole life, so a worker that
+ * sockets stay open in the balancer while it serves, so a worker that
  * exits, drains or restarts never closes one: connections waiting in its
  * accept queue are not reset, and while a listener has no ready worker the
  * balancer accepts from it itself and hands the connections round robin.
  *
- * Drain: the worker stops getting connections (its listeners are closed on
- * its side), each open connection is offered to on_drain, and the worker
+ * The balancer stops listening (closes its listeners: new clients are
+ * refused at once, not left waiting in a queue nobody accepts from) in two
+ * cases only: when it closes (weft_balancer_close: the drain of every
+ * worker), and when its supervisor gives up (more than limits.max_restarts
+ * restarts within limits.period_ms): then pending connections are dropped,
+ * every worker is stopped and on_give_up reports WEFT_EGAVEUP with the exit
+ * that broke the limit. A program should then close the balancer and exit
+ * non-zero, so that its service manager starts it again (as an Erlang
+ * supervisor's failure goes to its parent).
+ *
+ * Drain of a worker: it stops getting connections (its listeners are closed
+ * on its side), each open connection is offered to on_drain, and the worker
  * exits once its last connection closed, or is stopped after the deadline.
  * Rolling reload: each worker in turn is replaced; the new one reports ready
  * before the old one drains; listeners stay open throughout.
  *
  * reuseport and net.ipv4.tcp_migrate_req: since the balancer never closes a
- * listener while it runs, a worker's exit does not reset its queue whatever
+ * listener while it serves, a worker's exit does not reset its queue whatever
  * that setting is; it matters only when the balancer itself closes.
  *
  * Programs that serve sockets should ignore SIGPIPE (as Node.js does), in
@@ -73,6 +83,14 @@ typedef void (*weft_balancer_cb)(weft_balancer_t *b);
 typedef void (*weft_balancer_reload_cb)(weft_balancer_t *b, int err);
 typedef void (*weft_balancer_exit_cb)(weft_balancer_t *b, size_t worker,
                                       const weft_sup_exit_t *why);
+/* Called once when the balancer's supervisor gave up (too many restarts):
+ * err is WEFT_EGAVEUP, last the worker exit that broke the limit (code,
+ * signal, message). The listeners were closed when the limit broke (clients
+ * are refused from then on), and every worker has stopped. The balancer
+ * serves nothing more: close it here or later (weft_balancer_close), and let
+ * the program exit non-zero. */
+typedef void (*weft_balancer_give_up_cb)(weft_balancer_t *b, int err,
+                                         const weft_sup_exit_t *last);
 
 typedef struct {
   const char *host;               /* "127.0.0.1", "::1", "0.0.0.0", "::" ...; NULL: "127.0.0.1" */
@@ -89,7 +107,9 @@ typedef struct {
   uint32_t drain_timeout_ms;      /* drain deadline; 0: 10000 */
   weft_balancer_cb on_ready;      /* once, when every first worker is ready */
   weft_balancer_exit_cb on_worker_exit;  /* each exit of a worker (optional) */
-  weft_sup_give_up_cb on_give_up;  /* too many restarts: the workers are down */
+  weft_balancer_give_up_cb on_give_up;  /* too many restarts: the workers are down and
+                                          the listeners closed; NULL: the balancer
+                                          closes itself */
   void *data;
 } weft_balancer_options_t;
 
@@ -100,14 +120,17 @@ typedef struct {
 WEFT_EXTERN int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts,
                                   weft_balancer_t **out);
 
-/* weft_balancer_close: drains every worker (deadline drain_timeout_ms), closes
- * the listeners, then calls cb (may be NULL) and frees the balancer.
- * Idempotent; non-blocking. */
+/* weft_balancer_close: closes the listeners at once (new clients are
+ * refused; connections the kernel had already queued are accepted and handed
+ * out first), drains every worker (deadline drain_timeout_ms), then calls cb
+ * (may be NULL) and frees the balancer. Idempotent; non-blocking. */
 WEFT_EXTERN int weft_balancer_close(weft_balancer_t *b, weft_balancer_cb cb);
 
 /* weft_balancer_reload: replaces the workers one at a time (start a new one,
  * wait for it to be ready, drain the old one, wait for it to exit). cb may be
- * NULL. Returns 0, WEFT_EBUSY (a reload is running) or WEFT_ECLOSED. */
+ * NULL; a reload the give-up stops reports WEFT_EGAVEUP. Returns 0, WEFT_EBUSY
+ * (a reload is running), WEFT_ECLOSED or WEFT_EGAVEUP (its supervisor gave
+ * up). */
 WEFT_EXTERN int weft_balancer_reload(weft_balancer_t *b, weft_balancer_reload_cb cb);
 
 /* weft_balancer_drain_worker: drains worker i for good (its place stays
@@ -138,6 +161,11 @@ WEFT_EXTERN int weft_balancer_stats(const weft_balancer_t *b, size_t i,
                                     weft_balancer_stats_t *out);
 /* weft_balancer_port: the TCP port listened on (0 for a Unix socket). */
 WEFT_EXTERN int weft_balancer_port(const weft_balancer_t *b);
+/* weft_balancer_listening: true while the listeners are open (false once
+ * closing or given up). */
+WEFT_EXTERN bool weft_balancer_listening(const weft_balancer_t *b);
+/* weft_balancer_gave_up: true once its supervisor gave up. */
+WEFT_EXTERN bool weft_balancer_gave_up(const weft_balancer_t *b);
 /* weft_balancer_accepted: connections accepted by the balancer itself. */
 WEFT_EXTERN uint64_t weft_balancer_accepted(const weft_balancer_t *b);
 WEFT_EXTERN weft_sup_t *weft_balancer_supervisor(const weft_balancer_t *b);

@@ -68,7 +68,8 @@ typedef struct {
                           nested: 0 when stopped, 1 when it gave up */
   int term_signal;     /* process killed by this signal; else 0 */
   int error;           /* 0, or the worker's error (on_error), the start error,
-                          or WEFT_ETERMINATED when this supervisor stopped it */
+                          WEFT_ETERMINATED when this supervisor stopped it, or
+                          WEFT_EGAVEUP (nested: it gave up) */
   bool normal;         /* exit code 0, no signal, no error */
   bool stopped;        /* this supervisor asked it to stop */
   uint64_t time_ms;    /* uv_now() of the supervisor's loop at the exit */
@@ -110,9 +111,11 @@ typedef struct {
 
 /* Called when a child has been started (its port, if any, is open). */
 typedef void (*weft_sup_child_cb)(weft_sup_t *sup, weft_sup_child_t *child);
-/* Called for each exit of a child, before the restart decision. When final is
+/* Called for each exit of a child, before its restart is armed. When final is
  * true the child will not be started again and its handle is freed after the
- * callback returns. */
+ * callback returns. For the exit that breaks the restart intensity,
+ * weft_sup_gave_up() is already true here (on_give_up follows once every
+ * child stopped). */
 typedef void (*weft_sup_exit_cb)(weft_sup_t *sup, weft_sup_child_t *child,
                                  const weft_sup_exit_t *why, bool final);
 /* Called once when the supervisor gives up (too many restarts), after every

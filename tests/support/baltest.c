@@ -1,6 +1,10 @@
 /* baltest.c: the balancer tests' HTTP worker and client loop (baltest.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/time.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -284,4 +288,55 @@ weft_runtime_t *baltest_new_runtime(void) {
   bal->host = "127.0.0.1";
   load->on_finished = on_finished;
   return rt;
+}
+
+/* ---- blocking probes, for any thread ------------------------------------------ */
+
+int baltest_connect(int port, int timeout_ms, int *fdp) {
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", port, &a);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  int err = 0;
+  if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+    err = errno == EINPROGRESS ? 0 : -errno;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int n = err ? 0 : poll(&p, 1, timeout_ms);
+    if (err == 0 && n <= 0)
+      err = n == 0 ? UV_ETIMEDOUT : -errno;
+    socklen_t len = sizeof(int);
+    int soerr = 0;
+    if (err == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr)
+      err = -soerr;
+  }
+  if (err || fdp == NULL) {
+    close(fd);
+    return err;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  *fdp = fd;
+  return 0;
+}
+
+int baltest_read_reply(int fd, char *buf, size_t cap) {
+  size_t len = 0;
+  for (;;) {
+    char *end = memmem(buf, len, "\r\n\r\n", 4);
+    if (end != NULL && len >= (size_t)(end + 4 - buf) + 12)
+      break;
+    if (len + 1 >= cap)
+      return UV_E2BIG;
+    ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+    if (n == 0)
+      break;
+    if (n < 0)
+      return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : -errno;
+    len += (size_t)n;
+  }
+  buf[len] = 0;
+  return (int)len;
 }

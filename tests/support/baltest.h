@@ -79,4 +79,17 @@ void baltest_load_start(weft_balancer_t *b, const char *host, const char *path);
  * failed. The client reconnects while requests remain to be made. */
 void baltest_client_end(baltest_client_t *c, bool failed);
 
+/* baltest_connect: a TCP connection to 127.0.0.1:port, made with a bounded
+ * wait (a listener nobody accepts from still completes handshakes, so a hang
+ * shows as 0 here, not as a timeout). Returns 0 and sets *fd (blocking, with
+ * receive and send timeouts of timeout_ms) or closes it when fd is NULL;
+ * else a negative errno (UV_ECONNREFUSED, UV_ETIMEDOUT ...). Any thread. */
+int baltest_connect(int port, int timeout_ms, int *fd);
+
+/* baltest_read_reply: reads one HTTP reply of the test server (its head and
+ * 12 body bytes) from a blocking fd into buf (NUL-terminated). Returns its
+ * length, 0 on EOF before any byte, or a negative errno (UV_EAGAIN: the
+ * receive timeout passed). */
+int baltest_read_reply(int fd, char *buf, size_t cap);
+
 #endif /* WEFT_BALTEST_H */

@@ -1,0 +1,442 @@
+/* test_cluster_http.c: examples/cluster_http as its users run it: a real
+ * process on loopback, driven by signals and plain blocking clients.
+ *
+ *   give-up   worker processes SIGKILLed again and again: past
+ *             --max-restarts it exits with status 1 within a bound, and
+ *             clients are refused afterwards (not left hanging);
+ *   SIGTERM   with a connection holding half a request: new clients are
+ *             refused at once, the held request is answered
+ *             (Connection: close), the process exits 0;
+ *   SIGHUP    under load from short and kept-alive clients: a rolling
+ *             reload (new worker pids, "reload done"), the process stays up,
+ *             no request fails;
+ *   timeouts  with --header-timeout-ms 200 --keepalive-timeout-ms 300: a
+ *             silent connection and one with half a request line are
+ *             closed after the header timeout, an idle kept-alive one after
+ *             the keep-alive timeout, and an active one stays open.
+ *
+ * Bounded: every wait has a deadline (a hang is a failure), the server is
+ * SIGKILLed if it outlives its test. Skipped when the examples are not
+ * built. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "baltest.h"
+#include "weft.h"
+
+#define EXE WEFT_TEST_BINARY_DIR "/examples/cluster_http"
+
+extern char **environ;
+
+static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
+
+/* ---- the server process -------------------------------------------------------- */
+
+typedef struct {
+  pid_t pid;
+  int out;             /* its stdout */
+  int port;
+  char buf[16384];
+  size_t len;
+} server_t;
+
+/* Reads its output until needle appears, waiting at most timeout_ms (0:
+ * only what is there already). */
+static bool wait_output(server_t *s, const char *needle, int timeout_ms) {
+  uint64_t end = now_ms() + (uint64_t)timeout_ms;
+  for (;;) {
+    s->buf[s->len] = 0;
+    if (strstr(s->buf, needle) != NULL)
+      return true;
+    uint64_t now = now_ms();
+    struct pollfd p = {.fd = s->out, .events = POLLIN};
+    if (poll(&p, 1, now >= end ? 0 : (int)(end - now)) <= 0)
+      return false;
+    ssize_t n = read(s->out, s->buf + s->len, sizeof(s->buf) - 1 - s->len);
+    if (n <= 0)
+      return false;
+    s->len += (size_t)n;
+  }
+}
+
+static void server_start(server_t *s, const char *const *flags) {
+  if (access(EXE, X_OK) != 0)
+    skip();
+  const char *argv[32] = {EXE, "--port", "0"};
+  int argc = 3;
+  for (; flags && *flags && argc < 31; flags++)
+    argv[argc++] = *flags;
+  argv[argc] = NULL;
+  int fds[2];
+  assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 2);  /* its complaints too */
+  memset(s, 0, sizeof(*s));
+  assert_int_equal(posix_spawn(&s->pid, EXE, &fa, NULL, (char *const *)argv, environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[1]);
+  s->out = fds[0];
+  assert_true(wait_output(s, "\n", 10000));
+  char *at = strstr(s->buf, "127.0.0.1:");
+  assert_non_null(at);
+  s->port = atoi(at + 10);
+  assert_true(s->port > 0);
+}
+
+/* Its exit status (waitpid's), or -1 if it is still running after
+ * timeout_ms (then it is SIGKILLed). */
+static int server_wait(server_t *s, int timeout_ms) {
+  uint64_t end = now_ms() + (uint64_t)timeout_ms;
+  int st = -1;
+  while (waitpid(s->pid, &st, WNOHANG) == 0) {
+    if (now_ms() >= end) {
+      kill(s->pid, SIGKILL);
+      waitpid(s->pid, &st, 0);
+      st = -1;
+      break;
+    }
+    usleep(5000);  /* polls another process's exit, bounded */
+  }
+  close(s->out);
+  return st;
+}
+
+/* The worker processes' pids (children of its main thread). */
+static int server_children(const server_t *s, int *pids, int max) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)s->pid, (int)s->pid);
+  FILE *f = fopen(path, "r");
+  int n = 0;
+  while (f && n < max && fscanf(f, "%d", &pids[n]) == 1)
+    n++;
+  if (f)
+    fclose(f);
+  return n;
+}
+
+/* ---- small blocking clients ------------------------------------------------------ */
+
+static const char REQ[] = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+static const char REQ_CLOSE[] = "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+static bool send_all(int fd, const char *p, size_t n) {
+  return send(fd, p, n, MSG_NOSIGNAL) == (ssize_t)n;
+}
+
+/* One request on fd and its reply: true if it was a 200. */
+static bool request(int fd, const char *req, char *buf, size_t cap) {
+  return send_all(fd, req, strlen(req)) && baltest_read_reply(fd, buf, cap) > 0 &&
+         strstr(buf, "200 OK") != NULL;
+}
+
+/* Milliseconds until the server closes fd (EOF or reset), or -1 after
+ * timeout_ms (fd's receive timeout is longer). */
+static int ms_until_closed(int fd, int timeout_ms) {
+  uint64_t t0 = now_ms();
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  if (poll(&p, 1, timeout_ms) <= 0)
+    return -1;
+  char c;
+  ssize_t n = recv(fd, &c, 1, 0);
+  return n <= 0 ? (int)(now_ms() - t0) : -2;  /* -2: data instead of a close */
+}
+
+/* ---- give-up ------------------------------------------------------------------------ */
+
+static void give_up_exits_nonzero(void **state) {
+  (void)state;
+  server_t s;
+  const char *flags[] = {"--processes", "--workers", "2", "--max-restarts", "3",
+                         "--restart-period-ms", "60000", NULL};
+  server_start(&s, flags);
+  char buf[1024];
+  int fd;
+  assert_int_equal(baltest_connect(s.port, 5000, &fd), 0);
+  assert_true(request(fd, REQ_CLOSE, buf, sizeof(buf)));
+  close(fd);
+  /* SIGKILL worker processes, each once, as they appear: the fourth exit
+   * breaks --max-restarts 3. No more kills after that (a sanitizer's leak
+   * check at exit runs in a child process of its own). Bounded. */
+  uint64_t t0 = now_ms(), end = t0 + 15000;
+  int kills = 0, st = -1;
+  int killed[4];
+  while (now_ms() < end && waitpid(s.pid, &st, WNOHANG) == 0) {
+    int pids[16];
+    int n = kills < 4 ? server_children(&s, pids, 16) : 0;
+    for (int i = 0; i < n && kills < 4; i++) {
+      bool seen = false;
+      for (int k = 0; k < kills; k++)
+        seen |= killed[k] == pids[i];
+      if (!seen && kill(pids[i], SIGKILL) == 0)
+        killed[kills++] = pids[i];
+    }
+    st = -1;
+    wait_output(&s, "\x01", 0);  /* keep its output flowing */
+    usleep(5000);  /* the storm's pace, not a synchronisation */
+  }
+  uint64_t took = now_ms() - t0;
+  if (st == -1) {
+    kill(s.pid, SIGKILL);
+    waitpid(s.pid, &st, 0);
+    st = -1;
+  }
+  s.buf[s.len] = 0;
+  close(s.out);
+  fprintf(stderr, "gave up: %d kills, exit status %d after %llu ms\n", kills,
+          st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1, (unsigned long long)took);
+  if (!(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 1))
+    fprintf(stderr, "server said:\n%s\n", s.buf);
+  assert_true(st >= 0 && WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 1);
+  assert_int_equal(kills, 4);
+  assert_true(took < 15000);
+  assert_int_equal(baltest_connect(s.port, 2000, NULL), UV_ECONNREFUSED);
+}
+
+/* ---- SIGTERM: refuse at once, finish what is open --------------------------------------- */
+
+static void sigterm_refuses_and_finishes(void **state) {
+  (void)state;
+  server_t s;
+  const char *flags[] = {"--workers", "2", NULL};
+  server_start(&s, flags);
+  char buf[1024];
+  int fd;
+  assert_int_equal(baltest_connect(s.port, 5000, &fd), 0);
+  assert_true(request(fd, REQ, buf, sizeof(buf)));
+  static const char half[] = "GET / HTTP/1.1\r\nHost: t\r\n";
+  assert_true(send_all(fd, half, sizeof(half) - 1));
+  int silent;  /* connected, never sends: must not hold the exit for long */
+  assert_int_equal(baltest_connect(s.port, 5000, &silent), 0);
+  uint64_t t0 = now_ms();
+  assert_int_equal(kill(s.pid, SIGTERM), 0);
+  assert_true(wait_output(&s, "draining", 5000));
+  int first = baltest_connect(s.port, 2000, NULL);
+  uint64_t refused_ms = now_ms() - t0;
+  /* the held connection finishes its request and is closed after it */
+  assert_true(send_all(fd, "\r\n", 2));
+  int n = baltest_read_reply(fd, buf, sizeof(buf));
+  bool answered = n > 0 && strstr(buf, "200 OK") && strstr(buf, "Connection: close");
+  bool closed = ms_until_closed(fd, 5000) >= 0;
+  close(fd);
+  int m_silent = ms_until_closed(silent, 5000);
+  close(silent);
+  int st = server_wait(&s, 5000);
+  uint64_t took = now_ms() - t0;
+  fprintf(stderr, "SIGTERM: new connect %s after %llu ms, held request %s, silent one %s, "
+          "exit %d in %llu ms\n",
+          weft_err_name(first), (unsigned long long)refused_ms,
+          answered ? "answered" : "lost", m_silent >= 0 ? "closed" : "open",
+          st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1, (unsigned long long)took);
+  assert_int_equal(first, UV_ECONNREFUSED);
+  assert_true(answered);
+  assert_true(closed);
+  assert_true(m_silent >= 0);
+  assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  assert_true(took < 3000);  /* not the 10 s drain deadline, nor the header timeout */
+}
+
+/* ---- SIGHUP: a rolling reload under load ------------------------------------------------- */
+
+static struct {
+  int port;
+  atomic_bool stop;
+  atomic_int done, failed, retried;
+} hup;
+
+/* Short connections: one request each. Every failure counts. */
+static void short_client(void *arg) {
+  (void)arg;
+  char buf[1024];
+  while (!atomic_load(&hup.stop)) {
+    int fd;
+    if (baltest_connect(hup.port, 5000, &fd) != 0) {
+      atomic_fetch_add(&hup.failed, 1);
+      continue;
+    }
+    if (request(fd, REQ_CLOSE, buf, sizeof(buf)))
+      atomic_fetch_add(&hup.done, 1);
+    else
+      atomic_fetch_add(&hup.failed, 1);
+    close(fd);
+  }
+}
+
+/* Kept-alive connections. A server may close one that is idle between
+ * requests (a draining worker does): a request on a reused connection that
+ * sees the close before any byte of reply is sent again on a new one, as
+ * HTTP clients do (RFC 9112, 9.3.1); every other failure counts. */
+static void keepalive_client(void *arg) {
+  (void)arg;
+  char buf[1024];
+  int fd = -1;
+  bool reused = false;
+  while (!atomic_load(&hup.stop)) {
+    if (fd < 0) {
+      if (baltest_connect(hup.port, 5000, &fd) != 0) {
+        atomic_fetch_add(&hup.failed, 1);
+        fd = -1;
+        continue;
+      }
+      reused = false;
+    }
+    int n = send_all(fd, REQ, sizeof(REQ) - 1) ? baltest_read_reply(fd, buf, sizeof(buf)) : 0;
+    if (n > 0 && strstr(buf, "200 OK")) {
+      atomic_fetch_add(&hup.done, 1);
+      reused = true;
+      if (strstr(buf, "Connection: close") == NULL)
+        continue;
+    } else if (reused && (n == 0 || n == UV_ECONNRESET)) {
+      atomic_fetch_add(&hup.retried, 1);
+    } else {
+      atomic_fetch_add(&hup.failed, 1);
+    }
+    close(fd);
+    fd = -1;
+  }
+  if (fd >= 0)
+    close(fd);
+}
+
+static bool wait_done(int n, int timeout_ms) {
+  uint64_t end = now_ms() + (uint64_t)timeout_ms;
+  while (atomic_load(&hup.done) < n && now_ms() < end)
+    usleep(2000);  /* polls a counter, bounded */
+  return atomic_load(&hup.done) >= n;
+}
+
+static void sighup_reloads(void **state) {
+  (void)state;
+  server_t s;
+  const char *flags[] = {"--processes", "--workers", "2", NULL};
+  server_start(&s, flags);
+  memset(&hup, 0, sizeof(hup));
+  hup.port = s.port;
+  int before[16], after[16];
+  int nbefore = server_children(&s, before, 16);
+  uv_thread_t th[4];
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(uv_thread_create(&th[i], i < 2 ? short_client : keepalive_client, NULL), 0);
+  bool loaded = wait_done(200, 10000);
+  int at_hup = atomic_load(&hup.done);
+  kill(s.pid, SIGHUP);
+  bool reloaded = wait_output(&s, "reload done", 15000);
+  bool more = wait_done(atomic_load(&hup.done) + 200, 10000);
+  atomic_store(&hup.stop, true);
+  for (int i = 0; i < 4; i++)
+    uv_thread_join(&th[i]);
+  bool alive = kill(s.pid, 0) == 0;
+  int nafter = server_children(&s, after, 16);
+  int same = 0;
+  for (int i = 0; i < nbefore; i++)
+    for (int j = 0; j < nafter; j++)
+      same += before[i] == after[j];
+  kill(s.pid, SIGTERM);
+  int st = server_wait(&s, 10000);
+  char *gen = strstr(s.buf, "reload done");
+  fprintf(stderr, "SIGHUP: %d requests (%d at the signal), %d failed, %d retried on a "
+          "kept-alive connection closed while idle; workers %d -> %d, %d kept; %.60s\n",
+          atomic_load(&hup.done), at_hup, atomic_load(&hup.failed),
+          atomic_load(&hup.retried), nbefore, nafter, same, gen ? gen : "no reload line");
+  if (same || nafter != 2 || atomic_load(&hup.failed))
+    fprintf(stderr, "server said:\n%s\n", s.buf);
+  assert_true(loaded);
+  assert_true(reloaded);
+  assert_true(more);
+  assert_true(alive);
+  assert_int_equal(atomic_load(&hup.failed), 0);
+  assert_int_equal(nbefore, 2);
+  assert_int_equal(nafter, 2);
+  assert_int_equal(same, 0);  /* both replaced */
+  assert_non_null(strstr(s.buf, "generation 1, worker starts 2 2"));
+  assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* ---- timeouts ---------------------------------------------------------------------------- */
+
+static void timeouts(void **state) {
+  (void)state;
+  server_t s;
+  const char *flags[] = {"--workers", "2", "--header-timeout-ms", "200",
+                         "--keepalive-timeout-ms", "300", NULL};
+  server_start(&s, flags);
+  char buf[1024];
+  int silent, half, idle, active;
+  assert_int_equal(baltest_connect(s.port, 5000, &silent), 0);
+  assert_int_equal(baltest_connect(s.port, 5000, &half), 0);
+  assert_int_equal(baltest_connect(s.port, 5000, &idle), 0);
+  assert_int_equal(baltest_connect(s.port, 5000, &active), 0);
+  uint64_t t0 = now_ms();
+  assert_true(send_all(half, "GET / HT", 8));
+  assert_true(request(idle, REQ, buf, sizeof(buf)));
+  uint64_t t_idle = now_ms();
+  /* the active one sends a request every 100 ms for 1.2 s: past both timeouts */
+  int answered = 0;
+  for (int i = 0; i < 12; i++) {
+    answered += request(active, REQ, buf, sizeof(buf));
+    usleep(100000);  /* the client's pace */
+  }
+  int m_silent = ms_until_closed(silent, 3000);
+  int m_half = ms_until_closed(half, 3000);
+  int m_idle = ms_until_closed(idle, 3000);
+  /* measured from the start (they were closed while the active one ran) */
+  uint64_t now = now_ms();
+  bool active_open = request(active, REQ, buf, sizeof(buf));
+  fprintf(stderr, "timeouts: silent %s, half line %s, idle %s (closed by %llu ms / %llu ms), "
+          "active %d/12 answered and %s\n",
+          m_silent >= 0 ? "closed" : "open", m_half >= 0 ? "closed" : "open",
+          m_idle >= 0 ? "closed" : "open", (unsigned long long)(now - t0),
+          (unsigned long long)(now - t_idle), answered, active_open ? "open" : "closed");
+  close(silent), close(half), close(idle), close(active);
+  kill(s.pid, SIGTERM);
+  int st = server_wait(&s, 10000);
+  assert_true(m_silent >= 0);
+  assert_true(m_half >= 0);
+  assert_true(m_idle >= 0);
+  assert_int_equal(answered, 12);
+  assert_true(active_open);
+  assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+  /* And not too soon: a half request is not closed before its 200 ms. */
+  server_start(&s, flags);
+  assert_int_equal(baltest_connect(s.port, 5000, &half), 0);
+  t0 = now_ms();
+  assert_true(send_all(half, "GET / HT", 8));
+  int m = ms_until_closed(half, 3000);
+  uint64_t took = now_ms() - t0;
+  close(half);
+  kill(s.pid, SIGTERM);
+  st = server_wait(&s, 10000);
+  fprintf(stderr, "timeouts: half line closed after %llu ms\n", (unsigned long long)took);
+  assert_true(m >= 0 && took >= 150 && took < 2000);
+  assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(give_up_exits_nonzero),
+      cmocka_unit_test(sigterm_refuses_and_finishes),
+      cmocka_unit_test(sighup_reloads),
+      cmocka_unit_test(timeouts),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
