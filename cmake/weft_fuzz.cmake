@@ -22,7 +22,7 @@ set(_fuzz_flags -fsanitize=address,undefined -fno-sanitize-recover=undefined
 add_library(weft_fuzzlib STATIC ${WEFT_RUNTIME_SOURCES} ${WEFT_ACTOR_SOURCES})
 target_include_directories(weft_fuzzlib PUBLIC "${PROJECT_SOURCE_DIR}/include")
 target_compile_definitions(weft_fuzzlib PRIVATE _GNU_SOURCE WEFT_BUILDING=1)
-target_link_libraries(weft_fuzzlib PUBLIC PkgConfig::LIBUV PkgConfig::MSGPACK PkgConfig::JANSSON
+target_link_libraries(weft_fuzzlib PUBLIC PkgConfig::LIBUV PkgConfig::MSGPACK
                       Threads::Threads)
 if(WEFT_USES_NNG)
   target_link_libraries(weft_fuzzlib PUBLIC nng::nng)

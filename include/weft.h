@@ -1,6 +1,6 @@
 /* weft.h: the public API of weft, a microkernel-style actor runtime on libuv.
- * Include this one header. See README.md for a tour and DESIGN.md for the
- * guarantees. */
+ * Include this one header. See README.md for a tour and for the guarantees
+ * under hostile and dying peers; each header in weft/ states its own. */
 #ifndef WEFT_H
 #define WEFT_H
 

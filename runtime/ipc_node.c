@@ -1,6 +1,6 @@
 /* ipc_node.c: the codec towards Node.js's 'json' IPC serialization: one JSON
  * value per line, handles passed with {"cmd":"NODE_HANDLE",...} and answered
- * with NODE_HANDLE_ACK / NACK (../shared/reference/node-ipc-json.md).
+ * with NODE_HANDLE_ACK / NACK (the wire is described in nodejson.h).
  *
  * Sending: a payload becomes one compact JSON line (never blank, never
  * invalid: a blank line crashes a Node parent). A message carrying a socket

@@ -1078,7 +1078,7 @@ static void put_jstr(sbuf_t *sb, const uint8_t *s, size_t n) {
   sb_put(sb, "\"", 1);
 }
 
-/* A finite double as jansson wrote it: 17 significant digits (an exact round
+/* A finite double as a JSON number: 17 significant digits (an exact round
  * trip), ".0" when it would read as an integer, exponent without '+' or
  * leading zeros; '.' whatever the C locale. */
 static void put_double(sbuf_t *sb, double f) {

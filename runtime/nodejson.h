@@ -2,7 +2,7 @@
  * serialization (child_process with serialization: 'json', the default) and
  * weft's msgpack payloads. Pure functions over bytes: no I/O, no fds, no
  * loop. The transport that owns the IPC pipe (and the SCM_RIGHTS fds) calls
- * them; see /work/shared/reference/node-ipc-json.md for the wire.
+ * them.
  *
  * The wire is one JSON value per line: the UTF-8 of JSON.stringify(value),
  * then one '\n'. Three pieces:

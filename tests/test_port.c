@@ -1,5 +1,5 @@
 /* test_port.c: the delivery guarantees of channels and ports under real
- * threads (DESIGN.md section 4): FIFO per channel and per sender, exactly once,
+ * threads: FIFO per channel and per sender, exactly once,
  * close after the messages posted before it, a port bounced among workers
  * while a stream reaches it, ESELF / ECLOSED / EINVAL, weft_port_receive,
  * ref / unref.

@@ -2,7 +2,7 @@
  *
  * A channel is a pair of entangled ports. What is posted on one port arrives
  * at the other, on the context (thread + loop) that owns the other. Guarantees
- * (DESIGN.md section 4): per channel and direction, FIFO and exactly once;
+ * per channel and direction, FIFO and exactly once;
  * messages posted before a close are delivered before the peer's close event;
  * a port in transit keeps what reaches it and delivers it, in order, on its new
  * owner; each port's inbound queue is bounded (messages and bytes) and a post
