@@ -119,6 +119,7 @@ static void free_stash(weft_msg_t **stash, unsigned *n) {
 
 static void on_worker_exit(weft_worker_t *w, int exit_code) {
   pool_worker_t *pw = weft_worker_data(w);
+  weft_worker_release(w); /* freed once this returns: retired threads do not pile up */
   weft_pool_t *pool = pw->pool;
   for (uint32_t i = 0; i < pool->nworkers; i++) {
     if (pool->workers[i] == pw) {

@@ -153,6 +153,7 @@ static void on_worker_exit(weft_worker_t *w, int code) {
   weft_sup_child_t *c = weft_worker_data(w);
   int err = c->pending_error;
   c->worker = NULL;
+  weft_worker_release(w); /* freed once this returns: restarts do not pile up */
   weft__sup_child_exited(c, code, 0, err);
 }
 

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "ktest.h"
+#include "testutil.h"
 #include "weft.h"
 
 /* ---- workers ------------------------------------------------------------------ */
@@ -263,11 +264,59 @@ static void handles_wrong_thread_calls_refused(void **state) {
   ktest_finish_runtime(rt);
 }
 
+/* ---- built-in actors release the workers they are done with ------------------ */
+
+/* A supervised thread that exits at once and is restarted, 2 x RESTARTS
+ * times: weft's own allocations after the first half and after the second
+ * must be the same (each exited worker was released), not grow by a worker
+ * per restart. */
+#define RESTARTS 150
+
+static struct {
+  uint64_t exits;
+  long blocks_half;
+  long blocks_end;
+  weft_sup_t *sup;
+} rs;
+
+static void rs_on_exit(weft_sup_t *sup, weft_sup_child_t *c, const weft_sup_exit_t *why,
+                       bool final) {
+  (void)c;
+  (void)why;
+  (void)final;
+  rs.exits++;
+  if (rs.exits == RESTARTS)
+    rs.blocks_half = testutil_alloc_outstanding();
+  if (rs.exits == 2 * RESTARTS) {
+    rs.blocks_end = testutil_alloc_outstanding();
+    CHECK_RC(weft_sup_close(sup, NULL), 0);
+  }
+}
+
+static void handles_supervisor_restarts_do_not_pile_up(void **state) {
+  (void)state;
+  weft_runtime_t *rt = ktest_new_runtime();
+  memset(&rs, 0, sizeof(rs));
+  weft_sup_child_spec_t child = {.kind = WEFT_SUP_THREAD, .restart = WEFT_SUP_PERMANENT,
+                                 .entry = quick_entry};
+  weft_sup_options_t o = {.limits = {.max_restarts = 100000, .period_ms = 1000,
+                                     .backoff_min_ms = 1, .backoff_max_ms = 1},
+                          .children = &child, .nchildren = 1, .on_child_exit = rs_on_exit};
+  assert_int_equal(weft_sup_new(weft_runtime_main(rt), &o, &rs.sup), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  printf("  %d restarts: %ld weft blocks held after half, %ld at the end\n", 2 * RESTARTS,
+         rs.blocks_half, rs.blocks_end);
+  assert_true(rs.exits >= 2 * RESTARTS); /* and the one weft_sup_close stopped */
+  assert_true(rs.blocks_end <= rs.blocks_half + 8);
+  ktest_finish_runtime(rt);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
   ktest_init();
   const struct CMUnitTest tests[] = {
+      T(handles_supervisor_restarts_do_not_pile_up),
       T(handles_worker_port_after_exit),
       T(handles_worker_release_in_on_exit),
       T(handles_worker_release_early),
