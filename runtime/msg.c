@@ -44,7 +44,7 @@
  * libmsgpackc; test_msg checks that 32 decodes and 33 does not). */
 #define VIEW_MAX_DEPTH 32
 
-static void view_drop(weft_msg_t *m) {
+void weft__msg_view_drop(weft_msg_t *m) {
   msgpack_zone_free(m->view_zone);
   m->view_zone = NULL;
 }
@@ -84,7 +84,7 @@ static uint8_t *room(weft_msg_t *m, size_t n) {
     }
   }
   if (m->view_zone != NULL)
-    view_drop(m);
+    weft__msg_view_drop(m);
   return m->data + m->len;
 }
 
@@ -209,7 +209,7 @@ void weft_msg_free(weft_msg_t *msg) {
   for (uint16_t i = 0; i < msg->nxfer; i++)
     xfer_release(&msg->xfer[i]);
   if (msg->view_zone != NULL)
-    view_drop(msg);
+    weft__msg_view_drop(msg);
   if (msg->data != msg->inline_data)
     weft__free(msg->data);
   weft__free(msg->xfer);
@@ -246,7 +246,7 @@ int weft_msg_set_payload(weft_msg_t *msg, const void *data, size_t len) {
   msg->len = (uint32_t)len;
   msg->err = 0;
   if (msg->view_zone != NULL)
-    view_drop(msg);
+    weft__msg_view_drop(msg);
   return 0;
 }
 

@@ -299,6 +299,8 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
   }
   if (weft__checked && !weft__msg_mark_queued(msg))
     return WEFT_ETAKEN; /* posted twice at once from two threads */
+  if (msg->view_zone != NULL)
+    weft__msg_view_drop(msg); /* what waits is what the bounds count */
   enqueue(to, msg, weight);
   weft_ctx_t *self = weft__ctx_tls();
   if (self != NULL)

@@ -145,6 +145,9 @@ void weft__msgpool_trim(void);                     /* free what unowned pools ca
 weft_msg_t *weft__msgpool_get(void);               /* a struct; sets origin */
 void weft__msgpool_put(weft_msg_t *m);             /* back to its origin */
 
+/* Free msg's weft_msg_view cache (a post drops it: a queue counts payload
+ * and buffers, and a decoded view of 2 KiB or more would ride uncounted). */
+void weft__msg_view_drop(weft_msg_t *m);
 /* Bytes a message counts against a port's byte bound: payload + owned buffers. */
 size_t weft__msg_weight(const weft_msg_t *msg);
 /* True if msg's transfer list holds a or b (ports). */

@@ -17,6 +17,7 @@
  *  - A Node.js child that hangs up while a socket we sent awaits its ACK and
  *    our program waits for its output to move: the channel ends, every
  *    message Node sent arrives, then the close (it used to hang).
+ *  - A posted message sheds its weft_msg_view cache, which no bound counts.
  *  - A peer speaking Node's JSON lines floods tiny messages while our socket
  *    awaits its ACK (so we read on): what waits in the transport is bounded
  *    by what it really holds (8 MiB with the structs), not by payload bytes
@@ -44,6 +45,7 @@
 #include "rawpeer.h"
 #include "testutil.h"
 #include "weft.h"
+#include "weft_impl.h"
 #include "wire.h"
 
 #define DEADLINE_MS 8000
@@ -478,6 +480,37 @@ static void waiting_poster_hears_peer_close(void **state) {
   ktest_finish_runtime(rt);
 }
 
+/* A message read with weft_msg_view carries a decoded cache (a zone of 2 KiB
+ * or more) that no bound counts: a full default port of such messages held
+ * about 144 MiB. A post drops the cache; the receiver decodes again if it
+ * wants to. */
+static void posted_message_sheds_its_view(void **state) {
+  (void)state;
+  weft_runtime_t *rt = ktest_new_runtime();
+  weft_port_t *p[2];
+  assert_int_equal(weft_channel_new(weft_runtime_main(rt), p), 0);
+  weft_msg_t *m = NULL;
+  assert_int_equal(weft_msg_new(&m), 0);
+  assert_int_equal(weft_msg_put_map(m, 1), 0);
+  assert_int_equal(weft_msg_put_u64(m, "seq", 7), 0);
+  const msgpack_object *view = NULL;
+  assert_int_equal(weft_msg_view(m, &view), 0);
+  assert_non_null(m->view_zone);
+  assert_int_equal(weft_port_post(p[0], m), 0); /* msgpack-c's zone is freed here */
+  weft_msg_t *got = NULL;
+  assert_int_equal(weft_port_receive(p[1], &got), 0);
+  assert_null(got->view_zone);
+  uint64_t v = 0;
+  assert_int_equal(weft_msg_get_u64(got, "seq", &v), 0);
+  assert_int_equal(v, 7);
+  assert_int_equal(weft_msg_view(got, &view), 0); /* decoded again on demand */
+  weft_msg_free(got);
+  weft_port_close(p[0]);
+  weft_port_close(p[1]);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  ktest_finish_runtime(rt);
+}
+
 /* ---- a stopped child whose parent goes away ---------------------------------- */
 
 /* Close the channel once the child has filled our side (it is stalled then). */
@@ -664,6 +697,7 @@ int main(int argc, char **argv) {
       T(burst_then_exit_within_window),
       T(never_started_port_gets_close),
       T(waiting_poster_hears_peer_close),
+      T(posted_message_sheds_its_view),
       T(stalled_child_exits_when_parent_closes),
       T(node_hangs_up_while_handle_awaits_ack),
       T(node_lines_flood_is_bounded),
