@@ -355,7 +355,7 @@ static int parse(weft__ipc_t *ipc) {
   if (sc == NULL)
     return WEFT_ENOMEM;
   weft__wire_frame_t *frame = &sc->frame;
-  while (!ipc->read_paused && !ipc->closed) {
+  while (!ipc->read_paused && !ipc->closed && ipc->in != NULL) { /* in: made by the first read */
     size_t need = 0;
     uint64_t at = ipc->in_pos + ipc->in_off;
     int n = weft__wire_parse(ipc->in + ipc->in_off, ipc->in_len - ipc->in_off, max_frame(ipc),
