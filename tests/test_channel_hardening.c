@@ -9,6 +9,8 @@
  *  - A weft child that posts a burst and exits at once delivers it all
  *    through a window much smaller than the burst (its teardown waits for
  *    credit instead of overshooting the window).
+ *  - A child that exits without reading what we posted: those records are
+ *    reported undelivered although its close is orderly.
  *  - In one process: a port that was never started gets its peer's close; a
  *    port whose post waits for a drain gets the drain when the peer closes,
  *    and its next post says WEFT_ECLOSED.
@@ -399,6 +401,28 @@ static void burst_then_exit_within_window(void **state) {
   ktest_live_finish(rt);
 }
 
+/* The child never reads what we post and exits: its close is orderly, yet
+ * the 5 records it never consumed are reported undelivered (they used to be
+ * reported as 0 after an orderly close). */
+static void unread_records_count_as_undelivered(void **state) {
+  (void)state;
+  weft_runtime_t *rt = ktest_live_runtime_new(NULL);
+  kid_t k = {0};
+  weft_child_options_t o = {.entry_name = "burst", .on_message = kid_seq};
+  kid_spawn(rt, &k, &o);
+  for (uint64_t i = 0; i < 5; i++)
+    assert_int_equal(weft_port_post(k.port, seq_msg(i)), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  kid_report("child never reads 5 records", &k);
+  assert_false(k.timed_out);
+  assert_int_equal(k.closes, 1);
+  assert_int_equal(k.reason, WEFT_ECLOSED);
+  assert_int_equal(k.undelivered, 5);
+  assert_int_equal(k.msgs, BURST);
+  assert_int_equal(k.status, 0);
+  ktest_live_finish(rt);
+}
+
 /* ---- ports that are not started ---------------------------------------------- */
 
 typedef struct {
@@ -695,6 +719,7 @@ int main(int argc, char **argv) {
       T(flood_past_byte_window),
       T(credit_past_what_was_sent),
       T(burst_then_exit_within_window),
+      T(unread_records_count_as_undelivered),
       T(never_started_port_gets_close),
       T(waiting_poster_hears_peer_close),
       T(posted_message_sheds_its_view),
