@@ -410,6 +410,8 @@ int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft
 int weft_balancer_close(weft_balancer_t *b, weft_balancer_cb cb) {
   if (b == NULL)
     return WEFT_EINVAL;
+  if (weft_ctx_current() != b->ctx)
+    return WEFT_EWRONGTHREAD;
   if (b->closing)
     return 0;
   /* Hand out what already waits in the round-robin accept queue, then stop
@@ -440,6 +442,8 @@ int weft_balancer_close(weft_balancer_t *b, weft_balancer_cb cb) {
 int weft_balancer_reload(weft_balancer_t *b, weft_balancer_reload_cb cb) {
   if (b == NULL)
     return WEFT_EINVAL;
+  if (weft_ctx_current() != b->ctx)
+    return WEFT_EWRONGTHREAD;
   if (b->closing)
     return WEFT_ECLOSED;
   if (b->gave_up)
@@ -456,6 +460,8 @@ int weft_balancer_reload(weft_balancer_t *b, weft_balancer_reload_cb cb) {
 int weft_balancer_drain_worker(weft_balancer_t *b, size_t i) {
   if (b == NULL || i >= b->nslots)
     return WEFT_EINVAL;
+  if (weft_ctx_current() != b->ctx)
+    return WEFT_EWRONGTHREAD;
   inst_t *in = b->slots[i].cur;
   if (in == NULL || in->draining)
     return WEFT_ENOENT;
@@ -475,6 +481,8 @@ static void add_inst(weft_balancer_stats_t *st, const inst_t *in) {
 int weft_balancer_stats(const weft_balancer_t *b, size_t i, weft_balancer_stats_t *out) {
   if (b == NULL || out == NULL || i >= b->nslots)
     return WEFT_EINVAL;
+  if (weft_ctx_current() != b->ctx)
+    return WEFT_EWRONGTHREAD;
   const slot_t *s = &b->slots[i];
   memset(out, 0, sizeof(*out));
   out->starts = s->starts;

@@ -168,6 +168,8 @@ int weft_sup_new(weft_ctx_t *ctx, const weft_sup_options_t *opts, weft_sup_t **o
 int weft_sup_close(weft_sup_t *s, weft_sup_close_cb cb) {
   if (s == NULL)
     return WEFT_EINVAL;
+  if (weft_ctx_current() != s->ctx)
+    return WEFT_EWRONGTHREAD;
   if (s->phase >= PH_CLOSING)
     return 0;
   s->close_cb = cb;
@@ -183,6 +185,8 @@ int weft_sup_start_child(weft_sup_t *s, const weft_sup_child_spec_t *spec,
                          weft_sup_child_t **out) {
   if (s == NULL || spec == NULL)
     return WEFT_EINVAL;
+  if (weft_ctx_current() != s->ctx)
+    return WEFT_EWRONGTHREAD;
   if (s->phase >= PH_GIVING_UP)
     return WEFT_ECLOSED;
   weft_sup_child_t *c;
@@ -203,6 +207,8 @@ int weft_sup_start_child(weft_sup_t *s, const weft_sup_child_spec_t *spec,
 int weft_sup_stop_child(weft_sup_child_t *c, uint32_t grace_ms) {
   if (c == NULL)
     return WEFT_EINVAL;
+  if (weft_ctx_current() != c->sup->ctx)
+    return WEFT_EWRONGTHREAD;
   if (c->removing)
     return 0;
   c->removing = true;
@@ -229,6 +235,8 @@ int weft_sup_stop_child(weft_sup_child_t *c, uint32_t grace_ms) {
 int weft_sup_restart_child(weft_sup_child_t *c) {
   if (c == NULL)
     return WEFT_EINVAL;
+  if (weft_ctx_current() != c->sup->ctx)
+    return WEFT_EWRONGTHREAD;
   if (c->state != ST_RUNNING || c->removing)
     return WEFT_EBUSY;
   c->restart_now = true;

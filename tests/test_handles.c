@@ -188,6 +188,8 @@ static struct {
   weft_worker_t *w;
   weft_pool_t *pool;
   int hwm, on_close, on_drain, start, stop, close, run, rfree, stats, release, submit;
+  int sup_close, sup_start;
+  weft_sup_t *sup;
   void *data_seen;
 } wt;
 
@@ -220,6 +222,9 @@ static void wrong_thread(void *arg) {
   wt.release = weft_worker_release(wt.w);
   weft_pool_task_options_t to = {.fn = noop_task};
   wt.submit = weft_pool_submit(wt.pool, &to, NULL, NULL, NULL);
+  wt.sup_close = weft_sup_close(wt.sup, NULL);
+  weft_sup_child_spec_t spec = {.kind = WEFT_SUP_THREAD, .entry = quick_entry};
+  wt.sup_start = weft_sup_start_child(wt.sup, &spec, NULL);
 }
 
 /* Each owner-thread call from another thread: WEFT_EWRONGTHREAD, and
@@ -237,6 +242,7 @@ static void handles_wrong_thread_calls_refused(void **state) {
   wt.port = p[1];
   wt.w = spawn_quick(ctx);
   assert_int_equal(weft_pool_new(ctx, &(weft_pool_options_t){.size = 1}, &wt.pool), 0);
+  assert_int_equal(weft_sup_new(ctx, &(weft_sup_options_t){0}, &wt.sup), 0);
   uv_thread_t t;
   assert_int_equal(uv_thread_create(&t, wrong_thread, NULL), 0);
   assert_int_equal(uv_thread_join(&t), 0);
@@ -251,6 +257,10 @@ static void handles_wrong_thread_calls_refused(void **state) {
   assert_int_equal(wt.stats, WEFT_EWRONGTHREAD);
   assert_int_equal(wt.release, WEFT_EWRONGTHREAD);
   assert_int_equal(wt.submit, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.sup_close, WEFT_EWRONGTHREAD);
+  assert_int_equal(wt.sup_start, WEFT_EWRONGTHREAD);
+  assert_int_equal(weft_sup_count(wt.sup), 0); /* nothing was started */
+  assert_int_equal(weft_sup_close(wt.sup, NULL), 0);
   assert_null(weft_port_data(p[1]));
   /* the bound of 1 was not set: two posts pass */
   assert_int_equal(weft_port_post(p[0], ktest_msg_u64(1)), 0);

@@ -51,7 +51,9 @@
  * a reply is written must not kill the process.
  *
  * Threads: the balancer's functions and callbacks run on its context's thread;
- * the worker-side functions on the worker's context thread. */
+ * the worker-side functions on the worker's context thread. The actions
+ * (new, close, reload, drain_worker, stats) return WEFT_EWRONGTHREAD when
+ * called from another. */
 #ifndef WEFT_BALANCER_H
 #define WEFT_BALANCER_H
 

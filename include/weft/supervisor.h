@@ -25,7 +25,8 @@
  * nested supervisor is closed.
  *
  * Threads: every function and callback here runs on the supervisor's context
- * thread. Option structs are zero-initialised for defaults; a supervisor keeps
+ * thread; the actions (new, close, start/stop/restart child) return
+ * WEFT_EWRONGTHREAD when called from another. Option structs are zero-initialised for defaults; a supervisor keeps
  * a copy of its specs, but the strings, arrays and nested options they point
  * to must stay valid while the supervisor lives. */
 #ifndef WEFT_SUPERVISOR_H
