@@ -22,8 +22,10 @@
  *   - port A never holds more than the granted window plus one message, in
  *     messages and in bytes (the receiver enforces the window);
  *   - A gets exactly one close event once the peer is gone, whatever state
- *     the program left it in (started, stopped, with messages waiting), and
- *     the transport frees itself;
+ *     the program left it in (started, stopped, with messages waiting): at
+ *     once, or, for a port stopped after an orderly close with messages
+ *     waiting (they keep their place before the close), as soon as the
+ *     program starts it again; and the transport frees itself;
  *   - no fd and no allocation outlives the input (/proc/self/fd is counted,
  *     weft's allocator is counted, weft_runtime_free returns 0).
  * A runtime is made and freed per input (its message pools would otherwise
@@ -481,10 +483,15 @@ static void finish(bool start_first) {
     R.a_started = true;
   close(R.peer);
   R.peer = -1;
-  uint64_t deadline = uv_hrtime() + END_SPIN_NS;
+  uint64_t deadline = uv_hrtime() + END_SPIN_NS, resume = uv_hrtime() + 50u * 1000u * 1000u;
   while ((R.closes == 0 || !R.ipc_done) && uv_hrtime() < deadline) {
     uv_run(R.loop, UV_RUN_NOWAIT);
     check_window();
+    /* A stopped port keeps what waits before an orderly close: the program
+     * takes it once it starts the port again. */
+    if (R.closes == 0 && R.ipc_done && !R.a_started && R.a_alive && uv_hrtime() > resume &&
+        weft_port_start(R.a, on_a_message) == 0)
+      R.a_started = true;
   }
   if (R.closes != 1 || !R.ipc_done) {
     fprintf(stderr, "fuzz_channel: %d close events, transport %s, A %s\n", R.closes,
