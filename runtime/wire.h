@@ -68,6 +68,29 @@ typedef struct {
   size_t payload_len;
 } weft__wire_frame_t;
 
+/* Big-endian stores and a frame header, for the encoders and for tests and
+ * tools that write frames by hand (a hostile peer). Return what they wrote. */
+static inline void weft__wire_be16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+static inline void weft__wire_be32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+static inline void weft__wire_be64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+static inline size_t weft__wire_header(uint8_t *p, uint32_t len, uint8_t version, uint8_t type,
+                                       uint16_t nfds) {
+  weft__wire_be32(p, len);
+  p[4] = version;
+  p[5] = type;
+  weft__wire_be16(p + 6, nfds);
+  return WEFT__WIRE_HEADER;
+}
+
 /* Parse one complete frame from buf[0..len). Returns the number of bytes the
  * frame takes (> 0) and fills *out (pointers into buf), 0 if buf does not yet
  * hold a whole frame (*need, if not NULL, is set to the total bytes needed

@@ -322,6 +322,19 @@ static void kid_report(const char *what, const kid_t *k) {
           (long long)k->status, k->sig, k->timed_out ? " TIMED OUT" : "");
 }
 
+/* Run until the child is gone; it must have ended with exit status 0 (it
+ * saw us hang up, or ended by itself), one close event with reason, and no
+ * deadline hit. */
+static void kid_run(weft_runtime_t *rt, kid_t *k, const char *what, int reason) {
+  assert_int_equal(weft_runtime_run(rt), 0);
+  kid_report(what, k);
+  assert_false(k->timed_out);
+  assert_int_equal(k->closes, 1);
+  assert_int_equal(k->reason, reason);
+  assert_int_equal(k->exits, 1);
+  assert_int_equal(k->status, 0);
+}
+
 /* ---- windows ------------------------------------------------------------------ */
 
 static void flood_past_message_window(void **state) {
@@ -331,15 +344,9 @@ static void flood_past_message_window(void **state) {
   weft_child_options_t o = {.entry_name = "raw_flood_msgs", .window_msgs = SMALL_WINDOW,
                             .on_message = kid_msg};
   kid_spawn(rt, &k, &o);
-  assert_int_equal(weft_runtime_run(rt), 0);
-  kid_report("flood past 64 messages", &k);
-  assert_false(k.timed_out);
-  assert_int_equal(k.closes, 1);
-  assert_int_equal(k.reason, WEFT_EWINDOW);
+  kid_run(rt, &k, "flood past 64 messages", WEFT_EWINDOW);
   assert_true(k.most_queued <= SMALL_WINDOW);
   assert_true(k.msgs < 100000);
-  assert_int_equal(k.exits, 1);
-  assert_int_equal(k.status, 0); /* it saw us hang up */
   ktest_live_finish(rt);
 }
 
@@ -351,14 +358,9 @@ static void flood_past_byte_window(void **state) {
   weft_child_options_t o = {.entry_name = "raw_flood_bytes", .window_bytes = 64 * 1024,
                             .on_message = kid_msg};
   kid_spawn(rt, &k, &o);
-  assert_int_equal(weft_runtime_run(rt), 0);
-  kid_report("flood past 64 KiB", &k);
-  assert_false(k.timed_out);
-  assert_int_equal(k.closes, 1);
-  assert_int_equal(k.reason, WEFT_EWINDOW);
+  kid_run(rt, &k, "flood past 64 KiB", WEFT_EWINDOW);
   assert_true(k.most_queued <= 5);
   assert_true(k.msgs < 200);
-  assert_int_equal(k.status, 0);
   ktest_live_finish(rt);
 }
 
@@ -371,12 +373,7 @@ static void credit_past_what_was_sent(void **state) {
   /* Something in flight, so the lie is about bytes as well as counts. */
   for (uint64_t i = 0; i < 3; i++)
     assert_int_equal(weft_port_post(k.port, seq_msg(i)), 0);
-  assert_int_equal(weft_runtime_run(rt), 0);
-  kid_report("credit lie", &k);
-  assert_false(k.timed_out);
-  assert_int_equal(k.closes, 1);
-  assert_int_equal(k.reason, WEFT_ECREDIT);
-  assert_int_equal(k.status, 0);
+  kid_run(rt, &k, "credit lie", WEFT_ECREDIT);
   ktest_live_finish(rt);
 }
 
@@ -388,16 +385,10 @@ static void burst_then_exit_within_window(void **state) {
   kid_t k = {0};
   weft_child_options_t o = {.entry_name = "burst", .window_msgs = 16, .on_message = kid_seq};
   kid_spawn(rt, &k, &o);
-  assert_int_equal(weft_runtime_run(rt), 0);
-  kid_report("burst of 2000 through a window of 16", &k);
-  assert_false(k.timed_out);
-  assert_int_equal(k.closes, 1);
-  assert_int_equal(k.reason, WEFT_ECLOSED);
+  kid_run(rt, &k, "burst of 2000 through a window of 16", WEFT_ECLOSED);
   assert_int_equal(k.msgs, BURST);
   assert_int_equal(k.bad, 0);
   assert_true(k.most_queued <= 16);
-  assert_int_equal(k.exits, 1);
-  assert_int_equal(k.status, 0);
   ktest_live_finish(rt);
 }
 
@@ -412,14 +403,9 @@ static void unread_records_count_as_undelivered(void **state) {
   kid_spawn(rt, &k, &o);
   for (uint64_t i = 0; i < 5; i++)
     assert_int_equal(weft_port_post(k.port, seq_msg(i)), 0);
-  assert_int_equal(weft_runtime_run(rt), 0);
-  kid_report("child never reads 5 records", &k);
-  assert_false(k.timed_out);
-  assert_int_equal(k.closes, 1);
-  assert_int_equal(k.reason, WEFT_ECLOSED);
+  kid_run(rt, &k, "child never reads 5 records", WEFT_ECLOSED);
   assert_int_equal(k.undelivered, 5);
   assert_int_equal(k.msgs, BURST);
-  assert_int_equal(k.status, 0);
   ktest_live_finish(rt);
 }
 

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "ktest.h"
+#include "rawpeer.h"
 #include "testutil.h"
 #include "weft.h"
 #include "wire.h"
@@ -41,82 +42,19 @@
  * The raw child: bytes on fd 3, no weft runtime.
  * ========================================================================== */
 
-#define RAW_EXIT_NOT_HUNG_UP 42 /* the parent kept the channel open */
-#define RAW_EXIT_SETUP 43
-
 static int raw_fd = -1;
 
-static void put_u16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-/* A header: len counts what follows the length field. */
-static size_t header(uint8_t *p, uint32_t len, uint8_t version, uint8_t type, uint16_t nfds) {
-  put_u32(p, len);
-  p[4] = version;
-  p[5] = type;
-  put_u16(p + 6, nfds);
-  return WEFT__WIRE_HEADER;
-}
-
-/* Send bytes, with one fd attached to the first byte if fd >= 0. Errors (the
- * parent may hang up first) end the child quietly. */
-static void raw_send(const void *p, size_t n, int fd) {
-  struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } ctl;
-  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (fd >= 0) {
-    memset(&ctl, 0, sizeof(ctl));
-    mh.msg_control = ctl.buf;
-    mh.msg_controllen = CMSG_SPACE(sizeof(int));
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-  }
-  while (iov.iov_len > 0) {
-    ssize_t w = sendmsg(raw_fd, &mh, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0)
-      exit(0);
-    iov.iov_base = (char *)iov.iov_base + w;
-    iov.iov_len -= (size_t)w;
-    mh.msg_control = NULL; /* the fd went with the first byte */
-    mh.msg_controllen = 0;
-  }
-}
-
-static void raw_hello(int fd) {
-  uint8_t b[64];
-  int n = weft__wire_put_hello(b, sizeof(b), 1u << 20, 4096, 1u << 26);
-  if (n <= 0)
-    exit(RAW_EXIT_SETUP);
-  raw_send(b, (size_t)n, fd);
-}
+static void raw_send(const void *p, size_t n, int fd) { rawpeer_send(raw_fd, p, n, fd); }
+static void raw_hello(int fd) { rawpeer_hello(raw_fd, 4096, 1u << 26, fd); }
 
 /* A MSG frame: items given as raw descriptor bytes, then a msgpack nil. */
 static void raw_msg(uint16_t nfds, uint16_t nxfer, const uint8_t *items, size_t items_len,
                     int fd) {
   uint8_t b[128];
   size_t body = 2 + items_len + 1;
-  size_t n = header(b, (uint32_t)(4 + body), WEFT__WIRE_VERSION, WEFT__WIRE_MSG, nfds);
-  put_u16(b + n, nxfer);
+  size_t n =
+      weft__wire_header(b, (uint32_t)(4 + body), WEFT__WIRE_VERSION, WEFT__WIRE_MSG, nfds);
+  weft__wire_be16(b + n, nxfer);
   n += 2;
   memcpy(b + n, items, items_len);
   n += items_len;
@@ -124,45 +62,22 @@ static void raw_msg(uint16_t nfds, uint16_t nxfer, const uint8_t *items, size_t 
   raw_send(b, n, fd);
 }
 
-/* Read (and drop) until the parent hangs up; exit 0 then, or 42 after 10 s. */
-static void raw_wait_hangup(void) {
-  uint64_t deadline = uv_hrtime() + 10ull * 1000000000ull;
-  char buf[4096];
-  for (;;) {
-    uint64_t now = uv_hrtime();
-    if (now >= deadline)
-      exit(RAW_EXIT_NOT_HUNG_UP);
-    struct pollfd pfd = {.fd = raw_fd, .events = POLLIN};
-    int r = poll(&pfd, 1, (int)((deadline - now) / 1000000u) + 1);
-    if (r < 0 && errno != EINTR)
-      exit(RAW_EXIT_SETUP);
-    if (r <= 0)
-      continue;
-    ssize_t n = read(raw_fd, buf, sizeof(buf));
-    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
-      exit(0);
-  }
-}
-
 static int open_devnull(void) {
   int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    exit(RAW_EXIT_SETUP);
+    exit(RAWPEER_EXIT_SETUP);
   return fd;
 }
 
 static void raw_main(const char *entry) {
-  const char *s = getenv("WEFT_CHANNEL_FD");
-  raw_fd = s ? atoi(s) : -1;
-  if (raw_fd < 0 || fcntl(raw_fd, F_GETFD) < 0)
-    exit(RAW_EXIT_SETUP);
+  raw_fd = rawpeer_fd();
   uint8_t b[64];
   uint8_t items[16];
   if (strcmp(entry, "raw_badtype") == 0) {
     raw_hello(-1);
-    raw_send(b, header(b, 4, WEFT__WIRE_VERSION, 99, 0), -1);
+    raw_send(b, weft__wire_header(b, 4, WEFT__WIRE_VERSION, 99, 0), -1);
   } else if (strcmp(entry, "raw_shortlen") == 0) {
-    raw_send(b, header(b, 2, WEFT__WIRE_VERSION, WEFT__WIRE_HELLO, 0), -1);
+    raw_send(b, weft__wire_header(b, 2, WEFT__WIRE_VERSION, WEFT__WIRE_HELLO, 0), -1);
   } else if (strcmp(entry, "raw_text") == 0) {
     static const char text[] = "GET / HTTP/1.1\r\nHost: weft\r\n\r\n";
     raw_send(text, sizeof(text) - 1, -1);
@@ -172,10 +87,10 @@ static void raw_main(const char *entry) {
     raw_send(b, (size_t)n, -1);
   } else if (strcmp(entry, "raw_oversize") == 0) {
     raw_hello(-1);
-    raw_send(b, header(b, 5000, WEFT__WIRE_VERSION, WEFT__WIRE_MSG, 0), -1);
+    raw_send(b, weft__wire_header(b, 5000, WEFT__WIRE_VERSION, WEFT__WIRE_MSG, 0), -1);
   } else if (strcmp(entry, "raw_truncated") == 0) {
     raw_hello(-1);
-    size_t n = header(b, 100, WEFT__WIRE_VERSION, WEFT__WIRE_MSG, 0);
+    size_t n = weft__wire_header(b, 100, WEFT__WIRE_VERSION, WEFT__WIRE_MSG, 0);
     memset(b + n, 0, 10);
     raw_send(b, n + 10, -1);
     exit(0); /* EOF in the middle of the frame */
@@ -192,7 +107,7 @@ static void raw_main(const char *entry) {
   } else if (strcmp(entry, "raw_notmemfd") == 0) {
     raw_hello(-1);
     items[0] = WEFT__WIRE_X_MEMFD;
-    put_u64(items + 1, 4096);
+    weft__wire_be64(items + 1, 4096);
     raw_msg(1, 1, items, 9, open_devnull());
   } else if (strcmp(entry, "raw_msg_first") == 0) {
     raw_msg(0, 0, items, 0, -1);
@@ -200,9 +115,9 @@ static void raw_main(const char *entry) {
     raw_hello(-1);
     raw_hello(-1);
   } else {
-    exit(RAW_EXIT_SETUP);
+    exit(RAWPEER_EXIT_SETUP);
   }
-  raw_wait_hangup();
+  rawpeer_wait_hangup(raw_fd, 10000);
 }
 
 /* ---- the well-behaved child: "echo" ------------------------------------------- */
@@ -230,7 +145,7 @@ static void child_main(void) {
     raw_main(entry); /* no runtime: it would adopt fd 3 */
   weft_runtime_t *rt = NULL;
   if (weft_runtime_new(&rt, NULL) != 0 || weft_runtime_register(rt, "echo", entry_echo) != 0)
-    exit(RAW_EXIT_SETUP);
+    exit(RAWPEER_EXIT_SETUP);
   int code = 0;
   int rc = weft_runtime_child_entry(rt, &code);
   if (rc == WEFT_ENOENT) {
@@ -239,7 +154,7 @@ static void child_main(void) {
     return;
   }
   if (rc != 0)
-    code = RAW_EXIT_SETUP;
+    code = RAWPEER_EXIT_SETUP;
   if (weft_runtime_free(rt) != 0 || testutil_alloc_outstanding() != 0 ||
       atomic_load(&ktest_failures) != 0)
     code = 90;

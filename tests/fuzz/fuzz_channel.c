@@ -267,21 +267,6 @@ static void peer_write(const void *p, size_t n, const int *fds, int nfds) {
   }
 }
 
-static void put_u16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
 /* A sealed memfd of len bytes (what a weft sender would pass), or, with
  * bad_seals, one without seals. */
 static int make_memfd(size_t len, bool bad_seals) {
@@ -362,7 +347,7 @@ static void op_msg(input_t *in) {
   if (head <= 0)
     fail("put_msg_head");
   if (shape & 8)
-    put_u16(R.frame + 6, (uint16_t)(announced + (shape & 16 ? 1 : 0xffff))); /* lying nfds */
+    weft__wire_be16(R.frame + 6, (uint16_t)(announced + (shape & 16 ? 1 : 0xffff))); /* lying nfds */
   size_t n = (size_t)head;
   for (uint16_t i = 0; i < nx; i++)
     if (x[i].kind == WEFT__WIRE_X_INLINE) {
@@ -406,11 +391,11 @@ static void op_garbage(input_t *in) {
  * goes on with other frames, which the decoder reads as this body. */
 static void op_header(input_t *in) {
   uint8_t b[16];
-  put_u32(b, pick_u32(in));
+  weft__wire_be32(b, pick_u32(in));
   b[4] = WEFT__WIRE_VERSION;
   b[5] = next(in);
-  put_u16(b + 6, next(in) & 3);
-  put_u64(b + 8, 0);
+  weft__wire_be16(b + 6, next(in) & 3);
+  weft__wire_be64(b + 8, 0);
   peer_write(b, 8 + next(in) % 9, NULL, 0);
 }
 

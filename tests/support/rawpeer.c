@@ -21,29 +21,6 @@ int rawpeer_fd(void) {
   return fd;
 }
 
-void rawpeer_put_u16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-
-void rawpeer_put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-
-void rawpeer_put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-size_t rawpeer_header(uint8_t *p, uint32_t len, uint8_t version, uint8_t type, uint16_t nfds) {
-  rawpeer_put_u32(p, len);
-  p[4] = version;
-  p[5] = type;
-  rawpeer_put_u16(p + 6, nfds);
-  return WEFT__WIRE_HEADER;
-}
-
 void rawpeer_send(int fd, const void *p, size_t n, int pass) {
   struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
   union {
@@ -86,11 +63,11 @@ size_t rawpeer_put_msg(uint8_t *out, size_t cap, size_t payload_len) {
   size_t body = 2 + 5 + payload_len; /* nxfer, bin32 head, bytes */
   if (cap < WEFT__WIRE_HEADER + body)
     exit(RAWPEER_EXIT_SETUP);
-  size_t n = rawpeer_header(out, (uint32_t)(4 + body), WEFT__WIRE_VERSION, WEFT__WIRE_MSG, 0);
-  rawpeer_put_u16(out + n, 0);
+  size_t n = weft__wire_header(out, (uint32_t)(4 + body), WEFT__WIRE_VERSION, WEFT__WIRE_MSG, 0);
+  weft__wire_be16(out + n, 0);
   n += 2;
   out[n++] = 0xc6; /* bin 32 */
-  rawpeer_put_u32(out + n, (uint32_t)payload_len);
+  weft__wire_be32(out + n, (uint32_t)payload_len);
   n += 4;
   memset(out + n, 'x', payload_len);
   return n + payload_len;

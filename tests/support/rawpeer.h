@@ -14,13 +14,6 @@
 /* The channel fd this process was given (WEFT_CHANNEL_FD); exits 43 if none. */
 int rawpeer_fd(void);
 
-void rawpeer_put_u16(uint8_t *p, uint16_t v);
-void rawpeer_put_u32(uint8_t *p, uint32_t v);
-void rawpeer_put_u64(uint8_t *p, uint64_t v);
-
-/* A frame header (len counts what follows the length field); returns its size. */
-size_t rawpeer_header(uint8_t *p, uint32_t len, uint8_t version, uint8_t type, uint16_t nfds);
-
 /* Send n bytes on fd, with one fd attached to the first byte if pass >= 0.
  * If the other side has hung up, the process exits 0 quietly. */
 void rawpeer_send(int fd, const void *p, size_t n, int pass);

@@ -23,66 +23,44 @@
 #include <unistd.h>
 
 #include "soak.h"
+#include "wire.h" /* frame layout and byte order: this peer writes frames by hand */
 
 #define EXIT_NOT_HUNG_UP 42
 #define WAIT_MS 8000u
 
 static int chan = -1;
 
-static void put_u16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static size_t header(uint8_t *p, uint32_t len, uint8_t type) {
-  put_u32(p, len);
-  p[4] = 1; /* WEFT__WIRE_VERSION */
-  p[5] = type;
-  put_u16(p + 6, 0);
-  return 8;
-}
-
 size_t soak_frame_hello(uint8_t *out, uint32_t max_frame, uint32_t wm, uint64_t wb) {
-  size_t n = header(out, 4 + 16, 1);
-  put_u32(out + n, max_frame);
-  put_u32(out + n + 4, wm);
-  put_u64(out + n + 8, wb);
+  size_t n = weft__wire_header(out, 4 + 16, WEFT__WIRE_VERSION, WEFT__WIRE_HELLO, 0);
+  weft__wire_be32(out + n, max_frame);
+  weft__wire_be32(out + n + 4, wm);
+  weft__wire_be64(out + n + 8, wb);
   return n + 16;
 }
 
 size_t soak_frame_credit(uint8_t *out, uint32_t msgs, uint64_t bytes) {
-  size_t n = header(out, 4 + 12, 3);
-  put_u32(out + n, msgs);
-  put_u64(out + n + 4, bytes);
+  size_t n = weft__wire_header(out, 4 + 12, WEFT__WIRE_VERSION, WEFT__WIRE_CREDIT, 0);
+  weft__wire_be32(out + n, msgs);
+  weft__wire_be64(out + n + 4, bytes);
   return n + 12;
 }
 
 size_t soak_frame_msg(uint8_t *out, size_t len) {
-  size_t n = header(out, (uint32_t)(4 + 2 + 3 + len), 2);
-  put_u16(out + n, 0); /* no items */
+  size_t n = weft__wire_header(out, (uint32_t)(4 + 2 + 3 + len), WEFT__WIRE_VERSION, WEFT__WIRE_MSG, 0);
+  weft__wire_be16(out + n, 0); /* no items */
   n += 2;
   out[n++] = 0xda;     /* msgpack str 16 */
-  put_u16(out + n, (uint16_t)len);
+  weft__wire_be16(out + n, (uint16_t)len);
   n += 2;
   memset(out + n, 'x', len);
   return n + len;
 }
 
 size_t soak_frame_msg_inline_head(uint8_t *out, uint32_t len) {
-  size_t n = header(out, 4 + 2 + 5 + len + 1, 2);
-  put_u16(out + n, 1);
+  size_t n = weft__wire_header(out, 4 + 2 + 5 + len + 1, WEFT__WIRE_VERSION, WEFT__WIRE_MSG, 0);
+  weft__wire_be16(out + n, 1);
   out[n + 2] = 1; /* inline */
-  put_u32(out + n + 3, len);
+  weft__wire_be32(out + n + 3, len);
   return n + 7;
 }
 
