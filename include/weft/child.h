@@ -11,6 +11,15 @@
  * weft_buf_new travel as sealed memfds (no copy); socket fds travel with
  * SCM_RIGHTS and are opened by the receiver on its own loop.
  *
+ * Windows: each side grants the other a window (window_msgs, window_bytes
+ * below; a weft child grants its parent the defaults) and checks it on
+ * receive: a peer that sends past it, or returns more credit than it was
+ * sent, is closed with WEFT_EWINDOW / WEFT_ECREDIT, so what a channel holds
+ * is bounded by the window whatever the peer does. A process that ends sends
+ * what its program posted as the peer's window allows, waiting up to 2 s for
+ * credit; the rest is counted undeliverable. The close event's undelivered
+ * count is what the peer never consumed, after an orderly close too.
+ *
  * A Node.js channel (WEFT_CHANNEL_NODE, 'json' lines) has no credits: the
  * channel stops sending while more than 128 KiB wait to be written or a
  * socket we sent awaits Node's NODE_HANDLE_ACK (posts then get WEFT_EAGAIN
@@ -83,8 +92,9 @@ typedef struct {
   uv_uid_t uid;
   uv_gid_t gid;
   uint32_t max_frame;             /* largest frame or line accepted from the child; 0: 64 MiB */
-  uint32_t window_msgs;           /* what the child may send ahead; 0: 4096 */
-  uint64_t window_bytes;          /* 0: 256 MiB */
+  uint32_t window_msgs;           /* what the child may send ahead; 0: 4096; past it:
+                                     the channel closes with WEFT_EWINDOW */
+  uint64_t window_bytes;          /* 0: 256 MiB (one message may overshoot it) */
   bool output_lines;              /* on_output per line instead of per chunk */
   weft_port_message_cb on_message;  /* messages from the child (starts the port) */
   weft_child_exit_cb on_exit;
