@@ -125,7 +125,8 @@ WEFT_EXTERN int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t
 /* weft_balancer_close: closes the listeners at once (new clients are
  * refused; connections the kernel had already queued are accepted and handed
  * out first), drains every worker (deadline drain_timeout_ms), then calls cb
- * (may be NULL) and frees the balancer. Idempotent; non-blocking. */
+ * (may be NULL) and frees the balancer. Idempotent; non-blocking. Returns 0,
+ * WEFT_EINVAL (NULL) or WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_balancer_close(weft_balancer_t *b, weft_balancer_cb cb);
 
 /* weft_balancer_reload: replaces the workers one at a time (start a new one,

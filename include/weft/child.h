@@ -111,10 +111,12 @@ WEFT_EXTERN int weft_child_spawn(weft_ctx_t *ctx, const weft_child_options_t *op
 
 /* weft_child_port: the parent's end of the channel (NULL without one). */
 WEFT_EXTERN weft_port_t *weft_child_port(weft_child_t *child);
+/* weft_child_pid: the child's process id (until on_exit returns). */
 WEFT_EXTERN int weft_child_pid(const weft_child_t *child);
 /* weft_child_kill, _close_stdin, _write: thread of the spawning context (else
- * WEFT_EWRONGTHREAD).
- * weft_child_kill: send signum. Returns 0, UV_ESRCH (already exited), or a libuv code. */
+ * WEFT_EWRONGTHREAD); the handle is valid until on_exit returns.
+ * weft_child_kill: send signum. Non-blocking. Returns 0, WEFT_EINVAL (NULL),
+ * WEFT_EWRONGTHREAD, UV_ESRCH (already exited), or a libuv code. */
 WEFT_EXTERN int weft_child_kill(weft_child_t *child, int signum);
 /* weft_child_close_stdin: close the child's stdin pipe (EOF for the child). */
 WEFT_EXTERN int weft_child_close_stdin(weft_child_t *child);

@@ -93,10 +93,12 @@ WEFT_EXTERN int weft_channel_new(weft_ctx_t *ctx, weft_port_t *ports[2]);
 
 /* weft_port_start: deliver messages to cb from now on (also those already
  * queued). Replaces an earlier cb. A started, ref'd, open port keeps its loop
- * alive. Owner thread. */
+ * alive. Owner thread. Returns 0, WEFT_EINVAL (NULL), WEFT_ECLOSED (the port
+ * is closing) or WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_port_start(weft_port_t *port, weft_port_message_cb cb);
 
-/* weft_port_stop: stop delivering; messages queue (up to the bounds). */
+/* weft_port_stop: stop delivering; messages queue (up to the bounds). Owner
+ * thread. Returns 0, WEFT_EINVAL or WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_port_stop(weft_port_t *port);
 
 /* weft_port_on_close / on_drain: set (or clear, with NULL) the callback.

@@ -154,7 +154,8 @@ WEFT_EXTERN int weft_sup_new(weft_ctx_t *ctx, const weft_sup_options_t *opts, we
 
 /* weft_sup_close: stops every child (last started first), cancels pending
  * restarts, then calls cb (may be NULL) and frees the supervisor. Idempotent;
- * non-blocking. No restart and no give-up happens after it. */
+ * non-blocking. No restart and no give-up happens after it. Returns 0,
+ * WEFT_EINVAL (NULL) or WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_sup_close(weft_sup_t *sup, weft_sup_close_cb cb);
 
 /* weft_sup_start_child: adds a child at the end and starts it. Returns 0 and
@@ -165,7 +166,8 @@ WEFT_EXTERN int weft_sup_start_child(weft_sup_t *sup, const weft_sup_child_spec_
 /* weft_sup_stop_child: the child will not be restarted; it is removed when it
  * exits (on_child_exit with final true). It is given grace_ms to exit by
  * itself (after the caller asked it to, e.g. with a message), then stopped.
- * grace_ms 0: stop it now. A child waiting for a restart is removed at once. */
+ * grace_ms 0: stop it now. A child waiting for a restart is removed at once.
+ * Idempotent. Returns 0, WEFT_EINVAL (NULL) or WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_sup_stop_child(weft_sup_child_t *child, uint32_t grace_ms);
 
 /* weft_sup_restart_child: stops the child and starts it again now (no
@@ -196,7 +198,7 @@ WEFT_EXTERN weft_sup_t *weft_sup_child_nested(const weft_sup_child_t *child);
 WEFT_EXTERN int weft_sup_child_pid(const weft_sup_child_t *child);
 /* weft_sup_child_starts: times the child was started (1 + its restarts). */
 WEFT_EXTERN uint64_t weft_sup_child_starts(const weft_sup_child_t *child);
-/* weft_sup_child_exits: the last exits, newest first: i = 0 is the last one.
+/* weft_sup_child_exit: the last exits, newest first: i = 0 is the last one.
  * Returns 0 and fills *out, or WEFT_ENOENT (fewer than i + 1 recorded; the
  * last 8 are kept). */
 WEFT_EXTERN int weft_sup_child_exit(const weft_sup_child_t *child, size_t i,
