@@ -33,7 +33,9 @@ extern "C" {
   XX(CREDIT, -5015, "peer returned more credit than it was given")             \
   XX(UNREPRESENTABLE, -5016, "message cannot be represented on this channel")  \
   XX(TAKEN, -5017, "message was already posted or freed")                      \
-  XX(GAVEUP, -5018, "supervisor gave up: restart limit reached")
+  XX(GAVEUP, -5018, "supervisor gave up: restart limit reached")               \
+  XX(NOKEY, -5019, "message has no field with that key")                        \
+  XX(COUNT, -5020, "map or array holds another number of items than declared")
 
 enum {
 #define WEFT_ERR_ENUM_(name, value, msg) WEFT_E##name = (value),
