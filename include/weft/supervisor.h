@@ -171,7 +171,9 @@ WEFT_EXTERN int weft_sup_start_child(weft_sup_t *sup, const weft_sup_child_spec_
 WEFT_EXTERN int weft_sup_stop_child(weft_sup_child_t *child, uint32_t grace_ms);
 
 /* weft_sup_restart_child: stops the child and starts it again now (no
- * back-off, not counted against the intensity). */
+ * back-off, not counted against the intensity). Returns 0, WEFT_EINVAL
+ * (NULL), WEFT_EWRONGTHREAD, or WEFT_EBUSY (the child is not running, or is
+ * being removed). */
 WEFT_EXTERN int weft_sup_restart_child(weft_sup_child_t *child);
 
 /* Questions. */
