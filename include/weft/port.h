@@ -29,8 +29,8 @@
  *    once; messages still waiting are discarded and counted in
  *    info->discarded.
  * A port without a close callback that was not started is not released
- * (its handle stays valid; posts on it fail with WEFT_ECLOSED, and
- * weft_port_is_closed says true) until its owner closes it.
+ * (its handle stays valid and posts on it fail with WEFT_ECLOSED) until its
+ * owner closes it.
  * A post that got WEFT_EAGAIN waits for the drain callback; if the channel
  * closes first, the drain callback is called anyway (before the close), and
  * the next post returns WEFT_ECLOSED: a program waiting for a drain never
