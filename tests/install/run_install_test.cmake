@@ -1,5 +1,7 @@
 # run_install_test.cmake: the `install` ctest entry (cmake -P).
-# 1. cmake --install WEFT_BUILD_DIR into a scratch prefix;
+# 1. cmake --install WEFT_BUILD_DIR into a scratch prefix (or, with
+#    WEFT_PREFIX set, use that prefix as it is: the `package` entry extracts
+#    the Debian packages there);
 # 2. configure, build and run tests/install/ with find_package(weft), linking
 #    the shared and the static library;
 # 3. compile tests/install/main.c with `pkg-config --cflags --libs weft` from
@@ -13,8 +15,14 @@ foreach(_v WEFT_BUILD_DIR WEFT_INSTALL_TEST_SRC WEFT_INSTALL_TEST_WORK
 endforeach()
 
 set(_prefix "${WEFT_INSTALL_TEST_WORK}/prefix")
+if(WEFT_PREFIX)
+  set(_prefix "${WEFT_PREFIX}")
+endif()
 set(_build "${WEFT_INSTALL_TEST_WORK}/build")
-file(REMOVE_RECURSE "${WEFT_INSTALL_TEST_WORK}")
+if(NOT WEFT_PREFIX)
+  file(REMOVE_RECURSE "${WEFT_INSTALL_TEST_WORK}")
+endif()
+file(REMOVE_RECURSE "${_build}")
 file(MAKE_DIRECTORY "${WEFT_INSTALL_TEST_WORK}")
 
 function(run_step what)
@@ -41,8 +49,10 @@ if(WEFT_CONFIG)
 endif()
 
 # 1. install
-run_step("cmake --install" "${CMAKE_COMMAND}" --install "${WEFT_BUILD_DIR}"
-         --prefix "${_prefix}" ${_config_args})
+if(NOT WEFT_PREFIX)
+  run_step("cmake --install" "${CMAKE_COMMAND}" --install "${WEFT_BUILD_DIR}"
+           --prefix "${_prefix}" ${_config_args})
+endif()
 
 # 2. find_package(weft)
 set(_gen_args)
