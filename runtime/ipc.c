@@ -359,10 +359,6 @@ static void update_poll(weft__ipc_t *ipc) {
 
 /* ---- port B glue -------------------------------------------------------- */
 
-/* The list of decoded messages waiting for room at A links them through
- * their queue node (free while they are in no queue). Owner thread only:
- * the relaxed accesses order nothing (the field is atomic for the MPSC
- * queues it also serves). */
 /* What a decoded message holds in memory, not only its payload: a flood of
  * tiny messages is bounded by what it costs (its struct, its payload and
  * transfer arrays, its buffers). */
@@ -376,6 +372,10 @@ static size_t footprint(const weft_msg_t *m) {
   return n;
 }
 
+/* The list of decoded messages waiting for room at A links them through
+ * their queue node (free while they are in no queue). Owner thread only:
+ * the relaxed accesses order nothing (the field is atomic for the MPSC
+ * queues it also serves). */
 static void pend_push(weft__ipc_t *ipc, weft_msg_t *msg) {
   atomic_store_explicit(&msg->node.next, NULL, memory_order_relaxed);
   if (ipc->pend_tail)
