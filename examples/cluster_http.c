@@ -147,22 +147,31 @@ static bool bytes_waiting(uv_stream_t *s) {
   return uv_fileno((uv_handle_t *)s, &fd) == 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
 }
 
-/* Draining: connections idle between requests close now; the others answer
- * their current (or first) request with Connection: close (see on_read),
- * within the header timeout and the drain deadline. Not idle: one whose next
- * request has arrived but is not read yet; and one just handed over, whose
- * first request may be on its way: it gets DRAIN_FIRST_MS for it (not the
- * whole header timeout, so that silent connections do not hold the exit). */
+/* Draining: every connection answers its current or next request with
+ * Connection: close (see on_read), within the header timeout and the drain
+ * deadline. One idle between requests gets DRAIN_IDLE_MS for its next
+ * request: closing it at once would race a request already on its way (the
+ * client sees the connection close with no answer: one lost request per
+ * keep-alive connection per reload, as nginx loses them). One just handed
+ * over gets DRAIN_FIRST_MS for its first request. Neither waits for the whole
+ * header or keep-alive timeout, so that silent connections do not hold the
+ * exit. One whose next request has arrived but is not read yet is answered. */
+#define DRAIN_IDLE_MS 200
 #define DRAIN_FIRST_MS 500
+
+static void drain_deadline(http_conn_t *c, uint64_t ms, uint64_t timeout_ms) {
+  if (timeout_ms == 0 || timeout_ms > ms)
+    deadline(c, ms);
+}
 
 static void on_drain(weft_conn_t *conn) {
   http_conn_t *c = (http_conn_t *)conn;
   if (c->len > 0 || bytes_waiting(&conn->h.stream))
     return;
   if (c->served > 0)
-    weft_conn_close(conn);
-  else if (header_timeout_ms == 0 || header_timeout_ms > DRAIN_FIRST_MS)
-    deadline(c, DRAIN_FIRST_MS);
+    drain_deadline(c, DRAIN_IDLE_MS, keepalive_timeout_ms);
+  else
+    drain_deadline(c, DRAIN_FIRST_MS, header_timeout_ms);
 }
 
 static int http_worker(weft_ctx_t *ctx, weft_msg_t *data) {

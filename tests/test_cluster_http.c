@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "baltest.h"
+#include "ktest.h"
 #include "weft.h"
 
 #define EXE WEFT_TEST_BINARY_DIR "/examples/cluster_http"
@@ -363,6 +364,12 @@ static void sighup_reloads(void **state) {
   assert_true(more);
   assert_true(alive);
   assert_int_equal(atomic_load(&hup.failed), 0);
+  /* A draining worker gives an idle kept-alive connection 200 ms for its
+   * next request instead of closing it under a request on its way: these
+   * clients send at once, so none has to retry (a sanitizer build may stall
+   * that long). */
+  if (!SANITIZED)
+    assert_int_equal(atomic_load(&hup.retried), 0);
   assert_int_equal(nbefore, 2);
   assert_int_equal(nafter, 2);
   assert_int_equal(same, 0);  /* both replaced */
