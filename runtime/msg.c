@@ -175,6 +175,7 @@ int weft_msg_new(weft_msg_t **out) {
   m->len = 0;
   m->cap = WEFT__MSG_INLINE;
   m->err = 0;
+  m->open_map = 0;
   m->nxfer = 0;
   m->capxfer = 0;
   m->xfer = NULL;
@@ -245,6 +246,7 @@ int weft_msg_set_payload(weft_msg_t *msg, const void *data, size_t len) {
     memmove(msg->data, data, len);
   msg->len = (uint32_t)len;
   msg->err = 0;
+  msg->open_map = 0;
   if (msg->view_zone != NULL)
     weft__msg_view_drop(msg);
   return 0;
@@ -451,6 +453,66 @@ int weft_msg_put_bin(weft_msg_t *msg, const char *key, const void *p, size_t n) 
   return put_raw(msg, key, HEAD_BIN, p, n);
 }
 
+/* ---- maps that count their own entries ------------------------------------
+ * weft_msg_begin_map writes a map32 header (0xdf and a 4-byte count) whose
+ * count field, until weft_msg_end_map patches it, holds the link to the next
+ * outer open map (open_map's previous value): nesting costs no memory beyond
+ * the payload. weft_msg_end_map counts the values written since the header
+ * (a bounded walk with the readers' cursor) and writes half of them. */
+
+#define MAP32_HEAD 5
+
+static uint32_t rd_u32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+int weft_msg_begin_map(weft_msg_t *msg, const char *key) {
+  if (msg == NULL)
+    return WEFT_EINVAL;
+  uint8_t *p = put_begin(msg, key, MAP32_HEAD);
+  if (p == NULL)
+    return msg->err;
+  uint32_t at = (uint32_t)(p - msg->data);
+  put_be(p, 0xdf, msg->open_map, 4);
+  msg->open_map = at + 1;
+  return put_done(msg, p + MAP32_HEAD);
+}
+
+/* How many whole values lie in [p, end); WEFT_EPROTO if the bytes are not
+ * a sequence of them. */
+static int count_values(const uint8_t *p, const uint8_t *end, uint64_t *n) {
+  weft__mp_cur_t c = {p, end};
+  *n = 0;
+  while (c.p < c.end) {
+    int rc = weft__mp_skip(&c, 1, WEFT__MP_MAX_DEPTH - 1);
+    if (rc != 0)
+      return rc;
+    (*n)++;
+  }
+  return 0;
+}
+
+int weft_msg_end_map(weft_msg_t *msg) {
+  if (msg == NULL || msg->open_map == 0)
+    return WEFT_EINVAL;
+  if (msg->err != 0)
+    return msg->err;
+  uint8_t *head = msg->data + msg->open_map - 1;
+  uint64_t n;
+  int rc = count_values(head + MAP32_HEAD, msg->data + msg->len, &n);
+  if (rc == 0 && n % 2 != 0)
+    rc = WEFT_ECOUNT; /* a key without its value */
+  if (rc != 0) {
+    msg->err = rc; /* kept: the post fails with it */
+    return rc;
+  }
+  msg->open_map = rd_u32(head + 1);
+  put_be(head, 0xdf, n / 2, 4);
+  if (msg->view_zone != NULL)
+    weft__msg_view_drop(msg);
+  return 0;
+}
+
 /* ---- the decoded view ----------------------------------------------------- */
 
 int weft_msg_view(weft_msg_t *msg, const msgpack_object **out) {
@@ -501,6 +563,7 @@ static int xfer_reserve(weft_msg_t *m) {
 static weft__xfer_t *xfer_push(weft_msg_t *m, int kind) {
   weft__xfer_t *x = &m->xfer[m->nxfer++];
   x->kind = kind;
+  x->reply = false;
   return x;
 }
 
@@ -551,6 +614,19 @@ int weft_msg_xfer_kind(const weft_msg_t *msg, size_t i) {
   if (msg == NULL || i >= msg->nxfer)
     return 0;
   return msg->xfer[i].kind;
+}
+
+int weft_msg_find_xfer(const weft_msg_t *msg, int kind, size_t nth, size_t *index) {
+  if (msg == NULL || index == NULL)
+    return WEFT_EINVAL;
+  for (uint16_t i = 0; i < msg->nxfer; i++) {
+    const weft__xfer_t *x = &msg->xfer[i];
+    if (x->kind == kind && !x->reply && nth-- == 0) {
+      *index = i;
+      return 0;
+    }
+  }
+  return WEFT_ENOENT;
 }
 
 /* Item i if it is still there and of kind; else the error to return. */

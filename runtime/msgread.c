@@ -263,7 +263,7 @@ static int map_seek(weft__mp_cur_t *c, uint32_t n, const char *key) {
     if (rc != 0)
       return rc;
   }
-  return WEFT_ENOENT;
+  return WEFT_ENOKEY;
 }
 
 int weft__mp_find(const void *data, size_t len, const char *key, weft__mp_val_t *v) {
@@ -386,4 +386,23 @@ int weft_msg_get_str(const weft_msg_t *msg, const char *key, const char **s, siz
 
 int weft_msg_get_bin(const weft_msg_t *msg, const char *key, const void **p, size_t *len) {
   return msg != NULL ? weft__mp_get_bin(msg->data, msg->len, key, p, len) : WEFT_EINVAL;
+}
+
+int weft_msg_get_strcpy(const weft_msg_t *msg, const char *key, char *buf, size_t cap,
+                        size_t *len) {
+  if (msg == NULL || buf == NULL || cap == 0)
+    return WEFT_EINVAL;
+  const char *s;
+  size_t n;
+  int rc = weft__mp_get_str(msg->data, msg->len, key, &s, &n);
+  if (rc != 0) {
+    buf[0] = '\0';
+    return rc;
+  }
+  size_t k = n < cap ? n : cap - 1;
+  memcpy(buf, s, k);
+  buf[k] = '\0';
+  if (len != NULL)
+    *len = n;
+  return k == n ? 0 : UV_ENOBUFS;
 }

@@ -63,7 +63,7 @@ int weft__mp_skip(weft__mp_cur_t *c, uint64_t n, unsigned max_depth);
 int weft__mp_check(const void *data, size_t len, unsigned max_depth);
 
 /* weft__mp_find: reads the header of the top-level value (key NULL) or of the
- * value under the str key in the top-level map. Returns 0, WEFT_ENOENT,
+ * value under the str key in the top-level map. Returns 0, WEFT_ENOKEY,
  * WEFT_ETYPE (top level is not a map), WEFT_EPROTO. */
 int weft__mp_find(const void *data, size_t len, const char *key, weft__mp_val_t *v);
 

@@ -278,6 +278,8 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
   }
   if (msg->err)
     return msg->err;
+  if (msg->open_map)
+    return WEFT_ECOUNT; /* weft_msg_begin_map without its weft_msg_end_map */
   weft_port_t *to = weft__port_peer(port);
   if ((atomic_load_explicit(&port->state, memory_order_acquire) |
        atomic_load_explicit(&to->state, memory_order_acquire)) & WEFT__STATE_CLOSED)

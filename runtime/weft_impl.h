@@ -87,6 +87,7 @@ int weft__buf_move(weft_buf_t *src, weft_buf_t **out);
 /* ---- messages (msg.c) ---------------------------------------------------- */
 typedef struct {
   int kind;  /* weft_xfer_kind_t, or 0 once taken */
+  bool reply; /* the reply port of a request (request.c); stays set once taken */
   union {
     weft_buf_t *buf;
     weft_port_t *port;
@@ -100,6 +101,9 @@ struct weft_msg_s {
   weft__qnode_t node;        /* first: a message is a queue node */
   struct weft__msgpool_s *origin; /* pool the struct returns to (NULL: plain free) */
   _Atomic uint32_t life;     /* WEFT__MSG_* (checked mode; set by weft_msg_new always) */
+  uint32_t open_map;         /* weft_msg_begin_map: offset + 1 of the innermost open
+                                map's header (its count field links to the next
+                                outer one), 0: none; a post refuses an open map */
   /* Checked mode poisons what follows once the message is freed. */
   uint8_t *data;             /* inline_data or heap */
   uint32_t len;

@@ -1,7 +1,8 @@
 /* test_msg.c: messages: builders and readers for every type, growth from the
  * inline area to the heap, weft_msg_view, the reader's cursor on untrusted and
  * truncated bytes at a guard page, the transfer list (buffers, sockets,
- * ports), and an allocation-failure sweep. */
+ * ports), the record helpers (maps that count their entries, WEFT_ENOKEY,
+ * weft_msg_get_strcpy, items found by kind) and an allocation-failure sweep. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -450,9 +451,9 @@ static void key_lookup_rules(void **state) {
   assert_int_equal(u, 5);
   assert_int_equal(weft_msg_get_u64(m, "se", &u), 0);
   assert_int_equal(u, 4);
-  assert_int_equal(weft_msg_get_u64(m, "s", &u), WEFT_ENOENT);
-  assert_int_equal(weft_msg_get_u64(m, "seqq", &u), WEFT_ENOENT);
-  assert_int_equal(weft_msg_get_u64(m, "", &u), WEFT_ENOENT);
+  assert_int_equal(weft_msg_get_u64(m, "s", &u), WEFT_ENOKEY);
+  assert_int_equal(weft_msg_get_u64(m, "seqq", &u), WEFT_ENOKEY);
+  assert_int_equal(weft_msg_get_u64(m, "", &u), WEFT_ENOKEY);
   const msgpack_object *o;
   assert_int_equal(weft_msg_view(m, &o), 0);
   assert_int_equal(o->via.map.size, 7);
@@ -460,7 +461,7 @@ static void key_lookup_rules(void **state) {
 
   m = msg_new();
   assert_int_equal(weft_msg_put_map(m, 0), 0);
-  assert_int_equal(weft_msg_get_u64(m, "a", &u), WEFT_ENOENT);
+  assert_int_equal(weft_msg_get_u64(m, "a", &u), WEFT_ENOKEY);
   assert_int_equal(weft_msg_get_u64(m, NULL, &u), WEFT_ETYPE);
   weft_msg_free(m);
 }
@@ -829,7 +830,7 @@ static void rich_payload_is_what_we_think(void **state) {
   assert_int_equal(u, 77);
   assert_int_equal(weft_msg_get_f64(m, "f32", &f), 0);
   assert_true(f == -0.5);
-  assert_int_equal(weft_msg_get_u64(m, "missing", &u), WEFT_ENOENT);
+  assert_int_equal(weft_msg_get_u64(m, "missing", &u), WEFT_ENOKEY);
   weft_msg_free(m);
 }
 
@@ -841,7 +842,7 @@ static void truncated_prefixes_at_guard_page(void **state) {
     for (int q = 0; q < Q_KINDS; q++)
       want[k][q] = ask(full->data, full->len, rich_keys[k], q);
   assert_int_equal(want[1][Q_U64].rc, 0); /* "u" */
-  assert_int_equal(want[NKEYS - 1][Q_U64].rc, WEFT_ENOENT);
+  assert_int_equal(want[NKEYS - 1][Q_U64].rc, WEFT_ENOKEY);
 
   int answered = 0;
   for (size_t len = 0; len <= full->len; len++) {
@@ -1110,6 +1111,223 @@ static void ports_travel_and_are_closed(void **state) {
   weft_runtime_free(rt);
 }
 
+/* ---- records: counted maps, missing keys, copies, items by kind ------------ */
+
+static void counted_map_counts_its_entries(void **state) {
+  (void)state;
+  weft_msg_t *m = msg_new();
+  assert_int_equal(weft_msg_begin_map(m, NULL), 0);
+  assert_int_equal(weft_msg_put_u64(m, "seq", 7), 0);
+  assert_int_equal(weft_msg_begin_map(m, "inner"), 0); /* nested, with a key */
+  assert_int_equal(weft_msg_put_str(m, "a", "x"), 0);
+  assert_int_equal(weft_msg_put_array(m, "arr", 2), 0);
+  assert_int_equal(weft_msg_begin_map(m, NULL), 0); /* an empty map as an element */
+  assert_int_equal(weft_msg_end_map(m), 0);
+  assert_int_equal(weft_msg_put_u64(m, NULL, 3), 0);
+  assert_int_equal(weft_msg_end_map(m), 0);
+  for (int i = 0; i < 20; i++) { /* past fixmap's 15, and out of the inline area */
+    char key[8];
+    snprintf(key, sizeof(key), "k%d", i);
+    assert_int_equal(weft_msg_put_i64(m, key, -i), 0);
+  }
+  msgpack_pack_str_with_body(weft_msg_packer(m), "pk", 2); /* the packer counts too */
+  msgpack_pack_true(weft_msg_packer(m));
+  assert_int_equal(weft_msg_end_map(m), 0);
+  assert_int_equal(weft_msg_error(m), 0);
+  assert_int_equal(m->open_map, 0);
+  assert_int_equal(m->data[0], 0xdf); /* map32 */
+  assert_int_equal(weft__mp_check(m->data, m->len, WEFT__MP_MAX_DEPTH), 0);
+
+  const msgpack_object *o;
+  assert_int_equal(weft_msg_view(m, &o), 0); /* msgpack-c agrees */
+  assert_int_equal(o->type, MSGPACK_OBJECT_MAP);
+  assert_int_equal(o->via.map.size, 23);
+  const msgpack_object *inner = &o->via.map.ptr[1].val;
+  assert_int_equal(inner->type, MSGPACK_OBJECT_MAP);
+  assert_int_equal(inner->via.map.size, 2);
+  const msgpack_object *arr = &inner->via.map.ptr[1].val;
+  assert_int_equal(arr->via.array.size, 2);
+  assert_int_equal(arr->via.array.ptr[0].type, MSGPACK_OBJECT_MAP);
+  assert_int_equal(arr->via.array.ptr[0].via.map.size, 0);
+  uint64_t u;
+  int64_t i64;
+  bool b;
+  assert_int_equal(weft_msg_get_u64(m, "seq", &u), 0);
+  assert_int_equal(u, 7);
+  assert_int_equal(weft_msg_get_i64(m, "k19", &i64), 0);
+  assert_int_equal(i64, -19);
+  assert_int_equal(weft_msg_get_bool(m, "pk", &b), 0);
+  assert_true(b);
+  weft_msg_free(m);
+
+  /* An empty record, and set_payload forgets an open map. */
+  m = msg_new();
+  assert_int_equal(weft_msg_begin_map(m, NULL), 0);
+  assert_int_equal(weft_msg_end_map(m), 0);
+  assert_int_equal(weft_msg_get_u64(m, "x", &u), WEFT_ENOKEY);
+  assert_int_equal(weft_msg_begin_map(m, NULL), 0);
+  assert_int_equal(weft_msg_set_payload(m, "\x80", 1), 0);
+  assert_int_equal(m->open_map, 0);
+  assert_int_equal(weft_msg_end_map(m), WEFT_EINVAL);
+  weft_msg_free(m);
+}
+
+static void counted_map_mistakes(void **state) {
+  (void)state;
+  assert_int_equal(weft_msg_begin_map(NULL, NULL), WEFT_EINVAL);
+  assert_int_equal(weft_msg_end_map(NULL), WEFT_EINVAL);
+  weft_msg_t *m = msg_new();
+  assert_int_equal(weft_msg_end_map(m), WEFT_EINVAL); /* none open */
+  assert_int_equal(weft_msg_error(m), 0);
+  /* A key without its value: the end says so, and so does every later use. */
+  assert_int_equal(weft_msg_begin_map(m, NULL), 0);
+  assert_int_equal(weft_msg_put_u64(m, "a", 1), 0);
+  assert_int_equal(weft_msg_put_str(m, NULL, "dangling"), 0);
+  assert_int_equal(weft_msg_end_map(m), WEFT_ECOUNT);
+  assert_int_equal(weft_msg_error(m), WEFT_ECOUNT);
+  assert_int_equal(weft_msg_put_u64(m, "b", 2), WEFT_ECOUNT);
+
+  weft_runtime_t *rt;
+  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
+  weft_port_t *ports[2];
+  assert_int_equal(weft_channel_new(weft_runtime_main(rt), ports), 0);
+  assert_int_equal(weft_port_post(ports[0], m), WEFT_ECOUNT); /* still ours */
+  weft_msg_free(m);
+
+  /* A map begun and never ended: refused at the post, not at the reader. */
+  m = msg_new();
+  assert_int_equal(weft_msg_begin_map(m, NULL), 0);
+  assert_int_equal(weft_msg_put_u64(m, "a", 1), 0);
+  assert_int_equal(weft_msg_error(m), 0);
+  assert_int_equal(weft_port_post(ports[0], m), WEFT_ECOUNT);
+  assert_int_equal(weft_msg_end_map(m), 0); /* fixed: now it goes */
+  assert_int_equal(weft_port_post(ports[0], m), 0);
+  weft_msg_t *got;
+  assert_int_equal(weft_port_receive(ports[1], &got), 0);
+  uint64_t u;
+  assert_int_equal(weft_msg_get_u64(got, "a", &u), 0);
+  assert_int_equal(u, 1);
+  weft_msg_free(got);
+
+  /* Nested: an end closes the innermost open map only; the outer one stays
+   * open (and the post refuses it) until its own end. */
+  m = msg_new();
+  assert_int_equal(weft_msg_begin_map(m, NULL), 0);
+  assert_int_equal(weft_msg_begin_map(m, "in"), 0);
+  assert_int_equal(weft_msg_end_map(m), 0); /* the inner one */
+  assert_int_equal(weft_port_post(ports[0], m), WEFT_ECOUNT); /* outer still open */
+  assert_int_equal(weft_msg_end_map(m), 0);
+  assert_int_equal(weft_msg_end_map(m), WEFT_EINVAL);
+  assert_int_equal(weft_port_post(ports[0], m), 0);
+  weft_port_close(ports[0]);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_int_equal(weft_runtime_free(rt), 0);
+}
+
+static void missing_key_is_enokey(void **state) {
+  (void)state;
+  weft_msg_t *m = msg_new();
+  weft_msg_put_map(m, 1);
+  weft_msg_put_str(m, "name", "weft");
+  uint64_t u;
+  int64_t i;
+  double f;
+  bool b;
+  const char *s;
+  const void *p;
+  size_t n;
+  char buf[8];
+  assert_int_equal(weft_msg_get_u64(m, "nope", &u), WEFT_ENOKEY);
+  assert_int_equal(weft_msg_get_i64(m, "nope", &i), WEFT_ENOKEY);
+  assert_int_equal(weft_msg_get_f64(m, "nope", &f), WEFT_ENOKEY);
+  assert_int_equal(weft_msg_get_bool(m, "nope", &b), WEFT_ENOKEY);
+  assert_int_equal(weft_msg_get_str(m, "nope", &s, &n), WEFT_ENOKEY);
+  assert_int_equal(weft_msg_get_bin(m, "nope", &p, &n), WEFT_ENOKEY);
+  assert_int_equal(weft_msg_get_strcpy(m, "nope", buf, sizeof(buf), &n), WEFT_ENOKEY);
+  assert_int_equal(weft_msg_get_u64(m, "name", &u), WEFT_ETYPE); /* there, other type */
+  assert_string_equal(weft_strerror(WEFT_ENOKEY), "message has no field with that key");
+  weft_msg_free(m);
+}
+
+static void strcpy_reader(void **state) {
+  (void)state;
+  weft_msg_t *m = msg_new();
+  weft_msg_put_map(m, 3);
+  weft_msg_put_str(m, "name", "weft");
+  weft_msg_put_str(m, "empty", "");
+  weft_msg_put_u64(m, "n", 5);
+  char buf[8];
+  size_t len = 99;
+  assert_int_equal(weft_msg_get_strcpy(m, "name", buf, sizeof(buf), &len), 0);
+  assert_string_equal(buf, "weft");
+  assert_int_equal(len, 4);
+  assert_int_equal(weft_msg_get_strcpy(m, "name", buf, 5, NULL), 0); /* exactly fits */
+  assert_string_equal(buf, "weft");
+  memset(buf, 'z', sizeof(buf));
+  assert_int_equal(weft_msg_get_strcpy(m, "name", buf, 4, &len), UV_ENOBUFS);
+  assert_string_equal(buf, "wef"); /* truncated, still terminated */
+  assert_int_equal(len, 4);        /* what it would need, less the NUL */
+  assert_int_equal(buf[4], 'z');   /* nothing written past cap */
+  assert_int_equal(weft_msg_get_strcpy(m, "name", buf, 1, &len), UV_ENOBUFS);
+  assert_string_equal(buf, "");
+  assert_int_equal(weft_msg_get_strcpy(m, "empty", buf, 1, &len), 0);
+  assert_string_equal(buf, "");
+  assert_int_equal(len, 0);
+  strcpy(buf, "old");
+  assert_int_equal(weft_msg_get_strcpy(m, "n", buf, sizeof(buf), &len), WEFT_ETYPE);
+  assert_string_equal(buf, "");
+  assert_int_equal(weft_msg_get_strcpy(m, "name", buf, 0, &len), WEFT_EINVAL);
+  assert_int_equal(weft_msg_get_strcpy(m, "name", NULL, 4, &len), WEFT_EINVAL);
+  assert_int_equal(weft_msg_get_strcpy(NULL, "name", buf, 4, &len), WEFT_EINVAL);
+  weft_msg_free(m);
+
+  m = msg_new();
+  weft_msg_put_str(m, NULL, "top level"); /* key NULL: the top-level value */
+  char big[32];
+  assert_int_equal(weft_msg_get_strcpy(m, NULL, big, sizeof(big), &len), 0);
+  assert_string_equal(big, "top level");
+  weft_msg_free(m);
+}
+
+static void items_found_by_kind(void **state) {
+  (void)state;
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  weft_msg_t *m = msg_new();
+  weft_buf_t *b1, *b2, *got;
+  assert_int_equal(weft_buf_new(&b1, 10), 0);
+  assert_int_equal(weft_buf_new(&b2, 20), 0);
+  assert_int_equal(weft_msg_add_socket(m, sv[0]), 0); /* 0 */
+  assert_int_equal(weft_msg_add_buf(m, b1), 0);       /* 1 */
+  assert_int_equal(weft_msg_add_socket(m, sv[1]), 0); /* 2 */
+  assert_int_equal(weft_msg_add_buf(m, b2), 0);       /* 3 */
+  size_t i = 99;
+  assert_int_equal(weft_msg_find_xfer(m, WEFT_XFER_BUF, 0, &i), 0);
+  assert_int_equal(i, 1);
+  assert_int_equal(weft_msg_find_xfer(m, WEFT_XFER_BUF, 1, &i), 0);
+  assert_int_equal(i, 3);
+  assert_int_equal(weft_msg_find_xfer(m, WEFT_XFER_BUF, 2, &i), WEFT_ENOENT);
+  assert_int_equal(weft_msg_find_xfer(m, WEFT_XFER_SOCKET, 1, &i), 0);
+  assert_int_equal(i, 2);
+  assert_int_equal(weft_msg_find_xfer(m, WEFT_XFER_PORT, 0, &i), WEFT_ENOENT);
+  assert_int_equal(weft_msg_find_xfer(m, WEFT_XFER_BUF, 0, NULL), WEFT_EINVAL);
+  assert_int_equal(weft_msg_find_xfer(NULL, WEFT_XFER_BUF, 0, &i), WEFT_EINVAL);
+  /* Taking the first buffer: nth 0 is now the next one left. */
+  assert_int_equal(weft_msg_find_xfer(m, WEFT_XFER_BUF, 0, &i), 0);
+  assert_int_equal(weft_msg_take_buf(m, i, &got), 0);
+  assert_int_equal(weft_buf_len(got), 10);
+  weft_buf_free(got);
+  assert_int_equal(weft_msg_find_xfer(m, WEFT_XFER_BUF, 0, &i), 0);
+  assert_int_equal(i, 3);
+  assert_int_equal(weft_msg_take_buf(m, i, &got), 0);
+  assert_int_equal(weft_buf_len(got), 20);
+  weft_buf_free(got);
+  assert_int_equal(weft_msg_find_xfer(m, WEFT_XFER_BUF, 0, &i), WEFT_ENOENT);
+  weft_msg_free(m); /* closes both sockets */
+  weft_buf_free(b1);
+  weft_buf_free(b2);
+}
+
 /* ---- allocation failures --------------------------------------------------- */
 
 typedef struct {
@@ -1214,6 +1432,11 @@ int main(void) {
       cmocka_unit_test_teardown(message_frees_what_it_still_holds, no_leaks),
       cmocka_unit_test_teardown(sockets_travel_and_are_closed, no_leaks),
       cmocka_unit_test_teardown(ports_travel_and_are_closed, no_leaks),
+      cmocka_unit_test_teardown(counted_map_counts_its_entries, no_leaks),
+      cmocka_unit_test_teardown(counted_map_mistakes, no_leaks),
+      cmocka_unit_test_teardown(missing_key_is_enokey, no_leaks),
+      cmocka_unit_test_teardown(strcpy_reader, no_leaks),
+      cmocka_unit_test_teardown(items_found_by_kind, no_leaks),
       cmocka_unit_test_teardown(alloc_failure_sweep, no_leaks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -810,7 +810,7 @@ static void nul_in_keys(void **state) {
   assert_int_equal(v, 2);
   weft__nodejson_in_fini(&in);
   decode_ok("{\"a\\u0000b\":1}", &in);
-  assert_int_equal(weft_msg_get_i64(in.msg, "a", &v), WEFT_ENOENT);
+  assert_int_equal(weft_msg_get_i64(in.msg, "a", &v), WEFT_ENOKEY);
   weft__nodejson_in_fini(&in);
 }
 

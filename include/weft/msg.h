@@ -44,7 +44,8 @@ WEFT_EXTERN void weft_msg_free(weft_msg_t *msg);
 WEFT_EXTERN msgpack_packer *weft_msg_packer(weft_msg_t *msg);
 
 /* weft_msg_error: 0, or the first error met while building msg (WEFT_ENOMEM,
- * or WEFT_EMSGSIZE past 4 GiB of payload or 65535 transfer items). */
+ * WEFT_EMSGSIZE past 4 GiB of payload or 65535 transfer items, or WEFT_ECOUNT
+ * from weft_msg_end_map). */
 WEFT_EXTERN int weft_msg_error(const weft_msg_t *msg);
 
 /* weft_msg_set_payload: replaces the payload with a copy of len bytes of
@@ -70,10 +71,31 @@ WEFT_EXTERN int weft_msg_put_str(weft_msg_t *msg, const char *key, const char *s
 WEFT_EXTERN int weft_msg_put_strn(weft_msg_t *msg, const char *key, const char *s, size_t n);
 WEFT_EXTERN int weft_msg_put_bin(weft_msg_t *msg, const char *key, const void *p, size_t n);
 
+/* weft_msg_begin_map / weft_msg_end_map: a map that counts its own entries,
+ * for records whose fields are optional or added in a loop:
+ *   weft_msg_begin_map(m, NULL);                 (top level; or a key, nested)
+ *   weft_msg_put_u64(m, "seq", 7);
+ *   if (tag) weft_msg_put_str(m, "tag", tag);
+ *   weft_msg_end_map(m);                         (writes the count: 1 or 2)
+ * begin writes the key (when not NULL) and a map32 header (5 bytes: the count
+ * is always 4 bytes wide, readers and msgpack-c accept it) and returns 0 or
+ * the error kept in msg. end counts the keys and values written since the
+ * matching begin (with any builder or the packer; maps nest, each end closes
+ * the innermost open one) and patches the header. Returns 0, WEFT_EINVAL (no
+ * map open), the error kept in msg, or WEFT_ECOUNT (an odd number of values
+ * since begin: a key without its value), which is also kept in msg.
+ * Posting a message with a map still open fails with WEFT_ECOUNT (the message
+ * stays the caller's). weft_msg_put_map(m, n) writes a fixed count instead; a
+ * wrong n there is seen only by the reader (WEFT_EPROTO or a missing key). */
+WEFT_EXTERN int weft_msg_begin_map(weft_msg_t *msg, const char *key);
+WEFT_EXTERN int weft_msg_end_map(weft_msg_t *msg);
+
 /* Small-record readers. With key NULL they read the top-level value; with a
  * key they look it up in the top-level map. They decode nothing else and never
- * allocate. Returns 0, WEFT_ENOENT (no such key), WEFT_ETYPE (other type; ints
- * convert when the value fits), or WEFT_EPROTO (payload is not valid msgpack).
+ * allocate. Returns 0, WEFT_ENOKEY (the map has no such key), WEFT_ETYPE
+ * (other type; ints convert when the value fits; with a key, also: the top
+ * level is not a map), WEFT_EPROTO (payload is not valid msgpack), or
+ * WEFT_EINVAL (NULL). Outputs are set only on success.
  * String and binary results point into the message and live as long as it. */
 WEFT_EXTERN int weft_msg_get_u64(const weft_msg_t *msg, const char *key, uint64_t *out);
 WEFT_EXTERN int weft_msg_get_i64(const weft_msg_t *msg, const char *key, int64_t *out);
@@ -83,6 +105,15 @@ WEFT_EXTERN int weft_msg_get_str(const weft_msg_t *msg, const char *key,
                                  const char **s, size_t *len);
 WEFT_EXTERN int weft_msg_get_bin(const weft_msg_t *msg, const char *key,
                                  const void **p, size_t *len);
+/* weft_msg_get_strcpy: copies the string under key (NULL: the top-level value)
+ * into buf, which holds cap bytes, and ends it with a NUL. Sets *len (may be
+ * NULL) to the string's whole length without the NUL, even when it does not
+ * fit. Returns 0; UV_ENOBUFS if it does not fit (buf holds the first cap - 1
+ * bytes and a NUL: grow buf to *len + 1 and call again); or a reader error as
+ * above, with buf set to "". WEFT_EINVAL if msg or buf is NULL or cap is 0.
+ * A string holding a NUL byte is copied whole; C string functions stop at it. */
+WEFT_EXTERN int weft_msg_get_strcpy(const weft_msg_t *msg, const char *key, char *buf,
+                                    size_t cap, size_t *len);
 
 /* weft_msg_view: the whole payload decoded by msgpack-c, once, on first call
  * (cached in msg; strings point into the payload). Returns 0 and sets *out
@@ -123,6 +154,14 @@ WEFT_EXTERN int weft_msg_add_socket(weft_msg_t *msg, uv_os_sock_t fd);
 WEFT_EXTERN size_t weft_msg_xfer_count(const weft_msg_t *msg);
 /* weft_msg_xfer_kind: the kind of item i, or 0 if there is none / it was taken. */
 WEFT_EXTERN int weft_msg_xfer_kind(const weft_msg_t *msg, size_t i);
+/* weft_msg_find_xfer: the position of the nth (from 0) item of kind still in
+ * msg, so that items are taken by kind rather than by position:
+ *   size_t i;
+ *   if (weft_msg_find_xfer(m, WEFT_XFER_BUF, 0, &i) == 0) weft_msg_take_buf(m, i, &buf);
+ * Taken items are not counted (nth 0 is always the first one left), nor is
+ * the reply port of a request (weft_msg_reply answers through it). Returns 0
+ * and sets *index, WEFT_ENOENT (fewer than nth + 1 such items), WEFT_EINVAL. */
+WEFT_EXTERN int weft_msg_find_xfer(const weft_msg_t *msg, int kind, size_t nth, size_t *index);
 
 /* weft_msg_take_buf / _port / _socket: take item i out of the message; the
  * caller owns it from then on. A taken port is bound to the calling thread's

@@ -40,7 +40,7 @@ static const msgpack_object *lookup(const msgpack_object *top, const char *key, 
         (klen == 0 || memcmp(k->via.str.ptr, key, klen) == 0))
       return &top->via.map.ptr[i].val;
   }
-  *expect_rc = WEFT_ENOENT;
+  *expect_rc = WEFT_ENOKEY;
   return NULL;
 }
 
