@@ -20,6 +20,7 @@
 #include "weft/buf.h"
 #include "weft/msg.h"
 #include "weft/port.h"
+#include "weft/request.h"
 #include "weft/runtime.h"
 #include "weft/worker.h"
 #include "weft/actor.h"
