@@ -87,6 +87,9 @@ static int arm(request_t *r, uint64_t timeout_ms) {
   r->has_timer = true;
   r->ctx->handles_open++;
   uv_unref((uv_handle_t *)&r->timer); /* the waiting end keeps the loop alive */
+  /* From now, not from the loop's cached time, which may be long past when
+   * the request is made outside a callback (before the loop runs). */
+  uv_update_time(weft_ctx_loop(r->ctx));
   return uv_timer_start(&r->timer, on_timeout, timeout_ms, 0);
 }
 
