@@ -123,7 +123,8 @@ WEFT_EXTERN uint64_t weft_port_dropped(const weft_port_t *port);
  * hwm_bytes; the drain callback of port fires when both are below half),
  * WEFT_ECLOSED (channel closed), WEFT_ESELF (msg carries port or its peer),
  * WEFT_ETRANSFER (msg carries what cannot cross to the peer's process),
- * WEFT_ETAKEN (checked mode: msg was already posted or freed), WEFT_EINVAL
+ * WEFT_ETAKEN (checked mode: msg was already posted or freed), WEFT_ECOUNT
+ * (a map begun with weft_msg_begin_map is still open), WEFT_EINVAL
  * (NULL), or the error kept in msg (WEFT_EMSGSIZE: the payload outgrew
  * 4 GiB while it was built). Never blocks. */
 WEFT_EXTERN int weft_port_post(weft_port_t *port, weft_msg_t *msg);
