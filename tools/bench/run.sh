@@ -9,7 +9,8 @@
 # on a warmer or a noisier machine), and finally prints a markdown table of
 # medians: shape | weft | node (or reference) | ratio | goal | met?.
 # The actor shapes, idle_cpu and the wrapped transfers have no Node.js peer;
-# the actor rows compare with reference constants from anchors.md.
+# the actor rows compare with reference constants measured once on another
+# machine of this kind (context, not this run).
 #
 #   --quick       1 repetition, small N (about 10 s); figures are rougher
 #   --repeat R    repetitions (default 3)

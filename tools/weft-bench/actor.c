@@ -13,8 +13,8 @@
  * {seq} message per hop and frees the old one, like runtimes that copy.
  *
  * Actor ports are unref'd, so a started `keep` channel keeps the loop alive
- * until the shape closes it. Reference figures (Erlang, CAF) are in
- * /work/shared/reference/anchors.md; there is no Node.js peer.
+ * until the shape closes it. Reference figures (Erlang, CAF) are constants
+ * in tools/bench/node/report.js; there is no Node.js peer.
  *
  * Threads: everything on the main context's thread. */
 #include <stdlib.h>

@@ -11,7 +11,7 @@
  * the process's CPU time (getrusage) over those 2 s shows whether
  * spin-before-park burns a core when idle. Then one ping every 10 ms, each
  * sent to a sleeping worker: the wake-up round trip's p50/p99 (compare with
- * uv_async_send ping-pong, 66 us, in anchors.md).
+ * uv_async_send ping-pong, 66 us on another machine of this kind).
  *
  * Threads: idle_entry and the echo entry on workers, the rest on the main
  * context (the timer is a plain uv_timer_t on the main loop). */

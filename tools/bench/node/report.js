@@ -2,15 +2,16 @@
 // report.js: reads the JSON lines written by tools/bench/run.sh (weft-bench
 // and the Node.js peers) and prints the markdown comparison table: per row,
 // the median over repetitions for weft and for its peer (Node.js, or a
-// reference constant from /work/shared/reference/anchors.md for the actor
-// shapes, which have no Node.js peer), the ratio, the goal and whether weft
+// reference constant measured once on another machine of this kind for the
+// actor shapes, which have no Node.js peer), the ratio, the goal and whether weft
 // meets it.
 //
 // ratio is always "times better for weft": weft/peer for rates, peer/weft for
 // times and sizes. usage: node report.js results.jsonl
 const fs = require('fs');
 
-// Reference figures (anchors.md, 2 scheduler threads): the best of CAF and Erlang.
+// Reference figures (another machine of this kind, 2 scheduler threads): the
+// best of CAF and Erlang.
 const REF = {
   actor_spawn_rate: { v: 0.44e6, label: 'CAF' },
   actor_bytes: { v: 1225, label: 'CAF' },
@@ -110,7 +111,7 @@ function peerCell(lines, row) {
   if (row.peer === null) return { text: '-', med: undefined };
   if (row.peer === 'node') return cell(pick(lines, 'node', row));
   const ref = REF[row.peer];
-  return { text: `${fmt(ref.v)} (${ref.label}, reference (anchors.md))`, med: ref.v };
+  return { text: `${fmt(ref.v)} (${ref.label}, a figure from another machine of this kind, not this run)`, med: ref.v };
 }
 
 function main() {
