@@ -42,7 +42,7 @@ struct weft_balancer_worker_s {
   } lis;
   bool lis_open, pipe;
   bool accept_later;          /* libuv holds a connection we had no memory for */
-  weft_conn_t *conns;
+  weft_list_t conns;          /* weft_conn_t.link_ */
   size_t live;
   int handles;                /* our handles not yet closed */
 };
@@ -116,13 +116,12 @@ static void on_timer(uv_timer_t *h) {
 
 static void finish_drain(weft_balancer_worker_t *w);
 
+static weft_conn_t *conn_of(weft_list_node_t *n) {
+  return WEFT_LIST_ENTRY(n, weft_conn_t, link_);
+}
+
 static void unlink_conn(weft_balancer_worker_t *w, weft_conn_t *c) {
-  if (c->prev_)
-    c->prev_->next_ = c->next_;
-  else
-    w->conns = c->next_;
-  if (c->next_)
-    c->next_->prev_ = c->prev_;
+  weft_list_remove(&w->conns, &c->link_);
   w->live--;
   w->handles--;
 }
@@ -171,10 +170,7 @@ static weft_conn_t *conn_new(weft_balancer_worker_t *w) {
     uv_pipe_init(w->loop, &c->h.pipe, 0);
   else
     uv_tcp_init(w->loop, &c->h.tcp);
-  c->next_ = w->conns;
-  if (w->conns)
-    w->conns->prev_ = c;
-  w->conns = c;
+  weft_list_push_front(&w->conns, &c->link_);
   w->live++;
   w->handles++;
   return c;
@@ -249,8 +245,8 @@ static void close_all(weft_balancer_worker_t *w) {
     close_own(w, (uv_handle_t *)&w->lis);
   close_own(w, (uv_handle_t *)&w->check);
   close_own(w, (uv_handle_t *)&w->timer);
-  for (weft_conn_t *c = w->conns; c; c = c->next_)
-    weft_conn_close(c);
+  for (weft_list_node_t *n = weft_list_first(&w->conns); n != NULL; n = weft_list_next(n))
+    weft_conn_close(conn_of(n));
 }
 
 /* Close everything of ours and the port. A thread exits now (what it posted
@@ -282,8 +278,9 @@ static void start_drain(weft_balancer_worker_t *w) {
   w->draining = true;
   if (w->lis_open)
     close_own(w, (uv_handle_t *)&w->lis);
-  for (weft_conn_t *c = w->conns, *next; c; c = next) {
-    next = c->next_;
+  for (weft_list_node_t *n = weft_list_first(&w->conns), *next; n != NULL; n = next) {
+    next = weft_list_next(n);
+    weft_conn_t *c = conn_of(n);
     if (w->opts.on_drain && !uv_is_closing((uv_handle_t *)&c->h.stream))
       w->opts.on_drain(c);
   }

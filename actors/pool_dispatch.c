@@ -73,7 +73,7 @@ static int send_chain(weft_pool_t *pool, pool_worker_t *pw, uint32_t k) {
     return 0;
   weft_msg_free(m);
   for (uint32_t i = 0; i < k; i++) { /* the last k in flight, back to the front */
-    weft_pool_task_t *t = pw->inflight.tail;
+    weft_pool_task_t *t = weft__pool_task_of(weft_list_last(&pw->inflight.l));
     weft__pool_list_remove(&pw->inflight, t);
     t->state = TASK_QUEUED;
     t->worker = NULL;

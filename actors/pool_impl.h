@@ -26,7 +26,7 @@
  * Ownership of a task: the pool context from submission until it is posted in
  * a chain; the thread from delivery until it posts the task back; the pool
  * again until its slot is freed. While a thread holds a task the pool touches
- * only its pool-only fields (qprev/qnext, state, heap index) and the atomic
+ * only its pool-only fields (qnode, state, heap index) and the atomic
  * cancellation flag.
  *
  * Threads: everything in weft_pool_t, and the fields of pool_worker_t above
@@ -94,16 +94,20 @@ struct weft_pool_task_s {
   /* pool context only */
   uint8_t state;             /* weft__pool_task_state_t */
   uint32_t heap_idx;         /* index in the timeout heap, or UINT32_MAX */
-  weft_pool_task_t *qprev, *qnext; /* queue, in-flight list, done list, free list */
+  weft_list_node_t qnode;    /* in the queue, an in-flight list, the done list or the free list */
   uint64_t t_submit, deadline;
   weft_pool_done_cb cb;
   void *data;
 };
 
 typedef struct {
-  weft_pool_task_t *head, *tail;
+  weft_list_t l;  /* of weft_pool_task_t.qnode */
   uint32_t len;
 } weft__pool_list_t;
+
+static inline weft_pool_task_t *weft__pool_task_of(weft_list_node_t *n) {
+  return n ? WEFT_LIST_ENTRY(n, weft_pool_task_t, qnode) : NULL;
+}
 
 void weft__pool_list_push(weft__pool_list_t *l, weft_pool_task_t *t);
 void weft__pool_list_push_front(weft__pool_list_t *l, weft_pool_task_t *t);
@@ -175,7 +179,7 @@ struct weft_pool_s {
   /* tasks */
   weft_pool_task_t **slabs;  /* task memory, WEFT__POOL_SLAB_SIZE per slab */
   uint32_t nslabs;
-  weft_pool_task_t *free_top; /* free slots, a stack through qnext */
+  weft_list_t free_slots;    /* free slots, a stack (pushed and popped at the front) */
   weft__pool_list_t queue, done;
   weft_pool_task_t **heap;   /* timeouts, a min-heap on deadline */
   uint32_t heap_len, heap_cap;

@@ -8,7 +8,7 @@
  *
  * Lists: a task is in at most one of the queue, a thread's in-flight list,
  * the done list (callback due from the loop) or the free stack; all four go
- * through qprev/qnext. The timeout heap (pool_timeout.c) is separate.
+ * through qnode. The timeout heap (pool_timeout.c) is separate.
  *
  * Callbacks are only called from loop callbacks (results, the timers), with
  * pool->in_pass raised, never from inside a weft_pool_* call: a task that must
@@ -24,42 +24,22 @@
 /* ---- lists -------------------------------------------------------------- */
 
 void weft__pool_list_push(weft__pool_list_t *l, weft_pool_task_t *t) {
-  t->qnext = NULL;
-  t->qprev = l->tail;
-  if (l->tail)
-    l->tail->qnext = t;
-  else
-    l->head = t;
-  l->tail = t;
+  weft_list_push_back(&l->l, &t->qnode);
   l->len++;
 }
 
 void weft__pool_list_push_front(weft__pool_list_t *l, weft_pool_task_t *t) {
-  t->qprev = NULL;
-  t->qnext = l->head;
-  if (l->head)
-    l->head->qprev = t;
-  else
-    l->tail = t;
-  l->head = t;
+  weft_list_push_front(&l->l, &t->qnode);
   l->len++;
 }
 
 void weft__pool_list_remove(weft__pool_list_t *l, weft_pool_task_t *t) {
-  if (t->qprev)
-    t->qprev->qnext = t->qnext;
-  else
-    l->head = t->qnext;
-  if (t->qnext)
-    t->qnext->qprev = t->qprev;
-  else
-    l->tail = t->qprev;
-  t->qprev = t->qnext = NULL;
+  weft_list_remove(&l->l, &t->qnode);
   l->len--;
 }
 
 weft_pool_task_t *weft__pool_list_pop(weft__pool_list_t *l) {
-  weft_pool_task_t *t = l->head;
+  weft_pool_task_t *t = weft__pool_task_of(weft_list_first(&l->l));
   if (t)
     weft__pool_list_remove(l, t);
   return t;
@@ -82,18 +62,15 @@ static int slab_add(weft_pool_t *pool) {
   for (uint32_t i = WEFT__POOL_SLAB_SIZE; i-- > 0;) { /* slot base first */
     slab[i].id = (1ull << 32) | (base + i);
     slab[i].heap_idx = WEFT__POOL_NO_HEAP;
-    slab[i].qnext = pool->free_top;
-    pool->free_top = &slab[i];
+    weft_list_push_front(&pool->free_slots, &slab[i].qnode);
   }
   return 0;
 }
 
 static weft_pool_task_t *slot_get(weft_pool_t *pool) {
-  if (pool->free_top == NULL && slab_add(pool) != 0)
+  if (weft_list_empty(&pool->free_slots) && slab_add(pool) != 0)
     return NULL;
-  weft_pool_task_t *t = pool->free_top;
-  pool->free_top = t->qnext;
-  t->qnext = NULL;
+  weft_pool_task_t *t = weft__pool_task_of(weft_list_pop_front(&pool->free_slots));
   pool->pending++;
   return t;
 }
@@ -106,9 +83,7 @@ static void slot_free(weft_pool_t *pool, weft_pool_task_t *t) {
   t->state = TASK_FREE;
   t->cb = NULL;
   t->data = NULL;
-  t->qprev = NULL;
-  t->qnext = pool->free_top;
-  pool->free_top = t;
+  weft_list_push_front(&pool->free_slots, &t->qnode);
   pool->pending--;
 }
 
@@ -280,7 +255,7 @@ void weft__pool_lost_thread(weft_pool_t *pool, pool_worker_t *pw, bool requeue) 
     }
     to_done(pool, t, cancelled ? WEFT_ECANCELED : WEFT_ETERMINATED);
   }
-  while ((t = back.tail) != NULL) {
+  while ((t = weft__pool_task_of(weft_list_last(&back.l))) != NULL) {
     weft__pool_list_remove(&back, t);
     weft__pool_list_push_front(&pool->queue, t);
   }
@@ -294,8 +269,9 @@ void weft__pool_cancel_all(weft_pool_t *pool) {
     to_done(pool, t, WEFT_ECANCELED);
   weft__pool_heap_clear(pool);
   for (uint32_t i = 0; i < pool->nworkers; i++)
-    for (t = pool->workers[i]->inflight.head; t; t = t->qnext)
-      atomic_store_explicit(&t->cancel, 1, memory_order_relaxed);
+    for (weft_list_node_t *n = weft_list_first(&pool->workers[i]->inflight.l); n != NULL;
+         n = weft_list_next(n))
+      atomic_store_explicit(&weft__pool_task_of(n)->cancel, 1, memory_order_relaxed);
 }
 
 /* Queued tasks end with err (no thread could be started). */

@@ -37,7 +37,7 @@ static void on_group_timer(uv_timer_t *t) {
   weft_sup_t *s = (weft_sup_t *)((char *)t - offsetof(weft_sup_t, timer));
   s->phase = PH_NORMAL;
   bool failed = false;
-  for (weft_sup_child_t *c = s->head; c; c = c->next) {
+  for (weft_sup_child_t *c = weft__sup_first(s); c; c = weft__sup_next(c)) {
     if (!c->in_group)
       continue;
     c->in_group = false;
@@ -46,7 +46,7 @@ static void on_group_timer(uv_timer_t *t) {
   }
   while (failed) {  /* report each failed start; the list may change under us */
     failed = false;
-    for (weft_sup_child_t *c = s->head; c; c = c->next) {
+    for (weft_sup_child_t *c = weft__sup_first(s); c; c = weft__sup_next(c)) {
       if (c->start_err && c->state == ST_IDLE) {
         int err = c->start_err;
         c->start_err = 0;
@@ -68,7 +68,7 @@ void weft__sup_advance(weft_sup_t *s) {
   if (!all && s->phase != PH_GROUP)
     return;
   weft_sup_child_t *victim = NULL;
-  for (weft_sup_child_t *c = s->tail; c; c = c->prev) {
+  for (weft_sup_child_t *c = weft__sup_last(s); c; c = weft__sup_prev(c)) {
     if (c->state == ST_STOPPING)
       return;  /* one at a time */
     if (victim == NULL && c->state == ST_RUNNING && (all || c->in_group))
@@ -85,7 +85,7 @@ void weft__sup_advance(weft_sup_t *s) {
   if (s->phase == PH_GIVING_UP) {
     s->phase = PH_GAVE_UP;
     s->gave_up = true;
-    for (weft_sup_child_t *c = s->head; c; c = c->next) {
+    for (weft_sup_child_t *c = weft__sup_first(s); c; c = weft__sup_next(c)) {
       c->in_group = false;
       weft__sup_cancel_restart(c);
     }
@@ -96,8 +96,8 @@ void weft__sup_advance(weft_sup_t *s) {
     return;
   }
   /* PH_CLOSING with no child left running: remove the idle ones, then go. */
-  while (s->head) {
-    weft_sup_child_t *c = s->head;
+  while (!weft_list_empty(&s->children)) {
+    weft_sup_child_t *c = weft__sup_first(s);
     weft_sup_exit_t e = {.stopped = true, .time_ms = uv_now(s->loop)};
     weft__sup_describe(&e);
     weft__sup_remove_child(c, &e);
@@ -158,8 +158,8 @@ int weft_sup_new(weft_ctx_t *ctx, const weft_sup_options_t *opts, weft_sup_t **o
   }
   s->quiet = false;
   *out = s;
-  for (weft_sup_child_t *c = s->head; c && s->opts.on_child_start && s->phase < PH_CLOSING;
-       c = c->next)
+  for (weft_sup_child_t *c = weft__sup_first(s);
+       c && s->opts.on_child_start && s->phase < PH_CLOSING; c = weft__sup_next(c))
     if (c->state == ST_RUNNING)
       s->opts.on_child_start(s, c);
   return 0;
@@ -175,7 +175,7 @@ int weft_sup_close(weft_sup_t *s, weft_sup_close_cb cb) {
   s->close_cb = cb;
   s->phase = PH_CLOSING;
   uv_timer_stop(&s->timer);
-  for (weft_sup_child_t *c = s->head; c; c = c->next)
+  for (weft_sup_child_t *c = weft__sup_first(s); c; c = weft__sup_next(c))
     weft__sup_cancel_restart(c);
   weft__sup_advance(s);
   return 0;
@@ -247,9 +247,9 @@ int weft_sup_restart_child(weft_sup_child_t *c) {
 size_t weft_sup_count(const weft_sup_t *s) { return s ? s->count : 0; }
 
 weft_sup_child_t *weft_sup_child_at(const weft_sup_t *s, size_t i) {
-  weft_sup_child_t *c = s ? s->head : NULL;
+  weft_sup_child_t *c = s ? weft__sup_first(s) : NULL;
   while (c && i--)
-    c = c->next;
+    c = weft__sup_next(c);
   return c;
 }
 

@@ -24,14 +24,7 @@ static void on_timer_closed(uv_handle_t *h) { weft_free(h->data); }
 
 void weft__sup_unlink_child(weft_sup_child_t *c) {
   weft_sup_t *s = c->sup;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    s->head = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  else
-    s->tail = c->prev;
+  weft_list_remove(&s->children, &c->link);
   s->count--;
 }
 
@@ -79,12 +72,7 @@ int weft__sup_add_child(weft_sup_t *s, const weft_sup_child_spec_t *spec,
     snprintf(c->idbuf, sizeof(c->idbuf), "child%zu", s->count);
     c->spec.id = c->idbuf;
   }
-  c->prev = s->tail;
-  if (s->tail)
-    s->tail->next = c;
-  else
-    s->head = c;
-  s->tail = c;
+  weft_list_push_back(&s->children, &c->link);
   s->count++;
   *out = c;
   return 0;

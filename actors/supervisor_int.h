@@ -33,7 +33,7 @@ enum { PH_NORMAL = 0, PH_GROUP, PH_GIVING_UP, PH_GAVE_UP, PH_CLOSING };
 
 struct weft_sup_child_s {
   weft_sup_t *sup;
-  weft_sup_child_t *next, *prev;
+  weft_list_node_t link;    /* in the supervisor's children, in start order */
   weft_sup_child_spec_t spec;
   int state;
   weft_worker_t *worker;
@@ -68,7 +68,7 @@ struct weft_sup_s {
   weft_ctx_t *ctx;
   uv_loop_t *loop;
   weft_sup_options_t opts;
-  weft_sup_child_t *head, *tail;
+  weft_list_t children;     /* weft_sup_child_t.link, in start order */
   size_t count;
   int phase;
   bool quiet;               /* failed construction: no user callbacks */
@@ -83,6 +83,24 @@ struct weft_sup_s {
   weft_sup_close_cb close_cb;
   weft_sup_child_t *parent; /* nested: our handle in the parent */
 };
+
+/* The children in order: weft__sup_first / weft__sup_last, then
+ * weft__sup_next / weft__sup_prev; NULL past either end. */
+static inline weft_sup_child_t *weft__sup_child_of(weft_list_node_t *n) {
+  return n ? WEFT_LIST_ENTRY(n, weft_sup_child_t, link) : NULL;
+}
+static inline weft_sup_child_t *weft__sup_first(const weft_sup_t *s) {
+  return weft__sup_child_of(weft_list_first(&s->children));
+}
+static inline weft_sup_child_t *weft__sup_last(const weft_sup_t *s) {
+  return weft__sup_child_of(weft_list_last(&s->children));
+}
+static inline weft_sup_child_t *weft__sup_next(const weft_sup_child_t *c) {
+  return weft__sup_child_of(weft_list_next(&c->link));
+}
+static inline weft_sup_child_t *weft__sup_prev(const weft_sup_child_t *c) {
+  return weft__sup_child_of(weft_list_prev(&c->link));
+}
 
 /* weft__sup_lim: v, or def when v is 0 (a zero option means the default). */
 static inline uint32_t weft__sup_lim(uint32_t v, uint32_t def) { return v ? v : def; }

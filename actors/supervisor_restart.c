@@ -86,8 +86,8 @@ void weft__sup_notify_exit(weft_sup_child_t *c, const weft_sup_exit_t *e, bool f
 
 /* The group a one_for_all / rest_for_one restart stops and starts again. */
 static void mark_group(weft_sup_t *s, weft_sup_child_t *from) {
-  weft_sup_child_t *c = s->opts.strategy == WEFT_SUP_ONE_FOR_ALL ? s->head : from;
-  for (; c; c = c->next) {
+  weft_sup_child_t *c = s->opts.strategy == WEFT_SUP_ONE_FOR_ALL ? weft__sup_first(s) : from;
+  for (; c; c = weft__sup_next(c)) {
     c->in_group = true;
     weft__sup_cancel_restart(c);  /* a pending one_for_one-style restart joins the group */
   }

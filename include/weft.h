@@ -17,6 +17,7 @@
 
 #include "weft/common.h"
 #include "weft/error.h"
+#include "weft/list.h"
 #include "weft/buf.h"
 #include "weft/msg.h"
 #include "weft/port.h"

@@ -88,23 +88,17 @@ void weft__ctx_live_update(weft_ctx_t *ctx, weft_port_t *p) {
   weft__ctx_live_add(ctx, want ? 1 : -1);
 }
 
+static weft_port_t *port_of_link(weft_list_node_t *n) {
+  return WEFT_LIST_ENTRY(n, weft_port_t, ctx_node);
+}
+
 void weft__ctx_port_link(weft_ctx_t *ctx, weft_port_t *p) {
-  p->ctx_prev = NULL;
-  p->ctx_next = ctx->ports;
-  if (ctx->ports)
-    ctx->ports->ctx_prev = p;
-  ctx->ports = p;
+  weft_list_push_front(&ctx->ports, &p->ctx_node);
   ctx->ports_open++;
 }
 
 void weft__ctx_port_unlink(weft_ctx_t *ctx, weft_port_t *p) {
-  if (p->ctx_prev)
-    p->ctx_prev->ctx_next = p->ctx_next;
-  else
-    ctx->ports = p->ctx_next;
-  if (p->ctx_next)
-    p->ctx_next->ctx_prev = p->ctx_prev;
-  p->ctx_prev = p->ctx_next = NULL;
+  weft_list_remove(&ctx->ports, &p->ctx_node);
   ctx->ports_open--;
 }
 
@@ -128,19 +122,15 @@ void weft__ctx_post_task(weft_ctx_t *ctx, weft__task_t *task) {
  * from the loop (never inside weft_port_close). */
 void weft__ctx_close_later(weft_ctx_t *ctx, weft_port_t *p) {
   weft__ctx_port_unlink(ctx, p);
-  p->ctx_next = ctx->closing;
-  ctx->closing = p;
+  weft_list_push_front(&ctx->closing, &p->ctx_node);
   if (ctx->handles_open)
     uv_idle_start(&ctx->idle, on_idle);
 }
 
 static void run_closing(weft_ctx_t *ctx) {
-  while (ctx->closing != NULL) {
-    weft_port_t *p = ctx->closing;
-    ctx->closing = p->ctx_next;
-    p->ctx_next = NULL;
-    weft__port_finish(p);
-  }
+  weft_list_node_t *n;
+  while ((n = weft_list_pop_front(&ctx->closing)) != NULL)
+    weft__port_finish(port_of_link(n));
 }
 
 /* One batch. Returns true if work remains. */
@@ -167,7 +157,7 @@ static void run_tasks(weft_ctx_t *ctx) {
 }
 
 static bool has_work(weft_ctx_t *ctx) {
-  return ctx->closing != NULL || !weft__mpsc_empty(&ctx->ready) ||
+  return !weft_list_empty(&ctx->closing) || !weft__mpsc_empty(&ctx->ready) ||
          !weft__mpsc_empty(&ctx->tasks);
 }
 
@@ -225,9 +215,11 @@ static void cpu_relax(void) {
 }
 
 static bool input_ready(weft_ctx_t *ctx) {
-  for (weft__closer_t *c = ctx->closers; c != NULL; c = c->next)
+  for (weft_list_node_t *n = weft_list_first(&ctx->closers); n != NULL; n = weft_list_next(n)) {
+    weft__closer_t *c = WEFT_LIST_ENTRY(n, weft__closer_t, node);
     if (c->input_ready && c->input_ready(c))
       return true;
+  }
   return false;
 }
 
@@ -245,7 +237,7 @@ static int spin_for_work(weft_ctx_t *ctx) {
         return SPIN_WORK;
       cpu_relax();
     }
-    if (ctx->closers != NULL && input_ready(ctx))
+    if (!weft_list_empty(&ctx->closers) && input_ready(ctx))
       return SPIN_INPUT;
   } while (uv_hrtime() < deadline);
   return SPIN_MISS;
@@ -385,37 +377,29 @@ static void drain_ready(weft_ctx_t *ctx) {
 }
 
 void weft__ctx_closer_add(weft_ctx_t *ctx, weft__closer_t *c) {
-  c->prev = NULL;
-  c->next = ctx->closers;
-  if (ctx->closers)
-    ctx->closers->prev = c;
-  ctx->closers = c;
+  weft_list_push_front(&ctx->closers, &c->node);
 }
 
+/* Nothing happens if c was already removed. */
 void weft__ctx_closer_remove(weft_ctx_t *ctx, weft__closer_t *c) {
-  if (c->prev)
-    c->prev->next = c->next;
-  else if (ctx->closers == c)
-    ctx->closers = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  c->prev = c->next = NULL;
+  weft_list_remove(&ctx->closers, &c->node);
 }
 
 /* Close every kernel resource; each removes itself when closed. */
 static void close_closers(weft_ctx_t *ctx) {
-  for (weft__closer_t *c = ctx->closers, *next; c != NULL; c = next) {
-    next = c->next;
+  for (weft_list_node_t *n = weft_list_first(&ctx->closers), *next; n != NULL; n = next) {
+    next = weft_list_next(n);
+    weft__closer_t *c = WEFT_LIST_ENTRY(n, weft__closer_t, node);
     c->close(c);
   }
-  while (ctx->closers != NULL)
+  while (!weft_list_empty(&ctx->closers))
     uv_run(ctx->loop, UV_RUN_ONCE);
 }
 
 int weft__ctx_fini(weft_ctx_t *ctx, bool close_all_handles) {
   close_closers(ctx);
-  while (ctx->ports != NULL) {
-    weft_port_t *p = ctx->ports;
+  while (!weft_list_empty(&ctx->ports)) {
+    weft_port_t *p = port_of_link(weft_list_first(&ctx->ports));
     weft__port_close_now(p);
     run_closing(ctx);
   }
@@ -450,8 +434,8 @@ int weft_ctx_stats(weft_ctx_t *ctx, weft_ctx_stats_t *out) {
   memset(out, 0, sizeof(*out));
   out->msgs_in = ctx->msgs_in;
   out->msgs_out = ctx->msgs_out;
-  for (weft_port_t *p = ctx->ports; p; p = p->ctx_next)
-    out->queue_depth += weft_port_pending(p);
+  for (weft_list_node_t *n = weft_list_first(&ctx->ports); n != NULL; n = weft_list_next(n))
+    out->queue_depth += weft_port_pending(port_of_link(n));
   out->queue_peak = ctx->queue_peak;
   out->ports_open = ctx->ports_open;
   out->undeliverable = ctx->undeliverable;

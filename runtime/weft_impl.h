@@ -230,7 +230,7 @@ struct weft_port_s {
   /* Made on the owner thread on first use, published with release (posters
    * read the bounds in it with acquire); freed only with the channel. */
   _Atomic(weft__port_ext_t *) ext;
-  weft_port_t *ctx_prev, *ctx_next;   /* owner's list of open ports, then of closing ports */
+  weft_list_node_t ctx_node;          /* in the owner's list of open ports, then of closing ports */
 };
 
 enum {
@@ -288,7 +288,7 @@ struct weft_runtime_s;
 /* A kernel resource with libuv handles of its own (a process channel, a child
  * process) that a context must close before it ends. */
 typedef struct weft__closer_s {
-  struct weft__closer_s *prev, *next;
+  weft_list_node_t node;                   /* in the context's closers */
   void (*close)(struct weft__closer_s *c); /* start closing; the loop finishes it */
   /* Optional: true if input waits on the resource's fd. A context about to
    * sleep spins on these too, so an answer from another process that comes
@@ -314,7 +314,7 @@ struct weft_ctx_s {
   struct weft_runtime_s *rt;
   weft_worker_t *worker;                   /* set in a worker context */
   weft_port_t *parent_port;
-  weft_port_t *ports;                      /* list of bound open ports */
+  weft_list_t ports;                       /* bound open ports (weft_port_t.ctx_node) */
   uint32_t live;                           /* started ref'd open ports + running workers */
   uint32_t batch;
   int32_t spin_max_ns;
@@ -322,11 +322,11 @@ struct weft_ctx_s {
   uint64_t parked_at;                      /* when the loop last allowed itself to sleep */
   uint64_t msgs_in, msgs_out, queue_peak, ports_open, undeliverable, wakeups, spins_hit;
   uint64_t start_ns;
-  weft_port_t *closing;                    /* ports whose close cb is due (via ctx_next) */
-  weft_worker_t *children;                 /* workers spawned from this context */
-  weft_worker_t *exited;                   /* their handles after on_exit, until released */
+  weft_list_t closing;                     /* ports whose close cb is due (ctx_node) */
+  weft_list_t children;                    /* workers spawned from this context */
+  weft_list_t exited;                      /* their handles after on_exit, until released */
   struct weft__msgpool_s *pool;            /* message structs made on this thread */
-  weft__closer_t *closers;                 /* closed first by weft__ctx_fini */
+  weft_list_t closers;                     /* weft__closer_t: closed first by weft__ctx_fini */
 };
 
 /* Push a port holding its token to ctx and wake ctx if it sleeps. Any thread. */

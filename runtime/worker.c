@@ -19,7 +19,7 @@
 struct weft_worker_s {
   weft_ctx_t ctx;              /* the worker's context (worker thread) */
   weft_ctx_t *parent;
-  weft_worker_t *next, *prev;  /* parent's children list (parent thread) */
+  weft_list_node_t link;       /* in the parent's children, then exited (parent thread) */
   uv_thread_t tid;
   weft_worker_entry_cb entry;
   weft_msg_t *data;
@@ -55,13 +55,8 @@ static void online_task(weft__task_t *t) {
     w->opts.on_online(w);
 }
 
-static void unlink_child(weft_worker_t *w) {
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    w->parent->children = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
+static weft_worker_t *worker_of(weft_list_node_t *n) {
+  return WEFT_LIST_ENTRY(n, weft_worker_t, link);
 }
 
 static void worker_free(weft_worker_t *w) {
@@ -75,20 +70,7 @@ static void worker_free(weft_worker_t *w) {
 static void keep_exited(weft_worker_t *w) {
   weft_ctx_t *ctx = w->parent;
   w->exited = true;
-  w->prev = NULL;
-  w->next = ctx->exited;
-  if (ctx->exited)
-    ctx->exited->prev = w;
-  ctx->exited = w;
-}
-
-static void unlink_exited(weft_worker_t *w) {
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    w->parent->exited = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
+  weft_list_push_front(&ctx->exited, &w->link);
 }
 
 static void exit_task(weft__task_t *t) {
@@ -101,7 +83,7 @@ static void exit_task(weft__task_t *t) {
     return;
   }
   uv_thread_join(&w->tid);
-  unlink_child(w);
+  weft_list_remove(&w->parent->children, &w->link);
   weft__ctx_live_add(w->parent, -1);
   if (w->error && w->opts.on_error)
     w->opts.on_error(w, w->error);
@@ -127,18 +109,16 @@ int weft_worker_release(weft_worker_t *w) {
     w->released = true; /* freed once on_exit has returned */
     return 0;
   }
-  unlink_exited(w);
+  weft_list_remove(&w->parent->exited, &w->link);
   worker_free(w);
   return 0;
 }
 
 /* ctx ends: the handles of its exited workers go. */
 static void release_exited(weft_ctx_t *ctx) {
-  while (ctx->exited != NULL) {
-    weft_worker_t *w = ctx->exited;
-    ctx->exited = w->next;
-    worker_free(w);
-  }
+  weft_list_node_t *n;
+  while ((n = weft_list_pop_front(&ctx->exited)) != NULL)
+    worker_free(worker_of(n));
 }
 
 static int run_entry(weft_worker_t *w) {
@@ -257,10 +237,7 @@ int weft_worker_spawn(weft_ctx_t *ctx, const weft_worker_options_t *opts, weft_w
   err = uv_thread_create_ex(&w->tid, &topts, worker_main, w);
   if (err)
     goto fail_channel;
-  w->next = ctx->children;
-  if (ctx->children)
-    ctx->children->prev = w;
-  ctx->children = w;
+  weft_list_push_front(&ctx->children, &w->link);
   weft__ctx_live_add(ctx, 1);
   *out = w;
   return 0;
@@ -332,15 +309,15 @@ int weft_worker_exit(weft_ctx_t *ctx, int code) {
 }
 
 void weft__ctx_reap_children(weft_ctx_t *ctx) {
-  if (ctx->children == NULL) {
+  if (weft_list_empty(&ctx->children)) {
     release_exited(ctx);
     return;
   }
-  for (weft_worker_t *w = ctx->children; w; w = w->next)
-    weft_worker_terminate(w);
+  for (weft_list_node_t *n = weft_list_first(&ctx->children); n != NULL; n = weft_list_next(n))
+    weft_worker_terminate(worker_of(n));
   /* Deliver the exit tasks even if this context was itself told to stop. */
   bool stop = atomic_exchange_explicit(&ctx->stop, false, memory_order_relaxed);
-  while (ctx->children != NULL)
+  while (!weft_list_empty(&ctx->children))
     uv_run(ctx->loop, UV_RUN_ONCE);
   if (stop)
     atomic_store_explicit(&ctx->stop, true, memory_order_relaxed);

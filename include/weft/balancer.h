@@ -58,6 +58,7 @@
 #define WEFT_BALANCER_H
 
 #include "common.h"
+#include "list.h"
 #include "port.h"
 #include "supervisor.h"
 
@@ -191,7 +192,7 @@ typedef struct weft_conn_s {
   } h;
   void *data;
   weft_balancer_worker_t *worker;
-  struct weft_conn_s *next_, *prev_;  /* private */
+  weft_list_node_t link_;              /* private: in its worker's connections */
   bool handed_;                        /* private: came from the balancer */
 } weft_conn_t;
 
