@@ -22,6 +22,7 @@
  * still queued (counted as undeliverable).
  *
  * Threads: weft_port_post from any thread; everything else on the owner. */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,11 +45,24 @@ weft_port_t *weft__port_peer(weft_port_t *p) {
   return &weft__port_channel(p)->ports[1 - p->index];
 }
 
+/* Rounds of pause a waiter spins before it gives its CPU away: the holder
+ * keeps the lock for a few stores, so a longer wait means it was preempted,
+ * and with as many threads as CPUs (2 vCPUs) the waiter may be in its way. */
+#define LOCK_SPIN_ROUNDS 64u
+
 static void lock(weft_port_t *p) {
   /* acquire: what the previous holder stored under the lock is visible. */
-  while (atomic_exchange_explicit(&p->sched_lock, 1, memory_order_acquire))
-    while (atomic_load_explicit(&p->sched_lock, memory_order_relaxed))
-      ;
+  uint32_t rounds = 0;
+  while (atomic_exchange_explicit(&p->sched_lock, 1, memory_order_acquire)) {
+    while (atomic_load_explicit(&p->sched_lock, memory_order_relaxed)) {
+      if (++rounds < LOCK_SPIN_ROUNDS) {
+        weft__cpu_pause();
+      } else {
+        rounds = 0;
+        sched_yield();
+      }
+    }
+  }
 }
 
 static void unlock(weft_port_t *p) {

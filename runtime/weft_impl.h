@@ -10,6 +10,18 @@
 
 #define WEFT__CACHELINE 64
 
+/* weft__cpu_pause: one round of a spin-wait: the CPU's pause hint (frees the
+ * pipeline for a sibling hyper-thread, saves power), nothing where there is
+ * none. Never gives up the CPU: a spin that may wait on a preempted thread
+ * must also yield (sched_yield) after a bounded number of rounds. */
+static inline void weft__cpu_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
 /* ---- allocator (alloc.c) ------------------------------------------------ */
 void *weft__malloc(size_t n);
 void *weft__calloc(size_t count, size_t n);
