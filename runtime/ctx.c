@@ -49,16 +49,6 @@ bool weft_ctx_should_stop(const weft_ctx_t *ctx) {
   return ctx != NULL && atomic_load_explicit(&((weft_ctx_t *)ctx)->stop, memory_order_relaxed);
 }
 
-uint32_t weft__ctx_hwm_msgs(const weft_ctx_t *ctx) {
-  (void)ctx;
-  return weft__default_hwm_msgs;
-}
-
-size_t weft__ctx_hwm_bytes(const weft_ctx_t *ctx) {
-  (void)ctx;
-  return weft__default_hwm_bytes;
-}
-
 /* ---- liveness ----------------------------------------------------------- */
 
 static void live_apply(weft_ctx_t *ctx) {

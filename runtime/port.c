@@ -28,12 +28,9 @@
 
 #include "weft_impl.h"
 
-uint32_t weft__default_hwm_msgs = WEFT_PORT_DEFAULT_HWM_MSGS;
-size_t weft__default_hwm_bytes = WEFT_PORT_DEFAULT_HWM_BYTES;
-
 #define PORT_TURN_MAX 256u
 
-static void begin_close(weft_port_t *p, int reason);
+static void begin_close(weft_port_t *p);
 static void finish(weft_port_t *p);
 static void channel_release(weft__channel_t *ch);
 
@@ -94,13 +91,13 @@ static weft__port_ext_t *ext_of(const weft_port_t *p) {
 static uint32_t hwm_msgs(const weft_port_t *p) {
   weft__port_ext_t *e = ext_of(p);
   uint32_t v = e ? atomic_load_explicit(&e->hwm_msgs, memory_order_relaxed) : 0;
-  return v ? v : weft__default_hwm_msgs;
+  return v ? v : weft__bounds_table[weft__port_channel((weft_port_t *)p)->bounds].msgs;
 }
 
 static size_t hwm_bytes(const weft_port_t *p) {
   weft__port_ext_t *e = ext_of(p);
   size_t v = e ? atomic_load_explicit(&e->hwm_bytes, memory_order_relaxed) : 0;
-  return v ? v : weft__default_hwm_bytes;
+  return v ? v : weft__bounds_table[weft__port_channel((weft_port_t *)p)->bounds].bytes;
 }
 
 static uint8_t tok_of(weft_port_t *p) {
@@ -237,6 +234,7 @@ int weft_channel_new(weft_ctx_t *ctx, weft_port_t *ports[2]) {
   weft__channel_t *ch = weft__calloc(1, sizeof(*ch));
   if (ch == NULL)
     return WEFT_ENOMEM;
+  ch->bounds = ctx->rt ? ctx->rt->bounds : 0;
   for (int i = 0; i < 2; i++)
     port_init(&ch->ports[i], (uint8_t)i, ctx);
   atomic_store_explicit(&ch->refs, 2, memory_order_release);
@@ -447,7 +445,7 @@ static int deliver_one(weft_ctx_t *ctx, weft_port_t *p) {
     return deliver_msg(ctx, p, node);
   if (take_event(p, WEFT__STATE_EV_CLOSE)) {
     peer_closed(p);
-    begin_close(p, WEFT_ECLOSED);
+    begin_close(p);
     return -1;
   }
   return 0;
@@ -498,7 +496,7 @@ static bool close_stopped(weft_port_t *p) {
     return false;
   atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
   peer_closed(p);
-  begin_close(p, WEFT_ECLOSED);
+  begin_close(p);
   return true;
 }
 
@@ -601,7 +599,7 @@ int weft_port_receive(weft_port_t *port, weft_msg_t **out) {
       atomic_fetch_sub_explicit(&port->pending, 1, memory_order_acq_rel);
       peer_closed(port);
       if (owner != NULL)
-        begin_close(port, WEFT_ECLOSED);
+        begin_close(port);
       return WEFT_ECLOSED;
     }
     if (atomic_load_explicit(&port->state, memory_order_acquire) & WEFT__STATE_PEER_CLOSED)
@@ -787,8 +785,7 @@ void weft__port_report_drop(weft_port_t *p, int err) {
 
 /* First step of a close: refuse posts, drop what is queued here, tell the
  * peer (unless it closed first), and queue the close callback on the owner. */
-static void begin_close(weft_port_t *p, int reason) {
-  (void)reason; /* recorded in close_kind by the caller */
+static void begin_close(weft_port_t *p) {
   if (p->flags & WEFT__PORT_CLOSING)
     return;
   p->flags |= WEFT__PORT_CLOSING;
@@ -818,7 +815,7 @@ int weft_port_close(weft_port_t *port) {
     return 0;
   if (!on_owner_thread(port))
     return WEFT_EWRONGTHREAD;
-  begin_close(port, 0);
+  begin_close(port);
   if (owner_of(port) == NULL)
     finish(port); /* unbound (taken on a thread without a context): no loop to do it later */
   return 0;
@@ -861,11 +858,11 @@ void weft__port_close_with(weft_port_t *p, int code, uint32_t extra_undelivered)
     return;
   atomic_store_explicit(&p->close_code, (int16_t)code, memory_order_relaxed);
   atomic_fetch_add_explicit(&p->discarded, extra_undelivered, memory_order_relaxed);
-  begin_close(p, code); /* the event's release orders both stores */
+  begin_close(p); /* the event's release orders both stores */
 }
 
 /* Close a port of a context that is going away. */
-void weft__port_close_now(weft_port_t *p) { begin_close(p, 0); }
+void weft__port_close_now(weft_port_t *p) { begin_close(p); }
 
 static void channel_release(weft__channel_t *ch) {
   /* acq_rel: the last releaser sees every write made under earlier refs. */
@@ -928,6 +925,6 @@ void weft__port_attach(weft_port_t *p, weft_ctx_t *ctx) {
 
 void weft__port_close_orphan(weft_port_t *p) {
   p->flags &= (uint8_t)~WEFT__PORT_IN_MSG;
-  begin_close(p, 0);
+  begin_close(p);
   finish(p);
 }

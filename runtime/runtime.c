@@ -1,12 +1,47 @@
-/* runtime.c: the runtime: options, the registry of named entries, the main
- * context and the list of live workers.
+/* runtime.c: the runtime: options, the registry of named entries and the
+ * main context.
  *
- * Invariants: one runtime per process at a time; the main context belongs to
- * the thread that created the runtime. `lock` guards the registry and the
- * worker list, which worker threads and weft_runtime_lookup read. */
+ * Invariants: one runtime per thread (a process normally has one); the main
+ * context belongs to the thread that created the runtime. `lock` guards the
+ * registry, which worker threads and weft_runtime_lookup read. A runtime's
+ * default port bounds are its own: channels carry them (as an index into
+ * weft__bounds_table), so posters on any thread read them without a lock and
+ * a second runtime in the process cannot change them. */
+#include <pthread.h>
 #include <string.h>
 
 #include "weft_impl.h"
+
+weft__bounds_t weft__bounds_table[WEFT__BOUNDS_MAX] = {
+    {WEFT_PORT_DEFAULT_HWM_MSGS, WEFT_PORT_DEFAULT_HWM_BYTES},
+};
+static uint32_t bounds_used = 1;  /* guarded by bounds_lock */
+static pthread_mutex_t bounds_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The index of opts' default port bounds in weft__bounds_table, added if new.
+ * The entry is written before this runtime can make a channel naming it. */
+static int bounds_index(const weft_runtime_options_t *opts, uint32_t *out) {
+  weft__bounds_t want = {
+      .msgs = opts->port_hwm_msgs ? opts->port_hwm_msgs : WEFT_PORT_DEFAULT_HWM_MSGS,
+      .bytes = opts->port_hwm_bytes ? opts->port_hwm_bytes : WEFT_PORT_DEFAULT_HWM_BYTES,
+  };
+  int err = WEFT_ENOMEM;
+  pthread_mutex_lock(&bounds_lock);
+  for (uint32_t i = 0; i < bounds_used; i++) {
+    if (weft__bounds_table[i].msgs == want.msgs && weft__bounds_table[i].bytes == want.bytes) {
+      *out = i;
+      err = 0;
+      break;
+    }
+  }
+  if (err && bounds_used < WEFT__BOUNDS_MAX) {
+    weft__bounds_table[bounds_used] = want;
+    *out = bounds_used++;
+    err = 0;
+  }
+  pthread_mutex_unlock(&bounds_lock);
+  return err;
+}
 
 int weft_runtime_new(weft_runtime_t **out, const weft_runtime_options_t *opts) {
   int err;
@@ -20,6 +55,9 @@ int weft_runtime_new(weft_runtime_t **out, const weft_runtime_options_t *opts) {
     return WEFT_ENOMEM;
   if (opts)
     rt->opts = *opts;
+  err = bounds_index(&rt->opts, &rt->bounds);
+  if (err)
+    goto fail_free_rt;
   err = uv_mutex_init(&rt->lock);
   if (err)
     goto fail_free_rt;
@@ -35,10 +73,6 @@ int weft_runtime_new(weft_runtime_t **out, const weft_runtime_options_t *opts) {
   err = weft__child_bootstrap(rt);
   if (err)
     goto fail_fini_ctx;
-  if (rt->opts.port_hwm_msgs)
-    weft__default_hwm_msgs = rt->opts.port_hwm_msgs;
-  if (rt->opts.port_hwm_bytes)
-    weft__default_hwm_bytes = rt->opts.port_hwm_bytes;
   *out = rt;
   return 0;
 
@@ -86,8 +120,6 @@ int weft_runtime_free(weft_runtime_t *rt) {
   weft__free(rt);
   weft__msgpool_trim();
   weft__buf_cache_trim();
-  weft__default_hwm_msgs = WEFT_PORT_DEFAULT_HWM_MSGS;
-  weft__default_hwm_bytes = WEFT_PORT_DEFAULT_HWM_BYTES;
   return err;
 }
 

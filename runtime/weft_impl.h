@@ -186,8 +186,7 @@ enum {
   WEFT__PORT_DONE = 1u << 3,      /* close cb called */
   WEFT__PORT_WAS_STARTED = 1u << 4, /* started at least once (a stopped port keeps its queue) */
   WEFT__PORT_IN_MSG = 1u << 5,    /* in a message's transfer list */
-  WEFT__PORT_LIVE = 1u << 6,      /* counted in the ctx's live (ref'd) ports */
-  WEFT__PORT_FINISHED = 1u << 7   /* owner thread: close cb called, ref released */
+  WEFT__PORT_LIVE = 1u << 6       /* counted in the ctx's live (ref'd) ports */
 };
 
 /* Incoming messages a transport dropped (weft_port_on_error). Owner thread,
@@ -213,7 +212,7 @@ typedef struct {
   weft_port_close_cb on_close_internal; /* kernel's own (worker, child), called first */
   void *internal_data;
   weft_port_drain_cb on_drain;
-  _Atomic uint32_t hwm_msgs;  /* read by posters on any thread (relaxed) */
+  _Atomic uint32_t hwm_msgs;  /* 0: the channel's default; read by posters on any thread (relaxed) */
   _Atomic size_t hwm_bytes;
   struct weft__port_errs_s errs; /* incoming messages dropped (weft_port_on_error) */
 } weft__port_ext_t;
@@ -265,6 +264,11 @@ enum {
 struct weft__channel_s {
   weft_port_t ports[2];
   _Atomic uint32_t refs;         /* 2 ends + tokens in ready queues; last frees (acq_rel) */
+  /* The default bounds of both ends (weft_port_set_hwm overrides them): those
+   * of the runtime that made the channel, as an index into weft__bounds_table
+   * (it fits the padding: an actor stays under 256 bytes). Written before the
+   * channel is published and never again: posters on any thread read it plainly. */
+  uint32_t bounds;
 };
 
 weft_port_t *weft__port_peer(weft_port_t *p);
@@ -359,17 +363,26 @@ void weft__ctx_live_add(weft_ctx_t *ctx, int delta);
  * call on the post and drain paths (a pointer fits any static TLS surplus). */
 extern _Thread_local weft_ctx_t *weft__tls_ctx __attribute__((tls_model("initial-exec")));
 static inline weft_ctx_t *weft__ctx_tls(void) { return weft__tls_ctx; }
-extern uint32_t weft__default_hwm_msgs;
-extern size_t weft__default_hwm_bytes;
 weft__port_ext_t *weft__port_ext(weft_port_t *p);
 void weft__ctx_close_later(weft_ctx_t *ctx, weft_port_t *p);
 void weft__ctx_set_current(weft_ctx_t *ctx);
 void weft__ctx_closer_add(weft_ctx_t *ctx, weft__closer_t *c);
 void weft__ctx_closer_remove(weft_ctx_t *ctx, weft__closer_t *c);
-uint32_t weft__ctx_hwm_msgs(const weft_ctx_t *ctx);
-size_t weft__ctx_hwm_bytes(const weft_ctx_t *ctx);
 
 /* ---- runtime (runtime.c) ------------------------------------------------- */
+
+/* Default port bounds, one entry per distinct pair a runtime of this process
+ * asked for; entry 0 holds WEFT_PORT_DEFAULT_HWM_*. An entry is written once,
+ * before any channel names it, and never changes, so any thread may read an
+ * entry it learned of through a channel. weft_runtime_new adds its pair (or
+ * finds it); a process that asks for more distinct pairs than fit gets
+ * WEFT_ENOMEM from weft_runtime_new. */
+typedef struct {
+  uint32_t msgs;
+  size_t bytes;
+} weft__bounds_t;
+#define WEFT__BOUNDS_MAX 64u
+extern weft__bounds_t weft__bounds_table[WEFT__BOUNDS_MAX];
 typedef struct weft__entry_s {
   struct weft__entry_s *next;
   char *name;
@@ -379,6 +392,7 @@ typedef struct weft__entry_s {
 struct weft_runtime_s {
   weft_ctx_t *main;
   weft_runtime_options_t opts;
+  uint32_t bounds;           /* its default port bounds: index in weft__bounds_table */
   uv_mutex_t lock;           /* guards entries */
   weft__entry_t *entries;
   char *child_entry;         /* WEFT_ENTRY this process was started with */

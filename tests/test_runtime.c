@@ -1,8 +1,9 @@
 /* test_runtime.c: the runtime and its main context: attaching to a loop the
  * program already runs, one context per thread, the entry registry from
- * several threads, runtime options (bounds, batch, spin), weft_runtime_free
- * with ports still open and messages still queued, per-context stats, and
- * weft_available_parallelism against the affinity mask.
+ * several threads, runtime options (bounds, batch, spin; bounds belong to
+ * their runtime), weft_runtime_free with ports still open and messages still
+ * queued, per-context stats, and weft_available_parallelism against the
+ * affinity mask.
  *
  * Callbacks and foreign threads record failures with CHECK; each test ends
  * with weft_runtime_free() == 0, no CHECK failed, and no weft allocation
@@ -263,6 +264,64 @@ static void runtime_options(void **state) {
   ktest_finish_runtime(rt);
 }
 
+/* Posts ktest messages on p until the post refuses; returns how many went. */
+static int post_until_full(weft_port_t *p, int limit) {
+  int posted = 0;
+  while (posted < limit) {
+    weft_msg_t *m = ktest_msg_u64((uint64_t)posted);
+    int rc = weft_port_post(p, m);
+    if (rc != 0) {
+      CHECK_RC(rc, WEFT_EAGAIN);
+      weft_msg_free(m);
+      break;
+    }
+    posted++;
+  }
+  return posted;
+}
+
+typedef struct {
+  int new_rc, posted, free_rc;
+} other_bounds_t;
+
+/* Another runtime, with bounds of its own, made and freed on this thread. */
+static void other_bounds_thread(void *arg) {
+  other_bounds_t *t = arg;
+  weft_runtime_options_t o = {.port_hwm_msgs = 100};
+  weft_runtime_t *rt = NULL;
+  t->new_rc = weft_runtime_new(&rt, &o);
+  if (t->new_rc != 0)
+    return;
+  weft_port_t *p[2];
+  CHECK_RC(weft_channel_new(weft_runtime_main(rt), p), 0);
+  t->posted = post_until_full(p[0], 1000);
+  t->free_rc = weft_runtime_free(rt);
+}
+
+/* The default bounds belong to the runtime: one made and freed on another
+ * thread meanwhile changes neither the bound of a channel made before it nor
+ * of one made after it. */
+static void bounds_are_per_runtime(void **state) {
+  (void)state;
+  weft_runtime_options_t opts = {.port_hwm_msgs = 4};
+  weft_runtime_t *rt = NULL;
+  assert_int_equal(weft_runtime_new(&rt, &opts), 0);
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  weft_port_t *before[2], *after[2];
+  assert_int_equal(weft_channel_new(ctx, before), 0);
+  other_bounds_t t = {0};
+  uv_thread_t tid;
+  assert_int_equal(uv_thread_create(&tid, other_bounds_thread, &t), 0);
+  uv_thread_join(&tid);
+  assert_int_equal(t.new_rc, 0);
+  assert_int_equal(t.posted, 100);
+  assert_int_equal(t.free_rc, 0);
+  assert_int_equal(weft_channel_new(ctx, after), 0);
+  assert_int_equal(post_until_full(before[0], 1000), 4);
+  assert_int_equal(post_until_full(after[0], 1000), 4);
+  ktest_finish_runtime(rt);
+}
+
 /* ---- free with work still queued ------------------------------------------------ */
 
 static int freed_closes;
@@ -389,6 +448,7 @@ int main(void) {
       T(one_context_per_thread),
       T(registry_from_threads),
       T(runtime_options),
+      T(bounds_are_per_runtime),
       T(free_with_open_ports_and_queued_messages),
       T(main_context_stats),
       T(available_parallelism_bounds),
