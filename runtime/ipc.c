@@ -726,10 +726,7 @@ int weft__ipc_open(weft_ctx_t *ctx, int fd, const weft__ipc_options_t *opts,
   ipc->b->ext->on_close_internal = on_b_closed;
   ipc->b->ext->internal_data = ipc;
   ipc->b->ext->on_drain = on_b_drain;
-  atomic_fetch_or_explicit(&ipc->b->state,
-                           WEFT__STATE_REMOTE |
-                               (opts->kind == WEFT__IPC_NODE ? WEFT__STATE_REMOTE_JSON : 0),
-                           memory_order_release);
+  weft__port_set_carry(ipc->b, ipc->codec->carry);
   err = uv_poll_init_socket(ctx->loop, &ipc->poll, fd);
   if (err)
     goto fail_channel;

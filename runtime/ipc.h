@@ -86,6 +86,8 @@ typedef struct {
   bool (*may_send)(weft__ipc_t *ipc);                /* the peer may take another message now
                                                         (NULL: always); used at teardown */
   int eof_reason;                                    /* B's close reason when the peer hangs up */
+  uint32_t carry;                                    /* WEFT__CARRY_* limits: what the wire
+                                                        can represent (B's carry mask) */
   bool acked_when_written;                           /* acked_msgs: written whole or ACKed
                                                         (no credits) */
   void (*fini)(weft__ipc_t *ipc);

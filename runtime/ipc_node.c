@@ -282,6 +282,9 @@ const weft__ipc_codec_t weft__ipc_node_codec = {
     .send_close = NULL,
     .flushed = flushed,
     .eof_reason = 0, /* Node's disconnect is a plain EOF */
+    /* Node's JSON channel carries payloads and one handle (a socket). */
+    .carry = WEFT__CARRY_NO_PORT | WEFT__CARRY_NO_BUF | WEFT__CARRY_ONE_SOCKET |
+             WEFT__CARRY_FEW_ITEMS,
     .acked_when_written = true,
     .fini = fini,
 };

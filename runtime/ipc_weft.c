@@ -400,5 +400,7 @@ const weft__ipc_codec_t weft__ipc_weft_codec = {
     .flushed = NULL,
     .drained = give_credit,
     .eof_reason = WEFT_EPEERDIED,
+    /* Ports stay in their process; each item may become an fd. */
+    .carry = WEFT__CARRY_NO_PORT | WEFT__CARRY_FEW_ITEMS,
     .fini = fini,
 };

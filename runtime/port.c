@@ -260,21 +260,28 @@ static bool over_bounds(weft_port_t *to, size_t weight) {
   return waiting > 0 && waiting + weight > hwm_bytes(to);
 }
 
-/* What may cross to another process: no ports; to Node, one socket at most. */
-static bool remote_can_carry(const weft_msg_t *msg, uint32_t state) {
-  unsigned sockets = 0;
-  if (msg->nxfer > WEFT__REMOTE_MAX_XFER)
+void weft__port_set_carry(weft_port_t *p, uint32_t limits) {
+  /* release, like the state's other stores; the post path reads the limits
+   * relaxed: they are set before the port's peer reaches any poster, and that
+   * hand-over orders them. */
+  atomic_fetch_or_explicit(&p->state, limits & WEFT__CARRY_MASK, memory_order_release);
+}
+
+/* True if msg's transfer items keep within the carry limits (a mask). */
+static bool can_carry(const weft_msg_t *msg, uint32_t limits) {
+  if ((limits & WEFT__CARRY_FEW_ITEMS) && msg->nxfer > WEFT__CARRY_MAX_ITEMS)
     return false;
+  unsigned sockets = 0;
   for (uint16_t i = 0; i < msg->nxfer; i++) {
     int kind = msg->xfer[i].kind;
-    if (kind == WEFT_XFER_PORT)
+    if (kind == WEFT_XFER_PORT && (limits & WEFT__CARRY_NO_PORT))
       return false;
-    if (kind == WEFT_XFER_SOCKET)
-      sockets++;
-    else if (kind == WEFT_XFER_BUF && (state & WEFT__STATE_REMOTE_JSON))
+    if (kind == WEFT_XFER_BUF && (limits & WEFT__CARRY_NO_BUF))
+      return false;
+    if (kind == WEFT_XFER_SOCKET && ++sockets > 1 && (limits & WEFT__CARRY_ONE_SOCKET))
       return false;
   }
-  return !(state & WEFT__STATE_REMOTE_JSON) || sockets <= 1;
+  return true;
 }
 
 enum { BOUND_NONE = 0, BOUND_MSGS = 1, BOUND_ALL = 2 };
@@ -299,8 +306,8 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
   if (msg->nxfer) {
     if (weft__msg_carries_port(msg, port, to))
       return WEFT_ESELF;
-    uint32_t remote = atomic_load_explicit(&to->state, memory_order_relaxed);
-    if ((remote & WEFT__STATE_REMOTE) && !remote_can_carry(msg, remote))
+    uint32_t limits = atomic_load_explicit(&to->state, memory_order_relaxed) & WEFT__CARRY_MASK;
+    if (limits != 0 && !can_carry(msg, limits))
       return WEFT_ETRANSFER;
   }
   size_t weight = weft__msg_weight(msg);

@@ -255,11 +255,20 @@ enum {
   WEFT__STATE_PEER_CLOSED = 2u, /* the peer's close was seen here */
   WEFT__STATE_EV_CLOSE = 4u,    /* event: the peer closed (counted in pending) */
   WEFT__STATE_EV_DRAIN = 8u,    /* event: the peer's queue fell below half (counted in pending) */
-  WEFT__STATE_REMOTE = 16u,     /* set before use: this port is another process's proxy:
-                                   posting on its peer refuses what cannot cross */
-  WEFT__STATE_REMOTE_JSON = 32u /* ... and the other process speaks Node's JSON: only
-                                   payloads and at most one socket cross */
+  /* The port's carry mask: limits on the transfer items a message posted to
+   * this port may hold (its peer's post returns WEFT_ETRANSFER), set by the
+   * transport that drains the port before anyone posts (weft__port_set_carry)
+   * and never cleared. The mailbox knows the limits, not the transports. */
+  WEFT__CARRY_NO_PORT = 16u,    /* no port */
+  WEFT__CARRY_NO_BUF = 32u,     /* no buffer */
+  WEFT__CARRY_ONE_SOCKET = 64u, /* at most one socket */
+  WEFT__CARRY_FEW_ITEMS = 128u  /* at most WEFT__CARRY_MAX_ITEMS items */
 };
+#define WEFT__CARRY_MASK \
+  (WEFT__CARRY_NO_PORT | WEFT__CARRY_NO_BUF | WEFT__CARRY_ONE_SOCKET | WEFT__CARRY_FEW_ITEMS)
+/* The item count WEFT__CARRY_FEW_ITEMS allows (a transport that turns each
+ * item into an fd: SCM_RIGHTS carries a bounded number per send). */
+#define WEFT__CARRY_MAX_ITEMS 64
 
 struct weft__channel_s {
   weft_port_t ports[2];
@@ -283,9 +292,8 @@ void weft__port_close_with(weft_port_t *p, int code, uint32_t extra_undelivered)
 int weft__port_post_window(weft_port_t *port, weft_msg_t *msg);
 int weft__port_post_nobytes(weft_port_t *port, weft_msg_t *msg);
 void weft__port_want_drain(weft_port_t *p);
-/* At most this many transfer items go to another process in one message
- * (each may become an fd; SCM_RIGHTS carries a bounded number per send). */
-#define WEFT__REMOTE_MAX_XFER 64
+/* Add WEFT__CARRY_* limits to p's carry mask. p's owner, before p is posted to. */
+void weft__port_set_carry(weft_port_t *p, uint32_t limits);
 /* Keep p's channel memory (both ports, closed) valid until unhold, whatever
  * closes meanwhile: a handle given to the user outlives the close. */
 void weft__port_hold(weft_port_t *p);

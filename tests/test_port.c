@@ -2,7 +2,8 @@
  * threads: FIFO per channel and per sender, exactly once,
  * close after the messages posted before it, a port bounced among workers
  * while a stream reaches it, ESELF / ECLOSED / EINVAL, weft_port_receive,
- * ref / unref.
+ * ref / unref, and the carry mask a transport sets on a port (each limit
+ * alone refuses what it names and nothing else).
  *
  * Callbacks and foreign threads never call cmocka asserts (they would
  * longjmp across threads or out of uv_run): they record failures with CHECK,
@@ -21,9 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "ktest.h"
 #include "weft.h"
+#include "weft_impl.h"
 
 /* ---- FIFO: senders on their own channels, and on one shared port ---------- */
 
@@ -474,6 +478,79 @@ static void eclosed_on_close(weft_port_t *port, const weft_port_close_info_t *in
   (void)port;
   CHECK(info->reason == WEFT_ECLOSED);
   eclosed_peer_closes++;
+}
+
+/* ---- the carry mask ----------------------------------------------------------- */
+
+enum { CARRY_PORT, CARRY_BUF, CARRY_TWO_SOCKETS, CARRY_MANY_ITEMS, CARRY_NKINDS };
+
+/* A message holding what kind names: a port, a buffer, two sockets, or one
+ * item more than WEFT__CARRY_MAX_ITEMS (buffers). */
+static weft_msg_t *carry_msg(weft_ctx_t *ctx, int kind) {
+  weft_msg_t *m = ktest_msg_u64(1);
+  if (kind == CARRY_PORT) {
+    weft_port_t *q[2];
+    assert_int_equal(weft_channel_new(ctx, q), 0);
+    assert_int_equal(weft_msg_add_port(m, q[1]), 0);
+    assert_int_equal(weft_port_close(q[0]), 0);
+  } else if (kind == CARRY_TWO_SOCKETS) {
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(weft_msg_add_socket(m, sv[0]), 0);
+    assert_int_equal(weft_msg_add_socket(m, sv[1]), 0);
+  } else {
+    int n = kind == CARRY_BUF ? 1 : WEFT__CARRY_MAX_ITEMS + 1;
+    for (int i = 0; i < n; i++) {
+      weft_buf_t *b;
+      assert_int_equal(weft_buf_new(&b, 8), 0);
+      assert_int_equal(weft_msg_add_buf(m, b), 0);
+      weft_buf_free(b); /* the detached handle stays ours */
+    }
+  }
+  return m;
+}
+
+static void carry_limits_each_alone(void **state) {
+  (void)state;
+  static const uint32_t limits[CARRY_NKINDS] = {WEFT__CARRY_NO_PORT, WEFT__CARRY_NO_BUF,
+                                                WEFT__CARRY_ONE_SOCKET, WEFT__CARRY_FEW_ITEMS};
+  weft_runtime_t *rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  for (int l = -1; l < CARRY_NKINDS; l++) { /* -1: no limit at all */
+    weft_port_t *p[2];
+    assert_int_equal(weft_channel_new(ctx, p), 0);
+    if (l >= 0)
+      weft__port_set_carry(p[1], limits[l]);
+    for (int k = 0; k < CARRY_NKINDS; k++) {
+      weft_msg_t *m = carry_msg(ctx, k);
+      int rc = weft_port_post(p[0], m);
+      /* The many items are buffers: a buffer limit refuses them too. */
+      if (k == l || (k == CARRY_MANY_ITEMS && l == CARRY_BUF)) {
+        assert_int_equal(rc, WEFT_ETRANSFER);
+        weft_msg_free(m); /* refused: still ours */
+      } else {
+        assert_int_equal(rc, 0);
+      }
+    }
+    /* Within the limits: one socket, exactly WEFT__CARRY_MAX_ITEMS items. */
+    weft_msg_t *m = ktest_msg_u64(2);
+    for (int i = 0; i < WEFT__CARRY_MAX_ITEMS - 1; i++) {
+      weft_buf_t *b;
+      assert_int_equal(weft_buf_new(&b, 8), 0);
+      assert_int_equal(weft_msg_add_buf(m, b), 0);
+      weft_buf_free(b); /* the detached handle stays ours */
+    }
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(weft_msg_add_socket(m, sv[0]), 0);
+    close(sv[1]);
+    assert_int_equal(weft_port_post(p[0], m), l == CARRY_BUF ? WEFT_ETRANSFER : 0);
+    if (l == CARRY_BUF)
+      weft_msg_free(m);
+    assert_int_equal(weft_port_close(p[0]), 0);
+    assert_int_equal(weft_port_close(p[1]), 0);
+  }
+  ktest_finish_runtime(rt);
 }
 
 static void post_on_closed_port(void **state) {
@@ -1094,6 +1171,7 @@ int main(void) {
       T(post_on_closed_port),
       T(null_and_wrong_thread_arguments),
       T(ref_and_unref),
+      T(carry_limits_each_alone),
       T(port_bounced_among_workers),
       T(post_while_peer_closes),
       /* Last: weft_port_receive (these found kernel bugs; a hang or a crash
