@@ -166,10 +166,11 @@ static weft_conn_t *conn_new(weft_balancer_worker_t *w) {
   if (c == NULL)
     return NULL;
   c->worker = w;
+  /* libuv: both always succeed (no socket is made until the fd is opened). */
   if (w->pipe)
-    uv_pipe_init(w->loop, &c->h.pipe, 0);
+    (void)uv_pipe_init(w->loop, &c->h.pipe, 0);
   else
-    uv_tcp_init(w->loop, &c->h.tcp);
+    (void)uv_tcp_init(w->loop, &c->h.tcp);
   weft_list_push_front(&w->conns, &c->link_);
   w->live++;
   w->handles++;
@@ -351,6 +352,8 @@ int weft_balancer_worker_start(weft_ctx_t *ctx, const weft_balancer_worker_optio
     port = weft_runtime_parent_port(weft_ctx_runtime(ctx));
   if (port == NULL)
     return WEFT_EINVAL;
+  if (weft_port_is_closed(port))
+    return WEFT_ECLOSED; /* it could not be started: nothing would ever come */
   weft_balancer_worker_t *w = weft_calloc(1, sizeof(*w));
   if (w == NULL)
     return WEFT_ENOMEM;
@@ -363,15 +366,24 @@ int weft_balancer_worker_start(weft_ctx_t *ctx, const weft_balancer_worker_optio
     weft_free(w);
     return err;
   }
-  uv_check_init(w->loop, &w->check);
+  void *old_data = weft_port_data(port);
+  weft_port_set_data(port, w);
+  err = weft_port_start(port, on_message); /* delivers from the loop, not now */
+  if (err) {
+    weft_port_on_close(port, NULL);
+    weft_port_set_data(port, old_data);
+    weft_free(w);
+    return err;
+  }
+  /* libuv: these always succeed (a check or timer handle allocates nothing;
+   * uv_timer_start fails only without a callback). */
+  (void)uv_check_init(w->loop, &w->check);
   uv_unref((uv_handle_t *)&w->check);
-  uv_timer_init(w->loop, &w->timer);
+  (void)uv_timer_init(w->loop, &w->timer);
   uv_unref((uv_handle_t *)&w->timer);
   w->check.data = w->timer.data = w;
   w->handles = 2;
-  uv_timer_start(&w->timer, on_timer, REPORT_MS, REPORT_MS);
-  weft_port_set_data(port, w);
-  weft_port_start(port, on_message);
+  (void)uv_timer_start(&w->timer, on_timer, REPORT_MS, REPORT_MS);
   if (out)
     *out = w;
   return 0;

@@ -316,13 +316,15 @@ int weft__ctx_init(weft_ctx_t *ctx, weft_runtime_t *rt, uv_loop_t *loop) {
   err = uv_async_init(loop, &ctx->wake, on_wake);
   if (err)
     goto fail_close_loop;
-  uv_prepare_init(loop, &ctx->prepare);
-  uv_check_init(loop, &ctx->check);
-  uv_idle_init(loop, &ctx->idle);
+  /* libuv: these always succeed (the inits allocate nothing; a start fails
+   * only without a callback), so nothing after the async handle can fail. */
+  (void)uv_prepare_init(loop, &ctx->prepare);
+  (void)uv_check_init(loop, &ctx->check);
+  (void)uv_idle_init(loop, &ctx->idle);
   ctx->wake.data = ctx->prepare.data = ctx->check.data = ctx->idle.data = ctx;
   ctx->handles_open = 4;
-  uv_prepare_start(&ctx->prepare, on_prepare);
-  uv_check_start(&ctx->check, on_check);
+  (void)uv_prepare_start(&ctx->prepare, on_prepare);
+  (void)uv_check_start(&ctx->check, on_check);
   uv_unref((uv_handle_t *)&ctx->wake);
   uv_unref((uv_handle_t *)&ctx->prepare);
   uv_unref((uv_handle_t *)&ctx->check);

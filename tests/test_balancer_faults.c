@@ -10,7 +10,9 @@
  *   drain     weft_balancer_close while a client holds a connection with half
  *             a request sent: a new client is refused at once, and the held
  *             connection still gets its answer (Connection: close) when it
- *             sends the rest.
+ *             sends the rest;
+ *   closed    weft_balancer_worker_start on a parent port already closed
+ *             returns WEFT_ECLOSED.
  *
  * Bounded: connects wait at most 2 s, the watchdog aborts a hung test. Each
  * test ends with weft_runtime_free() == 0, no CHECK failed and no weft
@@ -23,6 +25,7 @@
 #include <cmocka.h>
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,6 +352,38 @@ static void reload_before_ready_processes(void **state) {
   reload_before_ready(true);
 }
 
+/* ---- a worker whose parent port is already closed ------------------------------ */
+
+static _Atomic int closed_start_rc = 1;
+
+static void closed_never_called(weft_conn_t *c) {
+  (void)c;
+  CHECK(false);
+}
+
+static int closed_port_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)data;
+  CHECK_RC(weft_port_close(weft_ctx_parent_port(ctx)), 0);
+  weft_balancer_worker_options_t o = {.on_connection = closed_never_called};
+  weft_balancer_worker_t *w = NULL;
+  atomic_store(&closed_start_rc, weft_balancer_worker_start(ctx, &o, &w));
+  CHECK(w == NULL);
+  return 0;
+}
+
+/* weft_balancer_worker_start on a closed parent port says so: it used to
+ * return 0 with a worker that could never be started. */
+static void worker_start_on_closed_port(void **state) {
+  (void)state;
+  weft_runtime_t *rt = ktest_new_runtime();
+  weft_worker_options_t wo = {.entry = closed_port_entry};
+  weft_worker_t *w;
+  assert_int_equal(weft_worker_spawn(weft_runtime_main(rt), &wo, &w), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_int_equal(atomic_load(&closed_start_rc), WEFT_ECLOSED);
+  ktest_finish_runtime(rt);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
@@ -367,6 +402,7 @@ int main(void) {
       T(drain_refuses_reuseport),
       T(reload_before_ready_threads),
       T(reload_before_ready_processes),
+      T(worker_start_on_closed_port),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -222,7 +222,8 @@ typedef struct {
 /* weft_balancer_worker_start: makes the calling worker (thread or process) a
  * worker of the balancer that started it: takes over its parent port and
  * reports ready. Thread of ctx. Returns 0 and sets *out (may be NULL),
- * WEFT_EINVAL (no parent port), WEFT_ENOMEM. The worker side is freed when
+ * WEFT_EINVAL (no parent port), WEFT_ECLOSED (the parent port is closed),
+ * WEFT_ENOMEM. The worker side is freed when
  * the parent port closes and its last connection closed. */
 WEFT_EXTERN int weft_balancer_worker_start(weft_ctx_t *ctx,
                                            const weft_balancer_worker_options_t *opts,
