@@ -212,12 +212,13 @@ typedef struct {
   weft_port_close_cb on_close_internal; /* kernel's own (worker, child), called first */
   void *internal_data;
   weft_port_drain_cb on_drain;
-  _Atomic uint32_t hwm_msgs;  /* 0: the channel's default; read by posters on any thread (relaxed) */
+  _Atomic uint32_t hwm_msgs;  /* 0: the channel's; read by posters on any thread (relaxed) */
   _Atomic size_t hwm_bytes;
   struct weft__port_errs_s errs; /* incoming messages dropped (weft_port_on_error) */
 } weft__port_ext_t;
 
-/* 112 bytes: an actor is a channel of two ports (DESIGN: <= 256 B per actor). */
+/* 112 bytes: an actor is a channel of two ports, and an idle actor should
+ * stay within 256 bytes (weft-bench actor_spawn reports bytes per actor). */
 struct weft_port_s {
   /* Touched by producers on any thread. */
   weft__mpsc_t inbox;                 /* messages posted on the peer */
