@@ -1,7 +1,9 @@
 /* weft/runtime.h: the runtime and its contexts.
  *
- * One runtime per process. It holds the configuration, the registry of named
- * worker entries and the main context. A context is one thread + one uv_loop_t
+ * Usually one runtime per program, on its main thread (a thread holds at most
+ * one; runtimes on different threads are independent, each with its own port
+ * bounds). It holds the configuration, the registry of named worker entries
+ * and the main context. A context is one thread + one uv_loop_t
  * + one wake-up handle + the ports and actors bound to it. The main context
  * either owns its loop or attaches to the caller's loop, so weft can be linked
  * into an existing libuv program: weft then adds a few unref'd handles to that
