@@ -641,35 +641,36 @@ int weft_port_stop(weft_port_t *port) {
   return 0;
 }
 
-int weft_port_on_close(weft_port_t *port, weft_port_close_cb cb) {
+/* A setter's checks: port given, called on its owner's thread, settings made
+ * (on first use). Returns 0 or the setter's error. */
+static int can_set(weft_port_t *port) {
   if (port == NULL)
     return WEFT_EINVAL;
   if (!on_owner_thread(port))
     return WEFT_EWRONGTHREAD;
-  if (weft__port_ext(port) == NULL)
-    return WEFT_ENOMEM;
+  return weft__port_ext(port) == NULL ? WEFT_ENOMEM : 0;
+}
+
+int weft_port_on_close(weft_port_t *port, weft_port_close_cb cb) {
+  int err = can_set(port);
+  if (err)
+    return err;
   port->ext->on_close = cb;
   return 0;
 }
 
 int weft_port_on_drain(weft_port_t *port, weft_port_drain_cb cb) {
-  if (port == NULL)
-    return WEFT_EINVAL;
-  if (!on_owner_thread(port))
-    return WEFT_EWRONGTHREAD;
-  if (weft__port_ext(port) == NULL)
-    return WEFT_ENOMEM;
+  int err = can_set(port);
+  if (err)
+    return err;
   port->ext->on_drain = cb;
   return 0;
 }
 
 int weft_port_set_hwm(weft_port_t *port, uint32_t msgs, size_t bytes) {
-  if (port == NULL)
-    return WEFT_EINVAL;
-  if (!on_owner_thread(port))
-    return WEFT_EWRONGTHREAD;
-  if (weft__port_ext(port) == NULL)
-    return WEFT_ENOMEM;
+  int err = can_set(port);
+  if (err)
+    return err;
   if (msgs)
     atomic_store_explicit(&port->ext->hwm_msgs, msgs, memory_order_relaxed);
   if (bytes)
@@ -723,12 +724,9 @@ size_t weft_port_pending(const weft_port_t *port) {
  * it parses; the callback is told later, from a task on the owner's loop, so
  * user code never runs inside the transport. */
 int weft_port_on_error(weft_port_t *port, weft_port_error_cb cb) {
-  if (port == NULL)
-    return WEFT_EINVAL;
-  if (!on_owner_thread(port))
-    return WEFT_EWRONGTHREAD;
-  if (weft__port_ext(port) == NULL)
-    return WEFT_ENOMEM;
+  int err = can_set(port);
+  if (err)
+    return err;
   port->ext->errs.on_error = cb;
   return 0;
 }
