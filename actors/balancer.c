@@ -163,12 +163,12 @@ static void on_child_start(weft_sup_t *sup, weft_sup_child_t *c) {
     return;
   weft_port_on_drain(in->port, weft__bal_on_port_drain);
   int lfd = -1;
-  if (b->opts.policy == WEFT_BALANCE_SHARED)
+  if (b->opts.policy == WEFT_BALANCER_SHARED)
     lfd = weft__bal_dup(b->lis[0].fd);
-  else if (b->opts.policy == WEFT_BALANCE_REUSEPORT)
+  else if (b->opts.policy == WEFT_BALANCER_REUSEPORT)
     lfd = weft__bal_dup(b->lis[in->slot->lis].fd);
-  bool listens = b->opts.policy == WEFT_BALANCE_SHARED ||
-                 b->opts.policy == WEFT_BALANCE_REUSEPORT;
+  bool listens = b->opts.policy == WEFT_BALANCER_SHARED ||
+                 b->opts.policy == WEFT_BALANCER_REUSEPORT;
   weft_msg_t *m;
   int err = listens && lfd < 0 ? lfd : weft__bal_msg(WEFT__BAL_HELLO, b->pipe, lfd, &m);
   if (err == 0 && (err = weft_port_post(in->port, m)) != 0)
@@ -268,7 +268,7 @@ static void stop_listening(weft_balancer_t *b) {
 }
 
 static int open_listeners(weft_balancer_t *b) {
-  bool rp = b->opts.policy == WEFT_BALANCE_REUSEPORT;
+  bool rp = b->opts.policy == WEFT_BALANCER_REUSEPORT;
   if (rp && b->opts.path)
     return UV_ENOTSUP;
   size_t n = rp ? b->nslots : 1;
@@ -355,7 +355,7 @@ static void free_new(weft_balancer_t *b) {
 }
 
 int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft_balancer_t **out) {
-  if (ctx == NULL || opts == NULL || out == NULL || opts->policy > WEFT_BALANCE_SHARED)
+  if (ctx == NULL || opts == NULL || out == NULL || opts->policy > WEFT_BALANCER_SHARED)
     return WEFT_EINVAL;
   if (weft_ctx_current() != ctx)
     return WEFT_EWRONGTHREAD;

@@ -29,7 +29,7 @@ static inst_t *pick(weft_balancer_t *b) {
     inst_t *in = b->slots[i].cur;
     if (!available(in))
       continue;
-    if (b->opts.policy != WEFT_BALANCE_LEAST_CONNECTIONS) {
+    if (b->opts.policy != WEFT_BALANCER_LEAST_CONNECTIONS) {
       best = in, best_i = i;
       break;
     }
@@ -215,8 +215,8 @@ void weft__bal_update_polls(weft_balancer_t *b) {
   }
   for (size_t i = 0; i < b->nlis; i++) {
     listener_t *l = &b->lis[i];
-    bool want = any && (b->opts.policy == WEFT_BALANCE_ROUND_ROBIN ||
-                        b->opts.policy == WEFT_BALANCE_LEAST_CONNECTIONS ||
+    bool want = any && (b->opts.policy == WEFT_BALANCER_ROUND_ROBIN ||
+                        b->opts.policy == WEFT_BALANCER_LEAST_CONNECTIONS ||
                         (l->slot && !available(l->slot->cur)));
     if (want && !l->polling)
       l->polling = uv_poll_start(&l->poll, UV_READABLE, on_poll) == 0;

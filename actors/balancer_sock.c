@@ -130,18 +130,18 @@ bool weft_balancer_reuseport_migrates(void) {
   return n == 1 && c == '1';
 }
 
-int weft_balance_policy_parse(const char *name, weft_balance_policy_t *out) {
+int weft_balancer_policy_parse(const char *name, weft_balancer_policy_t *out) {
   static const char *const names[] = {"round_robin", "least_connections", "reuseport", "shared"};
   for (int i = 0; name && out && i < 4; i++) {
     if (strcmp(name, names[i]) == 0) {
-      *out = (weft_balance_policy_t)i;
+      *out = (weft_balancer_policy_t)i;
       return 0;
     }
   }
   return WEFT_EINVAL;
 }
 
-const char *weft_balance_policy_name(weft_balance_policy_t p) {
+const char *weft_balancer_policy_name(weft_balancer_policy_t p) {
   static const char *const names[] = {"round_robin", "least_connections", "reuseport", "shared"};
   return (unsigned)p < 4 ? names[p] : "unknown";
 }

@@ -385,7 +385,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc)
       o.host = argv[++i];
     else if (strcmp(argv[i], "--policy") == 0 && i + 1 < argc &&
-             weft_balance_policy_parse(argv[++i], &o.policy) == 0)
+             weft_balancer_policy_parse(argv[++i], &o.policy) == 0)
       continue;
     else if (strcmp(argv[i], "--header-timeout-ms") == 0 && num_arg(argc, argv, &i, &v))
       header_timeout_ms = v;
@@ -437,7 +437,7 @@ int main(int argc, char **argv) {
   demo.b = b;
   printf("cluster_http: %u %s workers (%s) on %s:%d\n", (unsigned)weft_balancer_workers(b),
          o.worker.kind == WEFT_SUP_PROCESS ? "process" : "thread",
-         weft_balance_policy_name(o.policy), o.host, weft_balancer_port(b));
+         weft_balancer_policy_name(o.policy), o.host, weft_balancer_port(b));
   uv_loop_t *loop = weft_ctx_loop(weft_runtime_main(rt));
   uv_signal_init(loop, &sigint);
   uv_signal_init(loop, &sigterm);

@@ -640,7 +640,7 @@ static void client_start(void) {
 static void on_balancer_ready(weft_balancer_t *b) {
   weft_sup_t *sup = weft_balancer_supervisor(b);
   printf("[main    ] balancer on 127.0.0.1:%d (%s), its supervisor runs %zu worker threads\n",
-         weft_balancer_port(b), weft_balance_policy_name(WEFT_BALANCE_ROUND_ROBIN),
+         weft_balancer_port(b), weft_balancer_policy_name(WEFT_BALANCER_ROUND_ROBIN),
          weft_sup_count(sup));
   app.cluster_t0 = uv_hrtime();
   for (uint32_t i = 0; i < CONNS_AT_ONCE; i++)
@@ -653,7 +653,7 @@ static void start_cluster_phase(void) {
   weft_balancer_options_t bo = {
       .host = "127.0.0.1",
       .port = 0, /* any free port */
-      .policy = WEFT_BALANCE_ROUND_ROBIN,
+      .policy = WEFT_BALANCER_ROUND_ROBIN,
       .workers = WORKERS,
       .worker = {.kind = WEFT_SUP_THREAD, .entry = echo_worker},
       .on_ready = on_balancer_ready,

@@ -50,7 +50,7 @@ static void on_worker_exit(weft_balancer_t *b, size_t i, const weft_sup_exit_t *
   bal->normal_exits += why->normal;
 }
 
-static weft_balancer_t *start(weft_runtime_t *rt, weft_balance_policy_t policy, unsigned n,
+static weft_balancer_t *start(weft_runtime_t *rt, weft_balancer_policy_t policy, unsigned n,
                               bool processes) {
   weft_balancer_options_t o = {
       .host = bal->host,
@@ -91,7 +91,7 @@ static uint64_t total_reqs(void) {
 
 /* ---- tests ------------------------------------------------------------------------- */
 
-static void run_policy(weft_balance_policy_t policy, bool keepalive, unsigned n, int target) {
+static void run_policy(weft_balancer_policy_t policy, bool keepalive, unsigned n, int target) {
   weft_runtime_t *rt = baltest_new_runtime();
   load->target = scaled(target);
   load->nclients = 8;
@@ -108,8 +108,8 @@ static void run_policy(weft_balance_policy_t policy, bool keepalive, unsigned n,
    * follows the open counts: with kept-alive connections they are even;
    * with short ones it rightly favours the worker that closes sooner (by
    * however much the scheduler favours it), so only keep-alive is bounded. */
-  bool bounded = policy == WEFT_BALANCE_ROUND_ROBIN ||
-                 (policy == WEFT_BALANCE_LEAST_CONNECTIONS && keepalive);
+  bool bounded = policy == WEFT_BALANCER_ROUND_ROBIN ||
+                 (policy == WEFT_BALANCER_LEAST_CONNECTIONS && keepalive);
   double bound = 1.10;
   if (bounded) {
     double s = spread(n, keepalive ? get_conns : get_reqs);
@@ -122,32 +122,32 @@ static void run_policy(weft_balance_policy_t policy, bool keepalive, unsigned n,
 
 static void round_robin_close(void **state) {
   (void)state;
-  run_policy(WEFT_BALANCE_ROUND_ROBIN, false, 3, 600);
+  run_policy(WEFT_BALANCER_ROUND_ROBIN, false, 3, 600);
 }
 
 static void least_connections_close(void **state) {
   (void)state;
-  run_policy(WEFT_BALANCE_LEAST_CONNECTIONS, false, 2, 600);
+  run_policy(WEFT_BALANCER_LEAST_CONNECTIONS, false, 2, 600);
 }
 
 static void least_connections_keepalive(void **state) {
   (void)state;
-  run_policy(WEFT_BALANCE_LEAST_CONNECTIONS, true, 2, 2000);
+  run_policy(WEFT_BALANCER_LEAST_CONNECTIONS, true, 2, 2000);
 }
 
 static void round_robin_keepalive(void **state) {
   (void)state;
-  run_policy(WEFT_BALANCE_ROUND_ROBIN, true, 2, 2000);
+  run_policy(WEFT_BALANCER_ROUND_ROBIN, true, 2, 2000);
 }
 
 static void shared_close(void **state) {
   (void)state;
-  run_policy(WEFT_BALANCE_SHARED, false, 2, 600);
+  run_policy(WEFT_BALANCER_SHARED, false, 2, 600);
 }
 
 static void reuseport_close(void **state) {
   (void)state;
-  run_policy(WEFT_BALANCE_REUSEPORT, false, 2, 600);
+  run_policy(WEFT_BALANCER_REUSEPORT, false, 2, 600);
 }
 
 static void ipv6_and_unix(void **state) {
@@ -155,7 +155,7 @@ static void ipv6_and_unix(void **state) {
   weft_runtime_t *rt = baltest_new_runtime();
   bal->host = "::1";
   load->target = scaled(200), load->nclients = 4;
-  start(rt, WEFT_BALANCE_LEAST_CONNECTIONS, 2, false);
+  start(rt, WEFT_BALANCER_LEAST_CONNECTIONS, 2, false);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(load->failed, 0);
   assert_int_equal(total_reqs(), (uint64_t)load->target);
@@ -167,7 +167,7 @@ static void ipv6_and_unix(void **state) {
   unlink(path);
   bal->path = path;
   load->target = scaled(200), load->nclients = 4, load->keepalive = true;
-  start(rt, WEFT_BALANCE_SHARED, 2, false);
+  start(rt, WEFT_BALANCER_SHARED, 2, false);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(load->failed, 0);
   assert_int_equal(total_reqs(), (uint64_t)load->target);
@@ -175,7 +175,7 @@ static void ipv6_and_unix(void **state) {
   ktest_finish_runtime(rt);
 
   rt = baltest_new_runtime();
-  weft_balancer_options_t o = {.path = path, .policy = WEFT_BALANCE_REUSEPORT, .workers = 1,
+  weft_balancer_options_t o = {.path = path, .policy = WEFT_BALANCER_REUSEPORT, .workers = 1,
                                .worker = {.entry = baltest_http_entry}};
   weft_balancer_t *b = NULL;
   assert_int_equal(weft_balancer_new(weft_runtime_main(rt), &o, &b), UV_ENOTSUP);
@@ -199,7 +199,7 @@ static void handoff_to_dead_worker(void **state) {
   weft_runtime_t *rt = baltest_new_runtime();
   load->target = scaled(400), load->nclients = 8;
   weft_balancer_options_t o = {
-      .policy = WEFT_BALANCE_ROUND_ROBIN,
+      .policy = WEFT_BALANCER_ROUND_ROBIN,
       .workers = 2,
       .worker = {.entry = baltest_http_entry},
       .limits = {.backoff_min_ms = 1, .backoff_max_ms = 2},
@@ -227,7 +227,7 @@ static void drain_keepalive(void **state) {
   weft_runtime_t *rt = baltest_new_runtime();
   load->target = scaled(2000), load->nclients = 6, load->keepalive = true;
   load->on_progress = on_progress_drain;
-  start(rt, WEFT_BALANCE_ROUND_ROBIN, 2, false);
+  start(rt, WEFT_BALANCER_ROUND_ROBIN, 2, false);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(load->failed, 0);
   assert_int_equal(total_reqs(), (uint64_t)load->target);
@@ -255,7 +255,7 @@ static void on_progress_reload(int done) {
     load->target += 100;  /* keep the load on until the reload finished */
 }
 
-static void rolling_reload(weft_balance_policy_t policy, bool keepalive) {
+static void rolling_reload(weft_balancer_policy_t policy, bool keepalive) {
   weft_runtime_t *rt = baltest_new_runtime();
   load->target = scaled(3000), load->nclients = 8, load->keepalive = keepalive;
   load->on_progress = on_progress_reload;
@@ -271,17 +271,17 @@ static void rolling_reload(weft_balance_policy_t policy, bool keepalive) {
 
 static void reload_round_robin_keepalive(void **state) {
   (void)state;
-  rolling_reload(WEFT_BALANCE_ROUND_ROBIN, true);
+  rolling_reload(WEFT_BALANCER_ROUND_ROBIN, true);
 }
 
 static void reload_shared_close(void **state) {
   (void)state;
-  rolling_reload(WEFT_BALANCE_SHARED, false);
+  rolling_reload(WEFT_BALANCER_SHARED, false);
 }
 
 static void reload_reuseport_close(void **state) {
   (void)state;
-  rolling_reload(WEFT_BALANCE_REUSEPORT, false);
+  rolling_reload(WEFT_BALANCER_REUSEPORT, false);
 }
 
 /* Two worker processes; worker 0 gets SIGKILL under load-> Requests it had
@@ -304,7 +304,7 @@ static void process_killed_under_load(void **state) {
   weft_runtime_t *rt = baltest_new_runtime();
   load->target = scaled(1500), load->nclients = 8;
   load->on_progress = on_progress_kill;
-  start(rt, WEFT_BALANCE_ROUND_ROBIN, 2, true);
+  start(rt, WEFT_BALANCER_ROUND_ROBIN, 2, true);
   assert_int_equal(weft_runtime_run(rt), 0);
   CHECK((uint64_t)load->failed <= open_at_kill);
   CHECK(bal->final[0].starts == 2);

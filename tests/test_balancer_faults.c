@@ -111,7 +111,7 @@ static void kill_tick(uv_timer_t *t) {
     gu.kills++;
 }
 
-static void give_up(weft_balance_policy_t policy, bool processes) {
+static void give_up(weft_balancer_policy_t policy, bool processes) {
   memset(&gu, 0, sizeof(gu));
   weft_runtime_t *rt = baltest_new_runtime();
   weft_balancer_options_t o = {
@@ -137,7 +137,7 @@ static void give_up(weft_balance_policy_t policy, bool processes) {
   uint64_t t0 = now_ms();
   assert_int_equal(weft_runtime_run(rt), 0);
   fprintf(stderr, "%s %s: gave up after %llu ms, %d exits, %d kills: %s; probe %s\n",
-          weft_balance_policy_name(policy), processes ? "processes" : "threads",
+          weft_balancer_policy_name(policy), processes ? "processes" : "threads",
           (unsigned long long)(now_ms() - t0), gu.exits, gu.kills, gu.last.message,
           weft_err_name(gu.probe));
   assert_int_equal(gu.give_ups, 1);
@@ -156,22 +156,22 @@ static void give_up(weft_balance_policy_t policy, bool processes) {
 
 static void give_up_threads_round_robin(void **state) {
   (void)state;
-  give_up(WEFT_BALANCE_ROUND_ROBIN, false);
+  give_up(WEFT_BALANCER_ROUND_ROBIN, false);
 }
 
 static void give_up_threads_shared(void **state) {
   (void)state;
-  give_up(WEFT_BALANCE_SHARED, false);
+  give_up(WEFT_BALANCER_SHARED, false);
 }
 
 static void give_up_processes_round_robin(void **state) {
   (void)state;
-  give_up(WEFT_BALANCE_ROUND_ROBIN, true);
+  give_up(WEFT_BALANCER_ROUND_ROBIN, true);
 }
 
 static void give_up_processes_reuseport(void **state) {
   (void)state;
-  give_up(WEFT_BALANCE_REUSEPORT, true);
+  give_up(WEFT_BALANCER_REUSEPORT, true);
 }
 
 /* With no on_give_up the balancer closes itself: the loop runs out. */
@@ -257,7 +257,7 @@ static void dr_ready(weft_balancer_t *b) {
   CHECK(uv_thread_create(&dr.thread, dr_client, NULL) == 0);
 }
 
-static void drain_refuses(weft_balance_policy_t policy) {
+static void drain_refuses(weft_balancer_policy_t policy) {
   memset(&dr, 0, sizeof(dr));
   weft_runtime_t *rt = baltest_new_runtime();
   uv_loop_t *loop = weft_ctx_loop(weft_runtime_main(rt));
@@ -276,10 +276,10 @@ static void drain_refuses(weft_balance_policy_t policy) {
   uv_thread_join(&dr.thread);
   uv_sem_destroy(&dr.closing);
   fprintf(stderr, "%s: first probe %s, refused after %llu ms (%d probes), closed in %llu ms\n",
-          weft_balance_policy_name(policy), weft_err_name(dr.first_probe),
+          weft_balancer_policy_name(policy), weft_err_name(dr.first_probe),
           (unsigned long long)dr.refused_ms, dr.probes + 1,
           (unsigned long long)(now_ms() - t0));
-  if (policy == WEFT_BALANCE_ROUND_ROBIN)
+  if (policy == WEFT_BALANCER_ROUND_ROBIN)
     CHECK_RC(dr.first_probe, UV_ECONNREFUSED);  /* the balancer's was the only fd */
   CHECK(dr.probes < 200 && dr.refused_ms < 1000);
   CHECK(dr.held_close);
@@ -291,17 +291,17 @@ static void drain_refuses(weft_balance_policy_t policy) {
 
 static void drain_refuses_round_robin(void **state) {
   (void)state;
-  drain_refuses(WEFT_BALANCE_ROUND_ROBIN);
+  drain_refuses(WEFT_BALANCER_ROUND_ROBIN);
 }
 
 static void drain_refuses_shared(void **state) {
   (void)state;
-  drain_refuses(WEFT_BALANCE_SHARED);
+  drain_refuses(WEFT_BALANCER_SHARED);
 }
 
 static void drain_refuses_reuseport(void **state) {
   (void)state;
-  drain_refuses(WEFT_BALANCE_REUSEPORT);
+  drain_refuses(WEFT_BALANCER_REUSEPORT);
 }
 
 /* ---- reload before the workers are ready ----------------------------------------- */

@@ -98,7 +98,7 @@ typedef struct {
 /* One run with allocation k failing: a balancer with 2 thread workers, 4
  * clients with one request each, then close. Returns true if allocation k
  * happened (and failed). */
-static bool oom_run(weft_balance_policy_t policy, long k, uint64_t deadline_ms, sweep_t *sw) {
+static bool oom_run(weft_balancer_policy_t policy, long k, uint64_t deadline_ms, sweep_t *sw) {
   weft_runtime_t *rt = baltest_new_runtime();
   memset(&oom, 0, sizeof(oom));
   oom.k = k;
@@ -153,7 +153,7 @@ static bool oom_run(weft_balance_policy_t policy, long k, uint64_t deadline_ms, 
  * started gets every worker ready (one whose HELLO or READY was lost is
  * restarted) and closes; nothing hangs or leaks; a client fails only in a
  * run where an allocation failed. */
-static void oom_sweep(weft_balance_policy_t policy, int reps) {
+static void oom_sweep(weft_balancer_policy_t policy, int reps) {
   sweep_t sw = {0};
   uint64_t deadline_ms = SANITIZED ? 5000 : 2000;
   uint64_t t0 = uv_hrtime();
@@ -165,18 +165,18 @@ static void oom_sweep(weft_balance_policy_t policy, int reps) {
   }
   assert_false(hit); /* a run without any failure was reached */
   fprintf(stderr, "  %s: %d runs in %.1f s: %d failed in new, %d with a failed client, %d give-ups\n",
-          weft_balance_policy_name(policy), sw.runs, (double)(uv_hrtime() - t0) / 1e9,
+          weft_balancer_policy_name(policy), sw.runs, (double)(uv_hrtime() - t0) / 1e9,
           sw.new_errors, sw.runs_failed, sw.give_ups);
 }
 
 static void allocation_failure_sweep(void **state) {
   (void)state;
-  oom_sweep(WEFT_BALANCE_ROUND_ROBIN, 10);
+  oom_sweep(WEFT_BALANCER_ROUND_ROBIN, 10);
 }
 
 static void allocation_failure_sweep_reuseport(void **state) {
   (void)state;
-  oom_sweep(WEFT_BALANCE_REUSEPORT, 5);
+  oom_sweep(WEFT_BALANCER_REUSEPORT, 5);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)

@@ -70,16 +70,16 @@ typedef struct weft_balancer_s weft_balancer_t;
 typedef struct weft_balancer_worker_s weft_balancer_worker_t;
 
 typedef enum {
-  WEFT_BALANCE_ROUND_ROBIN = 0,
-  WEFT_BALANCE_LEAST_CONNECTIONS = 1,
-  WEFT_BALANCE_REUSEPORT = 2,
-  WEFT_BALANCE_SHARED = 3
-} weft_balance_policy_t;
+  WEFT_BALANCER_ROUND_ROBIN = 0,
+  WEFT_BALANCER_LEAST_CONNECTIONS = 1,
+  WEFT_BALANCER_REUSEPORT = 2,
+  WEFT_BALANCER_SHARED = 3
+} weft_balancer_policy_t;
 
-/* weft_balance_policy_parse: "round_robin", "least_connections", "reuseport"
+/* weft_balancer_policy_parse: "round_robin", "least_connections", "reuseport"
  * or "shared". Returns 0 and sets *out, or WEFT_EINVAL. Any thread. */
-WEFT_EXTERN int weft_balance_policy_parse(const char *name, weft_balance_policy_t *out);
-WEFT_EXTERN const char *weft_balance_policy_name(weft_balance_policy_t policy);
+WEFT_EXTERN int weft_balancer_policy_parse(const char *name, weft_balancer_policy_t *out);
+WEFT_EXTERN const char *weft_balancer_policy_name(weft_balancer_policy_t policy);
 
 typedef void (*weft_balancer_cb)(weft_balancer_t *b);
 /* Called once when a rolling reload finished (err 0) or stopped (err). */
@@ -101,7 +101,7 @@ typedef struct {
   const char *path;               /* a Unix socket path instead of host/port (not reuseport);
                                      unlinked when the balancer closes */
   int backlog;                    /* 0: 511 */
-  weft_balance_policy_t policy;
+  weft_balancer_policy_t policy;
   unsigned workers;               /* 0: weft_available_parallelism() */
   weft_sup_child_spec_t worker;   /* how to start one worker: a thread entry or a process
                                      (its entry calls weft_balancer_worker_start); its
