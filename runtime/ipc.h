@@ -128,26 +128,31 @@ struct weft__ipc_s {
   uint64_t in_pos;               /* stream offset of in[0] */
   weft__ipc_fd_t fds[WEFT__IPC_FD_QUEUE];
   unsigned fd_head, fd_count;
-  /* weft codec */
-  bool hello_seen;
-  uint32_t peer_max_frame;
-  int64_t credit_msgs, credit_bytes;   /* what we may still send */
-  uint64_t sent_msgs, acked_msgs;      /* sent vs credited back (weft) or written
-                                          whole / acknowledged (node) */
-  uint64_t unacked_bytes;              /* weft codec: weight sent, not credited back */
-  uint32_t win_msgs;                   /* weft codec: the window we granted the peer */
-  uint64_t win_bytes;
-  uint64_t held_bytes;                 /* weft codec: weight handed to A, not credited */
-  bool tearing_down;                   /* the context ends: B is emptied by hand */
-  uint32_t consumed_msgs;              /* node codec: messages delivered */
-  uint64_t consumed_bytes;
-  uint64_t posted_msgs, credited_msgs; /* weft codec: handed to A vs credit returned */
-  uint64_t *weights;                   /* weft codec: ring of the weights not yet credited */
-  uint32_t weights_cap, weights_head;
-  /* weft codec: scratch for one frame (parsed or being written), made on first use */
-  struct weft__ipc_scratch_s *scratch;
-  /* node codec */
-  void *node;
+  /* both codecs */
+  uint64_t sent_msgs, acked_msgs; /* sent vs credited back (weft) or written whole /
+                                     acknowledged (node) */
+  bool tearing_down;              /* the context ends: B is emptied by hand */
+  /* weft codec (ipc_weft.c) only */
+  struct {
+    bool hello_seen;
+    uint32_t peer_max_frame;
+    int64_t credit_msgs, credit_bytes;   /* what we may still send */
+    uint64_t unacked_bytes;              /* weight sent, not credited back */
+    uint32_t win_msgs;                   /* the window we granted the peer */
+    uint64_t win_bytes;
+    uint64_t held_bytes;                 /* weight handed to A, not credited */
+    uint64_t posted_msgs, credited_msgs; /* handed to A vs credit returned */
+    uint64_t *weights;                   /* ring of the weights not yet credited */
+    uint32_t weights_cap, weights_head;
+    struct weft__ipc_scratch_s *scratch; /* one frame (parsed or being written), made on
+                                            first use */
+  } w;
+  /* node codec (ipc_node.c) only */
+  struct {
+    uint32_t consumed_msgs; /* messages delivered */
+    uint64_t consumed_bytes;
+    void *state;            /* ipc_node.c's node_t */
+  } n;
 };
 
 /* Room for want more bytes after in_len (compacts, then grows). */

@@ -44,7 +44,7 @@ typedef struct {
   uint64_t fed_end;      /* stream offset just past the bytes fed to lines */
 } node_t;
 
-static node_t *state(weft__ipc_t *ipc) { return ipc->node; }
+static node_t *state(weft__ipc_t *ipc) { return ipc->n.state; }
 
 static void start(weft__ipc_t *ipc) {
   node_t *n = weft__calloc(1, sizeof(*n));
@@ -53,7 +53,7 @@ static void start(weft__ipc_t *ipc) {
     return;
   }
   weft__linebuf_init(&n->lines, ipc->opts.max_frame);
-  ipc->node = n;
+  ipc->n.state = n;
   weft__ipc_hold_b(ipc, false);
 }
 
@@ -65,7 +65,7 @@ static void fini(weft__ipc_t *ipc) {
   weft_msg_free(n->awaiting);
   weft__free(n->line);
   weft__free(n);
-  ipc->node = NULL;
+  ipc->n.state = NULL;
 }
 
 static void reply(weft__ipc_t *ipc, const char *cmd, const char *key, int64_t count) {
@@ -159,7 +159,7 @@ static int on_handle(weft__ipc_t *ipc, weft__nodejson_in_t *in) {
     weft_msg_free(m);
     return err;
   }
-  ipc->consumed_msgs++;
+  ipc->n.consumed_msgs++;
   return weft__ipc_deliver(ipc, m);
 }
 
@@ -187,7 +187,7 @@ static int on_line(weft__ipc_t *ipc, weft__nodejson_in_t *in) {
   case WEFT__NODEJSON_USER:
     m = in->msg;
     in->msg = NULL;
-    ipc->consumed_msgs++;
+    ipc->n.consumed_msgs++;
     return weft__ipc_deliver(ipc, m);
   case WEFT__NODEJSON_NODE_HANDLE:
     return on_handle(ipc, in);

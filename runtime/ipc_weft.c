@@ -44,16 +44,16 @@ struct weft__ipc_scratch_s {
 };
 
 static struct weft__ipc_scratch_s *scratch(weft__ipc_t *ipc) {
-  if (ipc->scratch == NULL)
-    ipc->scratch = weft__malloc(sizeof(*ipc->scratch));
-  return ipc->scratch;
+  if (ipc->w.scratch == NULL)
+    ipc->w.scratch = weft__malloc(sizeof(*ipc->w.scratch));
+  return ipc->w.scratch;
 }
 
 static void fini(weft__ipc_t *ipc) {
-  weft__free(ipc->scratch);
-  ipc->scratch = NULL;
-  weft__free(ipc->weights);
-  ipc->weights = NULL;
+  weft__free(ipc->w.scratch);
+  ipc->w.scratch = NULL;
+  weft__free(ipc->w.weights);
+  ipc->w.weights = NULL;
 }
 
 static uint32_t max_frame(const weft__ipc_t *ipc) {
@@ -64,14 +64,14 @@ static void start(weft__ipc_t *ipc) {
   uint8_t buf[32];
   uint32_t wm = ipc->opts.window_msgs ? ipc->opts.window_msgs : DEFAULT_WINDOW_MSGS;
   uint64_t wb = ipc->opts.window_bytes ? ipc->opts.window_bytes : DEFAULT_WINDOW_BYTES;
-  ipc->weights = weft__malloc(wm * sizeof(*ipc->weights));
-  if (ipc->weights == NULL) {
+  ipc->w.weights = weft__malloc(wm * sizeof(*ipc->w.weights));
+  if (ipc->w.weights == NULL) {
     weft__ipc_fail(ipc, WEFT_ENOMEM);
     return;
   }
-  ipc->weights_cap = wm;
-  ipc->win_msgs = wm;
-  ipc->win_bytes = wb;
+  ipc->w.weights_cap = wm;
+  ipc->w.win_msgs = wm;
+  ipc->w.win_bytes = wb;
   int n = weft__wire_put_hello(buf, sizeof(buf), max_frame(ipc), wm, wb);
   if (n > 0)
     weft__ipc_write(ipc, buf, (size_t)n);
@@ -105,7 +105,7 @@ static int to_memfd(weft_buf_t **bufp) {
  * collecting fds. Sets *nx and *nfds. Returns 0 or an error. */
 static int describe(weft__ipc_t *ipc, weft_msg_t *msg, weft__wire_xfer_t *xs, uint16_t *nx,
                     int *fds, uint16_t *nfds) {
-  uint32_t limit = ipc->peer_max_frame ? ipc->peer_max_frame : max_frame(ipc);
+  uint32_t limit = ipc->w.peer_max_frame ? ipc->w.peer_max_frame : max_frame(ipc);
   size_t inline_total = msg->len + WEFT__WIRE_HEADER + 2;
   *nfds = 0;
   *nx = 0;
@@ -160,11 +160,11 @@ static uint64_t frame_weight(const weft__wire_xfer_t *x, uint16_t nx, size_t pay
 }
 
 static void spend(weft__ipc_t *ipc, uint64_t weight) {
-  ipc->credit_msgs--;
-  ipc->credit_bytes -= (int64_t)weight;
-  ipc->unacked_bytes += weight;
+  ipc->w.credit_msgs--;
+  ipc->w.credit_bytes -= (int64_t)weight;
+  ipc->w.unacked_bytes += weight;
   ipc->sent_msgs++;
-  if (ipc->credit_msgs <= 0 || ipc->credit_bytes <= 0)
+  if (ipc->w.credit_msgs <= 0 || ipc->w.credit_bytes <= 0)
     weft__ipc_hold_b(ipc, true);
 }
 
@@ -264,30 +264,30 @@ static int build_msg(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at,
  * handed to it less what it still holds; while some is outstanding, A's
  * consumer is asked to raise a drain event on B, which brings us back here. */
 static void give_credit(weft__ipc_t *ipc) {
-  if (ipc->closed || ipc->b == NULL || ipc->weights == NULL)
+  if (ipc->closed || ipc->b == NULL || ipc->w.weights == NULL)
     return;
   weft_port_t *a = weft__port_peer(ipc->b);
   for (int round = 0; round < 2; round++) {
     /* What A dropped when its program closed it was not consumed: it stays
      * uncredited, so the peer counts it undelivered. */
     uint64_t dropped = atomic_load_explicit(&a->discarded, memory_order_relaxed);
-    uint64_t outstanding = ipc->posted_msgs - ipc->credited_msgs;
+    uint64_t outstanding = ipc->w.posted_msgs - ipc->w.credited_msgs;
     uint64_t waiting = weft_port_pending(a) + dropped;
     uint64_t consumed = outstanding > waiting ? outstanding - waiting : 0;
     if (consumed > 0) {
       uint64_t bytes = 0;
       for (uint64_t k = 0; k < consumed; k++) {
-        bytes += ipc->weights[ipc->weights_head];
-        ipc->weights_head = (ipc->weights_head + 1) % ipc->weights_cap;
+        bytes += ipc->w.weights[ipc->w.weights_head];
+        ipc->w.weights_head = (ipc->w.weights_head + 1) % ipc->w.weights_cap;
       }
       uint8_t buf[32];
       int n = weft__wire_put_credit(buf, sizeof(buf), (uint32_t)consumed, bytes);
       if (n > 0)
         weft__ipc_write(ipc, buf, (size_t)n);
-      ipc->credited_msgs += consumed;
-      ipc->held_bytes -= bytes;
+      ipc->w.credited_msgs += consumed;
+      ipc->w.held_bytes -= bytes;
     }
-    if (ipc->posted_msgs == ipc->credited_msgs)
+    if (ipc->w.posted_msgs == ipc->w.credited_msgs)
       return;
     /* seq_cst, against the consumer's count then flag: either it sees the
      * flag and notifies us, or the second round sees its lower count. */
@@ -298,14 +298,14 @@ static void give_credit(weft__ipc_t *ipc) {
 /* The peer consumed what it credits: never more than we sent and it has
  * not credited yet (so no count can overflow, whatever it claims). */
 static int on_credit(weft__ipc_t *ipc, uint32_t msgs, uint64_t bytes) {
-  if (!ipc->hello_seen || msgs > ipc->sent_msgs - ipc->acked_msgs ||
-      bytes > ipc->unacked_bytes || (msgs == 0 && bytes > 0))
+  if (!ipc->w.hello_seen || msgs > ipc->sent_msgs - ipc->acked_msgs ||
+      bytes > ipc->w.unacked_bytes || (msgs == 0 && bytes > 0))
     return WEFT_ECREDIT;
-  ipc->unacked_bytes -= bytes;
-  ipc->credit_msgs += msgs;
-  ipc->credit_bytes += (int64_t)bytes; /* bytes <= unacked_bytes <= window + one frame */
+  ipc->w.unacked_bytes -= bytes;
+  ipc->w.credit_msgs += msgs;
+  ipc->w.credit_bytes += (int64_t)bytes; /* bytes <= unacked_bytes <= window + one frame */
   ipc->acked_msgs += msgs;
-  if (ipc->credit_msgs > 0 && ipc->credit_bytes > 0)
+  if (ipc->w.credit_msgs > 0 && ipc->w.credit_bytes > 0)
     weft__ipc_hold_b(ipc, false);
   return 0;
 }
@@ -315,32 +315,32 @@ static int on_frame(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at) 
   int err;
   switch (f->type) {
   case WEFT__WIRE_HELLO:
-    if (ipc->hello_seen)
+    if (ipc->w.hello_seen)
       return WEFT_EPROTO;
-    ipc->hello_seen = true;
-    ipc->peer_max_frame = f->max_frame;
-    ipc->credit_msgs = f->window_msgs;
+    ipc->w.hello_seen = true;
+    ipc->w.peer_max_frame = f->max_frame;
+    ipc->w.credit_msgs = f->window_msgs;
     /* Any window up to 2^62 bytes is honoured; a larger claim is read as
      * 2^62, so credit arithmetic stays far from overflow. */
-    ipc->credit_bytes = (int64_t)(f->window_bytes < WINDOW_BYTES_MAX ? f->window_bytes
+    ipc->w.credit_bytes = (int64_t)(f->window_bytes < WINDOW_BYTES_MAX ? f->window_bytes
                                                                      : WINDOW_BYTES_MAX);
     weft__ipc_hold_b(ipc, false);
     return 0;
   case WEFT__WIRE_MSG:
-    if (!ipc->hello_seen)
+    if (!ipc->w.hello_seen)
       return WEFT_EPROTO;
     /* Checked before anything is built: a flood costs nothing. */
-    if (ipc->posted_msgs - ipc->credited_msgs >= ipc->win_msgs ||
-        ipc->held_bytes >= ipc->win_bytes)
+    if (ipc->w.posted_msgs - ipc->w.credited_msgs >= ipc->w.win_msgs ||
+        ipc->w.held_bytes >= ipc->w.win_bytes)
       return WEFT_EWINDOW;
     err = build_msg(ipc, f, at, &m);
     if (err)
       return err;
     uint64_t w = frame_weight(f->xfer, f->nxfer, f->payload_len);
-    ipc->weights[(ipc->weights_head + (ipc->posted_msgs - ipc->credited_msgs)) %
-                 ipc->weights_cap] = w;
-    ipc->posted_msgs++;
-    ipc->held_bytes += w;
+    ipc->w.weights[(ipc->w.weights_head + (ipc->w.posted_msgs - ipc->w.credited_msgs)) %
+                 ipc->w.weights_cap] = w;
+    ipc->w.posted_msgs++;
+    ipc->w.held_bytes += w;
     return weft__ipc_deliver_window(ipc, m);
   case WEFT__WIRE_CREDIT:
     return on_credit(ipc, f->credit_msgs, f->credit_bytes);
@@ -387,7 +387,7 @@ static int parse(weft__ipc_t *ipc) {
 }
 
 static bool may_send(weft__ipc_t *ipc) {
-  return ipc->hello_seen && ipc->credit_msgs > 0 && ipc->credit_bytes > 0;
+  return ipc->w.hello_seen && ipc->w.credit_msgs > 0 && ipc->w.credit_bytes > 0;
 }
 
 const weft__ipc_codec_t weft__ipc_weft_codec = {
