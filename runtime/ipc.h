@@ -149,8 +149,6 @@ struct weft__ipc_s {
   } w;
   /* node codec (ipc_node.c) only */
   struct {
-    uint32_t consumed_msgs; /* messages delivered */
-    uint64_t consumed_bytes;
     void *state;            /* ipc_node.c's node_t */
   } n;
 };

@@ -159,7 +159,6 @@ static int on_handle(weft__ipc_t *ipc, weft__nodejson_in_t *in) {
     weft_msg_free(m);
     return err;
   }
-  ipc->n.consumed_msgs++;
   return weft__ipc_deliver(ipc, m);
 }
 
@@ -187,8 +186,7 @@ static int on_line(weft__ipc_t *ipc, weft__nodejson_in_t *in) {
   case WEFT__NODEJSON_USER:
     m = in->msg;
     in->msg = NULL;
-    ipc->n.consumed_msgs++;
-    return weft__ipc_deliver(ipc, m);
+      return weft__ipc_deliver(ipc, m);
   case WEFT__NODEJSON_NODE_HANDLE:
     return on_handle(ipc, in);
   case WEFT__NODEJSON_NODE_HANDLE_ACK:
