@@ -269,7 +269,8 @@ static void give_credit(weft__ipc_t *ipc) {
   weft_port_t *a = weft__port_peer(ipc->b);
   for (int round = 0; round < 2; round++) {
     /* What A dropped when its program closed it was not consumed: it stays
-     * uncredited, so the peer counts it undelivered. */
+     * uncredited, so the peer counts it undelivered. relaxed: A and B share
+     * this owner thread, which wrote the count; it orders nothing. */
     uint64_t dropped = atomic_load_explicit(&a->discarded, memory_order_relaxed);
     uint64_t outstanding = ipc->w.posted_msgs - ipc->w.credited_msgs;
     uint64_t waiting = weft_port_pending(a) + dropped;

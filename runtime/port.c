@@ -800,7 +800,9 @@ static void begin_close(weft_port_t *p) {
   weft_port_t *peer = weft__port_peer(p);
   /* A post of the peer's waits for room here: it will never come. Its drain
    * fires now (before the close), so a program waiting for it goes on and
-   * meets WEFT_ECLOSED, instead of waiting, stopped, for ever. */
+   * meets WEFT_ECLOSED, instead of waiting, stopped, for ever. acq_rel, like
+   * check_drain's: a poster that set the flag (seq_cst) either sees CLOSED
+   * on its retry or has its flag taken here, once. */
   if (atomic_exchange_explicit(&p->want_drain, 0, memory_order_acq_rel) &&
       !(st & WEFT__STATE_PEER_CLOSED))
     raise_event(peer, WEFT__STATE_EV_DRAIN);
