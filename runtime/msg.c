@@ -104,11 +104,12 @@ static int payload_write(void *data, const char *buf, size_t len) {
 /* ---- checked mode ---------------------------------------------------------
  * Costs one branch on a flag in post and free when off. */
 
-bool weft__checked = WEFT_CHECKED_DEFAULT;
+_Atomic bool weft__checked_flag = WEFT_CHECKED_DEFAULT;
 
 void weft__check_configure(void) {
   const char *v = getenv("WEFT_CHECK");
-  weft__checked = (v != NULL && *v != '\0') ? strcmp(v, "0") != 0 : WEFT_CHECKED_DEFAULT;
+  bool on = (v != NULL && *v != '\0') ? strcmp(v, "0") != 0 : WEFT_CHECKED_DEFAULT;
+  atomic_store_explicit(&weft__checked_flag, on, memory_order_relaxed);
 }
 
 void weft__msg_poison(weft_msg_t *msg, bool on) {
@@ -205,7 +206,7 @@ static void xfer_release(weft__xfer_t *x) {
 void weft_msg_free(weft_msg_t *msg) {
   if (msg == NULL)
     return;
-  if (weft__checked)
+  if (weft__checked())
     check_free(msg);
   for (uint16_t i = 0; i < msg->nxfer; i++)
     xfer_release(&msg->xfer[i]);
@@ -214,7 +215,7 @@ void weft_msg_free(weft_msg_t *msg) {
   if (msg->data != msg->inline_data)
     weft__free(msg->data);
   weft__free(msg->xfer);
-  if (weft__checked)
+  if (weft__checked())
     poison_freed(msg);
   weft__msgpool_put(msg);
 }

@@ -290,7 +290,7 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
   bool bytes_bound = bound == BOUND_ALL;
   if (port == NULL || msg == NULL)
     return WEFT_EINVAL;
-  if (weft__checked) {
+  if (weft__checked()) {
     int rc = weft__msg_check_post(msg); /* before anything of a freed msg is read */
     if (rc)
       return rc;
@@ -318,7 +318,7 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
     if (over_bounds(to, bytes_bound ? weight : 0))
       return WEFT_EAGAIN;
   }
-  if (weft__checked && !weft__msg_mark_queued(msg))
+  if (weft__checked() && !weft__msg_mark_queued(msg))
     return WEFT_ETAKEN; /* posted twice at once from two threads */
   if (msg->view_zone != NULL)
     weft__msg_view_drop(msg); /* what waits is what the bounds count */

@@ -135,10 +135,15 @@ struct weft_msg_s {
  * taken out of the queue) or FREED. A second post gets WEFT_ETAKEN; a second
  * free aborts naming weft_msg_free; a freed message is poisoned (ASan
  * reports any touch of it; without ASan its error is WEFT_ETAKEN).
- * weft__checked is set by weft_runtime_new (WEFT_CHECK=0/1 in the
+ * weft__checked_flag is set by weft_runtime_new (WEFT_CHECK=0/1 in the
  * environment, else on in sanitizer builds) and only read afterwards. */
 enum { WEFT__MSG_LIVE = 0x4c495645u, WEFT__MSG_QUEUED = 0x51554555u, WEFT__MSG_FREED = 0x46524545u };
-extern bool weft__checked;
+extern _Atomic bool weft__checked_flag;
+/* relaxed: a runtime made on one thread may set it while another runtime's
+ * threads read it; it orders nothing (a plain load on x86 and arm64). */
+static inline bool weft__checked(void) {
+  return atomic_load_explicit(&weft__checked_flag, memory_order_relaxed);
+}
 void weft__check_configure(void);
 /* Checked mode: 0 if msg may be posted, else WEFT_ETAKEN. */
 int weft__msg_check_post(weft_msg_t *msg);
@@ -146,7 +151,7 @@ int weft__msg_check_post(weft_msg_t *msg);
 bool weft__msg_mark_queued(weft_msg_t *msg);
 /* Checked mode: msg left a queue: it is its taker's (QUEUED -> LIVE). */
 static inline void weft__msg_mark_taken(weft_msg_t *msg) {
-  if (weft__checked)
+  if (weft__checked())
     atomic_store_explicit(&msg->life, WEFT__MSG_LIVE, memory_order_relaxed);
 }
 /* Checked mode, ASan: poison / unpoison a message's body (after life). */
