@@ -120,8 +120,18 @@ selected() {
   return 1
 }
 
+# The Node.js peers' packages (piscina), as locked in package-lock.json: a
+# fresh machine has none (the npm registry is the one place they come from).
+node_peers() {
+  [ -d "$NODE_DIR/node_modules/piscina" ] && return 0
+  command -v npm >/dev/null || { echo "run.sh: npm not found (apt-get install npm)" >&2; return 1; }
+  echo "installing the Node.js peers' packages (npm ci in tools/bench/node)" >&2
+  (cd "$NODE_DIR" && npm ci --no-audit --no-fund >&2)
+}
+
 main() {
   command -v node >/dev/null || { echo "run.sh: node not found" >&2; exit 2; }
+  node_peers || { echo "run.sh: cannot install the Node.js peers' packages" >&2; exit 1; }
   build || { echo "run.sh: build failed" >&2; exit 1; }
   [ -n "$OUT" ] || OUT="$BUILD_DIR/bench-$(date +%Y%m%d-%H%M%S).jsonl"
   : >"$OUT"
