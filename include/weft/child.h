@@ -141,10 +141,10 @@ typedef struct {
 typedef void (*weft_exec_cb)(const weft_exec_result_t *result, void *data);
 
 typedef struct {
-  const char *file;
-  const char *const *args;
-  const char *const *env;
-  const char *cwd;
+  const char *file;              /* program (PATH searched) */
+  const char *const *args;       /* argv, NULL-terminated; NULL: { file, NULL } */
+  const char *const *env;        /* NULL-terminated "K=V"; NULL: this process's environment */
+  const char *cwd;               /* NULL: inherit */
   size_t max_output;     /* per stream; 0: 1 MiB. Past it: UV_ENOBUFS, never growth */
   weft_exec_cb cb;       /* called exactly once, on ctx's thread */
   void *data;

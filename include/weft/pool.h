@@ -41,7 +41,8 @@
  *   uv_run(loop, UV_RUN_DEFAULT);   // done() calls weft_pool_close(pool, NULL)
  *   weft_runtime_free(rt);
  *
- * The pool is written against the public weft API only (actors/pool*.c). */
+ * The pool is written against the public weft API only, like every built-in
+ * actor: a program could write it itself. */
 #ifndef WEFT_POOL_H
 #define WEFT_POOL_H
 
@@ -165,10 +166,11 @@ WEFT_EXTERN int weft_pool_resize(weft_pool_t *pool, uint32_t size);
  * is not released. */
 WEFT_EXTERN int weft_pool_close(weft_pool_t *pool, weft_pool_close_cb cb);
 
-/* weft_pool_release: the caller is done with the handle. Pool context. A
- * closed pool is freed now; an open one is closed (as weft_pool_close with
- * no callback) and freed once closed; one closing is freed after its close
- * callback. pool must not be used afterwards. Returns 0, WEFT_EINVAL,
+/* weft_pool_release: the caller is done with the handle. Pool context; may
+ * be called inside the pool's close callback (the pool is then freed once
+ * the callback returns). A closed pool is freed now; an open one is closed
+ * (as weft_pool_close with no callback) and freed once closed; one closing
+ * is freed after its close callback. pool must not be used afterwards. Returns 0, WEFT_EINVAL,
  * WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_pool_release(weft_pool_t *pool);
 

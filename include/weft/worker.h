@@ -16,6 +16,8 @@
  *
  * Callbacks run on the parent's context, in this order: on_online (once the
  * entry is about to run), on_error (at most once), on_exit (exactly once, last).
+ * A running worker keeps its parent's loop alive until its on_exit has run
+ * (with or without on_message; in attach mode too).
  *
  * Handle lifetime: the worker handle, and the port weft_worker_port returned,
  * stay valid after on_exit until the parent releases the handle with
