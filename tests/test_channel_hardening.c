@@ -439,6 +439,14 @@ static void close_on_timer(uv_timer_t *t) {
   uv_close((uv_handle_t *)t, NULL);
 }
 
+/* p[1] closes from the loop (a timer): the peer goes away while we wait. */
+static void close_soon_and_run(weft_runtime_t *rt, uv_timer_t *t, weft_port_t *closer) {
+  assert_int_equal(uv_timer_init(weft_ctx_loop(weft_runtime_main(rt)), t), 0);
+  t->data = closer;
+  assert_int_equal(uv_timer_start(t, close_on_timer, 1, 0), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+}
+
 static void never_started_port_gets_close(void **state) {
   (void)state;
   weft_runtime_t *rt = ktest_new_runtime();
@@ -449,10 +457,7 @@ static void never_started_port_gets_close(void **state) {
   weft_port_set_data(p[0], &e);
   assert_int_equal(weft_port_on_close(p[0], ends_close), 0);
   uv_timer_t t;
-  assert_int_equal(uv_timer_init(weft_ctx_loop(ctx), &t), 0);
-  t.data = p[1];
-  assert_int_equal(uv_timer_start(&t, close_on_timer, 1, 0), 0);
-  assert_int_equal(weft_runtime_run(rt), 0);
+  close_soon_and_run(rt, &t, p[1]);
   assert_int_equal(e.closes, 1);
   assert_int_equal(e.reason, WEFT_ECLOSED);
   ktest_finish_runtime(rt);
@@ -479,10 +484,7 @@ static void waiting_poster_hears_peer_close(void **state) {
   }
   assert_int_equal(rc, WEFT_EAGAIN);
   uv_timer_t t;
-  assert_int_equal(uv_timer_init(weft_ctx_loop(ctx), &t), 0);
-  t.data = p[1];
-  assert_int_equal(uv_timer_start(&t, close_on_timer, 1, 0), 0);
-  assert_int_equal(weft_runtime_run(rt), 0);
+  close_soon_and_run(rt, &t, p[1]);
   assert_int_equal(e.drains, 1);
   assert_int_equal(e.post_after_drain, WEFT_ECLOSED);
   assert_int_equal(e.closes, 1);
