@@ -25,7 +25,8 @@ target_compile_definitions(weft_fuzzlib PRIVATE _GNU_SOURCE WEFT_BUILDING=1)
 target_link_libraries(weft_fuzzlib PUBLIC PkgConfig::LIBUV PkgConfig::MSGPACK
                       Threads::Threads)
 if(WEFT_USES_NNG)
-  target_link_libraries(weft_fuzzlib PUBLIC nng::nng)
+  target_link_libraries(weft_fuzzlib PUBLIC nng::nng ${WEFT_MBEDCRYPTO})
+  target_include_directories(weft_fuzzlib PRIVATE ${WEFT_MBEDTLS_INCLUDE})
 endif()
 target_compile_options(weft_fuzzlib PRIVATE ${_fuzz_flags} -fsanitize=fuzzer-no-link)
 set_target_properties(weft_fuzzlib PROPERTIES C_STANDARD 11 C_EXTENSIONS OFF

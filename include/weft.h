@@ -29,5 +29,6 @@
 #include "weft/supervisor.h"
 #include "weft/balancer.h"
 #include "weft/pool.h"
+#include "weft/node.h"
 
 #endif /* WEFT_H */

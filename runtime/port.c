@@ -278,7 +278,11 @@ static bool can_carry(const weft_msg_t *msg, uint32_t limits) {
       return false;
     if (kind == WEFT_XFER_BUF && (limits & WEFT__CARRY_NO_BUF))
       return false;
-    if (kind == WEFT_XFER_SOCKET && ++sockets > 1 && (limits & WEFT__CARRY_ONE_SOCKET))
+    if (kind == WEFT_XFER_SOCKET && ((limits & WEFT__CARRY_NO_SOCKET) ||
+                                     (++sockets > 1 && (limits & WEFT__CARRY_ONE_SOCKET))))
+      return false;
+    if (kind == WEFT_XFER_BUF && (limits & WEFT__CARRY_NO_SHARED) &&
+        msg->xfer[i].u.buf->kind == WEFT__BUF_SHARED)
       return false;
   }
   return true;

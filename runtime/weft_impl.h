@@ -268,10 +268,13 @@ enum {
   WEFT__CARRY_NO_PORT = 16u,    /* no port */
   WEFT__CARRY_NO_BUF = 32u,     /* no buffer */
   WEFT__CARRY_ONE_SOCKET = 64u, /* at most one socket */
-  WEFT__CARRY_FEW_ITEMS = 128u  /* at most WEFT__CARRY_MAX_ITEMS items */
+  WEFT__CARRY_FEW_ITEMS = 128u, /* at most WEFT__CARRY_MAX_ITEMS items */
+  WEFT__CARRY_NO_SOCKET = 256u, /* no socket (another machine) */
+  WEFT__CARRY_NO_SHARED = 512u  /* no shared buffer (another machine) */
 };
-#define WEFT__CARRY_MASK \
-  (WEFT__CARRY_NO_PORT | WEFT__CARRY_NO_BUF | WEFT__CARRY_ONE_SOCKET | WEFT__CARRY_FEW_ITEMS)
+#define WEFT__CARRY_MASK                                                                    \
+  (WEFT__CARRY_NO_PORT | WEFT__CARRY_NO_BUF | WEFT__CARRY_ONE_SOCKET | WEFT__CARRY_FEW_ITEMS | \
+   WEFT__CARRY_NO_SOCKET | WEFT__CARRY_NO_SHARED)
 /* The item count WEFT__CARRY_FEW_ITEMS allows (a transport that turns each
  * item into an fd: SCM_RIGHTS carries a bounded number per send). */
 #define WEFT__CARRY_MAX_ITEMS 64

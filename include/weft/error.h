@@ -35,7 +35,8 @@ extern "C" {
   XX(TAKEN, -5017, "message was already posted or freed")                      \
   XX(GAVEUP, -5018, "supervisor gave up: restart limit reached")               \
   XX(NOKEY, -5019, "message has no field with that key")                        \
-  XX(COUNT, -5020, "map or array holds another number of items than declared")
+  XX(COUNT, -5020, "map or array holds another number of items than declared") \
+  XX(AUTH, -5021, "peer failed authentication")
 
 enum {
 #define WEFT_ERR_ENUM_(name, value, msg) WEFT_E##name = (value),

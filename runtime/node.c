@@ -1,0 +1,1104 @@
+/* node.c: nodes (weft/node.h): listeners, dialers, connections, the
+ * handshake, heartbeats, names and lookups. Channels are node_chan.c's.
+ *
+ * Connections are nng byte streams (nng_stream_*), not SP sockets: pair1
+ * takes one peer per socket, and its polyamorous mode drops a message when a
+ * peer's queue is full; a stream gives one ordered connection per peer and
+ * leaves framing, flow control and loss accounting to us. Every frame is
+ * limited to WEFT__NET_MAX_FRAME by the parser before anything is allocated
+ * (the role NNG_OPT_RECVMAXSZ plays for SP sockets).
+ *
+ * Threads: nng completes each aio on its own threads; the callbacks below
+ * only stamp the time of a receive and post a task to the node's context.
+ * Each connection has at most one receive and one send in flight, each
+ * listener one accept, each dialer one dial, so a task is never queued
+ * twice. A structure is freed only once its aios are idle and its tasks
+ * have run. */
+#include <string.h>
+#include <sys/random.h>
+
+#include <mbedtls/md.h>
+
+#include "node_int.h"
+
+#include <nng/supplemental/tls/tls.h>
+
+#define RBUF_CAP (2u * WEFT__NET_MAX_FRAME + 64u * 1024u)
+#define BATCH_BYTES (256u * 1024u)
+#define DEFAULT_LOOKUP_MS 5000u
+static const char AUTH_LABEL[] = "weft-node-auth-1";
+
+static void conn_maybe_free(node_conn_t *c);
+static void node_maybe_done(weft_node_t *n);
+static void conn_fail(node_conn_t *c, int reason);
+
+static int from_nng(int rv) {
+  switch (rv) {
+  case 0: return 0;
+  case NNG_ENOMEM: return WEFT_ENOMEM;
+  case NNG_EINVAL:
+  case NNG_EADDRINVAL: return UV_EINVAL;
+  case NNG_EADDRINUSE: return UV_EADDRINUSE;
+  case NNG_ENOTSUP: return UV_ENOTSUP;
+  case NNG_ENOENT: return UV_ENOENT;
+  case NNG_ECONNREFUSED: return UV_ECONNREFUSED;
+  case NNG_ETIMEDOUT: return UV_ETIMEDOUT;
+  case NNG_EPERM: return UV_EPERM;
+  case NNG_ECLOSED:
+  case NNG_ECANCELED: return WEFT_ECLOSED;
+  case NNG_ECONNRESET:
+  case NNG_ECONNSHUT:
+  case NNG_ECONNABORTED: return WEFT_EPEERDIED;
+  case NNG_ECRYPTO:
+  case NNG_EPEERAUTH: return WEFT_EAUTH;
+  default: return UV_EIO;
+  }
+}
+
+/* ---- control frames and writing ------------------------------------------ */
+
+uint8_t *weft__node_ctl(node_conn_t *c, size_t n) {
+  if (c->ctl_cap - c->ctl_len < n) {
+    size_t cap = c->ctl_cap ? c->ctl_cap * 2 : 1024;
+    while (cap - c->ctl_len < n)
+      cap *= 2;
+    uint8_t *p = weft__realloc(c->ctl, cap);
+    if (p == NULL)
+      return NULL;
+    c->ctl = p;
+    c->ctl_cap = cap;
+  }
+  uint8_t *p = c->ctl + c->ctl_len;
+  c->ctl_len += n;
+  return p;
+}
+
+void weft__node_kick(node_conn_t *c) {
+  if (c->state == CONN_DEAD || c->flush_queued || c->tx_busy)
+    return;
+  c->flush_queued = true;
+  weft__ctx_post_task(c->node->ctx, &c->flush_task);
+}
+
+static void send_rest(node_conn_t *c) {
+  nng_iov iov = {.iov_buf = c->wbuf + c->wsent, .iov_len = c->wlen - c->wsent};
+  c->tx_busy = true;
+  nng_aio_set_iov(c->tx_aio, 1, &iov);
+  nng_stream_send(c->s, c->tx_aio);
+}
+
+/* Write the control frames, then the channels' frames, in one batch. */
+static void flush_now(node_conn_t *c) {
+  if (c->state == CONN_DEAD || c->tx_busy)
+    return;
+  c->wlen = c->wsent = 0;
+  if (c->ctl_len > 0) {
+    if (c->wcap < c->ctl_len) {
+      uint8_t *p = weft__realloc(c->wbuf, c->ctl_len);
+      if (p == NULL) {
+        conn_fail(c, WEFT_ENOMEM);
+        return;
+      }
+      c->wbuf = p;
+      c->wcap = c->ctl_len;
+    }
+    memcpy(c->wbuf, c->ctl, c->ctl_len);
+    c->wlen = c->ctl_len;
+    c->ctl_len = 0;
+  }
+  if (c->state == CONN_UP)
+    weft__nchan_fill(c, BATCH_BYTES);
+  if (c->wlen == 0)
+    return;
+  c->last_tx_ns = uv_hrtime();
+  if (c->s == NULL) {
+    c->wlen = 0; /* a detached connection (fuzzing): what it writes goes nowhere */
+    return;
+  }
+  send_rest(c);
+}
+
+static node_conn_t *conn_of(weft__task_t *t, size_t off) {
+  return (node_conn_t *)(void *)((char *)t - off);
+}
+
+static void on_flush_task(weft__task_t *t) {
+  node_conn_t *c = conn_of(t, offsetof(node_conn_t, flush_task));
+  c->flush_queued = false;
+  flush_now(c);
+  conn_maybe_free(c);
+}
+
+static void on_tx(void *arg) {
+  node_conn_t *c = arg;
+  weft__ctx_post_task(c->node->ctx, &c->tx_task);
+}
+
+static void on_tx_task(weft__task_t *t) {
+  node_conn_t *c = conn_of(t, offsetof(node_conn_t, tx_task));
+  int rv = nng_aio_result(c->tx_aio);
+  c->tx_busy = false;
+  if (c->state == CONN_DEAD) {
+    conn_maybe_free(c);
+    return;
+  }
+  if (rv != 0) {
+    conn_fail(c, WEFT_EPEERDIED);
+    conn_maybe_free(c);
+    return;
+  }
+  size_t n = nng_aio_count(c->tx_aio);
+  c->wsent += n;
+  c->node->stats.bytes_out += n;
+  if (c->wsent < c->wlen) {
+    send_rest(c);
+    return;
+  }
+  flush_now(c);
+}
+
+/* ---- the handshake ------------------------------------------------------------ */
+
+static void mac_of(const weft_node_t *n, const uint8_t *verifier_nonce,
+                   const uint8_t *prover_nonce, const char *prover, size_t prover_len,
+                   uint8_t out[WEFT__NET_MAC]) {
+  uint8_t in[sizeof(AUTH_LABEL) + 2 * WEFT__NET_NONCE + 64];
+  size_t k = 0;
+  memcpy(in, AUTH_LABEL, sizeof(AUTH_LABEL));
+  k += sizeof(AUTH_LABEL);
+  memcpy(in + k, verifier_nonce, WEFT__NET_NONCE);
+  k += WEFT__NET_NONCE;
+  memcpy(in + k, prover_nonce, WEFT__NET_NONCE);
+  k += WEFT__NET_NONCE;
+  memcpy(in + k, prover, prover_len);
+  k += prover_len;
+  mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), n->secret, n->opts.secret_len,
+                  in, k, out);
+}
+
+static bool mac_equal(const uint8_t *a, const uint8_t *b) {
+  uint8_t d = 0;
+  for (size_t i = 0; i < WEFT__NET_MAC; i++)
+    d |= (uint8_t)(a[i] ^ b[i]);
+  return d == 0;
+}
+
+/* Refuse the peer: tell it why, then drop it once that is written. */
+static void refuse(node_conn_t *c, int reason) {
+  uint8_t *p = weft__node_ctl(c, WEFT__NET_HEAD + 4);
+  if (p != NULL) {
+    weft__net_put_reason(p, WEFT__NET_REFUSE, 0, reason);
+    flush_now(c);
+  }
+  conn_fail(c, reason);
+}
+
+static void on_ev_task(weft__task_t *t) {
+  weft_node_t *n = (weft_node_t *)(void *)((char *)t - offsetof(weft_node_t, ev_task));
+  weft_list_node_t *l;
+  n->ev_queued = false;
+  n->delivering = true;
+  for (;;) {
+    if ((l = weft_list_pop_front(&n->events)) != NULL) {
+      node_event_t *e = WEFT_LIST_ENTRY(l, node_event_t, link);
+      if (n->opts.on_monitor)
+        n->opts.on_monitor(n, e->peer, e->up, e->reason, n->opts.data);
+      weft__free(e);
+    } else if ((l = weft_list_pop_front(&n->done)) != NULL) {
+      node_lookup_t *lk = WEFT_LIST_ENTRY(l, node_lookup_t, link);
+      lk->cb(n, lk->status, lk->port, lk->data);
+      weft__free(lk);
+    } else {
+      break;
+    }
+  }
+  n->delivering = false;
+  node_maybe_done(n);
+}
+
+static void ev_schedule(weft_node_t *n) {
+  if (n->ev_queued || n->delivering)
+    return;
+  n->ev_queued = true;
+  weft__ctx_post_task(n->ctx, &n->ev_task);
+}
+
+static void monitor(weft_node_t *n, const char *peer, bool up, int reason) {
+  if (n->opts.on_monitor == NULL)
+    return;
+  node_event_t *e = weft__calloc(1, sizeof(*e));
+  if (e == NULL)
+    return; /* out of memory: the event is lost, weft_node_is_up still tells */
+  strcpy(e->peer, peer);
+  e->up = up;
+  e->reason = reason;
+  weft_list_push_back(&n->events, &e->link);
+  ev_schedule(n);
+}
+
+static void ask(node_lookup_t *lk, node_conn_t *c);
+
+static node_conn_t *find_up(weft_node_t *n, const char *peer, node_conn_t *except) {
+  for (weft_list_node_t *l = weft_list_first(&n->conns); l; l = weft_list_next(l)) {
+    node_conn_t *c = WEFT_LIST_ENTRY(l, node_conn_t, link);
+    if (c != except && c->state == CONN_UP && strcmp(c->peer, peer) == 0)
+      return c;
+  }
+  return NULL;
+}
+
+/* Two connections to one peer: a restarted peer's new one wins; else the
+ * one dialled by the lower name (both sides agree on it). */
+static bool keep_new(const weft_node_t *n, const node_conn_t *old, const node_conn_t *c) {
+  if (old->peer_incarnation != c->peer_incarnation)
+    return true;
+  bool lower_is_me = strcmp(n->name, c->peer) < 0;
+  return (c->dialer != NULL) == lower_is_me;
+}
+
+static void conn_up(node_conn_t *c) {
+  weft_node_t *n = c->node;
+  node_conn_t *old = find_up(n, c->peer, c);
+  if (old != NULL) {
+    if (!keep_new(n, old, c)) {
+      if (c->dialer != NULL)
+        c->dialer->parked = true;
+      conn_fail(c, WEFT_EBUSY);
+      return;
+    }
+    if (old->dialer != NULL && old->peer_incarnation == c->peer_incarnation)
+      old->dialer->parked = true;
+    conn_fail(old, WEFT_EPEERDIED);
+  }
+  c->state = CONN_UP;
+  n->stats.connects++;
+  n->stats.peers_up++;
+  if (c->dialer != NULL) {
+    c->dialer->backoff_ms = n->opts.redial_min_ms;
+    memcpy(c->dialer->peer, c->peer, sizeof(c->peer));
+  }
+  for (weft_list_node_t *l = weft_list_first(&n->lookups); l; l = weft_list_next(l)) {
+    node_lookup_t *lk = WEFT_LIST_ENTRY(l, node_lookup_t, link);
+    if (lk->chan == NULL && strcmp(lk->peer, c->peer) == 0)
+      ask(lk, c);
+  }
+  weft__node_kick(c);
+  monitor(n, c->peer, true, 0);
+}
+
+static int on_hello(node_conn_t *c, const weft__net_frame_t *f) {
+  weft_node_t *n = c->node;
+  if (c->hello_seen)
+    return WEFT_EPROTO;
+  c->hello_seen = true;
+  if (f->version != WEFT__NET_VERSION)
+    return WEFT_EVERSION;
+  bool peer_secret = f->flags & 1;
+  if (peer_secret != (n->secret != NULL))
+    return WEFT_EAUTH;
+  if (f->name_len > 64 || memchr(f->name, 0, f->name_len) != NULL ||
+      (f->name_len == n->name_len && memcmp(f->name, n->name, f->name_len) == 0) ||
+      f->window_msgs == 0 || f->window_bytes == 0)
+    return WEFT_EPROTO;
+  memcpy(c->peer, f->name, f->name_len);
+  c->peer[f->name_len] = '\0';
+  memcpy(c->peer_nonce, f->nonce, WEFT__NET_NONCE);
+  c->peer_incarnation = f->incarnation;
+  c->peer_window_msgs = f->window_msgs;
+  c->peer_window_bytes = f->window_bytes < ((uint64_t)1 << 62) ? f->window_bytes
+                                                                : (uint64_t)1 << 62;
+  c->peer_max_msg = f->max_msg;
+  if (n->secret == NULL) {
+    conn_up(c);
+    return 0;
+  }
+  uint8_t mac[WEFT__NET_MAC];
+  mac_of(n, c->peer_nonce, c->nonce, n->name, n->name_len, mac);
+  uint8_t *p = weft__node_ctl(c, WEFT__NET_HEAD + WEFT__NET_MAC);
+  if (p == NULL)
+    return WEFT_ENOMEM;
+  weft__net_put_auth(p, mac);
+  weft__node_kick(c);
+  return 0;
+}
+
+static int on_auth(node_conn_t *c, const weft__net_frame_t *f) {
+  if (!c->hello_seen || c->node->secret == NULL || c->auth_ok)
+    return WEFT_EPROTO;
+  uint8_t want[WEFT__NET_MAC];
+  mac_of(c->node, c->nonce, c->peer_nonce, c->peer, strlen(c->peer), want);
+  if (!mac_equal(want, f->mac))
+    return WEFT_EAUTH;
+  c->auth_ok = true;
+  conn_up(c);
+  return 0;
+}
+
+static int on_frame(node_conn_t *c, const weft__net_frame_t *f) {
+  if (f->type == WEFT__NET_REFUSE)
+    return f->reason < 0 ? f->reason : WEFT_EPROTO;
+  if (c->state == CONN_HANDSHAKE) {
+    if (f->type == WEFT__NET_HELLO)
+      return on_hello(c, f);
+    if (f->type == WEFT__NET_AUTH)
+      return on_auth(c, f);
+    return WEFT_EPROTO; /* nothing is accepted before the handshake */
+  }
+  if (f->type == WEFT__NET_PING)
+    return 0;
+  if (f->type == WEFT__NET_HELLO || f->type == WEFT__NET_AUTH)
+    return WEFT_EPROTO;
+  return weft__nchan_frame(c, f);
+}
+
+/* ---- reading ---------------------------------------------------------------- */
+
+static void recv_more(node_conn_t *c) {
+  nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
+  c->rx_busy = true;
+  nng_aio_set_iov(c->rx_aio, 1, &iov);
+  nng_stream_recv(c->s, c->rx_aio);
+}
+
+static void on_rx(void *arg) {
+  node_conn_t *c = arg;
+  if (nng_aio_result(c->rx_aio) == 0)
+    atomic_store_explicit(&c->last_rx_ns, uv_hrtime(), memory_order_relaxed);
+  weft__ctx_post_task(c->node->ctx, &c->rx_task);
+}
+
+/* Handle the whole frames in rbuf; keep the rest. A broken frame ends the
+ * connection (refused, if it came during the handshake). */
+static void conn_parse(node_conn_t *c) {
+  size_t off = 0;
+  int err = 0;
+  weft__net_frame_t f;
+  f.type = 0;
+  while (c->state != CONN_DEAD) {
+    int n = weft__net_parse(c->rbuf + off, c->rlen - off, &f, NULL);
+    if (n <= 0) {
+      err = n;
+      break;
+    }
+    off += (size_t)n;
+    err = on_frame(c, &f);
+    if (err)
+      break;
+  }
+  if (err && c->state != CONN_DEAD) {
+    if (c->state == CONN_HANDSHAKE && err != WEFT_ENOMEM && f.type != WEFT__NET_REFUSE)
+      refuse(c, err);
+    else
+      conn_fail(c, err);
+  }
+  if (c->state == CONN_DEAD)
+    return;
+  memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+  c->rlen -= off;
+}
+
+static void on_rx_task(weft__task_t *t) {
+  node_conn_t *c = conn_of(t, offsetof(node_conn_t, rx_task));
+  int rv = nng_aio_result(c->rx_aio);
+  if (c->state == CONN_DEAD) {
+    c->rx_busy = false;
+    conn_maybe_free(c);
+    return;
+  }
+  if (rv != 0) {
+    c->rx_busy = false;
+    conn_fail(c, rv == NNG_ECRYPTO || rv == NNG_EPEERAUTH ? WEFT_EAUTH : WEFT_EPEERDIED);
+    conn_maybe_free(c);
+    return;
+  }
+  size_t got = nng_aio_count(c->rx_aio);
+  c->rlen += got;
+  c->node->stats.bytes_in += got;
+  c->rx_busy = false;
+  conn_parse(c);
+  if (c->state == CONN_DEAD) {
+    conn_maybe_free(c);
+    return;
+  }
+  recv_more(c);
+}
+
+/* ---- connections -------------------------------------------------------------- */
+
+static void conn_new(weft_node_t *n, nng_stream *s, node_dialer_t *d) {
+  node_conn_t *c = weft__calloc(1, sizeof(*c));
+  if (c == NULL || (c->rbuf = weft__malloc(RBUF_CAP)) == NULL ||
+      nng_aio_alloc(&c->rx_aio, on_rx, c) != 0 || nng_aio_alloc(&c->tx_aio, on_tx, c) != 0) {
+    if (c != NULL) {
+      nng_aio_free(c->rx_aio);
+      weft__free(c->rbuf);
+      weft__free(c);
+    }
+    if (s != NULL)
+      nng_stream_free(s);
+    return;
+  }
+  c->node = n;
+  c->s = s;
+  c->dialer = d;
+  c->rcap = RBUF_CAP;
+  c->next_id = 1;
+  c->rx_task.fn = on_rx_task;
+  c->tx_task.fn = on_tx_task;
+  c->flush_task.fn = on_flush_task;
+  c->started_ns = c->last_tx_ns = uv_hrtime();
+  atomic_store_explicit(&c->last_rx_ns, c->started_ns, memory_order_relaxed);
+  memset(&c->ready, 0, sizeof(weft_list_t));
+  memset(&c->due, 0, sizeof(weft_list_t));
+  if (d != NULL)
+    d->conn = c;
+  weft_list_push_back(&n->conns, &c->link);
+  if (getrandom(c->nonce, sizeof(c->nonce), 0) != (ssize_t)sizeof(c->nonce)) {
+    conn_fail(c, UV_EIO);
+    conn_maybe_free(c);
+    return;
+  }
+  uint8_t *p = weft__node_ctl(c, WEFT__NET_HEAD + 80 + n->name_len);
+  if (p == NULL) {
+    conn_fail(c, WEFT_ENOMEM);
+    conn_maybe_free(c);
+    return;
+  }
+  size_t len = weft__net_put_hello(p, n->secret ? 1 : 0, n->incarnation, c->nonce,
+                                   n->opts.window_msgs, n->opts.window_bytes, n->opts.max_msg,
+                                   n->name, n->name_len);
+  c->ctl_len -= WEFT__NET_HEAD + 80 + n->name_len - len;
+  if (s != NULL)
+    recv_more(c);
+  flush_now(c);
+}
+
+/* ---- a connection without a stream, fed by hand (the fuzz targets) ---------- */
+
+node_conn_t *weft__node_conn_detached(weft_node_t *n) {
+  conn_new(n, NULL, NULL);
+  weft_list_node_t *l = weft_list_last(&n->conns);
+  return l ? WEFT_LIST_ENTRY(l, node_conn_t, link) : NULL;
+}
+
+int weft__node_conn_feed(node_conn_t *c, const uint8_t *p, size_t len) {
+  while (len > 0 && c->state != CONN_DEAD) {
+    size_t k = c->rcap - c->rlen < len ? c->rcap - c->rlen : len;
+    memcpy(c->rbuf + c->rlen, p, k);
+    c->rlen += k;
+    p += k;
+    len -= k;
+    conn_parse(c);
+    flush_now(c);
+  }
+  return c->state == CONN_DEAD ? (c->fail_reason ? c->fail_reason : WEFT_ECLOSED) : 0;
+}
+
+void weft__node_conn_release(node_conn_t *c) {
+  conn_fail(c, WEFT_ECLOSED);
+  conn_maybe_free(c);
+}
+
+static void conn_fail(node_conn_t *c, int reason) {
+  if (c->state == CONN_DEAD)
+    return;
+  weft_node_t *n = c->node;
+  bool was_up = c->state == CONN_UP;
+  c->state = CONN_DEAD;
+  c->fail_reason = reason;
+  if (c->s != NULL)
+    nng_stream_close(c->s); /* the aios in flight complete with an error */
+  if (c->dialer != NULL) {
+    c->dialer->conn = NULL;
+    c->dialer->next_ns = uv_hrtime() + (uint64_t)c->dialer->backoff_ms * 1000000u;
+  }
+  weft__nchan_fail_all(c, was_up ? reason : WEFT_EPEERDIED);
+  if (!was_up) {
+    if (reason != WEFT_EBUSY) {
+      n->stats.refused++;
+      n->stats.last_refusal = reason;
+    }
+    return;
+  }
+  n->stats.peers_up--;
+  n->stats.disconnects++;
+  if (reason != WEFT_EPEERDIED && reason != WEFT_ECLOSED && reason != WEFT_EBUSY)
+    n->stats.protocol_errors++;
+  if (find_up(n, c->peer, c) == NULL) {
+    for (size_t i = 0; i < n->ndialers; i++)
+      if (strcmp(n->dialers[i].peer, c->peer) == 0)
+        n->dialers[i].parked = false; /* the one that replaced ours is gone too */
+    monitor(n, c->peer, false, reason == WEFT_ECLOSED ? WEFT_ECLOSED : WEFT_EPEERDIED);
+  }
+}
+
+void weft__node_conn_fail(node_conn_t *c, int reason) { conn_fail(c, reason); }
+
+static void conn_maybe_free(node_conn_t *c) {
+  if (c->state != CONN_DEAD || c->rx_busy || c->tx_busy || c->flush_queued)
+    return;
+  weft_node_t *n = c->node;
+  weft_list_remove(&n->conns, &c->link);
+  nng_aio_free(c->rx_aio);
+  nng_aio_free(c->tx_aio);
+  if (c->s != NULL)
+    nng_stream_free(c->s);
+  weft__nchan_map_free(&c->chans);
+  weft__free(c->ctl);
+  weft__free(c->wbuf);
+  weft__free(c->rbuf);
+  weft__free(c);
+  node_maybe_done(n);
+}
+
+/* ---- listeners and dialers ---------------------------------------------------- */
+
+static void on_accept(void *arg) {
+  node_listener_t *l = arg;
+  weft__ctx_post_task(l->node->ctx, &l->task);
+}
+
+static void on_accept_task(weft__task_t *t) {
+  node_listener_t *l = (node_listener_t *)(void *)((char *)t - offsetof(node_listener_t, task));
+  weft_node_t *n = l->node;
+  int rv = nng_aio_result(l->aio);
+  l->busy = false;
+  if (rv == 0) {
+    nng_stream *s = nng_aio_get_output(l->aio, 0);
+    if (n->closing)
+      nng_stream_free(s);
+    else
+      conn_new(n, s, NULL);
+  }
+  if (n->closing || rv == NNG_ECLOSED) {
+    node_maybe_done(n);
+    return;
+  }
+  l->busy = true;
+  nng_stream_listener_accept(l->l, l->aio);
+}
+
+static void dial(node_dialer_t *d) {
+  d->busy = true;
+  nng_stream_dialer_dial(d->d, d->aio);
+}
+
+static void on_dial(void *arg) {
+  node_dialer_t *d = arg;
+  weft__ctx_post_task(d->node->ctx, &d->task);
+}
+
+static void on_dial_task(weft__task_t *t) {
+  node_dialer_t *d = (node_dialer_t *)(void *)((char *)t - offsetof(node_dialer_t, task));
+  weft_node_t *n = d->node;
+  int rv = nng_aio_result(d->aio);
+  d->busy = false;
+  if (n->closing) {
+    if (rv == 0)
+      nng_stream_free(nng_aio_get_output(d->aio, 0));
+    node_maybe_done(n);
+    return;
+  }
+  if (rv == 0) {
+    conn_new(n, nng_aio_get_output(d->aio, 0), d);
+    return;
+  }
+  n->stats.dial_failures++;
+  d->next_ns = uv_hrtime() + (uint64_t)d->backoff_ms * 1000000u;
+  d->backoff_ms = d->backoff_ms * 2 > n->opts.redial_max_ms ? n->opts.redial_max_ms
+                                                            : d->backoff_ms * 2;
+}
+
+/* ---- lookups ------------------------------------------------------------------- */
+
+static void ask(node_lookup_t *lk, node_conn_t *c) {
+  node_chan_t *ch = weft__nchan_new(c, c->next_id++, CH_LOOKUP);
+  size_t len = strlen(lk->name);
+  uint8_t *p = ch ? weft__node_ctl(c, WEFT__NET_HEAD + 1 + len) : NULL;
+  if (p == NULL) {
+    if (ch != NULL) {
+      ch->kind = CH_ABANDONED;
+      weft__node_conn_fail(c, WEFT_ENOMEM);
+    }
+    return; /* retried when the peer comes up again, or times out */
+  }
+  ch->lookup = lk;
+  lk->chan = ch;
+  weft__net_put_lookup(p, ch->key ^ WEFT__NET_OWN_BIT, lk->name, (uint8_t)len);
+  weft__node_kick(c);
+}
+
+void weft__node_lookup_done(node_lookup_t *lk, int status, weft_port_t *port) {
+  weft_list_remove(&lk->node->lookups, &lk->link);
+  lk->status = status;
+  lk->port = port;
+  weft_list_push_back(&lk->node->done, &lk->link);
+  ev_schedule(lk->node);
+}
+
+/* ---- the tick: heartbeats, handshakes, redials, lookup deadlines ---------------- */
+
+static void on_tick(uv_timer_t *t) {
+  weft_node_t *n = t->data;
+  uint64_t now = uv_hrtime();
+  uint64_t hb = (uint64_t)n->opts.heartbeat_ms * 1000000u;
+  uint64_t hs = (uint64_t)n->opts.handshake_ms * 1000000u;
+  weft_list_node_t *l, *next;
+  for (l = weft_list_first(&n->conns); l; l = next) {
+    next = weft_list_next(l);
+    node_conn_t *c = WEFT_LIST_ENTRY(l, node_conn_t, link);
+    uint64_t rx = atomic_load_explicit(&c->last_rx_ns, memory_order_relaxed);
+    if (c->state == CONN_HANDSHAKE && now - c->started_ns > hs) {
+      conn_fail(c, UV_ETIMEDOUT);
+      conn_maybe_free(c);
+    } else if (c->state == CONN_UP && now > rx && now - rx > hb) {
+      conn_fail(c, WEFT_EPEERDIED);
+      conn_maybe_free(c);
+    } else if (c->state == CONN_UP && now - c->last_tx_ns >= hb / 2 && !c->tx_busy) {
+      uint8_t *p = weft__node_ctl(c, WEFT__NET_HEAD);
+      if (p != NULL) {
+        weft__net_put_simple(p, WEFT__NET_PING, 0);
+        weft__node_kick(c);
+      }
+    }
+  }
+  for (size_t i = 0; i < n->ndialers; i++) {
+    node_dialer_t *d = &n->dialers[i];
+    if (!d->busy && !d->parked && d->conn == NULL && now >= d->next_ns)
+      dial(d);
+  }
+  for (l = weft_list_first(&n->lookups); l; l = next) {
+    next = weft_list_next(l);
+    node_lookup_t *lk = WEFT_LIST_ENTRY(l, node_lookup_t, link);
+    if (now < lk->deadline_ns)
+      continue;
+    if (lk->chan != NULL) {
+      lk->chan->kind = CH_ABANDONED; /* a late answer is closed at once */
+      lk->chan->lookup = NULL;
+      lk->chan = NULL;
+    }
+    weft__node_lookup_done(lk, UV_ETIMEDOUT, NULL);
+  }
+}
+
+/* ---- published ports ------------------------------------------------------------ */
+
+node_pub_t *weft__node_find_pub(weft_node_t *n, const char *name, size_t len) {
+  for (weft_list_node_t *l = weft_list_first(&n->pubs); l; l = weft_list_next(l)) {
+    node_pub_t *p = WEFT_LIST_ENTRY(l, node_pub_t, link);
+    if (strlen(p->name) == len && memcmp(p->name, name, len) == 0)
+      return p;
+  }
+  return NULL;
+}
+
+/* Replies sent the wrong way (on the published port's peer) go nowhere. */
+static void on_pub_message(weft_port_t *port, weft_msg_t *msg) {
+  (void)port;
+  weft_ctx_current()->undeliverable++;
+  weft_msg_free(msg);
+}
+
+static void on_pub_drain(weft_port_t *port) {
+  weft__nchan_pub_drained(port->ext->internal_data);
+}
+
+static void on_pub_closed(weft_port_t *port, const weft_port_close_info_t *info) {
+  (void)info;
+  node_pub_t *p = port->ext->internal_data;
+  weft_node_t *n = p->node;
+  weft__nchan_pub_gone(p);
+  weft_list_remove(&n->pubs, &p->link);
+  weft__free(p->name);
+  weft__free(p);
+  node_maybe_done(n);
+}
+
+/* ---- the public API ----------------------------------------------------------- */
+
+static int check(const weft_node_t *n) {
+  if (n == NULL)
+    return WEFT_EINVAL;
+  if (weft__ctx_tls() != n->ctx)
+    return WEFT_EWRONGTHREAD;
+  return n->closing ? WEFT_ECLOSED : 0;
+}
+
+static bool is_tls(const char *url) { return strncmp(url, "tls+", 4) == 0; }
+
+static int read_file(const char *path, char **out) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return UV_ENOENT;
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  for (;;) {
+    if (cap - len < 4096) {
+      cap = cap ? cap * 2 : 8192;
+      char *p = weft__realloc(buf, cap);
+      if (p == NULL) {
+        weft__free(buf);
+        fclose(f);
+        return WEFT_ENOMEM;
+      }
+      buf = p;
+    }
+    size_t k = fread(buf + len, 1, cap - len - 1, f);
+    len += k;
+    if (k == 0)
+      break;
+  }
+  fclose(f);
+  buf[len] = '\0';
+  *out = buf;
+  return 0;
+}
+
+static int tls_config(const weft_node_options_t *o, bool server, nng_tls_config **out) {
+  nng_tls_config *cfg;
+  char *cert = NULL, *key = NULL;
+  int rv = nng_tls_config_alloc(&cfg, server ? NNG_TLS_MODE_SERVER : NNG_TLS_MODE_CLIENT);
+  if (rv != 0)
+    return from_nng(rv);
+  int err = 0;
+  if (o->tls_cert_file != NULL && o->tls_key_file != NULL) {
+    err = read_file(o->tls_cert_file, &cert);
+    if (!err)
+      err = read_file(o->tls_key_file, &key);
+    if (!err)
+      err = from_nng(nng_tls_config_own_cert(cfg, cert, key, NULL));
+  } else if (server) {
+    err = UV_EINVAL; /* a TLS listener needs an identity */
+  }
+  if (!err && o->tls_ca_file != NULL)
+    err = from_nng(nng_tls_config_ca_file(cfg, o->tls_ca_file));
+  if (!err)
+    err = from_nng(nng_tls_config_auth_mode(cfg, o->tls_verify ? NNG_TLS_AUTH_MODE_REQUIRED
+                                                               : NNG_TLS_AUTH_MODE_NONE));
+  if (!err && !server && o->tls_server_name != NULL)
+    err = from_nng(nng_tls_config_server_name(cfg, o->tls_server_name));
+  weft__free(cert);
+  weft__free(key);
+  if (err) {
+    nng_tls_config_free(cfg);
+    return err;
+  }
+  *out = cfg;
+  return 0;
+}
+
+static size_t count_urls(const char *const *urls) {
+  size_t k = 0;
+  while (urls != NULL && urls[k] != NULL)
+    k++;
+  return k;
+}
+
+/* Phase one of a start: everything that can fail, with no I/O in flight. */
+static int make_listener(weft_node_t *n, node_listener_t *l, const char *url) {
+  l->node = n;
+  l->task.fn = on_accept_task;
+  int rv = nng_stream_listener_alloc(&l->l, url);
+  if (rv == 0 && is_tls(url))
+    rv = nng_stream_listener_set_ptr(l->l, NNG_OPT_TLS_CONFIG, n->tls_server);
+  if (rv == 0)
+    rv = nng_stream_listener_listen(l->l);
+  if (rv == 0)
+    rv = nng_aio_alloc(&l->aio, on_accept, l);
+  if (rv != 0)
+    return from_nng(rv);
+  if (nng_stream_listener_get_int(l->l, NNG_OPT_TCP_BOUND_PORT, &l->port) != 0)
+    l->port = 0;
+  return 0;
+}
+
+static int make_dialer(weft_node_t *n, node_dialer_t *d, const char *url) {
+  d->node = n;
+  d->task.fn = on_dial_task;
+  d->backoff_ms = n->opts.redial_min_ms;
+  d->url = weft__strdup(url);
+  int rv = d->url ? nng_stream_dialer_alloc(&d->d, url) : NNG_ENOMEM;
+  if (rv == 0 && is_tls(url))
+    rv = nng_stream_dialer_set_ptr(d->d, NNG_OPT_TLS_CONFIG, n->tls_client);
+  if (rv == 0)
+    rv = nng_aio_alloc(&d->aio, on_dial, d);
+  return from_nng(rv);
+}
+
+/* Free the node's parts: nothing of them may be in flight. */
+static void node_free(weft_node_t *n) {
+  for (size_t i = 0; i < n->nlisteners; i++) {
+    nng_aio_free(n->listeners[i].aio);
+    if (n->listeners[i].l)
+      nng_stream_listener_free(n->listeners[i].l);
+  }
+  for (size_t i = 0; i < n->ndialers; i++) {
+    nng_aio_free(n->dialers[i].aio);
+    if (n->dialers[i].d)
+      nng_stream_dialer_free(n->dialers[i].d);
+    weft__free(n->dialers[i].url);
+  }
+  if (n->tls_server)
+    nng_tls_config_free(n->tls_server);
+  if (n->tls_client)
+    nng_tls_config_free(n->tls_client);
+  weft__free(n->listeners);
+  weft__free(n->dialers);
+  weft__free(n->secret);
+  weft__free((void *)n->opts.name);
+  weft__free(n);
+}
+
+static void on_tick_closed(uv_handle_t *h) {
+  weft_node_t *n = h->data;
+  n->tick_open = false;
+  n->ctx->handles_open--;
+  node_maybe_done(n);
+}
+
+/* Free what is idle; the rest frees itself as its aios and tasks finish. */
+static void node_maybe_done(weft_node_t *n) {
+  if (!n->closing || n->tick_open || !weft_list_empty(&n->conns) ||
+      !weft_list_empty(&n->pubs) || !weft_list_empty(&n->events) ||
+      !weft_list_empty(&n->done) || n->ev_queued || n->delivering)
+    return;
+  for (size_t i = 0; i < n->nlisteners; i++)
+    if (n->listeners[i].busy)
+      return;
+  for (size_t i = 0; i < n->ndialers; i++)
+    if (n->dialers[i].busy)
+      return;
+  if (n->closed_cb_done)
+    return;
+  n->closed_cb_done = true;
+  weft__ctx_closer_remove(n->ctx, &n->closer);
+  weft_node_close_cb cb = n->close_cb;
+  void *data = n->close_data;
+  if (cb)
+    cb(n, data);
+  node_free(n);
+}
+
+static void node_shutdown(weft_node_t *n) {
+  n->closing = true;
+  for (size_t i = 0; i < n->nlisteners; i++)
+    if (n->listeners[i].l)
+      nng_stream_listener_close(n->listeners[i].l);
+  for (size_t i = 0; i < n->ndialers; i++)
+    if (n->dialers[i].d)
+      nng_stream_dialer_close(n->dialers[i].d);
+  weft_list_node_t *l, *next;
+  for (l = weft_list_first(&n->conns); l; l = next) {
+    next = weft_list_next(l);
+    node_conn_t *c = WEFT_LIST_ENTRY(l, node_conn_t, link);
+    conn_fail(c, WEFT_ECLOSED);
+    conn_maybe_free(c);
+  }
+  while ((l = weft_list_first(&n->lookups)) != NULL)
+    weft__node_lookup_done(WEFT_LIST_ENTRY(l, node_lookup_t, link), WEFT_ECLOSED, NULL);
+  for (l = weft_list_first(&n->pubs); l; l = weft_list_next(l))
+    weft_port_close(WEFT_LIST_ENTRY(l, node_pub_t, link)->port);
+  if (n->tick_open)
+    uv_close((uv_handle_t *)&n->tick, on_tick_closed);
+}
+
+static void on_ctx_close(weft__closer_t *cl) {
+  weft_node_t *n = (weft_node_t *)(void *)((char *)cl - offsetof(weft_node_t, closer));
+  if (!n->closing)
+    node_shutdown(n);
+}
+
+static int copy_options(weft_node_t *n, const weft_node_options_t *o) {
+  n->opts = *o;
+  n->opts.listen = n->opts.peers = NULL;
+  n->opts.secret = NULL;
+  n->opts.tls_cert_file = n->opts.tls_key_file = n->opts.tls_ca_file = NULL;
+  n->opts.tls_server_name = NULL;
+  n->opts.name = NULL;
+  if (n->opts.heartbeat_ms == 0)
+    n->opts.heartbeat_ms = 1000;
+  if (n->opts.handshake_ms == 0)
+    n->opts.handshake_ms = 5000;
+  if (n->opts.redial_min_ms == 0)
+    n->opts.redial_min_ms = 100;
+  if (n->opts.redial_max_ms < n->opts.redial_min_ms)
+    n->opts.redial_max_ms = n->opts.redial_min_ms > 5000 ? n->opts.redial_min_ms : 5000;
+  if (n->opts.window_msgs == 0)
+    n->opts.window_msgs = 1024;
+  if (n->opts.window_bytes == 0)
+    n->opts.window_bytes = 8u * 1024u * 1024u;
+  if (n->opts.max_msg == 0)
+    n->opts.max_msg = 64u * 1024u * 1024u;
+  if (n->opts.max_channels == 0)
+    n->opts.max_channels = 65536;
+  size_t len = strlen(o->name);
+  memcpy(n->name, o->name, len + 1);
+  n->name_len = (uint8_t)len;
+  n->opts.name = weft__strdup(o->name);
+  if (n->opts.name == NULL)
+    return WEFT_ENOMEM;
+  if (o->secret != NULL) {
+    n->secret = weft__malloc(o->secret_len ? o->secret_len : 1);
+    if (n->secret == NULL)
+      return WEFT_ENOMEM;
+    memcpy(n->secret, o->secret, o->secret_len);
+  }
+  if (getrandom(&n->incarnation, sizeof(n->incarnation), 0) != sizeof(n->incarnation))
+    return UV_EIO;
+  return 0;
+}
+
+int weft_node_start(weft_ctx_t *ctx, const weft_node_options_t *opts, weft_node_t **out) {
+  if (ctx == NULL || opts == NULL || out == NULL || opts->name == NULL ||
+      opts->name[0] == '\0' || strlen(opts->name) > 64 ||
+      (opts->secret != NULL && opts->secret_len == 0))
+    return WEFT_EINVAL;
+  if (weft__ctx_tls() != ctx)
+    return WEFT_EWRONGTHREAD;
+  weft_node_t *n = weft__calloc(1, sizeof(*n));
+  if (n == NULL)
+    return WEFT_ENOMEM;
+  n->ctx = ctx;
+  n->ev_task.fn = on_ev_task;
+  memset(&n->conns, 0, sizeof(weft_list_t));
+  memset(&n->pubs, 0, sizeof(weft_list_t));
+  memset(&n->lookups, 0, sizeof(weft_list_t));
+  int err = copy_options(n, opts);
+  size_t nl = count_urls(opts->listen), nd = count_urls(opts->peers);
+  bool tls_in = false, tls_out = false;
+  for (size_t i = 0; i < nl; i++)
+    tls_in |= is_tls(opts->listen[i]);
+  for (size_t i = 0; i < nd; i++)
+    tls_out |= is_tls(opts->peers[i]);
+  if (!err && tls_in)
+    err = tls_config(opts, true, &n->tls_server);
+  if (!err && tls_out)
+    err = tls_config(opts, false, &n->tls_client);
+  if (!err && ((nl && !(n->listeners = weft__calloc(nl, sizeof(*n->listeners)))) ||
+               (nd && !(n->dialers = weft__calloc(nd, sizeof(*n->dialers))))))
+    err = WEFT_ENOMEM;
+  if (!err) {
+    n->nlisteners = nl;
+    n->ndialers = nd;
+  }
+  for (size_t i = 0; !err && i < nl; i++)
+    err = make_listener(n, &n->listeners[i], opts->listen[i]);
+  for (size_t i = 0; !err && i < nd; i++)
+    err = make_dialer(n, &n->dialers[i], opts->peers[i]);
+  if (err) {
+    node_free(n);
+    return err;
+  }
+  /* Phase two: nothing fails from here on. */
+  uv_timer_init(ctx->loop, &n->tick);
+  n->tick.data = n;
+  n->tick_open = true;
+  ctx->handles_open++;
+  uint64_t every = n->opts.heartbeat_ms / 4;
+  every = every < 10 ? 10 : every > 250 ? 250 : every;
+  uv_timer_start(&n->tick, on_tick, every, every);
+  n->closer.close = on_ctx_close;
+  weft__ctx_closer_add(ctx, &n->closer);
+  for (size_t i = 0; i < nl; i++) {
+    n->listeners[i].busy = true;
+    nng_stream_listener_accept(n->listeners[i].l, n->listeners[i].aio);
+  }
+  for (size_t i = 0; i < nd; i++)
+    dial(&n->dialers[i]);
+  *out = n;
+  return 0;
+}
+
+int weft_node_publish(weft_node_t *node, const char *name, weft_port_t *port) {
+  int err = check(node);
+  if (err)
+    return err;
+  size_t len = name ? strlen(name) : 0;
+  if (port == NULL || len == 0 || len > WEFT__NET_MAX_NAME)
+    return WEFT_EINVAL;
+  if (weft_port_ctx(port) != node->ctx)
+    return WEFT_EWRONGTHREAD;
+  if (weft_port_is_closed(port))
+    return WEFT_ECLOSED;
+  if (weft__node_find_pub(node, name, len) != NULL)
+    return WEFT_EBUSY;
+  node_pub_t *p = weft__calloc(1, sizeof(*p));
+  weft__port_ext_t *ext = weft__port_ext(port);
+  if (p == NULL || ext == NULL || (p->name = weft__strdup(name)) == NULL) {
+    weft__free(p);
+    return WEFT_ENOMEM;
+  }
+  p->node = node;
+  p->port = port;
+  memset(&p->waiting, 0, sizeof(weft_list_t));
+  memset(&p->chans, 0, sizeof(weft_list_t));
+  ext->on_close_internal = on_pub_closed;
+  ext->internal_data = p;
+  ext->on_drain = on_pub_drain;
+  weft_port_unref(port);
+  weft_list_push_back(&node->pubs, &p->link);
+  return weft_port_start(port, on_pub_message);
+}
+
+int weft_node_unpublish(weft_node_t *node, const char *name) {
+  int err = check(node);
+  if (err)
+    return err;
+  if (name == NULL)
+    return WEFT_EINVAL;
+  node_pub_t *p = weft__node_find_pub(node, name, strlen(name));
+  if (p == NULL)
+    return WEFT_ENOENTRY;
+  return weft_port_close(p->port);
+}
+
+int weft_node_lookup(weft_node_t *node, const char *peer, const char *name, uint32_t timeout_ms,
+                     weft_node_lookup_cb cb, void *data) {
+  int err = check(node);
+  if (err)
+    return err;
+  if (peer == NULL || name == NULL || cb == NULL || strlen(peer) == 0 || strlen(peer) > 64 ||
+      strlen(name) == 0 || strlen(name) > WEFT__NET_MAX_NAME)
+    return WEFT_EINVAL;
+  node_lookup_t *lk = weft__calloc(1, sizeof(*lk));
+  if (lk == NULL)
+    return WEFT_ENOMEM;
+  lk->node = node;
+  strcpy(lk->peer, peer);
+  strcpy(lk->name, name);
+  lk->deadline_ns = uv_hrtime() + (uint64_t)(timeout_ms ? timeout_ms : DEFAULT_LOOKUP_MS) * 1000000u;
+  lk->cb = cb;
+  lk->data = data;
+  weft_list_push_back(&node->lookups, &lk->link);
+  node_conn_t *c = find_up(node, peer, NULL);
+  if (c != NULL)
+    ask(lk, c);
+  return 0;
+}
+
+int weft_node_close(weft_node_t *node, weft_node_close_cb cb, void *data) {
+  int err = check(node);
+  if (err)
+    return err;
+  node->close_cb = cb;
+  node->close_data = data;
+  node_shutdown(node);
+  return 0;
+}
+
+const char *weft_node_name(const weft_node_t *node) { return node ? node->name : NULL; }
+
+int weft_node_port(const weft_node_t *node, size_t i) {
+  return node && i < node->nlisteners ? node->listeners[i].port : 0;
+}
+
+bool weft_node_is_up(const weft_node_t *node, const char *peer) {
+  return node && peer && find_up((weft_node_t *)node, peer, NULL) != NULL;
+}
+
+int weft_node_stats(const weft_node_t *node, weft_node_stats_t *out) {
+  if (node == NULL || out == NULL)
+    return WEFT_EINVAL;
+  *out = node->stats;
+  return 0;
+}

@@ -1,0 +1,235 @@
+/* node_int.h: NOT PUBLIC. The distribution layer's structures, shared by
+ * node.c (nodes, connections, handshake, names, lookups) and node_chan.c
+ * (channels: messages, chunks, credits, close).
+ *
+ * A node lives on one context. Each connection is an nng byte stream (tcp,
+ * ipc or tls+tcp) carrying netwire.h frames. nng completes its I/O on its
+ * own threads; the completion callbacks only record the result and post a
+ * task to the node's context (weft__ctx_post_task), where everything else
+ * runs. One receive and one send are in flight per connection at most.
+ *
+ * A channel is known on each side by a key: the id its allocator gave it,
+ * with bit 63 set when the other side allocated it. Kinds:
+ *  - OWNED: the node holds a port b, one end of an in-process channel whose
+ *    other end (a) is the program's: what a posts reaches b and goes out;
+ *    what comes in is posted on b (over a's bounds: the window bounds it)
+ *    and credited back as a's program consumes it. Made for a lookup's
+ *    answer, and for a port carried in a message (either way).
+ *  - SHARED: the far end of a lookup here: what comes in is posted on the
+ *    published port (within its bounds; what does not fit waits in the
+ *    channel, uncredited) and credited once posted.
+ *  - LOOKUP: asked, not yet answered. ABANDONED: its lookup timed out.
+ * Threads: the node's context only (except the nng callbacks, which touch
+ * nothing but their connection's atomics and post a task). */
+#ifndef WEFT_NODE_INT_H
+#define WEFT_NODE_INT_H
+
+#include <nng/nng.h>
+#include <nng/supplemental/tls/tls.h>
+
+#include "netwire.h"
+#include "weft_impl.h"
+
+typedef struct node_conn_s node_conn_t;
+typedef struct node_chan_s node_chan_t;
+typedef struct node_pub_s node_pub_t;
+typedef struct node_lookup_s node_lookup_t;
+
+enum { CH_OWNED = 1, CH_SHARED = 2, CH_LOOKUP = 3, CH_ABANDONED = 4 };
+
+/* A map from channel key to channel: open addressing, linear probing,
+ * backward-shift deletion. */
+typedef struct {
+  node_chan_t **slots;
+  uint32_t cap, count; /* cap: a power of two, or 0 */
+} node_map_t;
+
+struct node_chan_s {
+  node_conn_t *conn; /* NULL once the connection is gone */
+  uint64_t key;
+  uint8_t kind;
+  bool in_ready, in_due;     /* in conn->ready / conn->due */
+  bool b_stopped;            /* b held: no credit */
+  bool close_out;            /* send CLOSE once the out queue is written */
+  bool closed_in;            /* the peer closed (or the connection went) */
+  int32_t close_reason;      /* to send */
+  weft_port_t *b;            /* OWNED: the node's port (NULL once closed) */
+  node_pub_t *pub;           /* SHARED */
+  node_lookup_t *lookup;     /* LOOKUP */
+  weft_list_node_t ready_link, due_link, pub_link;
+  bool in_pub_wait;
+  /* out: messages taken from b, oldest first; the head may be half written */
+  weft_msg_t *out_head, *out_tail;
+  uint64_t cur_off, cur_total; /* the head's data stream: bytes written / all */
+  bool cur_started;
+  int64_t credit_msgs, credit_bytes;
+  uint64_t sent_msgs, acked_msgs, unacked_bytes;
+  /* in: the message being assembled, and what was received not credited */
+  weft_msg_t *in_msg;
+  uint8_t *in_payload;
+  uint32_t in_payload_len;
+  uint64_t in_off, in_total;
+  uint64_t rx_msgs, rx_bytes;           /* first frames accepted */
+  uint64_t posted_msgs;                 /* handed on (OWNED: to a; SHARED: to the pub) */
+  uint64_t credited_msgs, credited_bytes;
+  uint64_t *weights;                    /* OWNED: posted, not credited, oldest first */
+  uint32_t weights_cap, weights_head;
+  uint32_t due_msgs;                    /* credit to send */
+  uint64_t due_bytes;
+  weft_msg_t *wait_head, *wait_tail;    /* SHARED: complete, waiting for room */
+};
+
+struct node_pub_s {
+  weft_list_node_t link;
+  struct weft_node_s *node;
+  char *name;
+  weft_port_t *port;
+  weft_list_t waiting; /* SHARED channels with messages waiting for room */
+  weft_list_t chans;   /* every SHARED channel to it (pub_link) */
+};
+
+struct node_lookup_s {
+  weft_list_node_t link; /* node->lookups */
+  struct weft_node_s *node;
+  char peer[65];
+  char name[WEFT__NET_MAX_NAME + 1];
+  uint64_t deadline_ns;
+  weft_node_lookup_cb cb;
+  void *data;
+  node_chan_t *chan; /* asked on this channel; NULL: waiting for the peer */
+  int status;        /* once done */
+  weft_port_t *port;
+};
+
+typedef struct {
+  weft_list_node_t link; /* node->events */
+  char peer[65];
+  bool up;
+  int reason;
+} node_event_t;
+
+typedef struct {
+  struct weft_node_s *node;
+  char *url;
+  nng_stream_dialer *d;
+  nng_aio *aio;
+  weft__task_t task;
+  bool busy;           /* a dial is in flight */
+  bool parked;         /* a connection to its peer exists that it did not make */
+  node_conn_t *conn;   /* the connection it made, while up */
+  uint64_t next_ns;    /* next dial */
+  uint32_t backoff_ms;
+  char peer[65];       /* whom it reached last */
+} node_dialer_t;
+
+typedef struct {
+  struct weft_node_s *node;
+  nng_stream_listener *l;
+  nng_aio *aio;
+  weft__task_t task;
+  bool busy;
+  int port;
+} node_listener_t;
+
+enum { CONN_HANDSHAKE = 0, CONN_UP = 1, CONN_DEAD = 2 };
+
+struct node_conn_s {
+  weft_list_node_t link; /* node->conns */
+  struct weft_node_s *node;
+  nng_stream *s;
+  node_dialer_t *dialer; /* NULL: accepted */
+  int state;
+  int fail_reason;
+  bool rx_busy, tx_busy, flush_queued;
+  nng_aio *rx_aio, *tx_aio;
+  weft__task_t rx_task, tx_task, flush_task;
+  _Atomic uint64_t last_rx_ns; /* written by nng's thread, read by the tick */
+  uint64_t last_tx_ns, started_ns;
+  /* handshake */
+  bool hello_seen, auth_ok;
+  uint8_t nonce[WEFT__NET_NONCE], peer_nonce[WEFT__NET_NONCE];
+  char peer[65];
+  uint64_t peer_incarnation;
+  uint32_t peer_window_msgs;
+  uint64_t peer_window_bytes, peer_max_msg;
+  /* channels */
+  node_map_t chans;
+  uint64_t next_id;        /* ids this side allocates: 1, 2, ... */
+  uint64_t max_remote_id;  /* highest id the peer introduced */
+  uint32_t remote_open;    /* channels the peer made, open here */
+  weft_list_t ready;       /* channels with output (ready_link) */
+  weft_list_t due;         /* channels owing credit (due_link) */
+  /* out: control frames, then the batch being sent */
+  uint8_t *ctl;
+  size_t ctl_len, ctl_cap;
+  uint8_t *wbuf;
+  size_t wlen, wcap, wsent;
+  /* in */
+  uint8_t *rbuf;
+  size_t rlen, rcap;
+};
+
+struct weft_node_s {
+  weft_ctx_t *ctx;
+  weft__closer_t closer;
+  char name[65];
+  uint8_t name_len;
+  uint64_t incarnation;
+  weft_node_options_t opts; /* strings below are the node's copies */
+  uint8_t *secret;
+  nng_tls_config *tls_server, *tls_client;
+  node_listener_t *listeners;
+  size_t nlisteners;
+  node_dialer_t *dialers;
+  size_t ndialers;
+  weft_list_t conns, pubs, lookups;
+  /* User callbacks never run inside the node's own work (a callback may
+   * close the node): lookups answered and monitor events wait here for
+   * ev_task, which delivers them in order from the loop. */
+  weft_list_t done, events;
+  weft__task_t ev_task;
+  bool ev_queued, delivering;
+  uv_timer_t tick;
+  bool tick_open, closing, closed_cb_done;
+  weft_node_close_cb close_cb;
+  void *close_data;
+  weft_node_stats_t stats;
+};
+
+/* ---- node.c, used by node_chan.c ---------------------------------------- */
+/* Room for n more control bytes (frames that go before the next batch's
+ * messages). NULL if out of memory (the connection is then failed). */
+uint8_t *weft__node_ctl(node_conn_t *c, size_t n);
+/* Write what is queued as soon as the send in flight (if any) is done. */
+void weft__node_kick(node_conn_t *c);
+/* Tear the connection down: every channel fails with reason. */
+void weft__node_conn_fail(node_conn_t *c, int reason);
+node_pub_t *weft__node_find_pub(struct weft_node_s *n, const char *name, size_t len);
+void weft__node_lookup_done(node_lookup_t *lk, int status, weft_port_t *port);
+/* For the fuzz targets: a connection with no stream (what it writes is
+ * dropped), fed bytes by hand as if they came from a peer. feed returns 0,
+ * or the error that ended the connection. release ends and frees it (its
+ * channels' ports close as the loop runs). */
+node_conn_t *weft__node_conn_detached(struct weft_node_s *n);
+int weft__node_conn_feed(node_conn_t *c, const uint8_t *p, size_t len);
+void weft__node_conn_release(node_conn_t *c);
+
+/* ---- node_chan.c ---------------------------------------------------------- */
+node_chan_t *weft__nchan_get(node_conn_t *c, uint64_t key);
+/* A new channel under key (a fresh id of ours, or one the peer introduced). */
+node_chan_t *weft__nchan_new(node_conn_t *c, uint64_t key, uint8_t kind);
+/* OWNED: bind port b (owned by the node's context) to ch. */
+int weft__nchan_bind(node_chan_t *ch, weft_port_t *b);
+/* Handle one channel frame (not HELLO/AUTH/REFUSE/PING, not LOOKUP). */
+int weft__nchan_frame(node_conn_t *c, const weft__net_frame_t *f);
+/* Append frames to c->wbuf, round robin over the ready channels, until about
+ * budget bytes are there; then credits owed. */
+void weft__nchan_fill(node_conn_t *c, size_t budget);
+/* The connection is gone: every channel closes with reason. */
+void weft__nchan_fail_all(node_conn_t *c, int reason);
+/* The published port has room again / closed. */
+void weft__nchan_pub_drained(node_pub_t *p);
+void weft__nchan_pub_gone(node_pub_t *p);
+void weft__nchan_map_free(node_map_t *m);
+
+#endif /* WEFT_NODE_INT_H */
