@@ -23,8 +23,8 @@
 
 #include <nng/supplemental/tls/tls.h>
 
-#define RBUF_CAP (2u * WEFT__NET_MAX_FRAME + 64u * 1024u)
-#define BATCH_BYTES (256u * 1024u)
+#define RBUF_CAP (1024u * 1024u) /* >= 2 frames: a partial one always fits */
+#define BATCH_BYTES (1024u * 1024u)
 #define DEFAULT_LOOKUP_MS 5000u
 static const char AUTH_LABEL[] = "weft-node-auth-1";
 
@@ -201,8 +201,13 @@ static void on_ev_task(weft__task_t *t) {
   for (;;) {
     if ((l = weft_list_pop_front(&n->events)) != NULL) {
       node_event_t *e = WEFT_LIST_ENTRY(l, node_event_t, link);
-      if (n->opts.on_monitor)
+      if (e->only == NULL && n->opts.on_monitor)
         n->opts.on_monitor(n, e->peer, e->up, e->reason, n->opts.data);
+      for (weft_list_node_t *w = weft_list_first(&n->watches); w; w = weft_list_next(w)) {
+        weft_node_watch_t *wa = WEFT_LIST_ENTRY(w, weft_node_watch_t, link);
+        if (!wa->gone && (e->only == NULL || e->only == wa))
+          wa->cb(n, e->peer, e->up, e->reason, wa->data);
+      }
       weft__free(e);
     } else if ((l = weft_list_pop_front(&n->done)) != NULL) {
       node_lookup_t *lk = WEFT_LIST_ENTRY(l, node_lookup_t, link);
@@ -213,6 +218,14 @@ static void on_ev_task(weft__task_t *t) {
     }
   }
   n->delivering = false;
+  for (weft_list_node_t *w = weft_list_first(&n->watches), *next; w; w = next) {
+    next = weft_list_next(w);
+    weft_node_watch_t *wa = WEFT_LIST_ENTRY(w, weft_node_watch_t, link);
+    if (wa->gone) {
+      weft_list_remove(&n->watches, w);
+      weft__free(wa);
+    }
+  }
   node_maybe_done(n);
 }
 
@@ -223,8 +236,9 @@ static void ev_schedule(weft_node_t *n) {
   weft__ctx_post_task(n->ctx, &n->ev_task);
 }
 
-static void monitor(weft_node_t *n, const char *peer, bool up, int reason) {
-  if (n->opts.on_monitor == NULL)
+static void monitor_to(weft_node_t *n, const char *peer, bool up, int reason,
+                       weft_node_watch_t *only) {
+  if (n->opts.on_monitor == NULL && weft_list_empty(&n->watches))
     return;
   node_event_t *e = weft__calloc(1, sizeof(*e));
   if (e == NULL)
@@ -232,8 +246,13 @@ static void monitor(weft_node_t *n, const char *peer, bool up, int reason) {
   strcpy(e->peer, peer);
   e->up = up;
   e->reason = reason;
+  e->only = only;
   weft_list_push_back(&n->events, &e->link);
   ev_schedule(n);
+}
+
+static void monitor(weft_node_t *n, const char *peer, bool up, int reason) {
+  monitor_to(n, peer, up, reason, NULL);
 }
 
 static void ask(node_lookup_t *lk, node_conn_t *c);
@@ -827,6 +846,9 @@ static int make_dialer(weft_node_t *n, node_dialer_t *d, const char *url) {
 
 /* Free the node's parts: nothing of them may be in flight. */
 static void node_free(weft_node_t *n) {
+  weft_list_node_t *w;
+  while ((w = weft_list_pop_front(&n->watches)) != NULL)
+    weft__free(WEFT_LIST_ENTRY(w, weft_node_watch_t, link));
   for (size_t i = 0; i < n->nlisteners; i++) {
     nng_aio_free(n->listeners[i].aio);
     if (n->listeners[i].l)
@@ -1083,6 +1105,39 @@ int weft_node_close(weft_node_t *node, weft_node_close_cb cb, void *data) {
   node->close_cb = cb;
   node->close_data = data;
   node_shutdown(node);
+  return 0;
+}
+
+int weft_node_watch(weft_node_t *node, weft_node_monitor_cb cb, void *data,
+                    weft_node_watch_t **out) {
+  int err = check(node);
+  if (err)
+    return err;
+  if (cb == NULL)
+    return WEFT_EINVAL;
+  weft_node_watch_t *w = weft__calloc(1, sizeof(*w));
+  if (w == NULL)
+    return WEFT_ENOMEM;
+  w->cb = cb;
+  w->data = data;
+  weft_list_push_back(&node->watches, &w->link);
+  for (weft_list_node_t *l = weft_list_first(&node->conns); l; l = weft_list_next(l)) {
+    node_conn_t *c = WEFT_LIST_ENTRY(l, node_conn_t, link);
+    if (c->state == CONN_UP)
+      monitor_to(node, c->peer, true, 0, w);
+  }
+  if (out)
+    *out = w;
+  return 0;
+}
+
+int weft_node_unwatch(weft_node_t *node, weft_node_watch_t *watch) {
+  if (node == NULL || watch == NULL)
+    return WEFT_EINVAL;
+  if (weft__ctx_tls() != node->ctx)
+    return WEFT_EWRONGTHREAD;
+  watch->gone = true;
+  ev_schedule(node); /* frees it once no delivery is under way */
   return 0;
 }
 

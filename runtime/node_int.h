@@ -101,11 +101,19 @@ struct node_lookup_s {
   weft_port_t *port;
 };
 
+struct weft_node_watch_s {
+  weft_list_node_t link; /* node->watches */
+  weft_node_monitor_cb cb;
+  void *data;
+  bool gone;             /* unwatched while events were being delivered */
+};
+
 typedef struct {
   weft_list_node_t link; /* node->events */
   char peer[65];
   bool up;
   int reason;
+  struct weft_node_watch_s *only; /* NULL: on_monitor and every watch */
 } node_event_t;
 
 typedef struct {
@@ -186,7 +194,7 @@ struct weft_node_s {
   /* User callbacks never run inside the node's own work (a callback may
    * close the node): lookups answered and monitor events wait here for
    * ev_task, which delivers them in order from the loop. */
-  weft_list_t done, events;
+  weft_list_t done, events, watches;
   weft__task_t ev_task;
   bool ev_queued, delivering;
   uv_timer_t tick;

@@ -168,6 +168,19 @@ WEFT_EXTERN int weft_node_lookup(weft_node_t *node, const char *peer, const char
  * WEFT_EINVAL, WEFT_ECLOSED (already closing), WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_node_close(weft_node_t *node, weft_node_close_cb cb, void *data);
 
+/* weft_node_watch: one more monitor (libraries that need peer events while
+ * the program keeps opts.on_monitor): cb is called for every peer that
+ * comes up or goes down, after on_monitor, from the loop; peers already up
+ * when it is added are reported to it (up, reason 0) from the loop too.
+ * *out names it for weft_node_unwatch (may be NULL if never removed).
+ * Errors: WEFT_EINVAL, WEFT_ECLOSED, WEFT_ENOMEM, WEFT_EWRONGTHREAD.
+ * weft_node_unwatch: cb is not called again (not even for events already
+ * waiting). A watch ends with its node. */
+typedef struct weft_node_watch_s weft_node_watch_t;
+WEFT_EXTERN int weft_node_watch(weft_node_t *node, weft_node_monitor_cb cb, void *data,
+                                weft_node_watch_t **out);
+WEFT_EXTERN int weft_node_unwatch(weft_node_t *node, weft_node_watch_t *watch);
+
 /* Questions. */
 WEFT_EXTERN const char *weft_node_name(const weft_node_t *node);
 /* The TCP port that listen URL number i (from 0) is bound to (for :0), or 0

@@ -43,6 +43,12 @@ int bench_child_oneway(const bench_args_t *args);
 int bench_child_pingpong(const bench_args_t *args);
 int bench_child_transfer(const bench_args_t *args);
 int bench_pool(const bench_args_t *args);
+int bench_remote_oneway(const bench_args_t *args);
+int bench_remote_pingpong(const bench_args_t *args);
+int bench_remote_transfer(const bench_args_t *args);
+/* weft-bench --remote-peer URL: the other node of the remote_* shapes
+ * (remote.c). Returns the exit code. */
+int bench_remote_peer_main(const char *url);
 
 /* If this process was started as a child by a child_* shape, run its part
  * and return true with the exit code in *code (child.c). */

@@ -31,6 +31,9 @@ static const shape_t shapes[] = {
     {"child_pingpong", bench_child_pingpong, "parent <-> child process round trip, p50/p99 us"},
     {"child_transfer", bench_child_transfer, "16 MiB buffer to a child process, us per message"},
     {"pool", bench_pool, "CPU-offload pool: tiny tasks/s, scaling 2 vs 1 thread, submit-to-start latency"},
+    {"remote_oneway", bench_remote_oneway, "node -> actor on another node over tcp, {seq, tag} msgs/s"},
+    {"remote_pingpong", bench_remote_pingpong, "node <-> actor on another node, round trip p50/p99 us"},
+    {"remote_transfer", bench_remote_transfer, "16 MiB buffer to another node and its answer, us each"},
 };
 
 #define NSHAPES (sizeof(shapes) / sizeof(shapes[0]))
@@ -101,6 +104,8 @@ int main(int argc, char **argv) {
   int child_code;
   if (bench_child_main(&child_code))
     return child_code;
+  if (argc == 3 && strcmp(argv[1], "--remote-peer") == 0)
+    return bench_remote_peer_main(argv[2]);
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
