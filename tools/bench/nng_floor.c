@@ -11,8 +11,8 @@
  * pipe, the parent dials; a hello/ready exchange proves the pipe is up before
  * any clock starts, and a final BYE from the parent tells the child that all
  * its replies arrived (nng_close does not wait for queued messages; the
- * parent closes only after the child has exited). Then, as JSON lines with the fields of the matching local
- * weft-bench shapes ("impl":"nng_pair1"):
+ * parent closes only after the child has exited). Then, as JSON lines with
+ * the fields of the matching local weft-bench shapes ("impl":"nng_pair1"):
  *
  *   remote_oneway        N messages of one 16-byte record {u64 seq, "hello"};
  *                        the child checks the order and answers DONE with
