@@ -1,7 +1,9 @@
 /* supervisor.c: supervisors (include/weft/supervisor.h), written against the
- * public API only. The tree, the strategies and the public entry points; one
- * child's start and stop are in supervisor_child.c, the meaning of an exit
- * (restart decision, intensity, back-off) in supervisor_restart.c.
+ * public API only. The tree, the strategies, the public entry points and a
+ * child's event callbacks; one child's start and stop, and what its exit
+ * events mean, are in supervisor_child.c, the verdict on an exit (restart,
+ * intensity, back-off) in supervisor_restart.c. Those files return their
+ * decisions; the acting on them (notify, restart, group, give up) is here.
  *
  * A supervisor is a list of children in start order and a small state
  * machine, `advance`, run after every event: while a group is being stopped
@@ -19,6 +21,9 @@
 
 #include "supervisor_int.h"
 
+static void child_exited(weft_sup_child_t *c, int64_t code, int sig, int err);
+static void advance(weft_sup_t *s);
+
 static void on_timer_closed(uv_handle_t *h) {
   weft_sup_t *s = (weft_sup_t *)((char *)h - offsetof(weft_sup_t, timer));
   if (s->close_cb && !s->quiet)
@@ -27,8 +32,11 @@ static void on_timer_closed(uv_handle_t *h) {
   bool gave_up = s->gave_up;
   weft_free(s->times);
   weft_free(s);
-  if (parent)
-    weft__sup_nested_done(parent, gave_up);
+  if (parent) {  /* the nested child exits, with WEFT_EGAVEUP if it gave up
+                    (its own on_give_up had the child's reason) */
+    parent->nested = NULL;
+    child_exited(parent, gave_up ? 1 : 0, 0, gave_up ? WEFT_EGAVEUP : 0);
+  }
 }
 
 /* ---- the state machine ------------------------------------------------------- */
@@ -50,7 +58,7 @@ static void on_group_timer(uv_timer_t *t) {
       if (c->start_err && c->state == ST_IDLE) {
         int err = c->start_err;
         c->start_err = 0;
-        weft__sup_child_exited(c, 1, 0, err);
+        child_exited(c, 1, 0, err);
         failed = true;
         break;
       }
@@ -63,7 +71,10 @@ static void finish_close(weft_sup_t *s) {
   uv_close((uv_handle_t *)&s->timer, on_timer_closed);
 }
 
-void weft__sup_advance(weft_sup_t *s) {
+/* The state machine, run after every event: while a group is being stopped
+ * it stops the next running child (last first); once the group is down it
+ * arms the group restart, gives up or finishes the close. */
+static void advance(weft_sup_t *s) {
   bool all = s->phase == PH_GIVING_UP || s->phase == PH_CLOSING;
   if (!all && s->phase != PH_GROUP)
     return;
@@ -105,11 +116,92 @@ void weft__sup_advance(weft_sup_t *s) {
   finish_close(s);
 }
 
-/* A nested supervisor finished closing: its handle in the parent exits, with
- * WEFT_EGAVEUP if it gave up (its own on_give_up had the child's reason). */
-void weft__sup_nested_done(weft_sup_child_t *c, bool gave_up) {
-  c->nested = NULL;
-  weft__sup_child_exited(c, gave_up ? 1 : 0, 0, gave_up ? WEFT_EGAVEUP : 0);
+/* ---- exits: acting on the verdict ------------------------------------------- */
+
+/* The group a one_for_all / rest_for_one restart stops and starts again. */
+static void mark_group(weft_sup_t *s, weft_sup_child_t *from) {
+  weft_sup_child_t *c = s->opts.strategy == WEFT_SUP_ONE_FOR_ALL ? weft__sup_first(s) : from;
+  for (; c; c = weft__sup_next(c)) {
+    c->in_group = true;
+    weft__sup_cancel_restart(c);  /* a pending one_for_one-style restart joins the group */
+  }
+}
+
+static void act(weft_sup_child_t *c, weft__sup_verdict_t v, const weft_sup_exit_t *e) {
+  weft_sup_t *s = c->sup;
+  if (v == WEFT__SUP_REMOVE) {
+    weft__sup_remove_child(c, e);
+    return;
+  }
+  if (v == WEFT__SUP_GIVE_UP) {
+    /* Giving up from now on: on_child_exit sees weft_sup_gave_up() true for
+     * the exit that broke the limit, so that the program can stop serving at
+     * once rather than after every child stopped. */
+    s->last = *e;
+    s->phase = PH_GIVING_UP;
+  }
+  weft__sup_notify_exit(c, e, false);
+  if ((v != WEFT__SUP_RESTART && v != WEFT__SUP_GROUP) || c->removing)
+    return;  /* removing: weft_sup_stop_child from the callback */
+  if (v == WEFT__SUP_RESTART) {
+    weft__sup_arm_restart(c, c->backoff_ms);
+    return;
+  }
+  if (s->phase != PH_GROUP || c->backoff_ms > s->group_delay)
+    s->group_delay = c->backoff_ms;
+  s->phase = PH_GROUP;
+  mark_group(s, c);
+}
+
+/* c exited (or a start of it failed: err set, code 1): supervisor_restart.c
+ * records it and gives the verdict, acted on here; then the state machine. */
+static void child_exited(weft_sup_child_t *c, int64_t code, int sig, int err) {
+  weft_sup_t *s = c->sup;
+  weft_sup_exit_t e;
+  weft__sup_verdict_t v = weft__sup_record_exit(c, code, sig, err, &e);
+  if (v == WEFT__SUP_START_NOW) {
+    weft__sup_notify_exit(c, &e, false);
+    int rc = weft__sup_start_child(c);
+    if (rc == 0) {
+      advance(s);
+      return;
+    }
+    /* The failed start is an exit of its own; restart_now is spent, so this
+     * verdict is never WEFT__SUP_START_NOW again. */
+    v = weft__sup_record_exit(c, 1, 0, rc, &e);
+  }
+  act(c, v, &e);
+  advance(s);
+}
+
+static void on_report(weft_sup_child_t *c, weft__sup_report_t r) {
+  if (r.exited)
+    child_exited(c, r.code, r.sig, r.err);
+}
+
+void weft__sup_on_worker_exit(weft_worker_t *w, int code) {
+  weft_sup_child_t *c = weft_worker_data(w);
+  on_report(c, weft__sup_worker_gone(c, w, code));
+}
+
+void weft__sup_on_proc_exit(weft_child_t *p, int64_t status, int sig) {
+  weft_sup_child_t *c = weft_child_data(p);
+  on_report(c, weft__sup_proc_gone(c, status, sig));
+}
+
+void weft__sup_on_port_closed(weft_port_t *port, const weft_port_close_info_t *info) {
+  (void)info;
+  weft_sup_child_t *c = weft_port_data(port);  /* NULL once detached */
+  on_report(c, weft__sup_port_gone(c, port));
+}
+
+void weft__sup_on_timer(uv_timer_t *t) {
+  weft_sup_child_t *c = t->data;
+  if (!weft__sup_timer_fired(c))
+    return;
+  int err = weft__sup_start_child(c);
+  if (err)
+    child_exited(c, 1, 0, err);
 }
 
 /* ---- public ------------------------------------------------------------------ */
@@ -117,7 +209,7 @@ void weft__sup_nested_done(weft_sup_child_t *c, bool gave_up) {
 static void abort_new(weft_sup_t *s) {
   s->quiet = true;
   s->phase = PH_CLOSING;
-  weft__sup_advance(s);
+  advance(s);
 }
 
 int weft_sup_new(weft_ctx_t *ctx, const weft_sup_options_t *opts, weft_sup_t **out) {
@@ -177,7 +269,7 @@ int weft_sup_close(weft_sup_t *s, weft_sup_close_cb cb) {
   uv_timer_stop(&s->timer);
   for (weft_sup_child_t *c = weft__sup_first(s); c; c = weft__sup_next(c))
     weft__sup_cancel_restart(c);
-  weft__sup_advance(s);
+  advance(s);
   return 0;
 }
 
@@ -219,7 +311,7 @@ int weft_sup_stop_child(weft_sup_child_t *c, uint32_t grace_ms) {
     weft__sup_describe(&e);
     weft_sup_t *s = c->sup;
     weft__sup_remove_child(c, &e);
-    weft__sup_advance(s);
+    advance(s);
     return 0;
   }
   if (c->state == ST_RUNNING) {

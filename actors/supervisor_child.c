@@ -1,6 +1,8 @@
 /* supervisor_child.c: one child of a supervisor (supervisor_int.h): adding
  * it, starting it as a worker thread, a child process or a nested supervisor,
- * stopping it, hearing of its exit, removing it.
+ * stopping it, what its exit events mean, removing it. The event callbacks
+ * it registers are supervisor.c's, which ask the functions here what an event
+ * means (weft__sup_report_t) and act on it: this file never calls up.
  *
  * Stopping: a thread gets weft_worker_terminate; a process SIGTERM, then
  * SIGKILL when its shutdown deadline passes; a nested supervisor is closed.
@@ -80,14 +82,10 @@ int weft__sup_add_child(weft_sup_t *s, const weft_sup_child_spec_t *spec,
 
 /* ---- stopping and the timer ------------------------------------------------- */
 
-static void on_deadline(uv_timer_t *t) {
-  weft_sup_child_t *c = t->data;
+bool weft__sup_timer_fired(weft_sup_child_t *c) {
   if (c->timer_restart) {
     c->timer_restart = false;
-    int err = weft__sup_start_child(c);
-    if (err)
-      weft__sup_child_exited(c, 1, 0, err);
-    return;
+    return true;
   }
   if (c->state == ST_RUNNING) {  /* grace period over */
     weft__sup_stop_now(c);
@@ -95,6 +93,7 @@ static void on_deadline(uv_timer_t *t) {
     c->killed = true;
     weft_child_kill(c->proc, SIGKILL);
   }
+  return false;
 }
 
 void weft__sup_stop_now(weft_sup_child_t *c) {
@@ -107,7 +106,7 @@ void weft__sup_stop_now(weft_sup_child_t *c) {
   } else if (c->proc) {
     weft_child_kill(c->proc, SIGTERM);
     c->timer_restart = false;
-    uv_timer_start(&c->timer, on_deadline, weft__sup_lim(c->spec.shutdown_ms, 5000), 0);
+    uv_timer_start(&c->timer, weft__sup_on_timer, weft__sup_lim(c->spec.shutdown_ms, 5000), 0);
   } else if (c->nested) {
     weft_sup_close(c->nested, NULL);
   }
@@ -115,12 +114,12 @@ void weft__sup_stop_now(weft_sup_child_t *c) {
 
 void weft__sup_arm_restart(weft_sup_child_t *c, uint32_t delay_ms) {
   c->timer_restart = true;
-  uv_timer_start(&c->timer, on_deadline, delay_ms, 0);
+  uv_timer_start(&c->timer, weft__sup_on_timer, delay_ms, 0);
 }
 
 void weft__sup_stop_after(weft_sup_child_t *c, uint32_t grace_ms) {
   c->timer_restart = false;
-  uv_timer_start(&c->timer, on_deadline, grace_ms, 0);
+  uv_timer_start(&c->timer, weft__sup_on_timer, grace_ms, 0);
 }
 
 void weft__sup_cancel_restart(weft_sup_child_t *c) {
@@ -137,39 +136,34 @@ static void on_worker_error(weft_worker_t *w, int err) {
   c->pending_error = err;
 }
 
-static void on_worker_exit(weft_worker_t *w, int code) {
-  weft_sup_child_t *c = weft_worker_data(w);
-  int err = c->pending_error;
+weft__sup_report_t weft__sup_worker_gone(weft_sup_child_t *c, weft_worker_t *w, int code) {
   c->worker = NULL;
-  weft_worker_release(w); /* freed once this returns: restarts do not pile up */
-  weft__sup_child_exited(c, code, 0, err);
+  weft_worker_release(w); /* freed once the callback returns: restarts do not pile up */
+  return (weft__sup_report_t){.exited = true, .code = code, .err = c->pending_error};
 }
 
-static void on_proc_exit(weft_child_t *p, int64_t status, int sig) {
-  weft_sup_child_t *c = weft_child_data(p);
+weft__sup_report_t weft__sup_proc_gone(weft_sup_child_t *c, int64_t status, int sig) {
   c->proc = NULL;
   uv_timer_stop(&c->timer);
   if (c->port_open) {
     c->exit_pending = true;
     c->exit_status = status;
     c->exit_signal = sig;
-    return;
+    return (weft__sup_report_t){.exited = false};
   }
-  weft__sup_child_exited(c, status, sig, 0);
+  return (weft__sup_report_t){.exited = true, .code = status, .sig = sig};
 }
 
-static void on_proc_port_closed(weft_port_t *port, const weft_port_close_info_t *info) {
-  (void)info;
-  weft_sup_child_t *c = weft_port_data(port);
+weft__sup_report_t weft__sup_port_gone(weft_sup_child_t *c, weft_port_t *port) {
   if (c == NULL || c->proc_port != port)
-    return;  /* an earlier run's port */
+    return (weft__sup_report_t){.exited = false};  /* an earlier run's port */
   c->proc_port = NULL;
   c->port_open = false;
   c->port_closed = true;
-  if (c->exit_pending) {
-    c->exit_pending = false;
-    weft__sup_child_exited(c, c->exit_status, c->exit_signal, 0);
-  }
+  if (!c->exit_pending)
+    return (weft__sup_report_t){.exited = false};
+  c->exit_pending = false;
+  return (weft__sup_report_t){.exited = true, .code = c->exit_status, .sig = c->exit_signal};
 }
 
 /* ---- starting --------------------------------------------------------------- */
@@ -195,7 +189,7 @@ static int start_thread(weft_sup_child_t *c, weft_msg_t *m) {
       .data = m,
       .on_message = c->spec.on_message,
       .on_error = on_worker_error,
-      .on_exit = on_worker_exit,
+      .on_exit = weft__sup_on_worker_exit,
       .data_ptr = c,
   };
   int err = weft_worker_spawn(c->sup->ctx, &o, &c->worker);
@@ -212,7 +206,7 @@ static int start_process(weft_sup_child_t *c, weft_msg_t *m) {
       .entry_name = c->spec.entry_name,
       .data = m,
       .on_message = c->spec.on_message,
-      .on_exit = on_proc_exit,
+      .on_exit = weft__sup_on_proc_exit,
       .data_ptr = c,
   };
   memcpy(o.stdio, c->spec.stdio, sizeof(o.stdio));
@@ -223,7 +217,7 @@ static int start_process(weft_sup_child_t *c, weft_msg_t *m) {
   c->proc_port = port;
   if (port) {
     weft_port_set_data(port, c);
-    c->port_open = weft_port_on_close(port, on_proc_port_closed) == 0 && o.on_message != NULL;
+    c->port_open = weft_port_on_close(port, weft__sup_on_port_closed) == 0 && o.on_message != NULL;
   }
   return err;
 }

@@ -1,16 +1,22 @@
 /* supervisor_int.h: NOT PUBLIC. What the supervisor's files share, written
  * against the public API only (the microkernel rule).
  *
- * The supervisor (include/weft/supervisor.h) in three files:
+ * The supervisor (include/weft/supervisor.h) in three files, each calling
+ * only the ones below it:
  *   supervisor.c          the tree and the strategies: the state machine that
- *                         stops groups and restarts them, give-up, close, and
- *                         the public entry points
+ *                         stops groups and restarts them, give-up, close, the
+ *                         public entry points, and a child's event callbacks,
+ *                         which act on what the files below decide
  *   supervisor_child.c    one child: adding it, starting it (thread, process or
  *                         nested supervisor), stopping it (terminate, SIGTERM
- *                         then SIGKILL, close), its exit callbacks, removing it
- *   supervisor_restart.c  what an exit means: its record and message, the
- *                         restart decision, the intensity window and the
- *                         jittered exponential back-off
+ *                         then SIGKILL, close), what its exit events mean
+ *                         (weft__sup_report_t), removing it
+ *   supervisor_restart.c  what an exit means: its record and message, and the
+ *                         verdict (weft__sup_verdict_t: remove, restart alone
+ *                         or as a group, give up), the intensity window and
+ *                         the jittered exponential back-off
+ * supervisor_child.c registers supervisor.c's event callbacks when it starts a
+ * child or arms its timer, but never calls them: nothing calls up.
  *
  * Invariants: a child is RUNNING (handle set, exit to come), STOPPING (we
  * asked it to stop, exit to come) or IDLE (no handle; waiting for a restart,
@@ -105,16 +111,17 @@ static inline weft_sup_child_t *weft__sup_prev(const weft_sup_child_t *c) {
 /* weft__sup_lim: v, or def when v is 0 (a zero option means the default). */
 static inline uint32_t weft__sup_lim(uint32_t v, uint32_t def) { return v ? v : def; }
 
-/* ---- the tree (supervisor.c) --------------------------------------------- */
+/* ---- a child's events (supervisor.c) -------------------------------------- */
 
-/* weft__sup_advance: the state machine, run after every event: while a group
- * is being stopped it stops the next running child (last first); once the
- * group is down it arms the group restart, gives up or finishes the close. */
-void weft__sup_advance(weft_sup_t *s);
-
-/* weft__sup_nested_done: the nested supervisor of c finished closing (after
- * giving up if gave_up: c's exit then carries WEFT_EGAVEUP): c exits. */
-void weft__sup_nested_done(weft_sup_child_t *c, bool gave_up);
+/* The callbacks of a child's worker, process, port and timer, on the
+ * supervisor's loop. supervisor_child.c registers them; each one asks the
+ * files below what the event means (weft__sup_worker_gone and the other
+ * weft__sup_*_gone, weft__sup_timer_fired, weft__sup_record_exit), acts on the
+ * answer, then runs the supervisor's state machine. */
+void weft__sup_on_worker_exit(weft_worker_t *w, int code);
+void weft__sup_on_proc_exit(weft_child_t *p, int64_t status, int sig);
+void weft__sup_on_port_closed(weft_port_t *port, const weft_port_close_info_t *info);
+void weft__sup_on_timer(uv_timer_t *t);
 
 /* ---- one child (supervisor_child.c) --------------------------------------- */
 
@@ -150,6 +157,32 @@ void weft__sup_free_child(weft_sup_child_t *c);
  * memory. */
 void weft__sup_remove_child(weft_sup_child_t *c, const weft_sup_exit_t *e);
 
+/* weft__sup_report_t: what one of a child's events means for the supervisor:
+ * the child exited (with code, sig and err as weft__sup_record_exit takes
+ * them), or not yet. */
+typedef struct {
+  bool exited;
+  int64_t code;
+  int sig;
+  int err;
+} weft__sup_report_t;
+
+/* weft__sup_worker_gone: c's worker w exited with code; w is released. */
+weft__sup_report_t weft__sup_worker_gone(weft_sup_child_t *c, weft_worker_t *w, int code);
+
+/* weft__sup_proc_gone: c's process exited; its exit counts once its port has
+ * delivered everything and closed (weft__sup_port_gone). */
+weft__sup_report_t weft__sup_proc_gone(weft_sup_child_t *c, int64_t status, int sig);
+
+/* weft__sup_port_gone: port, a process port of c, closed (one of an earlier
+ * run is ignored). */
+weft__sup_report_t weft__sup_port_gone(weft_sup_child_t *c, weft_port_t *port);
+
+/* weft__sup_timer_fired: c's timer fired. A deadline is handled here (the
+ * grace period ends with a stop, SIGTERM's with SIGKILL); returns true if it
+ * was c's one_for_one restart, which the caller starts. */
+bool weft__sup_timer_fired(weft_sup_child_t *c);
+
 /* ---- exits and restarts (supervisor_restart.c) ---------------------------- */
 
 /* weft__sup_describe: fills e->message from the other fields. */
@@ -158,8 +191,23 @@ void weft__sup_describe(weft_sup_exit_t *e);
 /* weft__sup_notify_exit: on_child_exit, unless the supervisor is quiet. */
 void weft__sup_notify_exit(weft_sup_child_t *c, const weft_sup_exit_t *e, bool final);
 
-/* weft__sup_child_exited: c exited (or a start of it failed: err set, code 1):
- * records why, decides on the restart, then advances the supervisor. */
-void weft__sup_child_exited(weft_sup_child_t *c, int64_t code, int sig, int err);
+/* weft__sup_verdict_t: what supervisor.c does with an exit. Every verdict
+ * but WEFT__SUP_REMOVE reports the exit (on_child_exit, not final) first. */
+typedef enum {
+  WEFT__SUP_REMOVE = 1, /* c goes for good: weft__sup_remove_child */
+  WEFT__SUP_START_NOW,  /* weft_sup_restart_child: start c again at once */
+  WEFT__SUP_REPORT,     /* nothing more (stopped, or the supervisor gives up) */
+  WEFT__SUP_GIVE_UP,    /* this restart broke the intensity: give up */
+  WEFT__SUP_RESTART,    /* one_for_one: start c again in c->backoff_ms */
+  WEFT__SUP_GROUP       /* one_for_all / rest_for_one: restart c's group after
+                           c->backoff_ms */
+} weft__sup_verdict_t;
+
+/* weft__sup_record_exit: c exited (or a start of it failed: err set, code 1):
+ * fills e, records it in c's history, makes c IDLE (its timer stopped) and
+ * returns the verdict. A restart is counted in the intensity window and its
+ * back-off is in c->backoff_ms before this returns. */
+weft__sup_verdict_t weft__sup_record_exit(weft_sup_child_t *c, int64_t code, int sig, int err,
+                                          weft_sup_exit_t *e);
 
 #endif /* WEFT_SUPERVISOR_INT_H */

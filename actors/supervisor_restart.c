@@ -8,9 +8,9 @@
  * gives up. A restart waits a jittered exponential back-off: the n-th
  * consecutive restart of a child waits uniformly in [d/2, d], d =
  * min(backoff_max_ms, backoff_min_ms * 2^n); the streak resets when the child
- * ran at least backoff_max_ms. one_for_one restarts the child alone on its own
- * timer; one_for_all and rest_for_one mark the group that supervisor.c stops
- * and starts again.
+ * ran at least backoff_max_ms. The verdict (weft__sup_verdict_t) goes back to
+ * supervisor.c, which acts on it: one_for_one restarts the child alone on its
+ * own timer; one_for_all and rest_for_one restart a group.
  *
  * Threads: the supervisor's context thread only. */
 #include <stdio.h>
@@ -84,54 +84,29 @@ void weft__sup_notify_exit(weft_sup_child_t *c, const weft_sup_exit_t *e, bool f
     s->opts.on_child_exit(s, c, e, final);
 }
 
-/* The group a one_for_all / rest_for_one restart stops and starts again. */
-static void mark_group(weft_sup_t *s, weft_sup_child_t *from) {
-  weft_sup_child_t *c = s->opts.strategy == WEFT_SUP_ONE_FOR_ALL ? weft__sup_first(s) : from;
-  for (; c; c = weft__sup_next(c)) {
-    c->in_group = true;
-    weft__sup_cancel_restart(c);  /* a pending one_for_one-style restart joins the group */
-  }
-}
-
-static void restart_decision(weft_sup_child_t *c, weft_sup_exit_t *e) {
+/* The verdict on an exit that a restart may follow (not stopped, nothing
+ * else going on). */
+static weft__sup_verdict_t restart_verdict(weft_sup_child_t *c, const weft_sup_exit_t *e) {
   weft_sup_t *s = c->sup;
   bool restart = c->spec.restart == WEFT_SUP_PERMANENT ||
                  (c->spec.restart == WEFT_SUP_TRANSIENT && !e->normal);
-  if (!restart) {
-    weft__sup_remove_child(c, e);
-    return;
-  }
-  if (!intensity_ok(s, e->time_ms)) {
-    /* Giving up from now on: on_child_exit sees weft_sup_gave_up() true for
-     * the exit that broke the limit, so that the program can stop serving at
-     * once rather than after every child stopped. */
-    s->last = *e;
-    s->phase = PH_GIVING_UP;
-    weft__sup_notify_exit(c, e, false);
-    return;
-  }
+  if (!restart)
+    return WEFT__SUP_REMOVE;
+  if (!intensity_ok(s, e->time_ms))
+    return WEFT__SUP_GIVE_UP;
   s->restarts++;
   if (e->ran_ms >= weft__sup_lim(s->opts.limits.backoff_max_ms, 2000))
     c->streak = 0;
   c->backoff_ms = backoff_for(s, c);
-  weft__sup_notify_exit(c, e, false);
-  if (c->removing)
-    return;  /* weft_sup_stop_child from the callback */
-  if (s->opts.strategy == WEFT_SUP_ONE_FOR_ONE) {
-    weft__sup_arm_restart(c, c->backoff_ms);
-    return;
-  }
-  if (s->phase != PH_GROUP || c->backoff_ms > s->group_delay)
-    s->group_delay = c->backoff_ms;
-  s->phase = PH_GROUP;
-  mark_group(s, c);
+  return s->opts.strategy == WEFT_SUP_ONE_FOR_ONE ? WEFT__SUP_RESTART : WEFT__SUP_GROUP;
 }
 
-void weft__sup_child_exited(weft_sup_child_t *c, int64_t code, int sig, int err) {
+weft__sup_verdict_t weft__sup_record_exit(weft_sup_child_t *c, int64_t code, int sig, int err,
+                                          weft_sup_exit_t *e) {
   weft_sup_t *s = c->sup;
   uv_update_time(s->loop);
   uint64_t now = uv_now(s->loop);
-  weft_sup_exit_t e = {
+  *e = (weft_sup_exit_t){
       .exit_code = code,
       .term_signal = sig,
       .error = err,
@@ -139,11 +114,11 @@ void weft__sup_child_exited(weft_sup_child_t *c, int64_t code, int sig, int err)
       .time_ms = now,
       .ran_ms = c->state != ST_IDLE ? now - c->started_ms : 0,
   };
-  if (e.stopped && !e.error && c->spec.kind == WEFT_SUP_THREAD)
-    e.error = WEFT_ETERMINATED;
-  e.normal = code == 0 && sig == 0 && e.error == 0;
-  weft__sup_describe(&e);
-  record(c, &e);
+  if (e->stopped && !e->error && c->spec.kind == WEFT_SUP_THREAD)
+    e->error = WEFT_ETERMINATED;
+  e->normal = code == 0 && sig == 0 && e->error == 0;
+  weft__sup_describe(e);
+  record(c, e);
   c->state = ST_IDLE;
   c->stop_req = false;
   uv_timer_stop(&c->timer);
@@ -151,19 +126,11 @@ void weft__sup_child_exited(weft_sup_child_t *c, int64_t code, int sig, int err)
    * (which starts it itself) or a give-up began meanwhile. */
   bool restart_now = c->restart_now && !c->in_group && s->phase <= PH_GROUP;
   c->restart_now = false;
-  if (c->removing || s->phase == PH_CLOSING) {
-    weft__sup_remove_child(c, &e);
-  } else if (restart_now) {
-    weft__sup_notify_exit(c, &e, false);
-    int rc = weft__sup_start_child(c);
-    if (rc) {
-      weft__sup_child_exited(c, 1, 0, rc);
-      return;
-    }
-  } else if (e.stopped || s->phase == PH_GIVING_UP || s->phase == PH_GAVE_UP) {
-    weft__sup_notify_exit(c, &e, false);
-  } else {
-    restart_decision(c, &e);
-  }
-  weft__sup_advance(s);
+  if (c->removing || s->phase == PH_CLOSING)
+    return WEFT__SUP_REMOVE;
+  if (restart_now)
+    return WEFT__SUP_START_NOW;
+  if (e->stopped || s->phase == PH_GIVING_UP || s->phase == PH_GAVE_UP)
+    return WEFT__SUP_REPORT;
+  return restart_verdict(c, e);
 }
