@@ -4,7 +4,7 @@
  * Threads are weft workers (weft_worker_spawn) whose parent channel carries
  * task chains out and result chains back (pool_impl.h). A thread leaves in
  * two steps: it is marked PW_RETIRING (no new tasks), and once nothing of its
- * is in flight the pool closes its channel (weft__pool_reap); its loop then
+ * is in flight the pool closes its channel (reap); its loop then
  * runs out of work, the thread exits, and on_exit frees its state. A thread
  * that exits while holding tasks (weft_worker_exit inside a task, or
  * weft_runtime_free) fails the ones it had started with WEFT_ETERMINATED and
@@ -17,12 +17,21 @@
  * creation failed half-way ("zombie") goes the same way without timers and
  * without a callback.
  *
+ * The files below (pool_task.c, pool_dispatch.c, pool_timeout.c) never call
+ * up: the loop callbacks here run a pass through them, then after_pass
+ * (dispatch, drain, reap, the end); dispatch returns WEFT__POOL_GROW when a
+ * thread should start, and the start is done here.
+ *
  * Threads: the pool context only (worker callbacks run there too). */
 #include <string.h>
 
 #include "pool_impl.h"
 
 static void on_worker_exit(weft_worker_t *w, int exit_code);
+static void on_results(weft_port_t *port, weft_msg_t *msg);
+static void note_idle(weft_pool_t *pool, pool_worker_t *pw);
+static void reap(weft_pool_t *pool);
+static void after_pass(weft_pool_t *pool);
 
 /* The channel closed (the pool closed it, or the thread is going): the port
  * is gone; the thread's exit follows. */
@@ -48,7 +57,7 @@ static int workers_reserve(weft_pool_t *pool) {
   return 0;
 }
 
-int weft__pool_spawn(weft_pool_t *pool) {
+static int spawn(weft_pool_t *pool) {
   int err = workers_reserve(pool);
   if (err != 0)
     return err;
@@ -67,7 +76,7 @@ int weft__pool_spawn(weft_pool_t *pool) {
       .entry = weft__pool_worker_entry,
       .data = data,
       .stack_size = pool->opts.stack_size,
-      .on_message = weft__pool_on_results,
+      .on_message = on_results,
       .on_exit = on_worker_exit,
       .data_ptr = pw,
   };
@@ -85,11 +94,11 @@ int weft__pool_spawn(weft_pool_t *pool) {
   err = weft_port_on_close(pw->port, on_port_gone);
   if (err != 0) { /* the thread goes again at once; on_exit frees pw */
     pw->state = PW_RETIRING;
-    weft__pool_reap(pool);
+    reap(pool);
     return err;
   }
   pool->nactive++;
-  weft__pool_note_idle(pool, pw);
+  note_idle(pool, pw);
   return 0;
 }
 
@@ -101,7 +110,7 @@ static void retire(weft_pool_t *pool, pool_worker_t *pw) {
 }
 
 /* Closes the channel of every retiring thread that holds nothing. */
-void weft__pool_reap(weft_pool_t *pool) {
+static void reap(weft_pool_t *pool) {
   for (uint32_t i = 0; i < pool->nworkers; i++) {
     pool_worker_t *pw = pool->workers[i];
     if (pw->state == PW_RETIRING && pw->inflight.len == 0) {
@@ -141,14 +150,14 @@ static void on_worker_exit(weft_worker_t *w, int exit_code) {
   pool->in_pass--;
   free_stash(pw->stash, &pw->nstash);
   weft_free(pw);
-  weft__pool_after_pass(pool);
+  after_pass(pool);
 }
 
 /* ---- idle retirement -------------------------------------------------------- */
 
 static void on_idle_timer(uv_timer_t *timer);
 
-void weft__pool_note_idle(weft_pool_t *pool, pool_worker_t *pw) {
+static void note_idle(weft_pool_t *pool, pool_worker_t *pw) {
   pw->idle_since = now_ns();
   if (pool->opts.idle_timeout_ms == 0 || !pool->timers_inited || pool->closing)
     return;
@@ -174,7 +183,7 @@ static void on_idle_timer(uv_timer_t *timer) {
     uint64_t left = oldest + limit > now ? oldest + limit - now : 0;
     uv_timer_start(&pool->idle_timer, on_idle_timer, (left + 999999u) / 1000000u, 0);
   }
-  weft__pool_reap(pool);
+  reap(pool);
 }
 
 /* ---- passes and the end ------------------------------------------------------ */
@@ -248,13 +257,26 @@ static int anchor_new(weft_pool_t *pool) {
   return 0;
 }
 
+/* Hands queued tasks out, starting threads while dispatch asks for one (at
+ * most up to the pool's size: each GROW follows a thread started). */
+static void dispatch(weft_pool_t *pool) {
+  while (weft__pool_dispatch(pool) == WEFT__POOL_GROW) {
+    int err = spawn(pool);
+    if (err != 0) {
+      if (pool->nactive == 0)
+        weft__pool_fail_queue(pool, err);
+      return;
+    }
+  }
+}
+
 /* After results, timers or a thread's exit: move the queue, say "drain",
  * close what retired, end the pool if it is time. */
-void weft__pool_after_pass(weft_pool_t *pool) {
+static void after_pass(weft_pool_t *pool) {
   if (pool->in_pass > 0 || pool->finishing)
     return;
   if (!pool->closing)
-    weft__pool_dispatch(pool);
+    dispatch(pool);
   if (pool->want_drain && !pool->closing && pool->queue.len <= pool->opts.max_queue / 2) {
     pool->want_drain = false;
     if (pool->opts.on_drain) {
@@ -262,14 +284,50 @@ void weft__pool_after_pass(weft_pool_t *pool) {
       pool->opts.on_drain(pool);
       pool->in_pass--;
       if (!pool->closing)
-        weft__pool_dispatch(pool);
+        dispatch(pool);
     }
   }
-  weft__pool_reap(pool);
+  reap(pool);
   maybe_finish(pool);
 }
 
+/* ---- the loop callbacks: a pass, then after_pass ------------------------------ */
+
+static void on_results(weft_port_t *port, weft_msg_t *msg) {
+  pool_worker_t *pw = weft_port_data(port);
+  weft_pool_t *pool = pw->pool;
+  pool->in_pass++;
+  if (weft__pool_take_results(pw, msg))
+    note_idle(pool, pw);
+  pool->in_pass--;
+  after_pass(pool);
+}
+
+void weft__pool_on_kick(uv_timer_t *timer) {
+  weft_pool_t *pool = timer->data;
+  pool->in_pass++;
+  weft__pool_run_done(pool);
+  pool->in_pass--;
+  after_pass(pool);
+}
+
+void weft__pool_on_timeout(uv_timer_t *timer) {
+  weft_pool_t *pool = timer->data;
+  pool->in_pass++;
+  weft__pool_expire(pool);
+  pool->in_pass--;
+  after_pass(pool);
+}
+
 /* ---- the API ------------------------------------------------------------------ */
+
+int weft_pool_submit(weft_pool_t *pool, const weft_pool_task_options_t *opts,
+                     weft_pool_done_cb cb, void *data, uint64_t *id) {
+  int err = weft__pool_enqueue(pool, opts, cb, data, id);
+  if (err == 0 && pool->in_pass == 0)
+    dispatch(pool);
+  return err;
+}
 
 static int resolve_options(const weft_pool_options_t *in, weft_pool_options_t *out) {
   *out = in ? *in : (weft_pool_options_t){0};
@@ -313,7 +371,7 @@ int weft_pool_new(weft_ctx_t *ctx, const weft_pool_options_t *opts, weft_pool_t 
   }
   uint32_t initial = pool->opts.idle_timeout_ms ? pool->opts.min_threads : pool->opts.size;
   for (uint32_t i = 0; i < initial && err == 0; i++)
-    err = weft__pool_spawn(pool);
+    err = spawn(pool);
   if (err == 0) {
     timers_init(pool);
     *out = pool;
@@ -326,7 +384,7 @@ int weft_pool_new(weft_ctx_t *ctx, const weft_pool_options_t *opts, weft_pool_t 
   pool->closing = pool->zombie = true; /* its threads exit, then it frees itself */
   for (uint32_t i = 0; i < pool->nworkers; i++)
     retire(pool, pool->workers[i]);
-  weft__pool_reap(pool);
+  reap(pool);
   return err;
 }
 
@@ -379,10 +437,10 @@ int weft_pool_resize(weft_pool_t *pool, uint32_t size) {
   int err = 0;
   if (pool->opts.idle_timeout_ms == 0)
     while (pool->nactive < size && err == 0)
-      err = weft__pool_spawn(pool);
+      err = spawn(pool);
   if (pool->in_pass == 0) {
-    weft__pool_dispatch(pool);
-    weft__pool_reap(pool);
+    dispatch(pool);
+    reap(pool);
   }
   return err;
 }

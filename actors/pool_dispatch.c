@@ -15,7 +15,8 @@
  *
  * When no thread has room and the pool may grow (fewer threads than its size:
  * a pool with idle_timeout_ms, after a resize, or after a thread was lost),
- * one thread is started and takes tasks at once (a new worker's port queues
+ * dispatch returns WEFT__POOL_GROW: pool.c starts one thread and dispatches
+ * again, and the new thread takes tasks at once (a new worker's port queues
  * them until its thread binds it).
  *
  * Threads: the pool context only. */
@@ -99,33 +100,27 @@ static pool_worker_t *least_loaded(weft_pool_t *pool, uint32_t lim, uint32_t *wi
   return best;
 }
 
-/* No thread has room: start one if the pool may grow. Returns 0 if one was
- * started; else the queue waits (or fails, if there is no thread at all). */
-static int grow(weft_pool_t *pool) {
+/* No thread has room: GROW if the pool may start one; else the queue waits
+ * (or fails, if no thread can ever take it). */
+static weft__pool_dispatch_t full(weft_pool_t *pool) {
   if (pool->broken) {
     if (pool->nactive == 0)
       weft__pool_fail_queue(pool, WEFT_ETERMINATED);
-    return WEFT_EAGAIN;
+    return WEFT__POOL_SETTLED;
   }
   if (pool->closing || pool->nactive >= pool->opts.size)
-    return WEFT_EAGAIN;
-  int err = weft__pool_spawn(pool);
-  if (err != 0 && pool->nactive == 0)
-    weft__pool_fail_queue(pool, err);
-  return err;
+    return WEFT__POOL_SETTLED;
+  return WEFT__POOL_GROW;
 }
 
-void weft__pool_dispatch(weft_pool_t *pool) {
+weft__pool_dispatch_t weft__pool_dispatch(weft_pool_t *pool) {
   uint32_t batch = batch_size(pool);
   uint32_t lim = in_flight_limit(pool, batch);
   while (pool->queue.len > 0) {
     uint32_t with_room;
     pool_worker_t *pw = least_loaded(pool, lim, &with_room);
-    if (pw == NULL) {
-      if (grow(pool) != 0)
-        return;
-      continue;
-    }
+    if (pw == NULL)
+      return full(pool);
     uint32_t k = lim - pw->inflight.len;
     if (k > batch)
       k = batch;
@@ -135,11 +130,12 @@ void weft__pool_dispatch(weft_pool_t *pool) {
     int err = send_chain(pool, pw, k);
     if (err == WEFT_ENOMEM) {
       weft__pool_retry_later(pool); /* no message to carry them: try again soon */
-      return;
+      return WEFT__POOL_SETTLED;
     }
     if (err != 0) { /* its channel is gone: it is exiting; take no more */
       pw->state = PW_RETIRING;
       pool->nactive--;
     }
   }
+  return WEFT__POOL_SETTLED;
 }

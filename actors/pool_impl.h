@@ -212,15 +212,20 @@ struct weft_pool_s {
   weft__pool_histo_t wait, run;
 };
 
-/* pool.c */
-int weft__pool_spawn(weft_pool_t *pool);
-void weft__pool_reap(weft_pool_t *pool);
-void weft__pool_after_pass(weft_pool_t *pool);
-void weft__pool_note_idle(weft_pool_t *pool, pool_worker_t *pw);
-void weft__pool_free_task_mem(weft_pool_t *pool);
+/* pool.c: the pass-level loop callbacks, which the files below arm their
+ * timers with but never call: each does a pass's work through them, then
+ * what follows a pass (dispatch, drain, reap, the end). */
+void weft__pool_on_kick(uv_timer_t *timer);     /* the done list */
+void weft__pool_on_timeout(uv_timer_t *timer);  /* expired deadlines */
 
-/* pool_dispatch.c */
-void weft__pool_dispatch(weft_pool_t *pool);
+/* pool_dispatch.c: weft__pool_dispatch hands queued tasks to threads with
+ * room, and says what the pool should do next. */
+typedef enum {
+  WEFT__POOL_SETTLED = 0, /* the queue is empty, or waits (or failed) for good reason */
+  WEFT__POOL_GROW         /* no thread has room and the pool may start one:
+                             start it, then dispatch again */
+} weft__pool_dispatch_t;
+weft__pool_dispatch_t weft__pool_dispatch(weft_pool_t *pool);
 
 /* pool_timeout.c */
 #define WEFT__POOL_NO_HEAP UINT32_MAX
@@ -229,15 +234,20 @@ void weft__pool_heap_remove(weft_pool_t *pool, weft_pool_task_t *t);
 void weft__pool_heap_arm(weft_pool_t *pool);
 void weft__pool_heap_clear(weft_pool_t *pool);
 
-/* pool_task.c */
-void weft__pool_on_results(weft_port_t *port, weft_msg_t *msg);
+/* pool_task.c. The pass functions (take_results, run_done, expire,
+ * lost_thread) run with pool->in_pass raised by their caller in pool.c and
+ * return; they never dispatch nor end the pool. */
+int weft__pool_enqueue(weft_pool_t *pool, const weft_pool_task_options_t *opts,
+                       weft_pool_done_cb cb, void *data, uint64_t *id); /* weft_pool_submit's checks and queueing */
+bool weft__pool_take_results(pool_worker_t *pw, weft_msg_t *msg); /* true: pw holds nothing now */
 void weft__pool_lost_thread(weft_pool_t *pool, pool_worker_t *pw, bool requeue);
 void weft__pool_cancel_all(weft_pool_t *pool);
 void weft__pool_fail_queue(weft_pool_t *pool, int err);
-void weft__pool_run_done(weft_pool_t *pool);
+void weft__pool_run_done(weft_pool_t *pool);     /* the done list's callbacks */
+void weft__pool_expire(weft_pool_t *pool);       /* tasks past their deadline; re-arms */
 void weft__pool_kick(weft_pool_t *pool);          /* run the done list from the loop, now */
 void weft__pool_retry_later(weft_pool_t *pool);   /* ... in 1 ms (then dispatch again) */
-void weft__pool_on_timeout(uv_timer_t *timer);
+void weft__pool_free_task_mem(weft_pool_t *pool);
 
 /* pool_worker.c */
 int weft__pool_worker_entry(weft_ctx_t *ctx, weft_msg_t *data);

@@ -13,7 +13,9 @@
  * Callbacks are only called from loop callbacks (results, the timers), with
  * pool->in_pass raised, never from inside a weft_pool_* call: a task that must
  * complete at once (cancelled while queued, the pool closing) goes to the
- * done list and the kick timer runs it.
+ * done list and the kick timer runs it. Those loop callbacks are pool.c's
+ * (the timers here are armed with them): the functions here do a pass's work
+ * and return; what follows a pass (dispatch, drain, reap, the end) is pool.c's.
  *
  * Threads: the pool context only. */
 #include <string.h>
@@ -153,27 +155,20 @@ static void to_done(weft_pool_t *pool, weft_pool_task_t *t, int err) {
   weft__pool_kick(pool);
 }
 
-static void on_kick(uv_timer_t *timer) {
-  weft__pool_run_done(timer->data);
-}
-
 void weft__pool_kick(weft_pool_t *pool) {
   if (pool->timers_inited && !uv_is_active((uv_handle_t *)&pool->kick_timer))
-    uv_timer_start(&pool->kick_timer, on_kick, 0, 0);
+    uv_timer_start(&pool->kick_timer, weft__pool_on_kick, 0, 0);
 }
 
 void weft__pool_retry_later(weft_pool_t *pool) {
   if (pool->timers_inited && !uv_is_active((uv_handle_t *)&pool->kick_timer))
-    uv_timer_start(&pool->kick_timer, on_kick, 1, 0);
+    uv_timer_start(&pool->kick_timer, weft__pool_on_kick, 1, 0);
 }
 
 void weft__pool_run_done(weft_pool_t *pool) {
-  pool->in_pass++;
   weft_pool_task_t *t;
   while ((t = weft__pool_list_pop(&pool->done)) != NULL)
     finish(pool, t, t->err, NULL);
-  pool->in_pass--;
-  weft__pool_after_pass(pool);
 }
 
 /* A task came back from its thread (removed from the in-flight list). */
@@ -204,25 +199,20 @@ static void returned(weft_pool_t *pool, weft_pool_task_t *t) {
   finish(pool, t, err, result);
 }
 
-void weft__pool_on_results(weft_port_t *port, weft_msg_t *msg) {
-  pool_worker_t *pw = weft_port_data(port);
+bool weft__pool_take_results(pool_worker_t *pw, weft_msg_t *msg) {
   weft_pool_t *pool = pw->pool;
   weft_pool_task_t *t = weft__pool_carrier_get(msg);
   if (pool->nstash < WEFT__POOL_STASH)
     pool->stash[pool->nstash++] = msg;
   else
     weft_msg_free(msg);
-  pool->in_pass++;
   while (t != NULL) {
     weft_pool_task_t *next = t->next;
     weft__pool_list_remove(&pw->inflight, t);
     returned(pool, t);
     t = next;
   }
-  if (pw->inflight.len == 0)
-    weft__pool_note_idle(pool, pw);
-  pool->in_pass--;
-  weft__pool_after_pass(pool);
+  return pw->inflight.len == 0;
 }
 
 /* A thread exited holding tasks (it is joined: their memory is the pool's
@@ -281,10 +271,8 @@ void weft__pool_fail_queue(weft_pool_t *pool, int err) {
     to_done(pool, t, err);
 }
 
-void weft__pool_on_timeout(uv_timer_t *timer) {
-  weft_pool_t *pool = timer->data;
+void weft__pool_expire(weft_pool_t *pool) {
   uint64_t now = uv_hrtime();
-  pool->in_pass++;
   while (pool->heap_len > 0 && pool->heap[0]->deadline <= now) {
     weft_pool_task_t *t = pool->heap[0];
     weft__pool_heap_remove(pool, t);
@@ -298,8 +286,6 @@ void weft__pool_on_timeout(uv_timer_t *timer) {
     }
   }
   weft__pool_heap_arm(pool);
-  pool->in_pass--;
-  weft__pool_after_pass(pool);
 }
 
 /* ---- submit and cancel ------------------------------------------------------ */
@@ -328,8 +314,8 @@ static void task_init(weft_pool_task_t *t, weft_pool_fn fn, const weft_pool_task
   t->t_submit = uv_hrtime();
 }
 
-int weft_pool_submit(weft_pool_t *pool, const weft_pool_task_options_t *opts,
-                     weft_pool_done_cb cb, void *data, uint64_t *id) {
+int weft__pool_enqueue(weft_pool_t *pool, const weft_pool_task_options_t *opts,
+                       weft_pool_done_cb cb, void *data, uint64_t *id) {
   if (pool == NULL || opts == NULL || (opts->fn == NULL && opts->name == NULL))
     return WEFT_EINVAL;
   if (weft_ctx_current() != pool->ctx)
@@ -365,8 +351,6 @@ int weft_pool_submit(weft_pool_t *pool, const weft_pool_task_options_t *opts,
   pool->submitted++;
   if (id)
     *id = t->id;
-  if (pool->in_pass == 0)
-    weft__pool_dispatch(pool);
   return 0;
 }
 
