@@ -630,6 +630,18 @@ int weft_msg_find_xfer(const weft_msg_t *msg, int kind, size_t nth, size_t *inde
   return WEFT_ENOENT;
 }
 
+int weft_msg_put_xfer(weft_msg_t *msg, const char *key, size_t index) {
+  if (msg == NULL)
+    return WEFT_EINVAL;
+  if (msg->err != 0)
+    return msg->err;
+  if (index >= msg->nxfer || msg->xfer[index].kind == 0) {
+    msg->err = WEFT_EINVAL; /* kept: a record naming the wrong item must not go */
+    return WEFT_EINVAL;
+  }
+  return weft_msg_put_u64(msg, key, index);
+}
+
 /* Item i if it is still there and of kind; else the error to return. */
 static int xfer_take(weft_msg_t *msg, size_t i, int kind, weft__xfer_t **out) {
   if (msg == NULL)

@@ -406,3 +406,16 @@ int weft_msg_get_strcpy(const weft_msg_t *msg, const char *key, char *buf, size_
     *len = n;
   return k == n ? 0 : UV_ENOBUFS;
 }
+
+int weft_msg_get_xfer(const weft_msg_t *msg, const char *key, size_t *index) {
+  if (msg == NULL || index == NULL)
+    return WEFT_EINVAL;
+  uint64_t i;
+  int rc = weft__mp_get_u64(msg->data, msg->len, key, &i);
+  if (rc != 0)
+    return rc;
+  if (i >= msg->nxfer || msg->xfer[i].kind == 0)
+    return WEFT_ENOENT;
+  *index = (size_t)i;
+  return 0;
+}

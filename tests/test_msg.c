@@ -1328,6 +1328,89 @@ static void items_found_by_kind(void **state) {
   weft_buf_free(b2);
 }
 
+/* A record names its items by key: the reader takes "image" and "logo" by
+ * name whatever their positions, after a post through a channel. */
+static void items_found_by_key(void **state) {
+  (void)state;
+  weft_runtime_t *rt;
+  assert_int_equal(weft_runtime_new(&rt, NULL), 0);
+  weft_port_t *ports[2], *carried[2];
+  assert_int_equal(weft_channel_new(weft_runtime_main(rt), ports), 0);
+  assert_int_equal(weft_channel_new(weft_runtime_main(rt), carried), 0);
+  weft_buf_t *logo, *image, *got;
+  assert_int_equal(weft_buf_new(&logo, 10), 0);
+  assert_int_equal(weft_buf_new(&image, 20), 0);
+
+  weft_msg_t *m = msg_new();
+  assert_int_equal(weft_msg_begin_map(m, NULL), 0);
+  size_t i = weft_msg_xfer_count(m);
+  assert_int_equal(weft_msg_add_port(m, carried[0]), 0); /* 0 */
+  assert_int_equal(weft_msg_put_xfer(m, "reply_to", i), 0);
+  assert_int_equal(weft_msg_add_buf(m, logo), 0);        /* 1 */
+  i = weft_msg_xfer_count(m);
+  assert_int_equal(weft_msg_add_buf(m, image), 0);       /* 2 */
+  assert_int_equal(weft_msg_put_xfer(m, "image", i), 0);
+  assert_int_equal(weft_msg_put_xfer(m, "logo", 1), 0);
+  assert_int_equal(weft_msg_put_u64(m, "n", 7), 0);
+  assert_int_equal(weft_msg_end_map(m), 0);
+  assert_int_equal(weft_port_post(ports[0], m), 0);
+
+  weft_msg_t *r;
+  assert_int_equal(weft_port_receive(ports[1], &r), 0);
+  assert_int_equal(weft_msg_get_xfer(r, "image", &i), 0);
+  assert_int_equal(i, 2);
+  assert_int_equal(weft_msg_take_buf(r, i, &got), 0);
+  assert_int_equal(weft_buf_len(got), 20);
+  weft_buf_free(got);
+  assert_int_equal(weft_msg_get_xfer(r, "image", &i), WEFT_ENOENT); /* taken */
+  assert_int_equal(weft_msg_get_xfer(r, "logo", &i), 0);
+  assert_int_equal(weft_msg_take_port(r, i, &carried[0]), WEFT_ETYPE); /* the take checks the kind */
+  assert_int_equal(weft_msg_take_buf(r, i, &got), 0);
+  assert_int_equal(weft_buf_len(got), 10);
+  weft_buf_free(got);
+  assert_int_equal(weft_msg_get_xfer(r, "reply_to", &i), 0);
+  assert_int_equal(weft_msg_xfer_kind(r, i), WEFT_XFER_PORT);
+  assert_int_equal(weft_msg_get_xfer(r, "n", &i), WEFT_ENOENT);       /* 7: no such item */
+  assert_int_equal(weft_msg_get_xfer(r, "none", &i), WEFT_ENOKEY);
+  assert_int_equal(weft_msg_get_xfer(r, "image", NULL), WEFT_EINVAL);
+  assert_int_equal(weft_msg_get_xfer(NULL, "image", &i), WEFT_EINVAL);
+  weft_msg_free(r); /* closes the carried port */
+
+  /* Not an unsigned integer: WEFT_ETYPE. */
+  m = msg_new();
+  weft_msg_put_map(m, 2);
+  weft_msg_put_str(m, "image", "2");
+  weft_msg_put_i64(m, "logo", -1);
+  assert_int_equal(weft_msg_get_xfer(m, "image", &i), WEFT_ETYPE);
+  assert_int_equal(weft_msg_get_xfer(m, "logo", &i), WEFT_ETYPE);
+  weft_msg_free(m);
+
+  /* A key naming no item (the add failed: image is detached) is kept in the
+   * message, writes nothing, and the post refuses it. */
+  m = msg_new();
+  assert_int_equal(weft_msg_begin_map(m, NULL), 0);
+  i = weft_msg_xfer_count(m);
+  assert_int_equal(weft_msg_add_buf(m, image), WEFT_EDETACHED);
+  size_t len_before;
+  weft_msg_payload(m, &len_before);
+  assert_int_equal(weft_msg_put_xfer(m, "image", i), WEFT_EINVAL);
+  size_t len_after;
+  weft_msg_payload(m, &len_after);
+  assert_int_equal(len_after, len_before);
+  assert_int_equal(weft_msg_error(m), WEFT_EINVAL);
+  assert_int_equal(weft_msg_end_map(m), WEFT_EINVAL);
+  assert_int_equal(weft_port_post(ports[0], m), WEFT_EINVAL); /* still ours */
+  weft_msg_free(m);
+  assert_int_equal(weft_msg_put_xfer(NULL, "image", 0), WEFT_EINVAL);
+
+  weft_buf_free(logo);
+  weft_buf_free(image);
+  weft_port_close(carried[1]);
+  weft_port_close(ports[0]);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_int_equal(weft_runtime_free(rt), 0);
+}
+
 /* ---- allocation failures --------------------------------------------------- */
 
 typedef struct {
@@ -1437,6 +1520,7 @@ int main(void) {
       cmocka_unit_test_teardown(missing_key_is_enokey, no_leaks),
       cmocka_unit_test_teardown(strcpy_reader, no_leaks),
       cmocka_unit_test_teardown(items_found_by_kind, no_leaks),
+      cmocka_unit_test_teardown(items_found_by_key, no_leaks),
       cmocka_unit_test_teardown(alloc_failure_sweep, no_leaks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

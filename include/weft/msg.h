@@ -163,6 +163,30 @@ WEFT_EXTERN int weft_msg_xfer_kind(const weft_msg_t *msg, size_t i);
  * and sets *index, WEFT_ENOENT (fewer than nth + 1 such items), WEFT_EINVAL. */
 WEFT_EXTERN int weft_msg_find_xfer(const weft_msg_t *msg, int kind, size_t nth, size_t *index);
 
+/* weft_msg_put_xfer / weft_msg_get_xfer: a key that names a transfer item,
+ * so that a record says which item is which. The writer notes the position
+ * the next item takes, adds it, then puts that position under a key, in a
+ * map like any other value:
+ *   size_t i = weft_msg_xfer_count(m);
+ *   weft_msg_add_buf(m, image);
+ *   weft_msg_put_xfer(m, "image", i);
+ * and the reader takes the item the key names:
+ *   if (weft_msg_get_xfer(m, "image", &i) == 0) weft_msg_take_buf(m, i, &buf);
+ * The value is the item's position in the transfer list, a msgpack unsigned
+ * integer; the list keeps its order from thread to thread and from weft
+ * process to weft process. Owner thread of msg, like the other builders and
+ * readers.
+ * weft_msg_put_xfer returns 0, the error kept in msg, or WEFT_EINVAL: msg is
+ * NULL, or index names no item still in msg (an add that failed): kept in msg
+ * (the post fails with it) and nothing is written.
+ * weft_msg_get_xfer returns 0 and sets *index to an item still in msg (its
+ * kind is checked by the take: WEFT_ETYPE), WEFT_ENOENT (the value names no
+ * item, or one already taken), or a reader error as above (WEFT_ENOKEY,
+ * WEFT_ETYPE if the value is not an unsigned integer, WEFT_EPROTO,
+ * WEFT_EINVAL). */
+WEFT_EXTERN int weft_msg_put_xfer(weft_msg_t *msg, const char *key, size_t index);
+WEFT_EXTERN int weft_msg_get_xfer(const weft_msg_t *msg, const char *key, size_t *index);
+
 /* weft_msg_take_buf / _port / _socket: take item i out of the message; the
  * caller owns it from then on. A taken port is bound to the calling thread's
  * context and delivers nothing until weft_port_start (or weft_port_receive);
