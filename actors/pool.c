@@ -74,11 +74,11 @@ static int spawn(weft_pool_t *pool) {
   err = weft_msg_put_u64(data, NULL, (uint64_t)(uintptr_t)pw);
   weft_worker_options_t wo = {
       .entry = weft__pool_worker_entry,
-      .data = data,
+      .msg = data,
       .stack_size = pool->opts.stack_size,
       .on_message = on_results,
       .on_exit = on_worker_exit,
-      .data_ptr = pw,
+      .data = pw,
   };
   if (err == 0)
     err = weft_worker_spawn(pool->ctx, &wo, &pw->w);

@@ -170,8 +170,8 @@ weft__sup_report_t weft__sup_port_gone(weft_sup_child_t *c, weft_port_t *port) {
 
 static int first_message(weft_sup_child_t *c, weft_msg_t **out) {
   *out = NULL;
-  if (c->spec.make_data)
-    return c->spec.make_data(c, out);
+  if (c->spec.make_msg)
+    return c->spec.make_msg(c, out);
   if (c->spec.payload == NULL)
     return 0;
   int err = weft_msg_new(out);
@@ -186,11 +186,11 @@ static int start_thread(weft_sup_child_t *c, weft_msg_t *m) {
   weft_worker_options_t o = {
       .entry = c->spec.entry,
       .entry_name = c->spec.entry_name,
-      .data = m,
+      .msg = m,
       .on_message = c->spec.on_message,
       .on_error = on_worker_error,
       .on_exit = weft__sup_on_worker_exit,
-      .data_ptr = c,
+      .data = c,
   };
   int err = weft_worker_spawn(c->sup->ctx, &o, &c->worker);
   if (err == 0)
@@ -204,10 +204,10 @@ static int start_process(weft_sup_child_t *c, weft_msg_t *m) {
       .args = c->spec.args,
       .env = c->spec.env,
       .entry_name = c->spec.entry_name,
-      .data = m,
+      .msg = m,
       .on_message = c->spec.on_message,
       .on_exit = weft__sup_on_proc_exit,
-      .data_ptr = c,
+      .data = c,
   };
   memcpy(o.stdio, c->spec.stdio, sizeof(o.stdio));
   detach_port(c);

@@ -51,8 +51,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 
 static void on_connection(weft_conn_t *conn) { uv_read_start(&conn->h.stream, on_alloc, on_read); }
 
-static int echo_worker(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int echo_worker(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   weft_balancer_worker_options_t o = {.on_connection = on_connection,
                                       .on_drain = weft_conn_close};
   return weft_balancer_worker_start(ctx, &o, NULL);

@@ -174,8 +174,8 @@ static void on_drain(weft_conn_t *conn) {
     drain_deadline(c, DRAIN_FIRST_MS, header_timeout_ms);
 }
 
-static int http_worker(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int http_worker(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   weft_balancer_worker_options_t o = {
       .conn_size = sizeof(http_conn_t),
       .on_connection = on_connection,

@@ -38,8 +38,8 @@ static void on_request(weft_port_t *port, weft_msg_t *m) {
     weft_msg_free(r);
 }
 
-static int fib_worker(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int fib_worker(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   return weft_port_start(weft_ctx_parent_port(ctx), on_request);
 }
 

@@ -70,8 +70,8 @@ static void stats_on_message(weft_port_t *parent, weft_msg_t *msg) {
   weft_msg_free(msg);
 }
 
-static int stats_entry(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int stats_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   return weft_port_start(weft_ctx_parent_port(ctx), stats_on_message);
 }
 

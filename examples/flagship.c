@@ -147,8 +147,8 @@ static void on_parent_closed(weft_port_t *parent, const weft_port_close_info_t *
   free(weft_port_data(parent)); /* last callback of this port */
 }
 
-static int worker_entry(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int worker_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   weft_port_t *parent = weft_ctx_parent_port(ctx);
   worker_state_t *ws = calloc(1, sizeof(*ws));
   if (ws == NULL)
@@ -432,8 +432,8 @@ static void child_on_message(weft_port_t *parent, weft_msg_t *msg) {
 
 /* The child's entry: serve the parent port until the parent closes it; then
  * nothing keeps the loop alive and the child exits 0. */
-static int child_entry(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int child_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   return weft_port_start(weft_runtime_parent_port(weft_ctx_runtime(ctx)), child_on_message);
 }
 
@@ -551,8 +551,8 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 
 static void conn_start(weft_conn_t *conn) { uv_read_start(&conn->h.stream, conn_alloc, conn_read); }
 
-static int echo_worker(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int echo_worker(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   weft_balancer_worker_options_t o = {.on_connection = conn_start, .on_drain = weft_conn_close};
   return weft_balancer_worker_start(ctx, &o, NULL);
 }
@@ -733,7 +733,7 @@ static void spawn_link(weft_ctx_t *ctx, int id) {
       .port_hwm_msgs = STREAM_HWM, /* bound both ends of this channel */
       .on_message = on_worker_message,
       .on_exit = on_worker_exit,
-      .data_ptr = l,
+      .data = l,
   };
   check(weft_worker_spawn(ctx, &opts, &l->w), "weft_worker_spawn");
   weft_port_t *port = weft_worker_port(l->w);

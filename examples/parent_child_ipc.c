@@ -109,8 +109,8 @@ static void child_on_close(weft_port_t *parent, const weft_port_close_info_t *in
   uv_close((uv_handle_t *)&waiting, NULL);
 }
 
-static int child_entry(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int child_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   weft_port_t *parent = weft_runtime_parent_port(weft_ctx_runtime(ctx));
   check(uv_async_init(weft_ctx_loop(ctx), &waiting, NULL), "uv_async_init");
   uv_unref((uv_handle_t *)&waiting);

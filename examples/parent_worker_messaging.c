@@ -79,8 +79,8 @@ static void on_record(weft_port_t *parent, weft_msg_t *msg) {
   weft_msg_free(msg); /* delivered messages are ours */
 }
 
-static int worker_entry(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int worker_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   /* A started port keeps this worker's loop alive until the channel closes. */
   return weft_port_start(weft_ctx_parent_port(ctx), on_record);
 }

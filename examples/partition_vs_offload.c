@@ -78,8 +78,8 @@ static void on_job(weft_port_t *parent, weft_msg_t *msg) {
   check(weft_port_post(parent, answer), "weft_port_post");
 }
 
-static int worker_entry(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int worker_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   return weft_port_start(weft_ctx_parent_port(ctx), on_job);
 }
 

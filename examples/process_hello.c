@@ -13,7 +13,7 @@
  * weft: the same executable is both. main() registers the entry "child" and
  * asks weft_runtime_child_entry whether this process was started to run it.
  * The parent spawns itself with entry_name "child" and a first message
- * (opts.data); the child starts its parent port, answers, and waits. When the
+ * (opts.msg); the child starts its parent port, answers, and waits. When the
  * parent has the answer it closes its end: the child's port closes, nothing
  * keeps the child's loop alive, the child exits 0, and the parent's on_exit
  * runs last (after every message the child sent was delivered).
@@ -66,8 +66,8 @@ static void child_on_close(weft_port_t *parent, const weft_port_close_info_t *in
 }
 
 /* Runs in the child, on its main context, before its loop. */
-static int child_entry(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data; /* NULL: the parent's opts.data arrives as the first message */
+static int child_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg; /* NULL: the parent's opts.msg arrives as the first message */
   weft_port_t *parent = weft_runtime_parent_port(weft_ctx_runtime(ctx));
   printf("[child  %d] initial phase: entry \"child\" running\n", uv_os_getpid());
   check(weft_port_on_close(parent, child_on_close), "weft_port_on_close");
@@ -125,7 +125,7 @@ int main(int argc, char **argv) {
   weft_msg_put_str(hello, "greeting", "hello");
   weft_child_options_t opts = {
       .entry_name = "child", /* file NULL: this executable */
-      .data = hello,         /* the first message; taken on success */
+      .msg = hello,         /* the first message; taken on success */
       .on_message = parent_on_message,
       .on_exit = parent_on_exit,
   };

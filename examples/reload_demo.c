@@ -58,8 +58,8 @@ static void on_connection(weft_conn_t *conn) {
   uv_read_start(&conn->h.stream, on_alloc, on_read);
 }
 
-static int ping_worker(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int ping_worker(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   weft_balancer_worker_options_t o = {.conn_size = sizeof(line_conn_t),
                                       .on_connection = on_connection};
   return weft_balancer_worker_start(ctx, &o, NULL);

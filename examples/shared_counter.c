@@ -38,14 +38,14 @@ typedef struct {
 
 /* ---- worker threads -------------------------------------------------------- */
 
-static int worker_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+static int worker_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
   uint64_t iterations, id;
-  int err = weft_msg_get_u64(data, "iterations", &iterations);
+  int err = weft_msg_get_u64(msg, "iterations", &iterations);
   if (err == 0)
-    err = weft_msg_get_u64(data, "id", &id);
+    err = weft_msg_get_u64(msg, "id", &id);
   weft_buf_t *shared;
   if (err == 0)
-    err = weft_msg_take_buf(data, 0, &shared); /* our own handle on the memory */
+    err = weft_msg_take_buf(msg, 0, &shared); /* our own handle on the memory */
   if (err)
     return err;
 
@@ -87,7 +87,7 @@ static void spawn_counter(weft_ctx_t *ctx, uint64_t id) {
   weft_msg_put_u64(data, "id", id);
   weft_msg_put_u64(data, "iterations", iterations);
   check(weft_msg_add_buf(data, shared), "weft_msg_add_buf"); /* shared: not detached */
-  weft_worker_options_t opts = {.entry = worker_entry, .data = data, .on_exit = on_worker_exit};
+  weft_worker_options_t opts = {.entry = worker_entry, .msg = data, .on_exit = on_worker_exit};
   weft_worker_t *w;
   int err = weft_worker_spawn(ctx, &opts, &w); /* takes data on success */
   if (err)

@@ -138,8 +138,8 @@ static void child_on_message(weft_port_t *parent, weft_msg_t *msg) {
   printf("[child ] pid %d got connection #%lld\n", uv_os_getpid(), (long long)conn);
 }
 
-static int child_entry(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int child_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   /* Serves until the parent closes the channel. */
   return weft_port_start(weft_runtime_parent_port(weft_ctx_runtime(ctx)), child_on_message);
 }

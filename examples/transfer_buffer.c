@@ -63,8 +63,8 @@ static void on_buffer(weft_port_t *parent, weft_msg_t *msg) {
   check(weft_port_post(parent, answer), "weft_port_post");
 }
 
-static int worker_entry(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int worker_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   return weft_port_start(weft_ctx_parent_port(ctx), on_buffer);
 }
 
@@ -122,9 +122,9 @@ static void send_buffer(weft_port_t *to_worker) {
 
   void *p;
   size_t len;
-  int err = weft_buf_data(buf, &p, &len);
+  int err = weft_buf_bytes(buf, &p, &len);
   printf("[main  ] add_buf + post took %.1f us; my handle now: length %zu, "
-         "weft_buf_data -> %s\n",
+         "weft_buf_bytes -> %s\n",
          (t1 - t0) / 1e3, weft_buf_len(buf), weft_err_name(err));
   weft_buf_free(buf); /* the detached handle is still ours to free */
 }

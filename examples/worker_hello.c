@@ -54,12 +54,12 @@ static int start_timer(uint64_t ms) {
   return uv_timer_start(t, on_timer, ms, 0);
 }
 
-/* Worker thread. data is workerData; the kernel frees it after we return. */
-static int worker_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+/* Worker thread. msg is workerData; the kernel frees it after we return. */
+static int worker_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
   (void)ctx;
   const char *s;
   size_t n;
-  int err = weft_msg_get_str(data, "greeting", &s, &n);
+  int err = weft_msg_get_str(msg, "greeting", &s, &n);
   if (err)
     return err; /* reported to the parent's on_error, exit code 1 */
   printf("[%s] initial phase: entry running, workerData.greeting = \"%.*s\"\n", who(),
@@ -90,14 +90,14 @@ int main(int argc, char **argv) {
   check(weft_runtime_new(&rt, NULL), "weft_runtime_new");
   weft_ctx_t *main_ctx = weft_runtime_main(rt);
 
-  weft_msg_t *data;
-  check(weft_msg_new(&data), "weft_msg_new");
-  weft_msg_put_map(data, 1);
-  check(weft_msg_put_str(data, "greeting", "hello"), "weft_msg_put_str");
+  weft_msg_t *msg;
+  check(weft_msg_new(&msg), "weft_msg_new");
+  weft_msg_put_map(msg, 1);
+  check(weft_msg_put_str(msg, "greeting", "hello"), "weft_msg_put_str");
 
   weft_worker_options_t opts = {
       .entry = worker_entry,
-      .data = data, /* taken on success */
+      .msg = msg, /* taken on success */
       .on_online = on_online,
       .on_error = on_error,
       .on_exit = on_worker_exit,

@@ -111,8 +111,8 @@ static void on_parent_message(weft_port_t *parent, weft_msg_t *msg) {
     check(post_op(peer, "ping", 1), "post first ping");
 }
 
-static int worker_entry(weft_ctx_t *ctx, weft_msg_t *data) {
-  (void)data;
+static int worker_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
   return weft_port_start(weft_ctx_parent_port(ctx), on_parent_message);
 }
 
@@ -126,7 +126,7 @@ static weft_worker_t *spawn(weft_ctx_t *ctx, const char *name) {
   weft_worker_options_t opts = {
       .entry = worker_entry,
       .on_exit = on_worker_exit,
-      .data_ptr = (void *)name,
+      .data = (void *)name,
   };
   weft_worker_t *w;
   check(weft_worker_spawn(ctx, &opts, &w), "weft_worker_spawn");

@@ -312,7 +312,7 @@ int weft__buf_move(weft_buf_t *src, weft_buf_t **out) {
   return 0;
 }
 
-int weft_buf_data(const weft_buf_t *buf, void **data, size_t *len) {
+int weft_buf_bytes(const weft_buf_t *buf, void **data, size_t *len) {
   if (data != NULL)
     *data = NULL;
   if (len != NULL)

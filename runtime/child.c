@@ -341,7 +341,7 @@ int weft_child_spawn(weft_ctx_t *ctx, const weft_child_options_t *opts, weft_chi
     return WEFT_ENOMEM;
   c->ctx = ctx;
   c->opts = *opts;
-  c->user = opts->data_ptr;
+  c->user = opts->data;
   c->closer.close = on_ctx_close;
   if (opts->channel != WEFT_CHANNEL_NONE &&
       socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -369,8 +369,8 @@ int weft_child_spawn(weft_ctx_t *ctx, const weft_child_options_t *opts, weft_chi
       c->pending += 2; /* the transport, and port A */
       if (opts->on_message)
         weft_port_start(c->port, opts->on_message);
-      if (opts->data && weft_port_post(c->port, opts->data) != 0)
-        weft_msg_free(opts->data);
+      if (opts->msg && weft_port_post(c->port, opts->msg) != 0)
+        weft_msg_free(opts->msg);
     }
   }
   *out = c;

@@ -83,7 +83,7 @@ int weft_exec(weft_ctx_t *ctx, const weft_exec_options_t *opts) {
       .channel = WEFT_CHANNEL_NONE,
       .on_output = on_output,
       .on_exit = on_exit_cb,
-      .data_ptr = x,
+      .data = x,
   };
   weft_child_t *c;
   int err = weft_child_spawn(ctx, &co, &c);

@@ -212,7 +212,7 @@ int weft_worker_spawn(weft_ctx_t *ctx, const weft_worker_options_t *opts, weft_w
   w->parent = ctx;
   w->entry = entry;
   w->opts = *opts;
-  w->user = opts->data_ptr;
+  w->user = opts->data;
   w->online_task.fn = online_task;
   w->exit_task.fn = exit_task;
   err = uv_mutex_init(&w->lock);
@@ -228,7 +228,7 @@ int weft_worker_spawn(weft_ctx_t *ctx, const weft_worker_options_t *opts, weft_w
   err = setup_port(w, ports);
   if (err)
     goto fail_channel;
-  w->data = opts->data;
+  w->data = opts->msg;
   uv_thread_options_t topts = {.flags = UV_THREAD_NO_FLAGS};
   if (opts->stack_size) {
     topts.flags = UV_THREAD_HAS_STACK_SIZE;

@@ -359,7 +359,7 @@ static void eagain_and_drain_across_threads(void **state) {
   assert_int_equal(weft_msg_add_port(data, side[0]), 0);
   /* No on_message: the worker's port starts stopped; main starts it when the
    * worker says it is blocked. */
-  weft_worker_options_t o = {.entry = xw_entry, .data = data, .on_exit = xm_on_exit,
+  weft_worker_options_t o = {.entry = xw_entry, .msg = data, .on_exit = xm_on_exit,
                              .port_hwm_msgs = XT_HWM};
   assert_int_equal(weft_worker_spawn(ctx, &o, &xm.w), 0);
   assert_int_equal(weft_runtime_run(rt), 0);

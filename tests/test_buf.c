@@ -45,7 +45,7 @@ static void new_owned(void **state) {
   assert_int_equal(weft_buf_len(b), 100);
   void *p;
   size_t n;
-  assert_int_equal(weft_buf_data(b, &p, &n), 0);
+  assert_int_equal(weft_buf_bytes(b, &p, &n), 0);
   assert_ptr_equal(p, weft_buf_ptr(b));
   assert_int_equal(n, 100);
   memset(p, 0xab, n);
@@ -53,7 +53,7 @@ static void new_owned(void **state) {
 
   assert_int_equal(weft_buf_new(&b, 0), 0);
   assert_int_equal(weft_buf_len(b), 0);
-  assert_int_equal(weft_buf_data(b, &p, &n), 0);
+  assert_int_equal(weft_buf_bytes(b, &p, &n), 0);
   assert_int_equal(n, 0);
   weft_buf_free(b);
   assert_int_equal(weft_buf_new(NULL, 1), WEFT_EINVAL);
@@ -149,7 +149,7 @@ static void detached_handle_refuses_use(void **state) {
 
   void *p = (void *)1;
   size_t n = 7;
-  assert_int_equal(weft_buf_data(b, &p, &n), WEFT_EDETACHED);
+  assert_int_equal(weft_buf_bytes(b, &p, &n), WEFT_EDETACHED);
   assert_null(p);
   assert_int_equal(n, 0);
   assert_null(weft_buf_ptr(b));
@@ -186,7 +186,7 @@ static void questions_accept_null(void **state) {
   (void)state;
   void *p = (void *)1;
   size_t n = 1;
-  assert_int_equal(weft_buf_data(NULL, &p, &n), WEFT_EINVAL);
+  assert_int_equal(weft_buf_bytes(NULL, &p, &n), WEFT_EINVAL);
   assert_null(p);
   assert_int_equal(n, 0);
   assert_null(weft_buf_ptr(NULL));
@@ -197,7 +197,7 @@ static void questions_accept_null(void **state) {
   weft_buf_free(NULL);
   weft_buf_t *b;
   assert_int_equal(weft_buf_new(&b, 4), 0);
-  assert_int_equal(weft_buf_data(b, NULL, NULL), 0);
+  assert_int_equal(weft_buf_bytes(b, NULL, NULL), 0);
   weft_buf_free(b);
 }
 

@@ -299,7 +299,7 @@ static void kid_spawn(weft_runtime_t *rt, kid_t *k, weft_child_options_t *o) {
   if (o->file == NULL)
     o->args = args;
   o->on_exit = kid_exit;
-  o->data_ptr = k;
+  o->data = k;
   weft_ctx_t *ctx = weft_runtime_main(rt);
   assert_int_equal(weft_child_spawn(ctx, o, &k->c), 0);
   k->port = weft_child_port(k->c);

@@ -3,7 +3,7 @@
  * when started with WEFT_ENTRY, see child_main).
  *
  * Covered: 100k small records each way with per-direction FIFO order; the
- * first message (opts.data) arriving first; a 256 MiB memfd buffer checked in
+ * first message (opts.msg) arriving first; a 256 MiB memfd buffer checked in
  * the child; a TCP socket handed to a child that serves the parent's client;
  * credit exhaustion and recovery both ways (EAGAIN, then the drain callback,
  * then every message in order); SIGKILL mid-stream (WEFT_EPEERDIED with
@@ -227,7 +227,7 @@ static void bigbuf_msg(weft_port_t *p, weft_msg_t *m) {
   void *data = NULL;
   size_t len = 0;
   uint64_t bad = 0, sum = 14695981039346656037ull;
-  if (b != NULL && weft_buf_data(b, &data, &len) == 0 && len == BIG_LEN) {
+  if (b != NULL && weft_buf_bytes(b, &data, &len) == 0 && len == BIG_LEN) {
     const uint64_t *w = data;
     size_t words = len / 8, hashed = BIG_HASHED / 8;
     for (size_t i = 0; i < words; i += 4096 / 8)
@@ -594,7 +594,7 @@ static const char *const *self_args(void) {
 
 static weft_child_options_t entry_opts(const char *entry, kid_t *k) {
   weft_child_options_t o = {.entry_name = entry, .args = self_args(), .on_exit = kid_exit,
-                            .data_ptr = k};
+                            .data = k};
   return o;
 }
 
@@ -685,7 +685,7 @@ static void records_both_ways_in_order(void **state) {
   main_ctx = weft_runtime_main(rt);
   kid_t k = {.n = ktest_scaled(100000, 5000), .close_when_received = true};
   weft_child_options_t o = entry_opts("stream", &k);
-  o.data = ctl_new("n", k.n);
+  o.msg = ctl_new("n", k.n);
   o.on_message = kid_count;
   kid_spawn(&k, &o, kid_drain);
   kid_pump(&k);
@@ -711,7 +711,7 @@ static void child_messages_before_its_end(void **state) {
   main_ctx = weft_runtime_main(rt);
   kid_t k = {.n = ktest_scaled(100000, 5000)};
   weft_child_options_t o = entry_opts("burst", &k);
-  o.data = ctl_new("n", k.n);
+  o.msg = ctl_new("n", k.n);
   o.on_message = kid_count;
   kid_spawn(&k, &o, NULL);
   run(rt);
@@ -741,7 +741,7 @@ static void data_arrives_first(void **state) {
   main_ctx = weft_runtime_main(rt);
   kid_t k = {0};
   weft_child_options_t o = entry_opts("echo", &k);
-  o.data = ctl_new("data", 42);
+  o.msg = ctl_new("data", 42);
   o.on_message = close_on_second_reply;
   kid_spawn(&k, &o, NULL);
   /* Posted right after the spawn returned: it must come second. */
@@ -769,7 +769,7 @@ static void big_buffer_by_memfd(void **state) {
   assert_int_equal(weft_buf_new(&b, BIG_LEN), 0);
   void *data = NULL;
   size_t len = 0;
-  assert_int_equal(weft_buf_data(b, &data, &len), 0);
+  assert_int_equal(weft_buf_bytes(b, &data, &len), 0);
   assert_int_equal(len, BIG_LEN);
   uint64_t *w = data;
   size_t words = BIG_LEN / 8, hashed = BIG_HASHED / 8;
@@ -798,7 +798,7 @@ static void big_buffer_by_memfd(void **state) {
   /* A second message so that close_on_second_reply closes after both. */
   weft_buf_t *b2 = NULL;
   assert_int_equal(weft_buf_new(&b2, BIG_LEN), 0);
-  assert_int_equal(weft_buf_data(b2, &data, &len), 0);
+  assert_int_equal(weft_buf_bytes(b2, &data, &len), 0);
   w = data;
   for (size_t i = 0; i < words; i++)
     w[i] = pattern_word(i);
@@ -947,7 +947,7 @@ static void credit_exhaustion_to_child(void **state) {
   kid_t k = {.n = ktest_scaled(20000, 3 * CHILD_WINDOW), .close_when_sent = true,
              .on_release = let_child_read, .release_at = CHILD_WINDOW + 32};
   weft_child_options_t o = entry_opts("slowstart", &k);
-  o.data = ctl_new("n", k.n);
+  o.msg = ctl_new("n", k.n);
   o.on_message = kid_keep;
   o.stdio[0] = WEFT_STDIO_PIPE;
   kid_spawn(&k, &o, kid_drain);
@@ -999,7 +999,7 @@ static void credit_exhaustion_from_child(void **state) {
   assert_int_equal(weft_msg_put_map(d, 2), 0);
   assert_int_equal(weft_msg_put_u64(d, "n", k.n), 0);
   assert_int_equal(weft_msg_put_u64(d, "w", 64 + 64), 0);
-  o.data = d;
+  o.msg = d;
   /* No on_message: our port stays stopped until the child says "E". */
   kid_spawn(&k, &o, NULL);
   k.sent = k.n; /* we post nothing: close once n arrived */
@@ -1124,12 +1124,12 @@ static void spawn_errors(void **state) {
   static const char *const missing[] = {"/nonexistent/weft-no-such-program",
                                         "weft-no-such-program-on-path"};
   for (size_t i = 0; i < 2; i++) {
-    weft_child_options_t o = {.file = missing[i], .on_exit = kid_exit, .data_ptr = &k};
-    o.data = ctl_new("data", 1);
+    weft_child_options_t o = {.file = missing[i], .on_exit = kid_exit, .data = &k};
+    o.msg = ctl_new("data", 1);
     assert_int_equal(weft_child_spawn(main_ctx, &o, &c), UV_ENOENT);
     /* All or nothing: the data message is still ours. */
-    assert_int_equal(ctl_get(o.data, "data"), 1);
-    weft_msg_free(o.data);
+    assert_int_equal(ctl_get(o.msg, "data"), 1);
+    weft_msg_free(o.msg);
     o.channel = WEFT_CHANNEL_NONE;
     assert_int_equal(weft_child_spawn(main_ctx, &o, &c), UV_ENOENT);
   }
@@ -1155,7 +1155,7 @@ static void spawn_error_with_pipes(void **state) {
   kid_t k = {0};
   weft_child_t *c = NULL;
   weft_child_options_t o = {.file = "/nonexistent/weft-no-such-program", .on_exit = kid_exit,
-                            .data_ptr = &k, .channel = WEFT_CHANNEL_NONE};
+                            .data = &k, .channel = WEFT_CHANNEL_NONE};
   o.stdio[1] = WEFT_STDIO_PIPE;
   o.stdio[2] = WEFT_STDIO_PIPE;
   assert_int_equal(weft_child_spawn(main_ctx, &o, &c), UV_ENOENT);

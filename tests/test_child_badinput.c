@@ -201,7 +201,7 @@ static weft_port_t *spawn(weft_runtime_t *rt, const char *entry, uint32_t max_fr
   args[0] = self_argv0;
   args[1] = NULL;
   weft_child_options_t o = {.entry_name = entry, .args = args, .max_frame = max_frame,
-                            .on_exit = kid_exit, .on_message = on_message, .data_ptr = k};
+                            .on_exit = kid_exit, .on_message = on_message, .data = k};
   weft_child_t *c = NULL;
   assert_int_equal(weft_child_spawn(weft_runtime_main(rt), &o, &c), 0);
   weft_port_t *p = weft_child_port(c);

@@ -50,7 +50,7 @@ static void hw_on_exit(weft_worker_t *w, int code) {
 }
 
 static weft_worker_t *spawn_quick(weft_ctx_t *ctx) {
-  weft_worker_options_t o = {.entry = quick_entry, .on_exit = hw_on_exit, .data_ptr = &hw};
+  weft_worker_options_t o = {.entry = quick_entry, .on_exit = hw_on_exit, .data = &hw};
   weft_worker_t *w = NULL;
   assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
   return w;

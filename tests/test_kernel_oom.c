@@ -260,12 +260,12 @@ static step_t spawn_attempt(weft_ctx_t *ctx, weft_port_t *p[2], int *err) {
     weft_msg_free(data);
     return STEP_ADD_PORT;
   }
-  weft_worker_options_t o = {.entry = ow_entry, .data = data, .on_exit = ow_on_exit,
+  weft_worker_options_t o = {.entry = ow_entry, .msg = data, .on_exit = ow_on_exit,
                              .on_error = ow_on_error, .on_online = ow_on_online};
   weft_worker_t *w = NULL;
   *err = weft_worker_spawn(ctx, &o, &w);
   if (*err != 0) {
-    /* opts.data is still ours, with the port in it. */
+    /* opts.msg is still ours, with the port in it. */
     assert_int_equal(weft_msg_xfer_count(data), 1);
     assert_int_equal(weft_msg_xfer_kind(data, 0), WEFT_XFER_PORT);
     weft_msg_free(data); /* closes p[1] */

@@ -974,7 +974,7 @@ static void owned_buffer_moves_into_the_message(void **state) {
   assert_int_equal(weft_msg_add_buf(m, b), WEFT_EDETACHED);
   void *p;
   size_t n;
-  assert_int_equal(weft_buf_data(b, &p, &n), WEFT_EDETACHED);
+  assert_int_equal(weft_buf_bytes(b, &p, &n), WEFT_EDETACHED);
   assert_int_equal(weft_msg_xfer_count(m), 1);
   assert_int_equal(weft_msg_xfer_kind(m, 0), WEFT_XFER_BUF);
   assert_int_equal(weft_msg_xfer_kind(m, 1), 0);

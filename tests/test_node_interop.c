@@ -356,7 +356,7 @@ static void types_both_ways(void **state) {
   REQUIRE_NODE();
   reset_seen();
   weft_runtime_t *rt = new_runtime(0);
-  weft_child_options_t o = {.on_message = on_message_dump, .data = types_record()};
+  weft_child_options_t o = {.on_message = on_message_dump, .msg = types_record()};
   S.child = spawn_node(weft_runtime_main(rt), &o, "types_child.js", NULL, NULL);
   assert_non_null(S.child);
   assert_int_equal(weft_runtime_run(rt), 0);
@@ -510,7 +510,7 @@ static void long_line_round_trip(void **state) {
   weft_msg_put_map(m, 1);
   assert_int_equal(weft_msg_put_strn(m, "long", s, len), 0);
   free(s);
-  weft_child_options_t o = {.on_message = on_echo_long, .data = m};
+  weft_child_options_t o = {.on_message = on_echo_long, .msg = m};
   S.child = spawn_node(weft_runtime_main(rt), &o, "echo_child.js", NULL, NULL);
   assert_non_null(S.child);
   assert_int_equal(weft_runtime_run(rt), 0);
@@ -1210,7 +1210,7 @@ static void on_oversized_exit(weft_child_t *c, int64_t status, int sig) {
   CHECK_RC(weft_msg_new(&m), 0);
   weft_msg_put_map(m, 1);
   weft_msg_put_str(m, "after", "oversized");
-  weft_child_options_t o = {.on_message = on_after_echo, .data = m};
+  weft_child_options_t o = {.on_message = on_after_echo, .msg = m};
   S.child = spawn_node(weft_ctx_current(), &o, "echo_child.js", NULL, NULL);
   if (S.child == NULL)
     weft_msg_free(m);
@@ -1328,7 +1328,7 @@ static void killed_child(void **state) {
   REQUIRE_NODE();
   reset_seen();
   weft_runtime_t *rt = new_runtime(0);
-  weft_child_options_t o = {.on_message = on_echo_then_kill, .data = seq_record(7)};
+  weft_child_options_t o = {.on_message = on_echo_then_kill, .msg = seq_record(7)};
   S.child = spawn_node(weft_runtime_main(rt), &o, "echo_child.js", NULL, NULL);
   assert_non_null(S.child);
   assert_int_equal(weft_runtime_run(rt), 0);

@@ -214,7 +214,7 @@ static void exactly_once_8_threads(void **state) {
     senders[i].n = n;
     assert_int_equal(weft_msg_add_port(data, ports[1]), 0);
   }
-  weft_worker_options_t opts = {.entry = eo_entry, .data = data,
+  weft_worker_options_t opts = {.entry = eo_entry, .msg = data,
                                 .on_message = eo_on_result, .on_exit = eo_on_exit};
   weft_worker_t *w = NULL;
   assert_int_equal(weft_worker_spawn(ctx, &opts, &w), 0);
@@ -332,7 +332,7 @@ static void close_after_messages_cross_thread(void **state) {
   weft_msg_t *data = NULL;
   assert_int_equal(weft_msg_new(&data), 0);
   assert_int_equal(weft_msg_add_port(data, p[1]), 0);
-  weft_worker_options_t opts = {.entry = cl_entry, .data = data, .on_exit = cl_on_exit};
+  weft_worker_options_t opts = {.entry = cl_entry, .msg = data, .on_exit = cl_on_exit};
   weft_worker_t *w = NULL;
   assert_int_equal(weft_worker_spawn(ctx, &opts, &w), 0);
   /* The peer may still be in transit: what reaches it waits there. */
@@ -404,7 +404,7 @@ static void close_both_ends_at_once(void **state) {
     weft_msg_t *data = NULL;
     assert_int_equal(weft_msg_new(&data), 0);
     assert_int_equal(weft_msg_add_port(data, p[1]), 0);
-    weft_worker_options_t opts = {.entry = both_entry, .data = data};
+    weft_worker_options_t opts = {.entry = both_entry, .msg = data};
     weft_worker_t *w = NULL;
     assert_int_equal(weft_worker_spawn(ctx, &opts, &w), 0);
     for (int i = 0; i < r % 7; i++) {
@@ -913,7 +913,7 @@ static void port_bounced_among_workers(void **state) {
     assert_int_equal(weft_msg_add_port(data, ring[(i + BOUNCERS - 1) % BOUNCERS][1]), 0);
     if (i == 0)
       assert_int_equal(weft_msg_add_port(data, fixed[1]), 0);
-    weft_worker_options_t opts = {.entry = bounce_entry, .data = data,
+    weft_worker_options_t opts = {.entry = bounce_entry, .msg = data,
                                   .on_exit = bounce_on_exit};
     assert_int_equal(weft_worker_spawn(ctx, &opts, &bounce.workers[i]), 0);
   }
@@ -1012,7 +1012,7 @@ static void post_while_peer_closes(void **state) {
     weft_msg_t *data = NULL;
     assert_int_equal(weft_msg_new(&data), 0);
     assert_int_equal(weft_msg_add_port(data, p[1]), 0);
-    weft_worker_options_t o = {.entry = pc_entry, .data = data};
+    weft_worker_options_t o = {.entry = pc_entry, .msg = data};
     weft_worker_t *w = NULL;
     assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
     pc_poster_t t = {.tx = p[0]};

@@ -59,7 +59,7 @@ static void big_worker_on_msg(weft_port_t *port, weft_msg_t *m) {
   CHECK(ktest_msg_value(m) == BIG);
   void *data = NULL;
   size_t len = 0;
-  CHECK_RC(weft_buf_data(buf, &data, &len), 0);
+  CHECK_RC(weft_buf_bytes(buf, &data, &len), 0);
   CHECK(len == BIG);
   const uint8_t *bytes = data;
   for (size_t i = 0; bytes != NULL && i < len; i++)
@@ -98,7 +98,7 @@ static void detached_buffer_64mib(void **state) {
   assert_null(weft_buf_ptr(buf));
   void *data = (void *)1;
   size_t len = 1;
-  assert_int_equal(weft_buf_data(buf, &data, &len), WEFT_EDETACHED);
+  assert_int_equal(weft_buf_bytes(buf, &data, &len), WEFT_EDETACHED);
   assert_null(data);
   assert_int_equal(len, 0);
   assert_int_equal(weft_buf_refcount(buf), 0);
@@ -217,8 +217,8 @@ static void shared_buffer_across_workers(void **state) {
       assert_int_equal(weft_msg_add_buf(data, shared), 0);
       assert_false(weft_buf_is_detached(shared));
       assert_true(weft_buf_refcount(shared) >= 2); /* ours + the message's */
-      weft_worker_options_t o = {.entry = shared_entry, .data = data,
-                                 .on_exit = wk_on_exit, .data_ptr = (void *)(uintptr_t)i};
+      weft_worker_options_t o = {.entry = shared_entry, .msg = data,
+                                 .on_exit = wk_on_exit, .data = (void *)(uintptr_t)i};
       weft_worker_t *w = NULL;
       assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
     }
@@ -328,7 +328,7 @@ static void wrapped_buffer_freed_once(void **state) {
   main_thread = uv_thread_self();
   for (uintptr_t i = 0; i < 4; i++) {
     weft_worker_options_t o = {.entry = wrap_entry, .on_message = wrap_main_on_msg,
-                               .on_exit = wk_on_exit, .data_ptr = (void *)i};
+                               .on_exit = wk_on_exit, .data = (void *)i};
     assert_int_equal(weft_worker_spawn(ctx, &o, &wrap.workers[i]), 0);
   }
   uint8_t *bytes = malloc(1 << 20);
@@ -402,8 +402,8 @@ static void worker_to_worker_ping_pong(void **state) {
   for (uintptr_t side = 0; side < 2; side++) {
     weft_msg_t *data = ktest_msg_u64(side);
     assert_int_equal(weft_msg_add_port(data, p[side]), 0);
-    weft_worker_options_t o = {.entry = pp_entry, .data = data, .on_exit = wk_on_exit,
-                               .data_ptr = (void *)side};
+    weft_worker_options_t o = {.entry = pp_entry, .msg = data, .on_exit = wk_on_exit,
+                               .data = (void *)side};
     weft_worker_t *w = NULL;
     assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
   }

@@ -300,13 +300,13 @@ static void entry_by_registered_name(void **state) {
   memset(&seen, 0, sizeof(seen));
   weft_worker_options_t o = watched(NULL);
   o.entry_name = "kt.named";
-  o.data = ktest_msg_u64(9);
+  o.msg = ktest_msg_u64(9);
   weft_worker_t *w = NULL;
   assert_int_equal(weft_worker_spawn(weft_runtime_main(rt), &o, &w), 0);
   /* Unknown name: WEFT_ENOENTRY, and the data is still ours. */
   weft_msg_t *data = ktest_msg_u64(1);
   o.entry_name = "kt.unknown";
-  o.data = data;
+  o.msg = data;
   weft_worker_t *w2 = NULL;
   assert_int_equal(weft_worker_spawn(weft_runtime_main(rt), &o, &w2), WEFT_ENOENTRY);
   assert_null(w2);
@@ -359,7 +359,7 @@ static void worker_data_delivered(void **state) {
   assert_int_equal(weft_msg_add_buf(data, buf), 0);
   weft_buf_free(buf); /* detached handle */
   weft_worker_options_t o = watched(entry_check_data);
-  o.data = data;
+  o.msg = data;
   run_one(&o);
   assert_int_equal(seen.exit_code, 0);
   assert_int_equal(seen.msgs_at_exit, 1);
@@ -422,9 +422,9 @@ static void many_workers_at_once(void **state) {
   memset(&many, 0, sizeof(many));
   int n = SANITIZED ? 16 : 64;
   for (int i = 0; i < n; i++) {
-    weft_worker_options_t o = {.entry = entry_id, .data = ktest_msg_u64((uint64_t)i),
+    weft_worker_options_t o = {.entry = entry_id, .msg = ktest_msg_u64((uint64_t)i),
                                .on_online = many_online, .on_exit = many_exit,
-                               .data_ptr = (void *)(uintptr_t)i,
+                               .data = (void *)(uintptr_t)i,
                                .stack_size = (i % 2) ? 256 * 1024 : 0};
     weft_worker_t *w = NULL;
     assert_int_equal(weft_worker_spawn(weft_runtime_main(rt), &o, &w), 0);

@@ -3,7 +3,7 @@
  * A weft_buf_t is a handle on bytes. Two kinds:
  *  - owned (weft_buf_new, weft_buf_wrap): one owner at a time. Adding it to a
  *    message's transfer list moves the bytes into the message and detaches this
- *    handle: length 0, data NULL, and every later use returns WEFT_EDETACHED.
+ *    handle: length 0, bytes NULL, and every later use returns WEFT_EDETACHED.
  *    The handle itself stays valid and must still be freed.
  *  - shared (weft_buf_new_shared): one memory, an atomic reference count, any
  *    number of handles on any threads. Each handle is freed on its own; the
@@ -22,18 +22,19 @@ extern "C" {
 #endif
 
 /* Called exactly once, on whichever thread frees the last handle on the bytes,
- * when wrapped bytes are no longer needed. */
-typedef void (*weft_buf_free_cb)(void *data, size_t len, void *opaque);
+ * when wrapped bytes are no longer needed; data is weft_buf_wrap's. */
+typedef void (*weft_buf_free_cb)(void *bytes, size_t len, void *data);
 
 /* weft_buf_new: a new owned buffer of len bytes (uninitialised).
  * Returns 0 and sets *out, or WEFT_ENOMEM / WEFT_EINVAL. The caller owns *out. */
 WEFT_EXTERN int weft_buf_new(weft_buf_t **out, size_t len);
 
-/* weft_buf_wrap: an owned buffer over caller memory; free_cb (may be NULL)
- * is called once when the bytes are released, wherever they moved to.
- * On failure free_cb is not called and the caller still owns data. */
-WEFT_EXTERN int weft_buf_wrap(weft_buf_t **out, void *data, size_t len,
-                              weft_buf_free_cb free_cb, void *opaque);
+/* weft_buf_wrap: an owned buffer over the caller's len bytes; free_cb (may
+ * be NULL) is called once, with data, when the bytes are released, wherever
+ * they moved to. On failure free_cb is not called and the caller still owns
+ * bytes. */
+WEFT_EXTERN int weft_buf_wrap(weft_buf_t **out, void *bytes, size_t len,
+                              weft_buf_free_cb free_cb, void *data);
 
 /* weft_buf_new_shared: a new shared buffer of len bytes, zero-filled. */
 WEFT_EXTERN int weft_buf_new_shared(weft_buf_t **out, size_t len);
@@ -46,9 +47,9 @@ WEFT_EXTERN int weft_buf_share(weft_buf_t *buf, weft_buf_t **out);
  * reference to them). NULL and detached handles are accepted. */
 WEFT_EXTERN void weft_buf_free(weft_buf_t *buf);
 
-/* weft_buf_data: the bytes and their length. Returns 0, or WEFT_EDETACHED
- * (then *data is NULL and *len 0), or WEFT_EINVAL for NULL. */
-WEFT_EXTERN int weft_buf_data(const weft_buf_t *buf, void **data, size_t *len);
+/* weft_buf_bytes: the bytes and their length. Returns 0, or WEFT_EDETACHED
+ * (then *bytes is NULL and *len 0), or WEFT_EINVAL for NULL. */
+WEFT_EXTERN int weft_buf_bytes(const weft_buf_t *buf, void **bytes, size_t *len);
 
 /* Questions: the pointer (NULL when detached), the length (0 when detached). */
 WEFT_EXTERN void *weft_buf_ptr(const weft_buf_t *buf);

@@ -75,8 +75,8 @@ typedef enum {
 /* exit_status: the exit code, or 0 when killed by term_signal (> 0). */
 typedef void (*weft_child_exit_cb)(weft_child_t *child, int64_t exit_status, int term_signal);
 /* fd is 1 or 2. Chunks as read (or whole lines without '\n', with
- * output_lines). data NULL and len 0: that stream reached EOF. */
-typedef void (*weft_child_output_cb)(weft_child_t *child, int fd, const char *data, size_t len);
+ * output_lines). bytes NULL and len 0: that stream reached EOF. */
+typedef void (*weft_child_output_cb)(weft_child_t *child, int fd, const char *bytes, size_t len);
 
 typedef struct {
   const char *file;               /* program (PATH searched); NULL with entry_name: this executable */
@@ -84,7 +84,7 @@ typedef struct {
   const char *const *env;         /* NULL-terminated "K=V"; NULL: this process's environment */
   const char *cwd;                /* NULL: inherit */
   const char *entry_name;         /* run this registered entry in the child (fork-like) */
-  weft_msg_t *data;               /* posted on the channel as the first message; taken on success */
+  weft_msg_t *msg;                /* posted on the channel as the first message; taken on success */
   weft_stdio_t stdio[3];
   weft_channel_t channel;
   bool detached;                  /* own session; survives the parent */
@@ -99,11 +99,11 @@ typedef struct {
   weft_port_message_cb on_message;  /* messages from the child (starts the port) */
   weft_child_exit_cb on_exit;
   weft_child_output_cb on_output;
-  void *data_ptr;                 /* the handle's user data */
+  void *data;                     /* the handle's user data (weft_child_data) */
 } weft_child_options_t;
 
 /* weft_child_spawn: start a child process. Thread of ctx. All or nothing: on
- * failure nothing runs, no callback is called and opts->data is still the
+ * failure nothing runs, no callback is called and opts->msg is still the
  * caller's. Returns 0 and sets *out (valid until on_exit returns), or
  * WEFT_EINVAL, WEFT_ENOMEM, a libuv code (UV_ENOENT: no such program). */
 WEFT_EXTERN int weft_child_spawn(weft_ctx_t *ctx, const weft_child_options_t *opts,
@@ -121,7 +121,7 @@ WEFT_EXTERN int weft_child_kill(weft_child_t *child, int signum);
 /* weft_child_close_stdin: close the child's stdin pipe (EOF for the child). */
 WEFT_EXTERN int weft_child_close_stdin(weft_child_t *child);
 /* weft_child_write: write to the child's stdin pipe (copied). */
-WEFT_EXTERN int weft_child_write(weft_child_t *child, const void *data, size_t len);
+WEFT_EXTERN int weft_child_write(weft_child_t *child, const void *bytes, size_t len);
 WEFT_EXTERN void *weft_child_data(const weft_child_t *child);
 WEFT_EXTERN void weft_child_set_data(weft_child_t *child, void *data);
 
@@ -162,8 +162,8 @@ WEFT_EXTERN int weft_exec(weft_ctx_t *ctx, const weft_exec_options_t *opts);
 WEFT_EXTERN weft_port_t *weft_runtime_parent_port(weft_runtime_t *rt);
 
 /* weft_runtime_child_entry: if this process was started by weft_child_spawn
- * with an entry_name, run that registered entry on the main context (data
- * NULL; the parent's opts.data arrives as the first message), then the loop
+ * with an entry_name, run that registered entry on the main context (msg
+ * NULL; the parent's opts.msg arrives as the first message), then the loop
  * until nothing keeps it alive, also when the runtime is attached to the
  * caller's loop (opts.loop: that loop is run here, so call this outside
  * uv_run); *exit_code is the entry's return value (1 if negative). In the

@@ -50,7 +50,7 @@ WEFT_EXTERN int weft_msg_error(const weft_msg_t *msg);
 
 /* weft_msg_set_payload: replaces the payload with a copy of len bytes of
  * msgpack. The bytes are not checked here; readers check them. */
-WEFT_EXTERN int weft_msg_set_payload(weft_msg_t *msg, const void *data, size_t len);
+WEFT_EXTERN int weft_msg_set_payload(weft_msg_t *msg, const void *bytes, size_t len);
 
 /* weft_msg_payload: the raw msgpack bytes; *len set. Valid until msg changes. */
 WEFT_EXTERN const void *weft_msg_payload(const weft_msg_t *msg, size_t *len);

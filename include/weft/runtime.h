@@ -56,7 +56,7 @@ WEFT_EXTERN int weft_runtime_free(weft_runtime_t *rt);
  * opts.entry_name, and child processes started with an entry name). The name
  * is copied. Returns 0, WEFT_EBUSY (name taken), WEFT_ENOMEM, WEFT_EINVAL.
  * Any thread. */
-typedef int (*weft_worker_entry_cb)(weft_ctx_t *ctx, weft_msg_t *data);
+typedef int (*weft_worker_entry_cb)(weft_ctx_t *ctx, weft_msg_t *msg);
 WEFT_EXTERN int weft_runtime_register(weft_runtime_t *rt, const char *name,
                                       weft_worker_entry_cb entry);
 /* weft_runtime_lookup: the entry registered as name, or NULL. Any thread. */

@@ -83,7 +83,7 @@ typedef struct weft_sup_options_s weft_sup_options_t;
 /* Builds the first message of each start of a child (workerData for a thread,
  * the first message on a process's channel). Return 0 and set *out (may be
  * NULL), or an error, which fails that start. */
-typedef int (*weft_sup_data_cb)(weft_sup_child_t *child, weft_msg_t **out);
+typedef int (*weft_sup_msg_cb)(weft_sup_child_t *child, weft_msg_t **out);
 
 typedef struct {
   const char *id;                 /* a name for messages; NULL: "child<index>" */
@@ -104,7 +104,7 @@ typedef struct {
   /* thread or process */
   const void *payload;            /* msgpack bytes copied into each start's first message */
   size_t payload_len;
-  weft_sup_data_cb make_data;     /* instead of payload: build the message */
+  weft_sup_msg_cb make_msg;       /* instead of payload: build the message */
   weft_port_message_cb on_message;  /* messages from the child; the port's user data
                                        is the weft_sup_child_t */
   void *data;                     /* the child handle's initial user data */

@@ -44,7 +44,7 @@ typedef void (*weft_worker_exit_cb)(weft_worker_t *w, int exit_code);
 typedef struct {
   weft_worker_entry_cb entry;     /* the function to run, or NULL and ... */
   const char *entry_name;         /* ... a name registered in the runtime */
-  weft_msg_t *data;               /* workerData; taken on success (may be NULL) */
+  weft_msg_t *msg;                /* workerData, the entry's msg; taken on success (may be NULL) */
   size_t stack_size;              /* 0: the platform default */
   uint32_t port_hwm_msgs;         /* bounds of both ends of the parent channel; 0: runtime's */
   size_t port_hwm_bytes;
@@ -52,11 +52,11 @@ typedef struct {
   weft_port_message_cb on_message;  /* messages from the worker's parent port */
   weft_worker_error_cb on_error;
   weft_worker_exit_cb on_exit;
-  void *data_ptr;                 /* stored as the worker's user data */
+  void *data;                     /* the worker's user data (weft_worker_data) */
 } weft_worker_options_t;
 
 /* weft_worker_spawn: starts a worker. Thread of ctx (the parent). All or
- * nothing: on failure no thread runs, no callback is called, and opts->data is
+ * nothing: on failure no thread runs, no callback is called, and opts->msg is
  * still the caller's. Returns 0 and sets *out (valid until released: see
  * weft_worker_release),
  * WEFT_ENOENTRY, WEFT_EINVAL, WEFT_ENOMEM, or a libuv code. */

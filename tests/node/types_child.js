@@ -3,7 +3,7 @@
 //
 // Started by a weft parent with a WEFT_CHANNEL_NODE channel. At once it sends
 // a record of every JSON type, then a few top-level values. It checks the one
-// record weft sends (opts.data, the channel's first message) against what the
+// record weft sends (opts.msg, the channel's first message) against what the
 // C side built, answers {ok} or {ok:false, why}, and disconnects: the weft
 // port then closes with WEFT_ECLOSED, and this process exits 0.
 'use strict';

@@ -168,7 +168,7 @@ static int spawn(run_t *r, weft_ctx_t *ctx) {
                             .window_bytes = SOAK_PARENT_WINDOW_BYTES,
                             .on_message = on_message, /* started, stopped later if asked */
                             .on_exit = on_exit_cb,
-                            .data_ptr = r};
+                            .data = r};
   int err = weft_child_spawn(ctx, &o, &r->child);
   free(env);
   if (err)

@@ -51,7 +51,7 @@ static void spawner_on_exit(weft_worker_t *w, int code) {
 
 static void spawn_next(spawner_t *s) {
   weft_worker_options_t opts = {
-      .entry = hello_entry, .on_message = spawner_on_hello, .on_exit = spawner_on_exit, .data_ptr = s};
+      .entry = hello_entry, .on_message = spawner_on_hello, .on_exit = spawner_on_exit, .data = s};
   weft_worker_t *w;
   s->t0 = bench_now_ns();
   int err = weft_worker_spawn(s->ctx, &opts, &w);

@@ -54,13 +54,13 @@ static void stream_on_message(weft_port_t *port, weft_msg_t *msg) {
 int bench_stream_start(weft_ctx_t *ctx, bench_stream_t *s, weft_worker_options_t *opts,
                        uint64_t size) {
   opts->on_message = stream_on_message;
-  int err = bench_worker_data(&opts->data, s->n, size);
+  int err = bench_worker_data(&opts->msg, s->n, size);
   if (err)
     return err;
   weft_worker_t *w;
   err = weft_worker_spawn(ctx, opts, &w);
   if (err) {
-    weft_msg_free(opts->data);
+    weft_msg_free(opts->msg);
     return err;
   }
   s->port = weft_worker_port(w);
