@@ -659,6 +659,8 @@ void weft__node_lookup_done(node_lookup_t *lk, int status, weft_port_t *port) {
 
 static void on_tick(uv_timer_t *t) {
   weft_node_t *n = t->data;
+  if (n->closing)
+    return;
   uint64_t now = uv_hrtime();
   uint64_t hb = (uint64_t)n->opts.heartbeat_ms * 1000000u;
   uint64_t hs = (uint64_t)n->opts.handshake_ms * 1000000u;
@@ -871,16 +873,22 @@ static void node_free(weft_node_t *n) {
   weft__free(n);
 }
 
+/* The last step: the tick kept the loop alive while the rest finished. */
 static void on_tick_closed(uv_handle_t *h) {
   weft_node_t *n = h->data;
   n->tick_open = false;
   n->ctx->handles_open--;
-  node_maybe_done(n);
+  weft__ctx_closer_remove(n->ctx, &n->closer);
+  if (n->close_cb)
+    n->close_cb(n, n->close_data);
+  node_free(n);
 }
 
-/* Free what is idle; the rest frees itself as its aios and tasks finish. */
+/* Once nothing of the node is in flight, close the tick; its close callback
+ * frees the node. Until then the running tick keeps the loop alive, so the
+ * completions nng still owes us are taken. */
 static void node_maybe_done(weft_node_t *n) {
-  if (!n->closing || n->tick_open || !weft_list_empty(&n->conns) ||
+  if (!n->closing || n->closed_cb_done || !weft_list_empty(&n->conns) ||
       !weft_list_empty(&n->pubs) || !weft_list_empty(&n->events) ||
       !weft_list_empty(&n->done) || n->ev_queued || n->delivering)
     return;
@@ -890,15 +898,8 @@ static void node_maybe_done(weft_node_t *n) {
   for (size_t i = 0; i < n->ndialers; i++)
     if (n->dialers[i].busy)
       return;
-  if (n->closed_cb_done)
-    return;
   n->closed_cb_done = true;
-  weft__ctx_closer_remove(n->ctx, &n->closer);
-  weft_node_close_cb cb = n->close_cb;
-  void *data = n->close_data;
-  if (cb)
-    cb(n, data);
-  node_free(n);
+  uv_close((uv_handle_t *)&n->tick, on_tick_closed);
 }
 
 static void node_shutdown(weft_node_t *n) {
@@ -920,8 +921,7 @@ static void node_shutdown(weft_node_t *n) {
     weft__node_lookup_done(WEFT_LIST_ENTRY(l, node_lookup_t, link), WEFT_ECLOSED, NULL);
   for (l = weft_list_first(&n->pubs); l; l = weft_list_next(l))
     weft_port_close(WEFT_LIST_ENTRY(l, node_pub_t, link)->port);
-  if (n->tick_open)
-    uv_close((uv_handle_t *)&n->tick, on_tick_closed);
+  node_maybe_done(n);
 }
 
 static void on_ctx_close(weft__closer_t *cl) {
