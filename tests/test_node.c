@@ -447,9 +447,17 @@ typedef struct {
   char url[300];
   kid_t kids[3];
   bool node_closed, live;
+  uv_timer_t pump_timer; /* a long stream goes on in the next loop turn */
 } world_t;
 
 static world_t W;
+static size_t npumping;
+static void pump(void);
+
+static void on_pump_timer(uv_timer_t *t) {
+  (void)t;
+  pump();
+}
 
 static kid_t *kid_named(const char *name) {
   for (int i = 0; i < 3; i++)
@@ -622,6 +630,7 @@ static void world_start(const weft_runtime_options_t *ro, const char *url_spec, 
   memset(&W, 0, sizeof(W));
   W.rt = ktest_live_runtime_new(ro);
   W.live = true;
+  uv_timer_init(W.loop = weft_ctx_loop(weft_runtime_main(W.rt)), &W.pump_timer);
   W.ctx = weft_runtime_main(W.rt);
   W.loop = weft_ctx_loop(W.ctx);
   const char *listen[] = {url_spec ? url_spec : "tcp://127.0.0.1:0", NULL};
@@ -675,12 +684,15 @@ static void world_finish(void) {
       fail_msg("peer %s exited with status %d", k->name, (int)k->status);
   }
   W.live = false;
+  uv_close((uv_handle_t *)&W.pump_timer, on_handle_closed);
+  uv_run(W.loop, UV_RUN_NOWAIT);
   ktest_live_finish(W.rt);
 }
 
 /* After a test that failed half-way: no peer, pipe or process handle is
  * left for the next test. */
 static int world_teardown(void **state) {
+  npumping = 0;
   if (W.live) {
     W.live = false;
     for (int i = 0; i < 3; i++) {
@@ -694,6 +706,7 @@ static int world_teardown(void **state) {
       if (k->spawned && !uv_is_closing((uv_handle_t *)&k->proc))
         uv_close((uv_handle_t *)&k->proc, on_handle_closed);
     }
+    uv_close((uv_handle_t *)&W.pump_timer, on_handle_closed);
     uv_run(W.loop, UV_RUN_NOWAIT);
   }
   return ktest_live_teardown(state);
@@ -716,9 +729,15 @@ static void on_lookup(weft_node_t *node, int status, weft_port_t *port, void *da
   r->port = port;
 }
 
+/* The results live in statics: a test that fails half-way leaves callbacks
+ * that may still run in the teardown, after its stack is gone. */
+static res_t lookup_res, request_res;
+
 static int lookup_sync(const char *peer, const char *name, uint32_t timeout_ms,
                        weft_port_t **out) {
-  res_t r = {0};
+  res_t *rp = &lookup_res;
+  memset(rp, 0, sizeof(*rp));
+#define r (*rp)
   int rc = weft_node_lookup(W.node, peer, name, timeout_ms, on_lookup, &r);
   if (rc != 0)
     return rc;
@@ -729,6 +748,7 @@ static int lookup_sync(const char *peer, const char *name, uint32_t timeout_ms,
   else if (r.port != NULL)
     weft_port_close(r.port);
   return r.status;
+#undef r
 }
 
 static weft_port_t *lookup_ok(const char *peer, const char *name) {
@@ -749,7 +769,9 @@ static void on_reply(weft_msg_t *reply, int err, void *data) {
 
 /* A request on port; the reply (the caller frees it), or fail. */
 static weft_msg_t *request_sync(weft_port_t *port, weft_msg_t *m, uint64_t timeout_ms) {
-  res_t r = {0};
+  res_t *rp = &request_res;
+  memset(rp, 0, sizeof(*rp));
+#define r (*rp)
   int rc = weft_port_request(port, m, on_reply, &r, timeout_ms);
   if (rc != 0) {
     weft_msg_free(m);
@@ -760,6 +782,7 @@ static weft_msg_t *request_sync(weft_port_t *port, weft_msg_t *m, uint64_t timeo
   if (r.status != 0)
     fail_msg("request: %s", weft_err_name(r.status));
   return r.reply;
+#undef r
 }
 
 static weft_msg_t *op_new(const char *op) {
@@ -790,8 +813,8 @@ typedef struct stream_s {
   uint64_t undelivered;
 } stream_t;
 
+static stream_t S[MAXCH]; /* static for the same reason as lookup_res */
 static stream_t *pumping[MAXCH];
-static size_t npumping;
 
 static size_t size_fixed(const stream_t *s) { return s->fixed; }
 
@@ -799,7 +822,12 @@ static size_t size_fixed(const stream_t *s) { return s->fixed; }
  * is done, stalled (WEFT_EAGAIN: it waits for its drain) or closed. */
 static void pump(void) {
   bool more = true;
-  while (more) {
+  /* at most 16384 posts a turn: the loop (and the heartbeats) go on */
+  for (int budget = 16384; more; budget -= (int)npumping) {
+    if (budget <= 0) {
+      uv_timer_start(&W.pump_timer, on_pump_timer, 0, 0);
+      return;
+    }
     more = false;
     for (size_t i = 0; i < npumping; i++) {
       stream_t *s = pumping[i];
@@ -904,7 +932,7 @@ static void fifo_per_channel_interleaved(void **state) {
   kid_t *b = kid_start(0, "B", false, "sink_hwm_bytes=1073741824", "hb=10000", NULL);
   kid_wait_up(b);
   weft_port_t *ctl = lookup_ok("B", "ctl");
-  stream_t s[4];
+  stream_t *s = S;
   uint64_t n_big = ktest_scaled(4, 2), n_mixed = ktest_scaled(6, 3);
   uint64_t n_tiny = 2000, n_small = 500;
   stream_init(&s[0], lookup_ok("B", "sink"), 0, n_big);
@@ -961,7 +989,7 @@ static void exactly_once(uint64_t n, uint64_t nch) {
   kid_t *b = kid_start(0, "B", false, NULL);
   kid_wait_up(b);
   weft_port_t *ctl = lookup_ok("B", "ctl");
-  stream_t s[4];
+  stream_t *s = S;
   stream_t *ps[4];
   for (uint64_t i = 0; i < nch; i++) {
     stream_init(&s[i], lookup_ok("B", "sink"), i, n / nch);
@@ -1129,14 +1157,14 @@ static void backpressure_bounded_rss(void **state) {
                        NULL);
   kid_wait_up(b);
   weft_port_t *ctl = lookup_ok("B", "ctl");
-  stream_t s;
+  stream_t *s = &S[0];
   uint64_t n = ktest_scaled(6000, 3000);
-  stream_init(&s, lookup_ok("B", "sink"), 0, n);
-  s.size = size_fixed;
-  s.fixed = rec;
+  stream_init(s, lookup_ok("B", "sink"), 0, n);
+  s->size = size_fixed;
+  s->fixed = rec;
   int bpid = b->proc.pid;
   uint64_t a0 = rss_kib(getpid()), b0 = rss_kib(bpid);
-  stream_t *ps[] = {&s};
+  stream_t *ps[] = {s};
   pump_set(ps, 1);
   pump();
   if (!run_until(kid_stopped, b, wait_ms(20000)))
@@ -1146,18 +1174,18 @@ static void backpressure_bounded_rss(void **state) {
   int same = 0;
   for (int i = 0; i < 100 && same < 3; i++) {
     run_until(never, NULL, 100);
-    s.stalled = false;
+    s->stalled = false;
     pump();
-    same = s.sent == last ? same + 1 : 0;
-    last = s.sent;
+    same = s->sent == last ? same + 1 : 0;
+    last = s->sent;
   }
   assert_true(same >= 3);
-  assert_true(s.sent < n);
-  uint64_t sent_stalled = s.sent, eagain0 = s.eagain;
+  assert_true(s->sent < n);
+  uint64_t sent_stalled = s->sent, eagain0 = s->eagain;
   uint64_t amin = UINT64_MAX, amax = 0, bmin = UINT64_MAX, bmax = 0;
   for (int i = 0; i < 15; i++) {
     run_until(never, NULL, 100);
-    s.stalled = false;
+    s->stalled = false;
     pump(); /* a producer that never stops */
     uint64_t a = rss_kib(getpid()), bb = rss_kib(bpid);
     amin = a < amin ? a : amin;
@@ -1169,11 +1197,11 @@ static void backpressure_bounded_rss(void **state) {
           "figure: stalled after %llu of %llu records of %zu KiB (%llu EAGAIN in 1.5 s of "
           "retries); RSS A %llu -> %llu..%llu KiB, B %llu -> %llu..%llu KiB\n",
           (unsigned long long)sent_stalled, (unsigned long long)n, rec / 1024,
-          (unsigned long long)(s.eagain - eagain0), (unsigned long long)a0,
+          (unsigned long long)(s->eagain - eagain0), (unsigned long long)a0,
           (unsigned long long)amin, (unsigned long long)amax, (unsigned long long)b0,
           (unsigned long long)bmin, (unsigned long long)bmax);
-  assert_int_equal(s.sent, sent_stalled); /* nothing accepted while B is stopped */
-  assert_true(s.eagain - eagain0 >= 15);
+  assert_int_equal(s->sent, sent_stalled); /* nothing accepted while B is stopped */
+  assert_true(s->eagain - eagain0 >= 15);
   /* Flat: within 2 MiB over the 1.5 s; bounded: growth within 3x what the
    * bounds let each side hold (A: its port's bytes; B: the window plus the
    * sink's bytes). */
@@ -1192,7 +1220,7 @@ static void backpressure_bounded_rss(void **state) {
   assert_int_equal(get_u64(r, "n0"), n);
   assert_int_equal(get_u64(r, "bad"), 0);
   weft_msg_free(r);
-  stream_close(&s);
+  stream_close(s);
   weft_port_close(ctl);
   world_finish();
 }
@@ -1220,9 +1248,9 @@ static void sigkill_mid_stream(void **state) {
   world_start(NULL, NULL, 0);
   kid_t *b = kid_start(0, "B", false, "stop_at=3000", "sink_hwm=16", "window=64", NULL);
   kid_wait_up(b);
-  stream_t s;
-  stream_init(&s, lookup_ok("B", "sink"), 0, UINT64_MAX);
-  stream_t *ps[] = {&s};
+  stream_t *s = &S[0];
+  stream_init(s, lookup_ok("B", "sink"), 0, UINT64_MAX);
+  stream_t *ps[] = {s};
   pump_set(ps, 1);
   pump();
   if (!run_until(kid_stopped, b, wait_ms(20000)))
@@ -1237,18 +1265,18 @@ static void sigkill_mid_stream(void **state) {
              (unsigned long long)b->pending);
   }
   assert_int_equal(uv_process_kill(&b->proc, SIGKILL), 0);
-  if (!run_until(stream_closed, &s, wait_ms(10000)))
+  if (!run_until(stream_closed, s, wait_ms(10000)))
     fail_msg("A's port did not close after B was killed");
   assert_true(run_until(kid_exited, b, wait_ms(10000)));
   assert_true(run_until(kid_is_down, b, wait_ms(10000)));
   fprintf(stderr,
           "figure: sent %llu, delivered %llu (consumed %llu + held %llu), undelivered %llu\n",
-          (unsigned long long)s.sent, (unsigned long long)(K + H), (unsigned long long)K,
-          (unsigned long long)H, (unsigned long long)s.undelivered);
+          (unsigned long long)s->sent, (unsigned long long)(K + H), (unsigned long long)K,
+          (unsigned long long)H, (unsigned long long)s->undelivered);
   assert_int_equal(b->sig, SIGKILL);
-  assert_int_equal(s.close_reason, WEFT_EPEERDIED);
+  assert_int_equal(s->close_reason, WEFT_EPEERDIED);
   assert_int_equal(b->down_reason, WEFT_EPEERDIED);
-  assert_int_equal(K + H + s.undelivered, s.sent);
+  assert_int_equal(K + H + s->undelivered, s->sent);
   world_finish();
 }
 
@@ -1317,6 +1345,7 @@ static void new_incarnation_after_restart(void **state) {
   memset(&W, 0, sizeof(W));
   W.rt = ktest_live_runtime_new(NULL);
   W.live = true;
+  uv_timer_init(W.loop = weft_ctx_loop(weft_runtime_main(W.rt)), &W.pump_timer);
   W.ctx = weft_runtime_main(W.rt);
   W.loop = weft_ctx_loop(W.ctx);
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
@@ -1326,15 +1355,15 @@ static void new_incarnation_after_restart(void **state) {
   kid_t *b = kid_start(0, "B", false, NULL);
   kid_wait_up(b);
   weft_port_t *old1 = lookup_ok("B", "echo"), *old2 = lookup_ok("B", "echo");
-  stream_t s1;
-  stream_init(&s1, old1, 0, 0);
+  stream_t *s1 = &S[0];
+  stream_init(s1, old1, 0, 0);
   int64_t pid1 = echo_pid(old1);
   assert_int_equal(pid1, b->proc.pid);
   assert_int_equal(uv_process_kill(&b->proc, SIGKILL), 0);
   assert_true(run_until(kid_exited, b, wait_ms(10000)));
   assert_true(run_until(kid_is_down, b, wait_ms(10000)));
-  assert_true(run_until(stream_closed, &s1, wait_ms(10000)));
-  assert_int_equal(s1.close_reason, WEFT_EPEERDIED);
+  assert_true(run_until(stream_closed, s1, wait_ms(10000)));
+  assert_int_equal(s1->close_reason, WEFT_EPEERDIED);
   assert_int_equal(b->down_reason, WEFT_EPEERDIED);
   assert_true(run_until(all_exited, NULL, wait_ms(10000)));
   b = kid_start(0, "B", false, NULL);
@@ -1485,7 +1514,7 @@ static void over_ipc(void **state) {
   assert_int_equal(echo_pid(echo), b->proc.pid);
   weft_port_close(echo);
   weft_port_t *ctl = lookup_ok("B", "ctl");
-  stream_t s[2];
+  stream_t *s = S;
   uint64_t n0 = ktest_scaled(20000, 2000), n1 = 40;
   stream_init(&s[0], lookup_ok("B", "sink"), 0, n0);
   stream_init(&s[1], lookup_ok("B", "sink"), 1, n1);
