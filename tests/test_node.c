@@ -984,7 +984,8 @@ static void fifo_per_channel_interleaved(void **state) {
 
 /* 2. Exactly once under a 1M-record stream, on nch channels (n/nch each). */
 static void exactly_once(uint64_t n, uint64_t nch) {
-  weft_runtime_options_t ro = {0};
+  /* A's ports hold 4096 records: the stream meets the bound at any scale */
+  weft_runtime_options_t ro = {.port_hwm_msgs = 4096};
   world_start(&ro, NULL, 0);
   kid_t *b = kid_start(0, "B", false, NULL);
   kid_wait_up(b);
@@ -1206,8 +1207,10 @@ static void backpressure_bounded_rss(void **state) {
    * bounds let each side hold (A: its port's bytes; B: the window plus the
    * sink's bytes). */
   assert_true(amax - amin <= 2048 && bmax - bmin <= 2048);
-  assert_true(amax <= a0 + 3 * local_hwm / 1024);
-  assert_true(bmax <= b0 + 3 * (window + sink_hwm) / 1024);
+  if (!SANITIZED) { /* ASan's quarantine keeps freed memory resident */
+    assert_true(amax <= a0 + 3 * local_hwm / 1024);
+    assert_true(bmax <= b0 + 3 * (window + sink_hwm) / 1024);
+  }
   /* Resume: everything arrives, in order. */
   weft_msg_t *r = op_new("start");
   weft_msg_end_map(r);
