@@ -893,6 +893,7 @@ static void node_maybe_done(weft_node_t *n) {
   if (n->closed_cb_done)
     return;
   n->closed_cb_done = true;
+  weft__ctx_live_add(n->ctx, -1); /* node_shutdown's */
   weft__ctx_closer_remove(n->ctx, &n->closer);
   weft_node_close_cb cb = n->close_cb;
   void *data = n->close_data;
@@ -903,6 +904,10 @@ static void node_maybe_done(weft_node_t *n) {
 
 static void node_shutdown(weft_node_t *n) {
   n->closing = true;
+  /* Keep the loop alive until the last aio has come back: nng completes
+   * them on its threads, and only a live loop hears their tasks (else the
+   * loop ends, or the context's end spins, with the node half closed). */
+  weft__ctx_live_add(n->ctx, 1);
   for (size_t i = 0; i < n->nlisteners; i++)
     if (n->listeners[i].l)
       nng_stream_listener_close(n->listeners[i].l);
