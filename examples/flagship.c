@@ -20,7 +20,14 @@
  *    whose 2 worker threads run under its supervisor; a built-in client makes
  *    200 connections (at most 32 at once), each echoing one line; then prints
  *    the connections each worker got and closes the balancer.
- * 9. Prints the stats table and a summary (one line per phase), then closes
+ * 9. Nodes: becomes a node (listening on 127.0.0.1:0) and starts itself
+ *    again as a second node ("flagship --node URL"), which dials it and
+ *    publishes a primes actor. The lookup is made at once and waits for the
+ *    peer to come up; then 2000 requests (count the primes below 20000) go
+ *    to the actor across the connection, NODE_INFLIGHT at a time, each with
+ *    its reply port, and a 16 MiB buffer is copied across (chunked) and
+ *    checksummed there. Then the node closes; the peer sees it go and exits.
+ * 10. Prints the stats table and a summary (one line per phase), then closes
  *    the workers' ports: the workers exit and the program ends.
  *
  * Protocol, main -> worker: {op: "item", seq}, {op: "end"}, {op: "buf",
@@ -31,7 +38,8 @@
  * a worker, pool, child or balancer handle run on the main thread;
  * worker_entry and on_parent_message on each worker's thread; count_primes on
  * pool threads; echo_worker and the conn_* callbacks on the balancer's worker
- * threads; child_entry and child_on_message in the child process.
+ * threads; child_entry and child_on_message in the child process; run_peer
+ * and peer_serve in the second node's process.
  *
  * Usage: flagship [--demo]   (same run either way; exits by itself) */
 #include <signal.h>
@@ -53,6 +61,9 @@
 #define CHILD_INFLIGHT 256u    /* well under the child's window (4096) */
 #define CONNS 200u
 #define CONNS_AT_ONCE 32u
+#define NODE_REQUESTS 2000u
+#define NODE_INFLIGHT 64u
+#define NODE_TIMEOUT_MS 10000u /* lookup and each request */
 
 static void check(int err, const char *what) {
   if (err < 0) {
@@ -192,6 +203,14 @@ static struct {
   uint64_t cluster_t0, cluster_ns, conns_started, conns_ok, conns_closed;
   uint64_t conns_per_worker[WORKERS];
   bool cluster_done;
+  /* the second node */
+  weft_node_t *node;
+  weft_port_t *primes;   /* the peer's actor, from the lookup */
+  uv_process_t peer;
+  uint64_t node_t0, node_req_ns, node_buf_t0, node_buf_ns;
+  uint32_t node_sent, node_answered;
+  int peer_pid;
+  bool node_done;
   int failures;
 } app;
 
@@ -201,6 +220,7 @@ static void start_stats_phase(void);
 static void start_pool_phase(void);
 static void start_child_phase(void);
 static void start_cluster_phase(void);
+static void start_node_phase(void);
 static void finish(void);
 
 /* ---- phase 1: the stream, with backpressure -------------------------------- */
@@ -352,9 +372,7 @@ static void on_stats_answer(link_t *l, weft_msg_t *msg) {
 
 /* On a pool thread: counts the primes below PRIMES_BELOW (a sieve of
  * Eratosthenes) and answers with the count (one bare integer). */
-static int count_primes(weft_pool_task_t *task, weft_msg_t *args, weft_msg_t **result) {
-  (void)task;
-  (void)args;
+static uint64_t primes_below(void) {
   static _Thread_local uint8_t composite[PRIMES_BELOW];
   memset(composite, 0, sizeof(composite));
   uint64_t count = 0;
@@ -365,9 +383,15 @@ static int count_primes(weft_pool_task_t *task, weft_msg_t *args, weft_msg_t **r
     for (uint32_t k = n * n; k < PRIMES_BELOW; k += n)
       composite[k] = 1;
   }
+  return count;
+}
+
+static int count_primes(weft_pool_task_t *task, weft_msg_t *args, weft_msg_t **result) {
+  (void)task;
+  (void)args;
   int err = weft_msg_new(result);
   if (err == 0)
-    weft_msg_put_u64(*result, NULL, count);
+    weft_msg_put_u64(*result, NULL, primes_below());
   return err;
 }
 
@@ -580,7 +604,7 @@ static void on_balancer_closed(weft_balancer_t *b) {
   }
   free(clients);
   app.cluster_done = true;
-  finish();
+  start_node_phase();
 }
 
 static void client_closed(uv_handle_t *h) {
@@ -661,6 +685,180 @@ static void start_cluster_phase(void) {
   check(weft_balancer_new(weft_ctx_current(), &bo, &app.balancer), "weft_balancer_new");
 }
 
+/* ---- phase 8: a second node ---------------------------------------------- */
+
+/* In the second node's process: the primes actor answers {op: "primes"}
+ * with the count, and a buffer with its length and checksum. */
+static void peer_serve(weft_port_t *self, weft_msg_t *req) {
+  (void)self;
+  weft_msg_t *m = NULL;
+  size_t i;
+  if (op_is(req, "primes")) {
+    check(weft_msg_new(&m), "weft_msg_new");
+    weft_msg_put_u64(m, NULL, primes_below());
+  } else if (weft_msg_find_xfer(req, WEFT_XFER_BUF, 0, &i) == 0) {
+    weft_buf_t *buf;
+    check(weft_msg_take_buf(req, i, &buf), "weft_msg_take_buf");
+    m = new_op("buf", 2);
+    weft_msg_put_u64(m, "len", weft_buf_len(buf));
+    weft_msg_put_u64(m, "checksum", checksum(weft_buf_ptr(buf), weft_buf_len(buf)));
+    weft_buf_free(buf);
+  }
+  if (m != NULL && weft_msg_reply(req, m) != 0)
+    weft_msg_free(m);
+  weft_msg_free(req);
+}
+
+static void peer_monitor(weft_node_t *node, const char *peer, bool up, int reason, void *data) {
+  (void)peer;
+  (void)reason;
+  (void)data;
+  if (!up) /* the flagship is done (or gone): so are we */
+    weft_node_close(node, NULL, NULL);
+}
+
+static void peer_watchdog(uv_timer_t *t) {
+  (void)t;
+  fprintf(stderr, "flagship --node: no end after 60 s\n");
+  exit(1);
+}
+
+static int run_peer(const char *url) {
+  weft_runtime_t *rt;
+  check(weft_runtime_new(&rt, NULL), "weft_runtime_new");
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  uv_timer_t watchdog; /* an orphan never lingers */
+  uv_timer_init(weft_ctx_loop(ctx), &watchdog);
+  uv_timer_start(&watchdog, peer_watchdog, 60000, 0);
+  uv_unref((uv_handle_t *)&watchdog);
+  const char *peers[] = {url, NULL};
+  weft_node_options_t o = {.name = "flagship-peer", .peers = peers, .on_monitor = peer_monitor};
+  weft_node_t *node;
+  check(weft_node_start(ctx, &o, &node), "weft_node_start");
+  weft_port_t *actor;
+  check(weft_actor_spawn(ctx, peer_serve, NULL, &actor), "weft_actor_spawn");
+  check(weft_node_publish(node, "primes", actor), "weft_node_publish");
+  check(weft_runtime_run(rt), "weft_runtime_run");
+  uv_close((uv_handle_t *)&watchdog, NULL);
+  uv_run(weft_ctx_loop(ctx), UV_RUN_NOWAIT);
+  return weft_runtime_free(rt) == 0 ? 0 : 1;
+}
+
+/* In the flagship: requests to the peer's actor, then the buffer. */
+static void node_ask(void);
+
+static void on_node_buf(weft_msg_t *reply, int err, void *data) {
+  (void)data;
+  check(err, "remote request (buffer)");
+  app.node_buf_ns = uv_hrtime() - app.node_buf_t0;
+  uint64_t len = 0, sum = 0;
+  weft_msg_get_u64(reply, "len", &len);
+  weft_msg_get_u64(reply, "checksum", &sum);
+  weft_msg_free(reply);
+  bool ok = len == BIG_LEN && sum == app.big_expected;
+  app.failures += !ok;
+  printf("[main    ] 16 MiB copied to the other node and checksummed there in %.1f ms "
+         "(checksum %s); closing the node\n", app.node_buf_ns / 1e6, ok ? "ok" : "WRONG");
+  weft_port_close(app.primes);
+  weft_node_close(app.node, NULL, NULL); /* the peer sees us go and exits */
+}
+
+static void node_send_buf(void) {
+  weft_buf_t *big;
+  check(weft_buf_new(&big, BIG_LEN), "weft_buf_new");
+  memset(weft_buf_ptr(big), 0x3c, BIG_LEN);
+  app.big_expected = checksum(weft_buf_ptr(big), BIG_LEN);
+  weft_msg_t *m = new_op("buf", 0);
+  check(weft_msg_add_buf(m, big), "weft_msg_add_buf"); /* crosses by copy, in chunks */
+  weft_buf_free(big);
+  app.node_buf_t0 = uv_hrtime();
+  int err = weft_port_request(app.primes, m, on_node_buf, NULL, NODE_TIMEOUT_MS);
+  if (err)
+    weft_msg_free(m);
+  check(err, "weft_port_request");
+}
+
+static void on_node_answer(weft_msg_t *reply, int err, void *data) {
+  (void)data;
+  check(err, "remote request");
+  uint64_t count = 0;
+  weft_msg_get_u64(reply, NULL, &count);
+  weft_msg_free(reply);
+  if (count != PRIMES_EXPECTED)
+    app.failures++;
+  if (++app.node_answered < NODE_REQUESTS) {
+    if (app.node_sent < NODE_REQUESTS)
+      node_ask();
+    return;
+  }
+  app.node_req_ns = uv_hrtime() - app.node_t0;
+  printf("[main    ] %u requests answered by the other node's actor in %.1f ms "
+         "(%u in flight)\n", NODE_REQUESTS, app.node_req_ns / 1e6, NODE_INFLIGHT);
+  node_send_buf();
+}
+
+static void node_ask(void) {
+  weft_msg_t *m = new_op("primes", 0);
+  int err = weft_port_request(app.primes, m, on_node_answer, NULL, NODE_TIMEOUT_MS);
+  if (err)
+    weft_msg_free(m);
+  check(err, "weft_port_request");
+  app.node_sent++;
+}
+
+static void on_primes_found(weft_node_t *node, int status, weft_port_t *port, void *data) {
+  (void)node;
+  (void)data;
+  check(status, "weft_node_lookup");
+  printf("[main    ] found \"primes\" on flagship-peer (pid %d)\n", app.peer_pid);
+  app.primes = port;
+  app.node_t0 = uv_hrtime();
+  for (uint32_t i = 0; i < NODE_INFLIGHT; i++)
+    node_ask();
+}
+
+static void on_node_monitor(weft_node_t *node, const char *peer, bool up, int reason,
+                            void *data) {
+  (void)node;
+  (void)data;
+  printf("[main    ] node %s is %s%s%s\n", peer, up ? "up" : "down", up ? "" : ": ",
+         up ? "" : weft_err_name(reason));
+}
+
+static void on_peer_exit(uv_process_t *p, int64_t status, int sig) {
+  printf("[main    ] the second node exited with code %lld, signal %d\n", (long long)status,
+         sig);
+  if (status != 0 || sig != 0)
+    app.failures++;
+  uv_close((uv_handle_t *)p, NULL);
+  app.node_done = app.node_answered == NODE_REQUESTS && app.node_buf_ns > 0;
+  finish();
+}
+
+static void start_node_phase(void) {
+  weft_ctx_t *ctx = weft_ctx_current();
+  const char *listen[] = {"tcp://127.0.0.1:0", NULL};
+  weft_node_options_t o = {.name = "flagship", .listen = listen, .on_monitor = on_node_monitor};
+  check(weft_node_start(ctx, &o, &app.node), "weft_node_start");
+  char self[4096], url[64];
+  size_t len = sizeof(self);
+  check(uv_exepath(self, &len), "uv_exepath");
+  snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", weft_node_port(app.node, 0));
+  char *args[] = {self, "--node", url, NULL};
+  uv_stdio_container_t stdio[3] = {{.flags = UV_INHERIT_FD, .data.fd = 0},
+                                   {.flags = UV_INHERIT_FD, .data.fd = 1},
+                                   {.flags = UV_INHERIT_FD, .data.fd = 2}};
+  uv_process_options_t po = {.file = self, .args = args, .exit_cb = on_peer_exit,
+                             .stdio = stdio, .stdio_count = 3};
+  check(uv_spawn(weft_ctx_loop(ctx), &app.peer, &po), "uv_spawn");
+  app.peer_pid = app.peer.pid;
+  printf("[main    ] node \"flagship\" on %s; second node started (pid %d)\n", url,
+         app.peer_pid);
+  /* Asked at once: the lookup waits for the peer to come up. */
+  check(weft_node_lookup(app.node, "flagship-peer", "primes", NODE_TIMEOUT_MS, on_primes_found,
+                         NULL), "weft_node_lookup");
+}
+
 /* ---- the end: stats table, summary, exit ---------------------------------- */
 
 static void print_stats_row(const char *name, const weft_ctx_stats_t *s) {
@@ -698,6 +896,9 @@ static void finish(void) {
          (unsigned long long)app.conns_ok, CONNS, app.cluster_ns / 1e6);
   for (int i = 0; i < WORKERS; i++)
     printf(" %llu", (unsigned long long)app.conns_per_worker[i]);
+  printf("\n  node:     %u/%u requests to another node in %.1f ms, 16 MiB copied across in "
+         "%.1f ms", app.node_answered, NODE_REQUESTS, app.node_req_ns / 1e6,
+         app.node_buf_ns / 1e6);
   printf("\n  %s\n", app.failures ? "FAILED" : "all checks passed");
   for (int i = 0; i < WORKERS; i++)
     weft_port_close(weft_worker_port(app.links[i].w)); /* the workers exit */
@@ -742,7 +943,8 @@ static void spawn_link(weft_ctx_t *ctx, int id) {
 }
 
 int main(int argc, char **argv) {
-  (void)argc;
+  if (argc == 3 && strcmp(argv[1], "--node") == 0)
+    return run_peer(argv[2]); /* started by phase 8 as the second node */
   weft_runtime_t *rt;
   check(weft_runtime_new(&rt, NULL), "weft_runtime_new");
   check(weft_runtime_register(rt, "flagship-child", child_entry), "weft_runtime_register");
@@ -774,7 +976,7 @@ int main(int argc, char **argv) {
   check(weft_runtime_free(rt), "weft_runtime_free");
   free(app.actor_state);
   if (app.actors_done != ACTORS || app.stats_in != WORKERS || app.pool_done != POOL_TASKS ||
-      !app.child_exited || !app.cluster_done)
+      !app.child_exited || !app.cluster_done || !app.node_done)
     app.failures++;
   return app.failures ? 1 : 0;
 }
