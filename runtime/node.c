@@ -659,6 +659,8 @@ void weft__node_lookup_done(node_lookup_t *lk, int status, weft_port_t *port) {
 
 static void on_tick(uv_timer_t *t) {
   weft_node_t *n = t->data;
+  if (n->closing)
+    return; /* it only keeps the loop alive until the rest is released */
   uint64_t now = uv_hrtime();
   uint64_t hb = (uint64_t)n->opts.heartbeat_ms * 1000000u;
   uint64_t hs = (uint64_t)n->opts.handshake_ms * 1000000u;
@@ -878,9 +880,12 @@ static void on_tick_closed(uv_handle_t *h) {
   node_maybe_done(n);
 }
 
-/* Free what is idle; the rest frees itself as its aios and tasks finish. */
+/* Free what is idle; the rest frees itself as its aios and tasks finish.
+ * The tick closes last: until then it keeps the loop alive, so the tasks
+ * that nng's completions post (the context's wake-up does not hold the
+ * loop) still run and the connections get released. */
 static void node_maybe_done(weft_node_t *n) {
-  if (!n->closing || n->tick_open || !weft_list_empty(&n->conns) ||
+  if (!n->closing || !weft_list_empty(&n->conns) ||
       !weft_list_empty(&n->pubs) || !weft_list_empty(&n->events) ||
       !weft_list_empty(&n->done) || n->ev_queued || n->delivering)
     return;
@@ -890,6 +895,11 @@ static void node_maybe_done(weft_node_t *n) {
   for (size_t i = 0; i < n->ndialers; i++)
     if (n->dialers[i].busy)
       return;
+  if (n->tick_open) {
+    if (!uv_is_closing((uv_handle_t *)&n->tick))
+      uv_close((uv_handle_t *)&n->tick, on_tick_closed);
+    return;
+  }
   if (n->closed_cb_done)
     return;
   n->closed_cb_done = true;
@@ -920,8 +930,7 @@ static void node_shutdown(weft_node_t *n) {
     weft__node_lookup_done(WEFT_LIST_ENTRY(l, node_lookup_t, link), WEFT_ECLOSED, NULL);
   for (l = weft_list_first(&n->pubs); l; l = weft_list_next(l))
     weft_port_close(WEFT_LIST_ENTRY(l, node_pub_t, link)->port);
-  if (n->tick_open)
-    uv_close((uv_handle_t *)&n->tick, on_tick_closed);
+  node_maybe_done(n); /* closes the tick once nothing else is left */
 }
 
 static void on_ctx_close(weft__closer_t *cl) {
