@@ -106,6 +106,8 @@ static weft_node_stats_t srv_stats(void);
 /* The first refusal's reason: later ones may be of another kind (a refused
  * dialer that closes its node hangs up on a connection in its handshake). */
 static void note_refusal(void) {
+  if (S.closed)
+    return;
   weft_node_stats_t st = srv_stats();
   if (S.first_refusal == 0 && st.refused > 0)
     S.first_refusal = st.last_refusal;
