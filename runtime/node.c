@@ -143,7 +143,8 @@ static void on_tx_task(weft__task_t *t) {
     return;
   }
   if (rv != 0) {
-    conn_fail(c, WEFT_EPEERDIED);
+    /* TLS fails its handshake on whichever of send and receive runs first */
+    conn_fail(c, rv == NNG_ECRYPTO || rv == NNG_EPEERAUTH ? WEFT_EAUTH : WEFT_EPEERDIED);
     conn_maybe_free(c);
     return;
   }
