@@ -30,5 +30,6 @@
 #include "weft/balancer.h"
 #include "weft/pool.h"
 #include "weft/node.h"
+#include "weft/service.h"
 
 #endif /* WEFT_H */
