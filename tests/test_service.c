@@ -837,6 +837,87 @@ static void wrong_use_is_refused_at_the_call(void **state) {
   finish();
 }
 
+/* ---- KNOWN BUG in runtime/node_chan.c (reported; skipped unless
+ * WEFT_TEST_KNOWN_BUGS=1) ----------------------------------------------------
+ * A request posted on a looked-up port while its name is being unpublished
+ * (its CLOSE not arrived yet) reaches a channel the far node has freed:
+ * weft__nchan_frame drops the frame ("a channel closed here whose frames were
+ * already on their way"), and with it the reply channel the message
+ * introduced, which is never closed back. The requester waits until its
+ * timeout (for ever without one) instead of getting WEFT_ECLOSED: the
+ * message is lost silently. Two nodes in this process show it without a
+ * race: b unpublishes, and a posts in the same loop turn. */
+static struct {
+  bool found, answered;
+  weft_port_t *port;
+  int err;
+  uint64_t ms;
+} KB;
+
+static void kb_found(weft_node_t *node, int status, weft_port_t *port, void *data) {
+  (void)node;
+  (void)data;
+  CHECK_RC(status, 0);
+  KB.port = port;
+  KB.found = true;
+}
+
+static void kb_answer(weft_msg_t *reply, int err, void *data) {
+  (void)data;
+  weft_msg_free(reply);
+  KB.err = err;
+  KB.answered = true;
+}
+
+static void kb_sink(weft_port_t *self, weft_msg_t *msg) {
+  (void)self;
+  weft_msg_free(msg);
+}
+
+static void known_bug_request_to_a_name_being_unpublished_is_lost(void **state) {
+  (void)state;
+  const char *kb = getenv("WEFT_TEST_KNOWN_BUGS");
+  if (kb == NULL || strcmp(kb, "1") != 0)
+    skip();
+  memset(&KB, 0, sizeof(KB));
+  memset(&H, 0, sizeof(H));
+  H.rt = ktest_live_runtime_new(NULL);
+  weft_ctx_t *ctx = weft_runtime_main(H.rt);
+  H.loop = weft_ctx_loop(ctx);
+  uv_timer_init(H.loop, &H.ticker);
+  uv_timer_start(&H.ticker, on_tick, 20, 20);
+  const char *listen[] = {"tcp://127.0.0.1:0", NULL};
+  weft_node_t *a, *b;
+  assert_int_equal(weft_node_start(ctx, &(weft_node_options_t){.name = "a", .listen = listen}, &a),
+                   0);
+  char url[64];
+  snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", weft_node_port(a, 0));
+  const char *peers[] = {url, NULL};
+  assert_int_equal(weft_node_start(ctx, &(weft_node_options_t){.name = "b", .peers = peers}, &b),
+                   0);
+  weft_port_t *actor;
+  assert_int_equal(weft_actor_spawn(ctx, kb_sink, NULL, &actor), 0);
+  assert_int_equal(weft_node_publish(b, "x", actor), 0);
+  assert_int_equal(weft_node_lookup(a, "b", "x", 10000, kb_found, NULL), 0);
+  assert_true(spin_until(&KB.found, NULL, 0, 10000, "the lookup"));
+  assert_int_equal(weft_node_unpublish(b, "x"), 0);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(weft_port_request(KB.port, request(0, false), kb_answer, NULL, 3000), 0);
+  assert_true(spin_until(&KB.answered, NULL, 0, 10000, "the request's end"));
+  KB.ms = (uv_hrtime() - t0) / 1000000u;
+  fprintf(stderr, "request to an unpublished name: %s after %llu ms\n", weft_err_name(KB.err),
+          (unsigned long long)KB.ms);
+  weft_port_close(KB.port);
+  H.node_closed = false;
+  assert_int_equal(weft_node_close(b, NULL, NULL), 0);
+  assert_int_equal(weft_node_close(a, on_node_closed, NULL), 0);
+  assert_true(spin_until(&H.node_closed, NULL, 0, 10000, "the nodes' close"));
+  uv_close((uv_handle_t *)&H.ticker, on_ticker_closed);
+  assert_true(spin_until(&H.ticker_closed, NULL, 0, 5000, "the ticker's close"));
+  ktest_live_finish(H.rt);
+  assert_int_not_equal(KB.err, UV_ETIMEDOUT); /* want WEFT_ECLOSED, at once */
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_live_teardown)
 
 int main(int argc, char **argv) {
@@ -857,6 +938,7 @@ int main(int argc, char **argv) {
       T(withdraw_under_load_loses_nothing),
       T(no_provider_gives_enoentry),
       T(wrong_use_is_refused_at_the_call),
+      T(known_bug_request_to_a_name_being_unpublished_is_lost),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
