@@ -6,7 +6,7 @@
 #include "wire.h"
 
 static const char MAGIC[8] = {'W', 'E', 'F', 'T', 'N', 'O', 'D', 'E'};
-#define HELLO_FIXED (8 + 2 + 2 + 8 + WEFT__NET_NONCE + 4 + 8 + 8 + 1)
+#define HELLO_FIXED (8 + 2 + 2 + 8 + WEFT__NET_NONCE + 4 + 8 + 8 + 4 + 1)
 
 static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static uint32_t be32(const uint8_t *p) {
@@ -57,6 +57,7 @@ static int parse_body(const uint8_t *p, size_t n, weft__net_frame_t *f) {
     f->window_msgs = be32(p + 20 + WEFT__NET_NONCE);
     f->window_bytes = be64(p + 24 + WEFT__NET_NONCE);
     f->max_msg = be64(p + 32 + WEFT__NET_NONCE);
+    f->heartbeat_ms = be32(p + 40 + WEFT__NET_NONCE);
     f->name_len = p[HELLO_FIXED - 1];
     f->name = (const char *)p + HELLO_FIXED;
     /* A version we do not speak may lay its hello out otherwise: the caller
@@ -157,8 +158,8 @@ static size_t put_head(uint8_t *out, size_t body, uint8_t type, uint64_t chan) {
 
 size_t weft__net_put_hello(uint8_t *out, uint16_t flags, uint64_t incarnation,
                            const uint8_t nonce[WEFT__NET_NONCE], uint32_t window_msgs,
-                           uint64_t window_bytes, uint64_t max_msg, const char *name,
-                           uint8_t name_len) {
+                           uint64_t window_bytes, uint64_t max_msg, uint32_t heartbeat_ms,
+                           const char *name, uint8_t name_len) {
   uint8_t *p = out + put_head(out, HELLO_FIXED + name_len, WEFT__NET_HELLO, 0);
   memcpy(p, MAGIC, 8);
   weft__wire_be16(p + 8, WEFT__NET_VERSION);
@@ -168,6 +169,7 @@ size_t weft__net_put_hello(uint8_t *out, uint16_t flags, uint64_t incarnation,
   weft__wire_be32(p + 20 + WEFT__NET_NONCE, window_msgs);
   weft__wire_be64(p + 24 + WEFT__NET_NONCE, window_bytes);
   weft__wire_be64(p + 32 + WEFT__NET_NONCE, max_msg);
+  weft__wire_be32(p + 40 + WEFT__NET_NONCE, heartbeat_ms);
   p[HELLO_FIXED - 1] = name_len;
   memcpy(p + HELLO_FIXED, name, name_len);
   return WEFT__NET_HEAD + HELLO_FIXED + name_len;

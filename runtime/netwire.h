@@ -12,7 +12,8 @@
  *   body        by type:
  *     HELLO    "WEFTNODE", u16 version, u16 flags (1: has a secret),
  *              u64 incarnation, u8[32] nonce, u32 window_msgs,
- *              u64 window_bytes, u64 max_msg, u8 name_len, name   (chan 0)
+ *              u64 window_bytes, u64 max_msg, u32 heartbeat_ms, u8 name_len,
+ *              name                                               (chan 0)
  *     AUTH     u8[32] HMAC-SHA256                                 (chan 0)
  *     REFUSE   i32 reason                                         (chan 0)
  *     PING     empty                                              (chan 0)
@@ -79,6 +80,7 @@ typedef struct {
   const uint8_t *nonce;
   uint32_t window_msgs;
   uint64_t window_bytes, max_msg;
+  uint32_t heartbeat_ms;
   /* HELLO, LOOKUP */
   const char *name; /* not NUL-terminated */
   uint8_t name_len;
@@ -111,8 +113,8 @@ void weft__net_item_at(const weft__net_frame_t *f, uint16_t i, weft__net_item_t 
  * the bytes written. */
 size_t weft__net_put_hello(uint8_t *out, uint16_t flags, uint64_t incarnation,
                            const uint8_t nonce[WEFT__NET_NONCE], uint32_t window_msgs,
-                           uint64_t window_bytes, uint64_t max_msg, const char *name,
-                           uint8_t name_len);
+                           uint64_t window_bytes, uint64_t max_msg, uint32_t heartbeat_ms,
+                           const char *name, uint8_t name_len);
 size_t weft__net_put_simple(uint8_t *out, uint8_t type, uint64_t chan); /* PING, FOUND */
 size_t weft__net_put_reason(uint8_t *out, uint8_t type, uint64_t chan, int32_t reason);
 size_t weft__net_put_auth(uint8_t *out, const uint8_t mac[WEFT__NET_MAC]);

@@ -155,6 +155,11 @@ static void on_tx_task(weft__task_t *t) {
     send_rest(c);
     return;
   }
+  if (c->refusing && c->ctl_len == 0) {
+    conn_fail(c, c->refusing); /* the REFUSE is out */
+    conn_maybe_free(c);
+    return;
+  }
   flush_now(c);
 }
 
@@ -184,14 +189,19 @@ static bool mac_equal(const uint8_t *a, const uint8_t *b) {
   return d == 0;
 }
 
-/* Refuse the peer: tell it why, then drop it once that is written. */
+/* Refuse the peer: tell it why, and hang up once that is written (what it
+ * sends meanwhile is ignored; the handshake deadline bounds the wait). */
 static void refuse(node_conn_t *c, int reason) {
-  uint8_t *p = weft__node_ctl(c, WEFT__NET_HEAD + 4);
-  if (p != NULL) {
-    weft__net_put_reason(p, WEFT__NET_REFUSE, 0, reason);
-    flush_now(c);
+  if (c->refusing)
+    return;
+  uint8_t *p = c->s != NULL ? weft__node_ctl(c, WEFT__NET_HEAD + 4) : NULL;
+  if (p == NULL) {
+    conn_fail(c, reason);
+    return;
   }
-  conn_fail(c, reason);
+  weft__net_put_reason(p, WEFT__NET_REFUSE, 0, reason);
+  c->refusing = reason;
+  flush_now(c); /* or once the send in flight is done */
 }
 
 static void on_ev_task(weft__task_t *t) {
@@ -328,6 +338,11 @@ static int on_hello(node_conn_t *c, const weft__net_frame_t *f) {
   c->peer_window_bytes = f->window_bytes < ((uint64_t)1 << 62) ? f->window_bytes
                                                                 : (uint64_t)1 << 62;
   c->peer_max_msg = f->max_msg;
+  /* Both sides ping at half the shorter heartbeat: each then hears from
+   * the other well within its own. */
+  uint32_t hb = f->heartbeat_ms && f->heartbeat_ms < n->opts.heartbeat_ms ? f->heartbeat_ms
+                                                                         : n->opts.heartbeat_ms;
+  c->ping_ms = hb / 2 ? hb / 2 : 1;
   if (n->secret == NULL) {
     conn_up(c);
     return 0;
@@ -390,6 +405,10 @@ static void on_rx(void *arg) {
 /* Handle the whole frames in rbuf; keep the rest. A broken frame ends the
  * connection (refused, if it came during the handshake). */
 static void conn_parse(node_conn_t *c) {
+  if (c->refusing) {
+    c->rlen = 0; /* hanging up: nothing more is taken from this peer */
+    return;
+  }
   size_t off = 0;
   int err = 0;
   weft__net_frame_t f;
@@ -486,7 +505,7 @@ static void conn_new(weft_node_t *n, nng_stream *s, node_dialer_t *d) {
   }
   size_t len = weft__net_put_hello(p, n->secret ? 1 : 0, n->incarnation, c->nonce,
                                    n->opts.window_msgs, n->opts.window_bytes, n->opts.max_msg,
-                                   n->name, n->name_len);
+                                   n->opts.heartbeat_ms, n->name, n->name_len);
   c->ctl_len -= WEFT__NET_HEAD + 80 + n->name_len - len;
   if (s != NULL)
     recv_more(c);
@@ -671,12 +690,13 @@ static void on_tick(uv_timer_t *t) {
     node_conn_t *c = WEFT_LIST_ENTRY(l, node_conn_t, link);
     uint64_t rx = atomic_load_explicit(&c->last_rx_ns, memory_order_relaxed);
     if (c->state == CONN_HANDSHAKE && now - c->started_ns > hs) {
-      conn_fail(c, UV_ETIMEDOUT);
+      conn_fail(c, c->refusing ? c->refusing : UV_ETIMEDOUT);
       conn_maybe_free(c);
     } else if (c->state == CONN_UP && now > rx && now - rx > hb) {
       conn_fail(c, WEFT_EPEERDIED);
       conn_maybe_free(c);
-    } else if (c->state == CONN_UP && now - c->last_tx_ns >= hb / 2 && !c->tx_busy) {
+    } else if (c->state == CONN_UP && now - c->last_tx_ns >= (uint64_t)c->ping_ms * 1000000u &&
+               !c->tx_busy) {
       uint8_t *p = weft__node_ctl(c, WEFT__NET_HEAD);
       if (p != NULL) {
         weft__net_put_simple(p, WEFT__NET_PING, 0);

@@ -662,6 +662,27 @@ static int on_found(node_chan_t *ch, const weft__net_frame_t *f) {
   return 0;
 }
 
+/* A message for a channel closed here: the ports it carries would never be
+ * heard of again, and their far ends (a request's reply end, say) would wait
+ * for ever. Close each one back at once. */
+static int refuse_ports(node_conn_t *c, const weft__net_frame_t *f) {
+  if (!(f->msg_flags & WEFT__NET_F_FIRST))
+    return 0;
+  weft__net_item_t it;
+  for (uint16_t i = 0; i < f->nitems; i++) {
+    weft__net_item_at(f, i, &it);
+    if (it.kind != WEFT__NET_X_PORT)
+      continue;
+    if (!peers_key(it.chan) || (it.chan & ~WEFT__NET_OWN_BIT) <= c->max_remote_id)
+      return WEFT_EPROTO;
+    c->max_remote_id = it.chan & ~WEFT__NET_OWN_BIT;
+    int err = queue_reason(c, WEFT__NET_CLOSE, it.chan, 0);
+    if (err)
+      return err;
+  }
+  return 0;
+}
+
 int weft__nchan_frame(node_conn_t *c, const weft__net_frame_t *f) {
   if (f->type == WEFT__NET_LOOKUP)
     return on_lookup(c, f);
@@ -672,7 +693,9 @@ int weft__nchan_frame(node_conn_t *c, const weft__net_frame_t *f) {
      * introduced is a lie. */
     uint64_t id = f->chan & ~WEFT__NET_OWN_BIT;
     bool known = peers_key(f->chan) ? id <= c->max_remote_id : id < c->next_id;
-    return known ? 0 : WEFT_EPROTO;
+    if (!known)
+      return WEFT_EPROTO;
+    return f->type == WEFT__NET_MSG ? refuse_ports(c, f) : 0;
   }
   if (ch->closed_in)
     return WEFT_EPROTO; /* nothing may follow a CLOSE */

@@ -159,6 +159,8 @@ struct node_conn_s {
   char peer[65];
   uint64_t peer_incarnation;
   uint32_t peer_window_msgs;
+  uint32_t ping_ms;        /* half the shorter of both sides' heartbeats */
+  int refusing;            /* a REFUSE with this reason is on its way: then we hang up */
   uint64_t peer_window_bytes, peer_max_msg;
   /* channels */
   node_map_t chans;

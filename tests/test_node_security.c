@@ -643,7 +643,7 @@ static void raw_expect_hangup(raw_t *r, int *refuse) {
 
 static void raw_hello(raw_t *r, const char *name, uint16_t version) {
   uint8_t b[256], nonce[WEFT__NET_NONCE] = {0};
-  size_t n = weft__net_put_hello(b, 0, 7, nonce, 64, 1u << 20, 1u << 20, name,
+  size_t n = weft__net_put_hello(b, 0, 7, nonce, 64, 1u << 20, 1u << 20, 1000, name,
                                  (uint8_t)strlen(name));
   b[WEFT__NET_HEAD + 8] = (uint8_t)(version >> 8);
   b[WEFT__NET_HEAD + 9] = (uint8_t)version;
@@ -726,9 +726,7 @@ static void raw_wrong_version_is_refused(void **state) {
   raw_hello(r, "future", WEFT__NET_VERSION + 1);
   int refuse;
   raw_expect_hangup(r, &refuse);
-  assert_true(refuse == 0 || refuse == WEFT_EVERSION); /* see refuse_is_best_effort */
-  if (refuse == 0)
-    fprintf(stderr, "  wrong version: srv hung up without its REFUSE reaching the peer\n");
+  assert_int_equal(refuse, WEFT_EVERSION); /* the REFUSE is written before the hang-up */
   expect_refusal(0, WEFT_EVERSION);
   raw_free(r);
   char url[64];
@@ -752,11 +750,9 @@ static void raw_oversized_frame_is_dropped(void **state) {
   int refuse;
   raw_expect_hangup(r, &refuse);
   expect_refusal(0, WEFT_EFRAMESIZE);
-  /* refuse_is_best_effort: node.c's refuse() starts the REFUSE's send and
-   * closes the stream at once (and does not send at all while another send
-   * is in flight, e.g. its own HELLO): the peer may see only the hang-up.
-   * srv's own count and reason are exact, and are what is asserted. */
-  assert_true(refuse == 0 || refuse == WEFT_EFRAMESIZE);
+  /* The refusing node writes its REFUSE (after its HELLO, if that is still
+   * on its way) and only then hangs up: the peer learns the reason. */
+  assert_int_equal(refuse, WEFT_EFRAMESIZE);
   fprintf(stderr, "  oversized header: %llu weft allocations while it was refused\n",
           (unsigned long long)(testutil_alloc_calls() - calls));
   raw_free(r);
@@ -819,7 +815,7 @@ static void raw_stall_in_handshake_is_dropped(void **state) {
   /* half a hello */
   r = raw_connect();
   uint8_t b[256], nonce[WEFT__NET_NONCE] = {0};
-  size_t n = weft__net_put_hello(b, 0, 1, nonce, 64, 1u << 20, 1u << 20, "half", 4);
+  size_t n = weft__net_put_hello(b, 0, 1, nonce, 64, 1u << 20, 1u << 20, 1000, "half", 4);
   assert_true(raw_send(r, b, n / 2));
   raw_expect_hangup(r, &refuse);
   expect_refusal(1, UV_ETIMEDOUT);
@@ -849,7 +845,7 @@ static void raw_message_before_handshake_is_dropped(void **state) {
     assert_true(raw_send(r, b, n));
     int refuse;
     raw_expect_hangup(r, &refuse);
-    assert_true(refuse == 0 || refuse == WEFT_EPROTO); /* best effort: see refuse_is_best_effort */
+    assert_int_equal(refuse, WEFT_EPROTO);
     expect_refusal(before, WEFT_EPROTO);
     raw_free(r);
   }

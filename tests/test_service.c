@@ -837,16 +837,13 @@ static void wrong_use_is_refused_at_the_call(void **state) {
   finish();
 }
 
-/* ---- KNOWN BUG in runtime/node_chan.c (reported; skipped unless
- * WEFT_TEST_KNOWN_BUGS=1) ----------------------------------------------------
+/* ---- a request to a name being unpublished ----------------------------------
  * A request posted on a looked-up port while its name is being unpublished
- * (its CLOSE not arrived yet) reaches a channel the far node has freed:
- * weft__nchan_frame drops the frame ("a channel closed here whose frames were
- * already on their way"), and with it the reply channel the message
- * introduced, which is never closed back. The requester waits until its
- * timeout (for ever without one) instead of getting WEFT_ECLOSED: the
- * message is lost silently. Two nodes in this process show it without a
- * race: b unpublishes, and a posts in the same loop turn. */
+ * (its CLOSE not arrived yet) reaches a channel the far node has freed: the
+ * frame is dropped there, and the reply channel it introduced must be closed
+ * back, or the requester waits until its timeout (for ever without one): the
+ * answer is WEFT_ECLOSED at once. Two nodes in this process show it without
+ * a race: b unpublishes, and a posts in the same loop turn. */
 static struct {
   bool found, answered;
   weft_port_t *port;
@@ -874,11 +871,8 @@ static void kb_sink(weft_port_t *self, weft_msg_t *msg) {
   weft_msg_free(msg);
 }
 
-static void known_bug_request_to_a_name_being_unpublished_is_lost(void **state) {
+static void request_to_a_name_being_unpublished_is_closed(void **state) {
   (void)state;
-  const char *kb = getenv("WEFT_TEST_KNOWN_BUGS");
-  if (kb == NULL || strcmp(kb, "1") != 0)
-    skip();
   memset(&KB, 0, sizeof(KB));
   memset(&H, 0, sizeof(H));
   H.rt = ktest_live_runtime_new(NULL);
@@ -938,7 +932,7 @@ int main(int argc, char **argv) {
       T(withdraw_under_load_loses_nothing),
       T(no_provider_gives_enoentry),
       T(wrong_use_is_refused_at_the_call),
-      T(known_bug_request_to_a_name_being_unpublished_is_lost),
+      T(request_to_a_name_being_unpublished_is_closed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

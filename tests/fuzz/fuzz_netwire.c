@@ -34,7 +34,8 @@ static size_t reencode(const weft__net_frame_t *f) {
   switch (f->type) {
   case WEFT__NET_HELLO:
     return weft__net_put_hello(out, f->flags, f->incarnation, f->nonce, f->window_msgs,
-                               f->window_bytes, f->max_msg, f->name, f->name_len);
+                               f->window_bytes, f->max_msg, f->heartbeat_ms, f->name,
+                               f->name_len);
   case WEFT__NET_AUTH:
     return weft__net_put_auth(out, f->mac);
   case WEFT__NET_REFUSE:

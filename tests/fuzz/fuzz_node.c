@@ -249,7 +249,7 @@ static const uint8_t PEER_NONCE[WEFT__NET_NONCE] = {1, 2, 3};
 
 static void send_hello(uint16_t version, uint16_t flags, uint32_t wm, uint64_t wb,
                        const char *name, uint8_t name_len) {
-  size_t n = weft__net_put_hello(R.frame, flags, 99, PEER_NONCE, wm, wb, 1u << 20, name,
+  size_t n = weft__net_put_hello(R.frame, flags, 99, PEER_NONCE, wm, wb, 1u << 20, 1000, name,
                                  name_len);
   R.frame[WEFT__NET_HEAD + 8] = (uint8_t)(version >> 8);
   R.frame[WEFT__NET_HEAD + 9] = (uint8_t)version;
