@@ -26,10 +26,19 @@
  *  - Buffers cross by copy. Sockets and shared buffers cannot cross
  *    machines: a post that carries one to a remote port returns
  *    WEFT_ETRANSFER and the message stays with the sender.
+ *    For a published name, "consumes" means "takes into the published
+ *    port's queue" (within that port's bounds): what the lookups send is
+ *    bounded by that queue plus their windows.
  *  - Failure: a connection that closes, or that stays silent longer than the
  *    heartbeat interval, takes the peer down: every channel to it closes
  *    with WEFT_EPEERDIED and the count of messages sent but not acknowledged
- *    (so sent = delivered + that count), and the monitor callback says so.
+ *    (so sent = delivered + that count), and the monitor callback says so
+ *    (with WEFT_EPEERDIED whatever the cause: a peer that closed its node in
+ *    order, one that died, or one dropped for breaking the protocol, whose
+ *    channels close with the protocol error). Pings go out from the loop: a
+ *    loop turn longer than the heartbeat interval looks like a dead node to
+ *    the peers, so keep long work off the node's context (a pool, a worker)
+ *    or raise heartbeat_ms.
  *    A peer that comes back is a new connection (and, if it restarted, a new
  *    incarnation): old ports stay closed, names are looked up again.
  *  - Security: every byte from the network is untrusted. Frames are limited
@@ -70,8 +79,9 @@ typedef void (*weft_node_monitor_cb)(weft_node_t *node, const char *peer, bool u
  * callee owns it: start it, post on it, close it), or status WEFT_ENOENTRY
  * (the peer has nothing under that name), UV_ETIMEDOUT (the peer was not
  * reachable, or did not answer, within the timeout), WEFT_EPEERDIED (the
- * connection was lost while asking), WEFT_ECLOSED (this node closed) and
- * port NULL. */
+ * connection was lost while asking), WEFT_ECLOSED (this node closed), or the
+ * protocol error the connection was dropped for (WEFT_EPROTO, WEFT_EWINDOW,
+ * ...), and port NULL. */
 typedef void (*weft_node_lookup_cb)(weft_node_t *node, int status, weft_port_t *port,
                                     void *data);
 
@@ -96,8 +106,9 @@ typedef struct {
    * (NULL: not checked). */
   const char *tls_cert_file, *tls_key_file, *tls_ca_file, *tls_server_name;
   bool tls_verify;
-  uint32_t heartbeat_ms;     /* a peer silent this long is down; 0: 1000. Pings go out at
-                                half of it; detection takes up to 1.25x of it */
+  uint32_t heartbeat_ms;     /* a peer silent this long is down; 0: 1000. Both sides ping
+                                at half the shorter of their two settings; detection takes
+                                heartbeat_ms plus up to a quarter of it (10 to 250 ms) */
   uint32_t handshake_ms;     /* a connection not authenticated by then is dropped; 0: 5000 */
   uint32_t redial_min_ms;    /* back-off between dials of a lost peer; 0: 100 */
   uint32_t redial_max_ms;    /* doubles up to this; 0: 5000 */
@@ -148,8 +159,9 @@ WEFT_EXTERN int weft_node_start(weft_ctx_t *ctx, const weft_node_options_t *opts
 WEFT_EXTERN int weft_node_publish(weft_node_t *node, const char *name, weft_port_t *port);
 
 /* weft_node_unpublish: removes name and closes its port: channels to it close
- * as if its program closed them (their senders see reason 0 after what the
- * port took). WEFT_ENOENTRY if nothing is published under name. */
+ * as if its program closed them (their senders' ports close with WEFT_ECLOSED
+ * after what the port took; a request in flight gets WEFT_ECLOSED).
+ * WEFT_ENOENTRY if nothing is published under name. */
 WEFT_EXTERN int weft_node_unpublish(weft_node_t *node, const char *name);
 
 /* weft_node_lookup: asks the node named peer for name, and calls cb once with
