@@ -73,23 +73,47 @@ uint8_t *weft__node_ctl(node_conn_t *c, size_t n) {
   return p;
 }
 
+/* The send in flight is done (IDLE), or not: then ask its completion to
+ * bring us back (WANT). Returns true if the caller may send now. */
+static bool tx_idle_or_want(node_conn_t *c) {
+  int st = atomic_load_explicit(&c->tx_state, memory_order_acquire); /* DONE: its task comes */
+  while (st == TX_BUSY)
+    if (atomic_compare_exchange_weak_explicit(&c->tx_state, &st, TX_WANT,
+                                              memory_order_acq_rel, memory_order_acquire))
+      return false;
+  return st == TX_IDLE;
+}
+
 void weft__node_kick(node_conn_t *c) {
-  if (c->state == CONN_DEAD || c->flush_queued || c->tx_busy)
+  if (c->state == CONN_DEAD || c->flush_queued || !tx_idle_or_want(c))
     return;
   c->flush_queued = true;
   weft__ctx_post_task(c->node->ctx, &c->flush_task);
 }
 
-static void send_rest(node_conn_t *c) {
+/* A send's completion wakes the loop only when the loop asked for it (WANT:
+ * more to write, or a REFUSE to follow by the hang-up) or something went
+ * wrong: a message's way out costs no wake-up of its sender. */
+static void send_rest(node_conn_t *c, bool fresh) {
   nng_iov iov = {.iov_buf = c->wbuf + c->wsent, .iov_len = c->wlen - c->wsent};
-  c->tx_busy = true;
+  /* The completion marks the send done from inside its callback: the aio is
+   * nng's until that callback has returned (almost always long since). */
+  if (fresh)
+    nng_aio_wait(c->tx_aio);
+  /* A batch that left output behind (it filled up) asks to be called back. */
+  bool more = c->refusing || c->ctl_len > 0 || !weft_list_empty(&c->ready) ||
+              !weft_list_empty(&c->due);
+  if (more)
+    atomic_store_explicit(&c->tx_state, TX_WANT, memory_order_relaxed);
+  else if (fresh)
+    atomic_store_explicit(&c->tx_state, TX_BUSY, memory_order_relaxed);
   nng_aio_set_iov(c->tx_aio, 1, &iov);
   nng_stream_send(c->s, c->tx_aio);
 }
 
 /* Write the control frames, then the channels' frames, in one batch. */
 static void flush_now(node_conn_t *c) {
-  if (c->state == CONN_DEAD || c->tx_busy)
+  if (c->state == CONN_DEAD || !tx_idle_or_want(c))
     return;
   c->wlen = c->wsent = 0;
   if (c->ctl_len > 0) {
@@ -111,11 +135,12 @@ static void flush_now(node_conn_t *c) {
   if (c->wlen == 0)
     return;
   c->last_tx_ns = uv_hrtime();
+  c->node->stats.bytes_out += c->wlen;
   if (c->s == NULL) {
     c->wlen = 0; /* a detached connection (fuzzing): what it writes goes nowhere */
     return;
   }
-  send_rest(c);
+  send_rest(c, true);
 }
 
 static node_conn_t *conn_of(weft__task_t *t, size_t off) {
@@ -129,30 +154,38 @@ static void on_flush_task(weft__task_t *t) {
   conn_maybe_free(c);
 }
 
+/* nng's thread. A whole send that nobody waits for ends here (BUSY ->
+ * IDLE); else DONE hands it to the loop: the tx task then owns it (no send
+ * starts while DONE, so the task is never queued twice). wsent and wlen are
+ * the loop's, left alone while a send is in flight. */
 static void on_tx(void *arg) {
   node_conn_t *c = arg;
+  if (nng_aio_result(c->tx_aio) == 0 && c->wsent + nng_aio_count(c->tx_aio) >= c->wlen) {
+    int expect = TX_BUSY;
+    if (atomic_compare_exchange_strong_explicit(&c->tx_state, &expect, TX_IDLE,
+                                                memory_order_acq_rel, memory_order_acquire))
+      return;
+  }
+  atomic_store_explicit(&c->tx_state, TX_DONE, memory_order_release);
   weft__ctx_post_task(c->node->ctx, &c->tx_task);
 }
 
 static void on_tx_task(weft__task_t *t) {
   node_conn_t *c = conn_of(t, offsetof(node_conn_t, tx_task));
+  nng_aio_wait(c->tx_aio); /* its callback has returned */
   int rv = nng_aio_result(c->tx_aio);
-  c->tx_busy = false;
+  size_t n = rv == 0 ? nng_aio_count(c->tx_aio) : 0;
+  if (rv == 0 && c->state != CONN_DEAD && c->wsent + n < c->wlen) {
+    c->wsent += n;
+    atomic_store_explicit(&c->tx_state, TX_WANT, memory_order_relaxed);
+    send_rest(c, false); /* the rest of a partly written batch */
+    return;
+  }
+  atomic_store_explicit(&c->tx_state, TX_IDLE, memory_order_relaxed);
+  if (rv != 0 && c->state != CONN_DEAD) /* TLS fails its handshake on either side's first I/O */
+    conn_fail(c, rv == NNG_ECRYPTO || rv == NNG_EPEERAUTH ? WEFT_EAUTH : WEFT_EPEERDIED);
   if (c->state == CONN_DEAD) {
     conn_maybe_free(c);
-    return;
-  }
-  if (rv != 0) {
-    /* TLS fails its handshake on whichever of send and receive runs first */
-    conn_fail(c, rv == NNG_ECRYPTO || rv == NNG_EPEERAUTH ? WEFT_EAUTH : WEFT_EPEERDIED);
-    conn_maybe_free(c);
-    return;
-  }
-  size_t n = nng_aio_count(c->tx_aio);
-  c->wsent += n;
-  c->node->stats.bytes_out += n;
-  if (c->wsent < c->wlen) {
-    send_rest(c);
     return;
   }
   if (c->refusing && c->ctl_len == 0) {
@@ -389,6 +422,7 @@ static int on_frame(node_conn_t *c, const weft__net_frame_t *f) {
 /* ---- reading ---------------------------------------------------------------- */
 
 static void recv_more(node_conn_t *c) {
+  nng_aio_wait(c->rx_aio); /* the last completion's callback has returned */
   nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
   c->rx_busy = true;
   nng_aio_set_iov(c->rx_aio, 1, &iov);
@@ -574,7 +608,8 @@ static void conn_fail(node_conn_t *c, int reason) {
 void weft__node_conn_fail(node_conn_t *c, int reason) { conn_fail(c, reason); }
 
 static void conn_maybe_free(node_conn_t *c) {
-  if (c->state != CONN_DEAD || c->rx_busy || c->tx_busy || c->flush_queued)
+  /* a send in flight is asked to bring us back when it ends */
+  if (c->state != CONN_DEAD || c->rx_busy || c->flush_queued || !tx_idle_or_want(c))
     return;
   weft_node_t *n = c->node;
   weft_list_remove(&n->conns, &c->link);
@@ -614,11 +649,13 @@ static void on_accept_task(weft__task_t *t) {
     return;
   }
   l->busy = true;
+  nng_aio_wait(l->aio); /* its callback has returned */
   nng_stream_listener_accept(l->l, l->aio);
 }
 
 static void dial(node_dialer_t *d) {
   d->busy = true;
+  nng_aio_wait(d->aio); /* the last dial's callback has returned */
   nng_stream_dialer_dial(d->d, d->aio);
 }
 
@@ -696,7 +733,7 @@ static void on_tick(uv_timer_t *t) {
       conn_fail(c, WEFT_EPEERDIED);
       conn_maybe_free(c);
     } else if (c->state == CONN_UP && now - c->last_tx_ns >= (uint64_t)c->ping_ms * 1000000u &&
-               !c->tx_busy) {
+               atomic_load_explicit(&c->tx_state, memory_order_relaxed) == TX_IDLE) {
       uint8_t *p = weft__node_ctl(c, WEFT__NET_HEAD);
       if (p != NULL) {
         weft__net_put_simple(p, WEFT__NET_PING, 0);

@@ -140,6 +140,7 @@ typedef struct {
 } node_listener_t;
 
 enum { CONN_HANDSHAKE = 0, CONN_UP = 1, CONN_DEAD = 2 };
+enum { TX_IDLE = 0, TX_BUSY = 1, TX_WANT = 2, TX_DONE = 3 };
 
 struct node_conn_s {
   weft_list_node_t link; /* node->conns */
@@ -148,7 +149,8 @@ struct node_conn_s {
   node_dialer_t *dialer; /* NULL: accepted */
   int state;
   int fail_reason;
-  bool rx_busy, tx_busy, flush_queued;
+  bool rx_busy, flush_queued;
+  _Atomic int tx_state;    /* TX_*: the loop starts sends, nng's thread ends them */
   nng_aio *rx_aio, *tx_aio;
   weft__task_t rx_task, tx_task, flush_task;
   _Atomic uint64_t last_rx_ns; /* written by nng's thread, read by the tick */
