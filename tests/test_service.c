@@ -36,6 +36,14 @@
 #include "testutil.h"
 #include "weft.h"
 
+/* TSan's loop turns can outlast a 1 s heartbeat on a loaded machine: the
+ * nodes would drop each other (a long turn looks like a dead node). */
+#if defined(__SANITIZE_THREAD__)
+#define TEST_HEARTBEAT_MS 5000
+#else
+#define TEST_HEARTBEAT_MS 0
+#endif
+
 #define MAXP 4
 
 /* ---- the provider process ---------------------------------------------------- */
@@ -177,7 +185,8 @@ static int provider_main(const char *name, const char *url, const char *mode) {
   if (strncmp(mode, "delay", 5) == 0)
     P.delay_ms = strtoull(mode + 5, NULL, 10);
   const char *peers[] = {url, NULL};
-  weft_node_options_t o = {.name = name, .peers = peers, .on_monitor = provider_monitor};
+  weft_node_options_t o = {.name = name, .peers = peers, .on_monitor = provider_monitor,
+                           .heartbeat_ms = TEST_HEARTBEAT_MS};
   if (weft_node_start(ctx, &o, &P.node) != 0)
     return 4;
   weft_port_t *ctl;
@@ -264,7 +273,8 @@ static void setup_client(const weft_service_client_options_t *extra) {
   weft_ctx_t *ctx = weft_runtime_main(H.rt);
   H.loop = weft_ctx_loop(ctx);
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.name = "client", .listen = listen};
+  weft_node_options_t o = {.name = "client", .listen = listen,
+                           .heartbeat_ms = TEST_HEARTBEAT_MS};
   assert_int_equal(weft_node_start(ctx, &o, &H.node), 0);
   snprintf(H.url, sizeof(H.url), "tcp://127.0.0.1:%d", weft_node_port(H.node, 0));
   weft_service_client_options_t co = extra ? *extra : (weft_service_client_options_t){0};
