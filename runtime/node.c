@@ -878,6 +878,8 @@ static int make_listener(weft_node_t *n, node_listener_t *l, const char *url) {
   l->node = n;
   l->task.fn = on_accept_task;
   int rv = nng_stream_listener_alloc(&l->l, url);
+  if (rv == 0) /* see make_dialer */
+    (void)nng_stream_listener_set_bool(l->l, NNG_OPT_TCP_NODELAY, true);
   if (rv == 0 && is_tls(url))
     rv = nng_stream_listener_set_ptr(l->l, NNG_OPT_TLS_CONFIG, n->tls_server);
   if (rv == 0)
@@ -897,6 +899,12 @@ static int make_dialer(weft_node_t *n, node_dialer_t *d, const char *url) {
   d->backoff_ms = n->opts.redial_min_ms;
   d->url = weft__strdup(url);
   int rv = d->url ? nng_stream_dialer_alloc(&d->d, url) : NNG_ENOMEM;
+  /* nng's streams start with Nagle on (its SP transports turn it off): a
+   * small frame sent while another is unacknowledged would wait for the
+   * peer's delayed ACK, up to 40 ms per request/reply. Not a TCP URL (ipc):
+   * the option does not apply and the error is ignored. */
+  if (rv == 0)
+    (void)nng_stream_dialer_set_bool(d->d, NNG_OPT_TCP_NODELAY, true);
   if (rv == 0 && is_tls(url))
     rv = nng_stream_dialer_set_ptr(d->d, NNG_OPT_TLS_CONFIG, n->tls_client);
   if (rv == 0)
