@@ -203,7 +203,6 @@ typedef struct {
   bool close_after;  /* drain: Connection: close on the next answer */
   bool done;         /* the last answer is written or on its way: read nothing more */
   bool too_big;
-  bool nodelay;
   size_t len;        /* bytes in in[] not parsed yet (the parser paused) */
   size_t url_len, body_len;
   char url[MAX_URL];
@@ -402,8 +401,6 @@ static void gw_on_reply(weft_service_client_t *cli, weft_msg_t *reply, int err,
   free(r);
   if (c->done)
     return;
-  if (!c->nodelay && c->conn.h.stream.type == UV_TCP) /* kept alive: no Nagle delay */
-    c->nodelay = uv_tcp_nodelay(&c->conn.h.tcp, 1) == 0;
   http_parser_pause(&c->parser, 0);
   gw_parse(c); /* a pipelined request may be waiting */
   if (c->pending == NULL && !c->done) {
@@ -424,6 +421,8 @@ static void gw_on_connection(weft_conn_t *conn) {
   c->timer->data = c;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
+  if (conn->h.stream.type == UV_TCP) /* answers go out at once, not after the next ACK */
+    uv_tcp_nodelay(&conn->h.tcp, 1);
   gw_deadline(c, IDLE_TIMEOUT_MS);
   uv_read_start(&conn->h.stream, gw_alloc, gw_on_read);
 }
