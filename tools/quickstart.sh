@@ -24,7 +24,7 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 export CC="${CC:-gcc}"
 JOBS="$(nproc 2>/dev/null || echo 2)"
 PACKAGES=(build-essential cmake pkg-config libuv1-dev libnng-dev libmbedtls-dev libmsgpack-dev
-          openssl
+          openssl libhttp-parser-dev
           libcmocka-dev clang libclang-rt-14-dev)
 
 say() { printf '==> %s\n' "$*" >&2; }
