@@ -49,6 +49,11 @@
 
 #include <weft.h>
 
+/* Pings go out from the node's loop: a loop turn longer than the heartbeat
+ * looks like a dead node. The demo's turns are short except the 16 MiB
+ * checksum, which takes seconds under a sanitizer on a loaded machine. */
+#define NODE_HEARTBEAT_MS 10000
+
 #define WORKERS 2
 #define STREAM_MSGS 1000000u
 #define STREAM_HWM 1024u
@@ -732,7 +737,10 @@ static int run_peer(const char *url) {
   uv_timer_start(&watchdog, peer_watchdog, 60000, 0);
   uv_unref((uv_handle_t *)&watchdog);
   const char *peers[] = {url, NULL};
-  weft_node_options_t o = {.name = "flagship-peer", .peers = peers, .on_monitor = peer_monitor};
+  /* The 16 MiB checksum runs on this node's own loop: a turn that long (seconds
+   * under a sanitizer) must not look like a dead node (see NODE_HEARTBEAT_MS). */
+  weft_node_options_t o = {.name = "flagship-peer", .peers = peers, .on_monitor = peer_monitor,
+                           .heartbeat_ms = NODE_HEARTBEAT_MS};
   weft_node_t *node;
   check(weft_node_start(ctx, &o, &node), "weft_node_start");
   weft_port_t *actor;
@@ -838,7 +846,8 @@ static void on_peer_exit(uv_process_t *p, int64_t status, int sig) {
 static void start_node_phase(void) {
   weft_ctx_t *ctx = weft_ctx_current();
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.name = "flagship", .listen = listen, .on_monitor = on_node_monitor};
+  weft_node_options_t o = {.name = "flagship", .listen = listen, .on_monitor = on_node_monitor,
+                           .heartbeat_ms = NODE_HEARTBEAT_MS};
   check(weft_node_start(ctx, &o, &app.node), "weft_node_start");
   char self[4096], url[64];
   size_t len = sizeof(self);

@@ -186,6 +186,18 @@ int weft_msg_new(weft_msg_t **out) {
   return 0;
 }
 
+void weft__msg_free_closing(weft_msg_t *msg, int code) {
+  if (msg == NULL)
+    return;
+  /* The ports it holds are its alone (in transit): their close tells their
+   * peers code instead of a plain close. */
+  for (uint16_t i = 0; code != 0 && i < msg->nxfer; i++)
+    if (msg->xfer[i].kind == WEFT_XFER_PORT)
+      atomic_store_explicit(&msg->xfer[i].u.port->close_code, (int16_t)code,
+                            memory_order_relaxed);
+  weft_msg_free(msg);
+}
+
 static void xfer_release(weft__xfer_t *x) {
   switch (x->kind) {
   case WEFT_XFER_BUF:

@@ -577,6 +577,8 @@ static void conn_fail(node_conn_t *c, int reason) {
     return;
   weft_node_t *n = c->node;
   bool was_up = c->state == CONN_UP;
+  if (c->refusing && reason != WEFT_ECLOSED)
+    reason = c->refusing; /* the peer hung up first: our reason is still ours */
   c->state = CONN_DEAD;
   c->fail_reason = reason;
   if (c->s != NULL)

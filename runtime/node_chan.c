@@ -140,12 +140,18 @@ static weft_msg_t *mlist_pop(weft_msg_t **head, weft_msg_t **tail) {
   return m;
 }
 
-static void mlist_free(weft_ctx_t *ctx, weft_msg_t **head, weft_msg_t **tail, bool count) {
+/* Free a message that will never be sent; the ports it carries close with
+ * reason (a request's waiting end then hears why: WEFT_EPEERDIED when the
+ * node was lost, not a plain close). */
+static void msg_drop(weft_msg_t *m, int reason) { weft__msg_free_closing(m, reason); }
+
+static void mlist_free(weft_ctx_t *ctx, weft_msg_t **head, weft_msg_t **tail, bool count,
+                       int reason) {
   weft_msg_t *m;
   while ((m = mlist_pop(head, tail)) != NULL) {
     if (count)
       ctx->undeliverable++;
-    weft_msg_free(m);
+    msg_drop(m, reason);
   }
 }
 
@@ -181,8 +187,8 @@ static void chan_release(node_chan_t *ch) {
     ch->in_pub_wait = false;
     ch->pub = NULL;
   }
-  mlist_free(ctx, &ch->out_head, &ch->out_tail, false);
-  mlist_free(ctx, &ch->wait_head, &ch->wait_tail, true);
+  mlist_free(ctx, &ch->out_head, &ch->out_tail, false, ch->fail_reason);
+  mlist_free(ctx, &ch->wait_head, &ch->wait_tail, true, 0);
   weft_msg_free(ch->in_msg);
   ch->in_msg = NULL;
   weft__free(ch->in_payload);
@@ -608,7 +614,8 @@ static void on_close(node_chan_t *ch, int32_t reason) {
     chan_free(ch); /* both closed at once: ours is out already */
     return;
   }
-  mlist_free(weft_ctx_current(), &ch->out_head, &ch->out_tail, false);
+  mlist_free(weft_ctx_current(), &ch->out_head, &ch->out_tail, false,
+             reason ? reason : WEFT_ECLOSED);
   ch->cur_started = false;
   weft__port_close_with(ch->b, reason, (uint32_t)(ch->sent_msgs - ch->acked_msgs));
 }
@@ -818,7 +825,7 @@ static bool emit_turn(node_chan_t *ch) {
       /* a message that cannot go out (no memory): the channel cannot keep
        * its order, so it fails; the connection goes on */
       c->node->ctx->undeliverable++;
-      mlist_free(c->node->ctx, &ch->out_head, &ch->out_tail, false);
+      mlist_free(c->node->ctx, &ch->out_head, &ch->out_tail, false, (int)n);
       ch->cur_started = false;
       ch->closed_in = true;
       queue_reason(c, WEFT__NET_CLOSE, ch->key, (int32_t)n);
@@ -873,6 +880,7 @@ void weft__nchan_fail_all(node_conn_t *c, int reason) {
       weft_port_t *b = ch->b;
       uint32_t unacked = (uint32_t)(ch->sent_msgs - ch->acked_msgs);
       ch->closed_in = true;
+      ch->fail_reason = reason;
       ch->lookup = NULL;
       chan_release(ch); /* out of the map: slot i now holds another or none */
       if (lk != NULL) {

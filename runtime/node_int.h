@@ -53,6 +53,7 @@ struct node_chan_s {
   bool close_out;            /* send CLOSE once the out queue is written */
   bool closed_in;            /* the peer closed (or the connection went) */
   int32_t close_reason;      /* to send */
+  int fail_reason;           /* the connection went: unsent messages' ports close with it */
   weft_port_t *b;            /* OWNED: the node's port (NULL once closed) */
   node_pub_t *pub;           /* SHARED */
   node_lookup_t *lookup;     /* LOOKUP */

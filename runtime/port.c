@@ -367,10 +367,13 @@ static void discard_inbox(weft_port_t *p) {
   int64_t popped = 0;
   uint32_t msgs = 0;
   weft__qnode_t *node;
+  /* Closed for a failure (a process or node lost): the ports in what is
+   * dropped close with that reason too. */
+  int code = atomic_load_explicit(&p->close_code, memory_order_relaxed);
   while ((node = weft__mpsc_pop(&p->inbox)) != NULL) {
     weft_msg_t *m = (weft_msg_t *)node;
     uncount_bytes(p, m);
-    weft_msg_free(m);
+    weft__msg_free_closing(m, code);
     popped++;
     msgs++;
   }

@@ -169,6 +169,9 @@ void weft__msgpool_put(weft_msg_t *m);             /* back to its origin */
 /* Free msg's weft_msg_view cache (a post drops it: a queue counts payload
  * and buffers, and a decoded view of 2 KiB or more would ride uncounted). */
 void weft__msg_view_drop(weft_msg_t *m);
+/* Free msg; the ports it carries close telling their peers code (a message
+ * that died with its channel: its reply port's waiting end hears why). */
+void weft__msg_free_closing(weft_msg_t *msg, int code);
 /* Bytes a message counts against a port's byte bound: payload + owned buffers. */
 size_t weft__msg_weight(const weft_msg_t *msg);
 /* True if msg's transfer list holds a or b (ports). */
