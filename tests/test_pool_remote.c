@@ -157,6 +157,20 @@ static void finish(void) {
   ktest_live_finish(H.rt);
 }
 
+/* Waits until pool's client knows want providers (else the first one found
+ * could take a whole batch on a slow machine). */
+static void wait_providers(weft_pool_t *pool, uint32_t want) {
+  weft_pool_stats_t st = {0};
+  uint64_t end = uv_hrtime() + 30000ull * 1000000u;
+  while (weft_pool_stats(pool, &st) == 0 && st.providers < want && uv_hrtime() < end)
+    uv_run(H.loop, UV_RUN_ONCE);
+  if (st.providers < want)
+    fail_msg("the remote pool knows %u providers after 30 s, want %u", st.providers, want);
+}
+
+/* A remote pool. Made before its providers start: a service client made
+ * while the peers were already up missed one of them for 30 s in 2 of 10
+ * runs under TSan (SUSPECTED BUG in discovery, reported; not isolated). */
 static weft_pool_t *remote_pool(uint32_t in_flight) {
   weft_pool_t *pool;
   weft_pool_options_t o = {.node = H.node, .service = OFFPROV_SERVICE, .size = in_flight,
@@ -239,6 +253,7 @@ static void wait_peers(int n) {
 static void same_task_code_local_and_remote(void **state) {
   (void)state;
   setup_node();
+  weft_pool_t *remote = remote_pool(16);
   spawn_provider(0);
   spawn_provider(1);
   wait_peers(2);
@@ -254,7 +269,8 @@ static void same_task_code_local_and_remote(void **state) {
   memcpy(local_results, H.results, sizeof(local_results));
   close_pool();
 
-  H.pool = remote_pool(16);
+  H.pool = remote;
+  wait_providers(remote, 2);
   run_batch(H.pool, NTASK, 0);
   fprintf(stderr, "remote: %u ok, p0 %u, p1 %u, wrong %u, errors %u (last %s)\n", H.ok,
           H.per[0], H.per[1], H.wrong, H.other_err, weft_err_name(H.last_err));
@@ -296,12 +312,13 @@ static void on_fnv(weft_pool_t *pool, int err, weft_msg_t *result, void *data) {
 static void buffers_travel_as_args(void **state) {
   (void)state;
   setup_node();
+  weft_pool_t *remote = remote_pool(4);
   spawn_provider(0);
   wait_peers(1);
+  wait_providers(remote, 1);
   weft_pool_t *local;
   assert_int_equal(weft_pool_new(H.ctx, &(weft_pool_options_t){.size = 1}, &local), 0);
   offprov_register(local);
-  weft_pool_t *remote = remote_pool(4);
   size_t n = 1u << 20;
   uint8_t *bytes = malloc(n);
   assert_non_null(bytes);
@@ -339,10 +356,11 @@ static void buffers_travel_as_args(void **state) {
 static void provider_killed_mid_batch(void **state) {
   (void)state;
   setup_node();
+  H.pool = remote_pool(16);
   spawn_provider(0);
   spawn_provider(1);
   wait_peers(2);
-  H.pool = remote_pool(16);
+  wait_providers(H.pool, 2);
   H.kill_at = 100;
   H.kill_who = 0;
   uint64_t t0 = uv_hrtime();
@@ -358,13 +376,13 @@ static void provider_killed_mid_batch(void **state) {
   assert_int_equal(H.wrong, 0);
   assert_true(st.retried > 0);
   assert_true(H.per[1] > NTASK / 2);
-  close_pool();
 
   /* not flagged: p1 is killed while it holds tasks (p0 is gone: a new p0) */
   assert_true(spin_until(&H.procs[0].exited, NULL, 0, 30000, "p0's exit"));
   spawn_provider(0);
   wait_peers(2);
-  H.pool = remote_pool(16);
+  wait_providers(H.pool, 2); /* the same pool: it finds the new p0 */
+  weft_pool_stats_reset(H.pool);
   H.kill_at = 100;
   H.kill_who = 1;
   run_batch(H.pool, NTASK, 0);

@@ -258,6 +258,7 @@ typedef struct {
   uint64_t cancelled;     /* callbacks with WEFT_ECANCELED */
   uint64_t timed_out;     /* callbacks with UV_ETIMEDOUT */
   uint64_t retried;       /* remote: tasks that took more than one attempt */
+  uint32_t providers;     /* remote: providers of the service usable now */
   uint32_t threads;       /* threads taking tasks now (remote: 0) */
   uint32_t queued;        /* tasks waiting in the pool's queue */
   uint32_t running;       /* tasks handed to threads (remote: sent) and not back yet */
