@@ -206,7 +206,7 @@ static void pool_free(weft_pool_t *pool) {
 
 static void maybe_finish(weft_pool_t *pool) {
   if (!pool->closing || pool->finishing || pool->in_pass > 0 || pool->nworkers > 0 ||
-      pool->done.len > 0 || pool->pending > 0)
+      pool->done.len > 0 || pool->pending > 0 || pool->remote != NULL)
     return;
   pool->finishing = true;
   if (!pool->timers_inited) {
@@ -260,6 +260,10 @@ static int anchor_new(weft_pool_t *pool) {
 /* Hands queued tasks out, starting threads while dispatch asks for one (at
  * most up to the pool's size: each GROW follows a thread started). */
 static void dispatch(weft_pool_t *pool) {
+  if (pool->is_remote) {
+    weft__pool_remote_dispatch(pool);
+    return;
+  }
   while (weft__pool_dispatch(pool) == WEFT__POOL_GROW) {
     int err = spawn(pool);
     if (err != 0) {
@@ -272,6 +276,8 @@ static void dispatch(weft_pool_t *pool) {
 
 /* After results, timers or a thread's exit: move the queue, say "drain",
  * close what retired, end the pool if it is time. */
+void weft__pool_after_pass(weft_pool_t *pool) { after_pass(pool); }
+
 static void after_pass(weft_pool_t *pool) {
   if (pool->in_pass > 0 || pool->finishing)
     return;
@@ -331,6 +337,13 @@ int weft_pool_submit(weft_pool_t *pool, const weft_pool_task_options_t *opts,
 
 static int resolve_options(const weft_pool_options_t *in, weft_pool_options_t *out) {
   *out = in ? *in : (weft_pool_options_t){0};
+  if ((out->node == NULL) != (out->service == NULL))
+    return WEFT_EINVAL;
+  if (out->service != NULL) { /* remote: size bounds the tasks in flight */
+    out->min_threads = out->idle_timeout_ms = 0;
+    if (out->size == 0)
+      out->size = 64;
+  }
   if (out->size == 0)
     out->size = weft_available_parallelism();
   if (out->max_queue == 0)
@@ -368,6 +381,17 @@ int weft_pool_new(weft_ctx_t *ctx, const weft_pool_options_t *opts, weft_pool_t 
   if (err != 0) {
     weft_free(pool);
     return err;
+  }
+  if (pool->opts.service != NULL) {
+    pool->is_remote = true;
+    err = weft__pool_remote_new(pool);
+    if (err != 0) {
+      pool_free(pool);
+      return err;
+    }
+    timers_init(pool);
+    *out = pool;
+    return 0;
   }
   uint32_t initial = pool->opts.idle_timeout_ms ? pool->opts.min_threads : pool->opts.size;
   for (uint32_t i = 0; i < initial && err == 0; i++)
@@ -432,6 +456,11 @@ int weft_pool_resize(weft_pool_t *pool, uint32_t size) {
   pool->opts.size = size;
   if (pool->opts.min_threads > size)
     pool->opts.min_threads = size;
+  if (pool->is_remote) {
+    if (pool->in_pass == 0)
+      dispatch(pool);
+    return 0;
+  }
   while (pool->nactive > size)
     retire(pool, least_busy_active(pool));
   int err = 0;
@@ -457,6 +486,8 @@ int weft_pool_close(weft_pool_t *pool, weft_pool_close_cb cb) {
   weft__pool_cancel_all(pool);
   for (uint32_t i = 0; i < pool->nworkers; i++)
     retire(pool, pool->workers[i]);
+  if (pool->remote != NULL)
+    weft__pool_remote_close(pool);
   uv_timer_stop(&pool->idle_timer);
   weft__pool_kick(pool); /* the rest happens from the loop */
   return 0;

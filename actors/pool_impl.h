@@ -10,6 +10,9 @@
  *   pool_worker.c  the pool threads' side: running task chains, async
  *                  completion, sending results back
  *   pool_stats.c   log-linear histograms and the figures
+ *   pool_remote.c  remote offload: a pool whose tasks go to a service's
+ *                  providers (no threads), and weft_pool_serve, the
+ *                  providers' side
  *
  * Transport: only public weft ports. Each thread is a weft worker; the pool
  * talks to it over the worker's parent channel. Tasks live in memory owned by
@@ -98,6 +101,9 @@ struct weft_pool_task_s {
   uint64_t t_submit, deadline;
   weft_pool_done_cb cb;
   void *data;
+  weft_pool_t *pool;
+  const char *name;          /* its registered name (pool->entries), or NULL */
+  unsigned flags;            /* WEFT_POOL_IDEMPOTENT */
 };
 
 typedef struct {
@@ -206,7 +212,14 @@ struct weft_pool_s {
    * pool when its context ends (weft_runtime_free closes every port). */
   weft_port_t *anchor;
 
+  /* remote offload (pool_remote.c): tasks go to this service client; NULL
+   * for a local pool, and once the client has closed */
+  weft_service_client_t *remote;
+  bool is_remote;
+  weft__pool_list_t rflight; /* tasks sent to the service, not back */
+
   /* figures */
+  uint64_t retried;
   uint64_t submitted, rejected, completed, failed, cancelled, timed_out;
   uint32_t peak_queued;
   weft__pool_histo_t wait, run;
@@ -248,6 +261,20 @@ void weft__pool_expire(weft_pool_t *pool);       /* tasks past their deadline; r
 void weft__pool_kick(weft_pool_t *pool);          /* run the done list from the loop, now */
 void weft__pool_retry_later(weft_pool_t *pool);   /* ... in 1 ms (then dispatch again) */
 void weft__pool_free_task_mem(weft_pool_t *pool);
+
+/* pool_task.c, for pool_remote.c: t came back from the service (out of
+ * pool->rflight) with err and result (taken); inside a pass. */
+void weft__pool_remote_back(weft_pool_t *pool, weft_pool_task_t *t, int err, weft_msg_t *result);
+/* t (in no list) ends with err, from the loop. */
+void weft__pool_end_later(weft_pool_t *pool, weft_pool_task_t *t, int err);
+
+/* pool.c: after a pass (dispatch, drain, the end). */
+void weft__pool_after_pass(weft_pool_t *pool);
+
+/* pool_remote.c */
+int weft__pool_remote_new(weft_pool_t *pool);    /* the service client */
+void weft__pool_remote_dispatch(weft_pool_t *pool);
+void weft__pool_remote_close(weft_pool_t *pool); /* closes the client; after_pass follows */
 
 /* pool_worker.c */
 int weft__pool_worker_entry(weft_ctx_t *ctx, weft_msg_t *data);

@@ -87,6 +87,11 @@ int weft_pool_stats(weft_pool_t *pool, weft_pool_stats_t *out) {
   out->failed = pool->failed;
   out->cancelled = pool->cancelled;
   out->timed_out = pool->timed_out;
+  out->retried = pool->retried;
+  out->running = pool->rflight.len;
+  weft_service_client_stats_t cs;
+  if (pool->remote != NULL && weft_service_client_stats(pool->remote, &cs) == 0)
+    out->providers = cs.providers;
   out->threads = pool->nactive;
   out->queued = pool->queue.len;
   for (uint32_t i = 0; i < pool->nworkers; i++)

@@ -199,6 +199,18 @@ static void returned(weft_pool_t *pool, weft_pool_task_t *t) {
   finish(pool, t, err, result);
 }
 
+void weft__pool_remote_back(weft_pool_t *pool, weft_pool_task_t *t, int err, weft_msg_t *result) {
+  weft__pool_list_remove(&pool->rflight, t);
+  t->t_end = uv_hrtime();
+  t->err = err;
+  t->result = result;
+  returned(pool, t);
+}
+
+void weft__pool_end_later(weft_pool_t *pool, weft_pool_task_t *t, int err) {
+  to_done(pool, t, err);
+}
+
 bool weft__pool_take_results(pool_worker_t *pw, weft_msg_t *msg) {
   weft_pool_t *pool = pw->pool;
   weft_pool_task_t *t = weft__pool_carrier_get(msg);
@@ -262,6 +274,8 @@ void weft__pool_cancel_all(weft_pool_t *pool) {
     for (weft_list_node_t *n = weft_list_first(&pool->workers[i]->inflight.l); n != NULL;
          n = weft_list_next(n))
       atomic_store_explicit(&weft__pool_task_of(n)->cancel, 1, memory_order_relaxed);
+  for (weft_list_node_t *n = weft_list_first(&pool->rflight.l); n != NULL; n = weft_list_next(n))
+    atomic_store_explicit(&weft__pool_task_of(n)->cancel, 1, memory_order_relaxed);
 }
 
 /* Queued tasks end with err (no thread could be started). */
@@ -290,11 +304,23 @@ void weft__pool_expire(weft_pool_t *pool) {
 
 /* ---- submit and cancel ------------------------------------------------------ */
 
-static weft_pool_fn lookup(weft_pool_t *pool, const char *name) {
+/* The entry registered under name, or (name NULL) for fn; NULL: none. */
+static const weft__pool_entry_t *lookup(weft_pool_t *pool, const char *name, weft_pool_fn fn) {
   for (uint32_t i = 0; i < pool->nentries; i++)
-    if (strcmp(pool->entries[i].name, name) == 0)
-      return pool->entries[i].fn;
+    if (name ? strcmp(pool->entries[i].name, name) == 0 : pool->entries[i].fn == fn)
+      return &pool->entries[i];
   return NULL;
+}
+
+/* A remote task's args travel as bytes and buffers only. */
+static int remote_args_ok(const weft_pool_task_options_t *opts) {
+  size_t n = opts->args ? weft_msg_xfer_count(opts->args) : 0;
+  if (n > 0 && (opts->flags & WEFT_POOL_IDEMPOTENT))
+    return WEFT_ETRANSFER;
+  for (size_t i = 0; i < n; i++)
+    if (weft_msg_xfer_kind(opts->args, i) != WEFT_XFER_BUF)
+      return WEFT_ETRANSFER;
+  return 0;
 }
 
 static void task_init(weft_pool_task_t *t, weft_pool_fn fn, const weft_pool_task_options_t *opts,
@@ -311,20 +337,28 @@ static void task_init(weft_pool_task_t *t, weft_pool_fn fn, const weft_pool_task
   atomic_store_explicit(&t->cancel, 0, memory_order_relaxed);
   t->cb = cb;
   t->data = data;
+  t->flags = opts->flags;
   t->t_submit = uv_hrtime();
 }
 
 int weft__pool_enqueue(weft_pool_t *pool, const weft_pool_task_options_t *opts,
                        weft_pool_done_cb cb, void *data, uint64_t *id) {
-  if (pool == NULL || opts == NULL || (opts->fn == NULL && opts->name == NULL))
+  if (pool == NULL || opts == NULL || (opts->fn == NULL && opts->name == NULL) ||
+      (opts->flags & ~WEFT_POOL_IDEMPOTENT) != 0)
     return WEFT_EINVAL;
   if (weft_ctx_current() != pool->ctx)
     return WEFT_EWRONGTHREAD;
   if (pool->closing)
     return WEFT_ECLOSED;
-  weft_pool_fn fn = opts->fn ? opts->fn : lookup(pool, opts->name);
-  if (fn == NULL)
+  const weft__pool_entry_t *e = lookup(pool, opts->fn ? NULL : opts->name, opts->fn);
+  weft_pool_fn fn = opts->fn ? opts->fn : e ? e->fn : NULL;
+  if (fn == NULL || (pool->is_remote && e == NULL))
     return WEFT_ENOENTRY;
+  if (pool->is_remote) {
+    int err = remote_args_ok(opts);
+    if (err != 0)
+      return err;
+  }
   if (pool->queue.len >= pool->opts.max_queue) {
     pool->rejected++;
     pool->want_drain = true;
@@ -334,6 +368,8 @@ int weft__pool_enqueue(weft_pool_t *pool, const weft_pool_task_options_t *opts,
   if (t == NULL)
     return WEFT_ENOMEM;
   task_init(t, fn, opts, cb, data);
+  t->pool = pool;
+  t->name = e ? e->name : NULL;
   if (opts->timeout_ms) {
     t->deadline = t->t_submit + (uint64_t)opts->timeout_ms * 1000000u;
     if (weft__pool_heap_push(pool, t) != 0) {

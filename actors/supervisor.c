@@ -195,6 +195,12 @@ void weft__sup_on_port_closed(weft_port_t *port, const weft_port_close_info_t *i
   on_report(c, weft__sup_port_gone(c, port));
 }
 
+void weft__sup_on_watch_closed(weft_service_client_t *cli, void *data) {
+  (void)cli;
+  weft_sup_child_t *c = data;
+  on_report(c, weft__sup_watch_gone(c));
+}
+
 void weft__sup_on_timer(uv_timer_t *t) {
   weft_sup_child_t *c = t->data;
   if (!weft__sup_timer_fired(c))
@@ -241,7 +247,7 @@ int weft_sup_new(weft_ctx_t *ctx, const weft_sup_options_t *opts, weft_sup_t **o
   for (size_t i = 0; i < opts->nchildren; i++) {
     weft_sup_child_t *c;
     err = weft__sup_add_child(s, &opts->children[i], &c);
-    if (err == 0)
+    if (err == 0 && !c->spec.standby)
       err = weft__sup_start_child(c);
     if (err) {
       abort_new(s);
@@ -285,7 +291,7 @@ int weft_sup_start_child(weft_sup_t *s, const weft_sup_child_spec_t *spec,
   int err = weft__sup_add_child(s, spec, &c);
   if (err)
     return err;
-  err = weft__sup_start_child(c);
+  err = c->spec.standby ? 0 : weft__sup_start_child(c);
   if (err) {
     weft__sup_unlink_child(c);
     weft__sup_free_child(c);

@@ -1,5 +1,7 @@
 /* supervisor_child.c: one child of a supervisor (supervisor_int.h): adding
- * it, starting it as a worker thread, a child process or a nested supervisor,
+ * it, starting it as a worker thread, a child process, a nested supervisor
+ * or a watch on a remote service (a service client whose loss of its last
+ * provider is the child's exit),
  * stopping it, what its exit events mean, removing it. The event callbacks
  * it registers are supervisor.c's, which ask the functions here what an event
  * means (weft__sup_report_t) and act on it: this file never calls up.
@@ -54,9 +56,10 @@ void weft__sup_remove_child(weft_sup_child_t *c, const weft_sup_exit_t *e) {
 
 int weft__sup_add_child(weft_sup_t *s, const weft_sup_child_spec_t *spec,
                         weft_sup_child_t **out) {
-  if (spec->kind == WEFT_SUP_NESTED ? spec->sup == NULL
-                                    : (spec->entry == NULL && spec->entry_name == NULL &&
-                                       spec->file == NULL))
+  if (spec->kind == WEFT_SUP_NESTED  ? spec->sup == NULL
+      : spec->kind == WEFT_SUP_WATCH ? spec->node == NULL || spec->service == NULL
+                                     : (spec->entry == NULL && spec->entry_name == NULL &&
+                                        spec->file == NULL))
     return WEFT_EINVAL;
   weft_sup_child_t *c = weft_calloc(1, sizeof(*c));
   if (c == NULL)
@@ -109,6 +112,8 @@ void weft__sup_stop_now(weft_sup_child_t *c) {
     uv_timer_start(&c->timer, weft__sup_on_timer, weft__sup_lim(c->spec.shutdown_ms, 5000), 0);
   } else if (c->nested) {
     weft_sup_close(c->nested, NULL);
+  } else if (c->watch) {
+    weft__sup_watch_stop(c->watch);
   }
 }
 
@@ -164,6 +169,76 @@ weft__sup_report_t weft__sup_port_gone(weft_sup_child_t *c, weft_port_t *port) {
     return (weft__sup_report_t){.exited = false};
   c->exit_pending = false;
   return (weft__sup_report_t){.exited = true, .code = c->exit_status, .sig = c->exit_signal};
+}
+
+/* ---- a watch on a remote service ---------------------------------------------- */
+
+/* The client closes from the loop (a 0 ms timer), never inside its own
+ * provider callback; the record goes in the timer's close callback, after
+ * the client's close callback reported the exit. */
+struct weft__sup_watch_s {
+  uv_timer_t timer;
+  weft_sup_child_t *c;
+  weft_service_client_t *cli;
+  uint32_t providers;
+  bool lost, closing;
+};
+
+static void watch_freed(uv_handle_t *h) { weft_free(h->data); }
+
+static void watch_close_now(uv_timer_t *t) {
+  struct weft__sup_watch_s *w = t->data;
+  weft_service_client_close(w->cli, weft__sup_on_watch_closed, w->c);
+}
+
+void weft__sup_watch_stop(struct weft__sup_watch_s *w) {
+  if (w->closing)
+    return;
+  w->closing = true;
+  uv_timer_start(&w->timer, watch_close_now, 0, 0);
+}
+
+static void watch_provider(weft_service_client_t *cli, const char *node, bool up, void *data) {
+  (void)cli;
+  (void)node;
+  struct weft__sup_watch_s *w = data;
+  if (up) {
+    w->providers++;
+    return;
+  }
+  if (w->providers > 0 && --w->providers == 0 && !w->closing) {
+    w->lost = true;
+    weft__sup_watch_stop(w);
+  }
+}
+
+int weft__sup_watch_start(weft_sup_child_t *c) {
+  struct weft__sup_watch_s *w = weft_calloc(1, sizeof(*w));
+  if (w == NULL)
+    return WEFT_ENOMEM;
+  weft_service_client_options_t o = {.service = c->spec.service,
+                                     .on_provider = watch_provider,
+                                     .rescan_ms = 250,
+                                     .data = w};
+  int err = weft_service_client_new(c->spec.node, &o, &w->cli);
+  if (err != 0) {
+    weft_free(w);
+    return err;
+  }
+  uv_timer_init(c->sup->loop, &w->timer);
+  w->timer.data = w;
+  w->c = c;
+  c->watch = w;
+  return 0;
+}
+
+weft__sup_report_t weft__sup_watch_gone(weft_sup_child_t *c) {
+  struct weft__sup_watch_s *w = c->watch;
+  bool lost = w->lost;
+  c->watch = NULL;
+  uv_close((uv_handle_t *)&w->timer, watch_freed);
+  return (weft__sup_report_t){.exited = true, .code = lost ? 1 : 0,
+                              .err = lost ? WEFT_EPEERDIED : 0};
 }
 
 /* ---- starting --------------------------------------------------------------- */
@@ -231,6 +306,8 @@ int weft__sup_start_child(weft_sup_child_t *c) {
     err = weft_sup_new(s->ctx, c->spec.sup, &c->nested);
     if (err == 0)
       c->nested->parent = c;
+  } else if (c->spec.kind == WEFT_SUP_WATCH) {
+    err = weft__sup_watch_start(c);
   } else {
     weft_msg_t *m;
     err = first_message(c, &m);

@@ -7,8 +7,8 @@
  *                         stops groups and restarts them, give-up, close, the
  *                         public entry points, and a child's event callbacks,
  *                         which act on what the files below decide
- *   supervisor_child.c    one child: adding it, starting it (thread, process or
- *                         nested supervisor), stopping it (terminate, SIGTERM
+ *   supervisor_child.c    one child: adding it, starting it (thread, process,
+ *                         nested supervisor or service watch), stopping it (terminate, SIGTERM
  *                         then SIGKILL, close), what its exit events mean
  *                         (weft__sup_report_t), removing it
  *   supervisor_restart.c  what an exit means: its record and message, and the
@@ -45,6 +45,7 @@ struct weft_sup_child_s {
   weft_worker_t *worker;
   weft_child_t *proc;
   weft_sup_t *nested;
+  struct weft__sup_watch_s *watch; /* a running WEFT_SUP_WATCH */
   uv_timer_t timer;         /* one_for_one restart, or SIGKILL / grace deadline */
   bool timer_restart;       /* the timer is a restart, not a deadline */
   bool stop_req;            /* we asked it to stop */
@@ -122,6 +123,7 @@ void weft__sup_on_worker_exit(weft_worker_t *w, int code);
 void weft__sup_on_proc_exit(weft_child_t *p, int64_t status, int sig);
 void weft__sup_on_port_closed(weft_port_t *port, const weft_port_close_info_t *info);
 void weft__sup_on_timer(uv_timer_t *t);
+void weft__sup_on_watch_closed(weft_service_client_t *cli, void *data);
 
 /* ---- one child (supervisor_child.c) --------------------------------------- */
 
@@ -182,6 +184,13 @@ weft__sup_report_t weft__sup_port_gone(weft_sup_child_t *c, weft_port_t *port);
  * grace period ends with a stop, SIGTERM's with SIGKILL); returns true if it
  * was c's one_for_one restart, which the caller starts. */
 bool weft__sup_timer_fired(weft_sup_child_t *c);
+
+/* weft__sup_watch_gone: c's watch client closed (cli, the close callback's
+ * data): exited, lost or stopped. */
+weft__sup_report_t weft__sup_watch_gone(weft_sup_child_t *c);
+/* weft__sup_watch_start / _stop: a watch child's service client. */
+int weft__sup_watch_start(weft_sup_child_t *c);
+void weft__sup_watch_stop(struct weft__sup_watch_s *w);
 
 /* ---- exits and restarts (supervisor_restart.c) ---------------------------- */
 

@@ -41,6 +41,20 @@
  *   uv_run(loop, UV_RUN_DEFAULT);   // done() calls weft_pool_close(pool, NULL)
  *   weft_runtime_free(rt);
  *
+ * Remote offload: the same tasks on other machines. A pool created with
+ * opts.node and opts.service runs no thread: it sends each task (its
+ * registered name and its args) to a provider of that service (weft/
+ * service.h), where weft_pool_serve hands it to that node's own pool under
+ * the same name; the result (or error) comes back to the same callback. The
+ * task code does not change: both programs register the same functions
+ * under the same names (weft_pool_register; a function pointer submitted as
+ * .fn is sent under the name it was registered with). A task flagged
+ * WEFT_POOL_IDEMPOTENT is tried again on another provider when its provider
+ * dies or does not answer (at least once, as in service.h); one not flagged
+ * completes with WEFT_EPEERDIED. Its args carry buffers only (copied across
+ * machines; an idempotent task none: WEFT_ETRANSFER), and weft_pool_task_arg
+ * is NULL on the far side.
+ *
  * The pool is written against the public weft API only, like every built-in
  * actor: a program could write it itself. */
 #ifndef WEFT_POOL_H
@@ -48,7 +62,9 @@
 
 #include "common.h"
 #include "msg.h"
+#include "node.h"
 #include "runtime.h"
+#include "service.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -99,7 +115,18 @@ typedef struct {
   size_t stack_size;        /* of each thread; 0: the platform default */
   weft_pool_drain_cb on_drain;
   void *data;               /* weft_pool_data */
+  /* remote offload (see the top): with both set the pool runs no thread and
+   * size is the most tasks in flight at the service (0: 64); min_threads,
+   * idle_timeout_ms and stack_size are ignored */
+  weft_node_t *node;        /* this program's node, on the pool context */
+  const char *service;      /* the service whose providers run the tasks */
+  uint32_t attempt_timeout_ms; /* per attempt at a provider; 0: 5000 */
+  uint32_t max_attempts;    /* for idempotent tasks, in all; 0: 3 */
 } weft_pool_options_t;
+
+/* weft_pool_task_options_t.flags: the task may run more than once (a remote
+ * pool retries it on another provider). No effect on a local pool. */
+#define WEFT_POOL_IDEMPOTENT 1u
 
 typedef struct {
   weft_pool_fn fn;          /* the function to run, or NULL and ... */
@@ -108,14 +135,17 @@ typedef struct {
   uint32_t timeout_ms;      /* 0: none. Counted from submission */
   void *arg;                /* a pointer handed as is to the function
                                (weft_pool_task_arg); sharing what it points to
-                               across threads is the caller's business */
+                               across threads is the caller's business; not
+                               sent by a remote pool */
+  unsigned flags;           /* 0 or WEFT_POOL_IDEMPOTENT */
 } weft_pool_task_options_t;
 
 /* weft_pool_new: a pool owned by ctx (the calling thread must be ctx's).
  * opts may be NULL (defaults). All or nothing: on failure no task will ever
  * run and no callback is called (threads already started stop by themselves).
- * Returns 0 and sets *out, WEFT_EINVAL (min_threads > size),
- * WEFT_EWRONGTHREAD, WEFT_ENOMEM, or weft_worker_spawn's error. */
+ * Returns 0 and sets *out, WEFT_EINVAL (min_threads > size; only one of
+ * node and service), WEFT_EWRONGTHREAD, WEFT_ENOMEM, weft_worker_spawn's
+ * error, or (remote) weft_service_client_new's. */
 WEFT_EXTERN int weft_pool_new(weft_ctx_t *ctx, const weft_pool_options_t *opts,
                               weft_pool_t **out);
 
@@ -124,13 +154,25 @@ WEFT_EXTERN int weft_pool_new(weft_ctx_t *ctx, const weft_pool_options_t *opts,
  * WEFT_EBUSY (name taken), WEFT_EINVAL, WEFT_ENOMEM, WEFT_ECLOSED. */
 WEFT_EXTERN int weft_pool_register(weft_pool_t *pool, const char *name, weft_pool_fn fn);
 
+/* weft_pool_serve: provide service on node with this pool: each request of
+ * a remote pool runs here the function registered under the name it
+ * carries, and its result (or error: WEFT_ENOENTRY for a name not
+ * registered, WEFT_EAGAIN for a full queue, the function's error) goes
+ * back. Pool context, which must be node's. Returns 0 and *out (end it with
+ * weft_service_withdraw before closing the pool; requests that arrive at a
+ * closed pool are answered WEFT_ECLOSED), or weft_service_provide's errors. */
+WEFT_EXTERN int weft_pool_serve(weft_pool_t *pool, weft_node_t *node, const char *service,
+                                weft_service_t **out);
+
 /* weft_pool_submit: queue a task. cb (may be NULL: the result is dropped) is
  * called exactly once with data, on the pool context, never from inside this
  * call. On success opts->args is taken and *id (if id is not NULL) is set to
  * the task's id, unique within the pool and never 0. On failure the caller
  * still owns opts->args and cb is never called. Pool context.
  * Errors: WEFT_EAGAIN (queue at max_queue: on_drain follows), WEFT_ENOENTRY
- * (no function under that name), WEFT_ECLOSED (pool closing), WEFT_EINVAL,
+ * (no function under that name; remote: fn not registered under a name),
+ * WEFT_ETRANSFER (remote: args carry other than buffers, or an idempotent
+ * task carries any), WEFT_ECLOSED (pool closing), WEFT_EINVAL,
  * WEFT_EWRONGTHREAD, WEFT_ENOMEM. */
 WEFT_EXTERN int weft_pool_submit(weft_pool_t *pool, const weft_pool_task_options_t *opts,
                                  weft_pool_done_cb cb, void *data, uint64_t *id);
@@ -215,9 +257,11 @@ typedef struct {
   uint64_t failed;        /* callbacks with the function's error, or WEFT_ETERMINATED */
   uint64_t cancelled;     /* callbacks with WEFT_ECANCELED */
   uint64_t timed_out;     /* callbacks with UV_ETIMEDOUT */
-  uint32_t threads;       /* threads taking tasks now */
+  uint64_t retried;       /* remote: tasks that took more than one attempt */
+  uint32_t providers;     /* remote: providers of the service usable now */
+  uint32_t threads;       /* threads taking tasks now (remote: 0) */
   uint32_t queued;        /* tasks waiting in the pool's queue */
-  uint32_t running;       /* tasks handed to threads and not back yet */
+  uint32_t running;       /* tasks handed to threads (remote: sent) and not back yet */
   uint32_t peak_queued;   /* most tasks seen in the queue */
   weft_pool_hist_t wait;  /* submission -> start, for tasks that started */
   weft_pool_hist_t run;   /* start -> finish, for tasks that ran */

@@ -22,7 +22,22 @@
  *
  * Stopping a child: a thread gets weft_worker_terminate (it stops at its next
  * callback boundary), a process SIGTERM and, after shutdown_ms, SIGKILL; a
- * nested supervisor is closed.
+ * nested supervisor is closed; a watch stops watching.
+ *
+ * Supervision across nodes: a child of kind WEFT_SUP_WATCH watches a remote
+ * service's providers (weft/service.h) from this supervisor's node. It runs
+ * while it watches and exits (error WEFT_EPEERDIED, not normal) when the
+ * service has lost its last provider on other nodes, having had one: a
+ * provider's node went down, its channel closed, or it withdrew. The
+ * strategy then runs as for any exit. To start a local provider when that
+ * happens, put a `standby` child after the watch under rest_for_one (or
+ * one_for_all): a standby child is not started with the supervisor (nor by
+ * weft_sup_start_child), only by a group restart, so it runs from the first
+ * loss on. The restarted watch watches again (the local provider, if it is
+ * a process that joins as a node, is one of the providers it sees).
+ * The gap a client sees is about the detection of the node's death (within
+ * 1.5x the heartbeat, weft/node.h), plus the restart's back-off, plus the
+ * new provider's start and discovery by the clients.
  *
  * Threads: every function and callback here runs on the supervisor's context
  * thread; the actions (new, close, start/stop/restart child) return
@@ -37,6 +52,7 @@
 #include "port.h"
 #include "runtime.h"
 #include "child.h"
+#include "node.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -54,7 +70,8 @@ typedef enum {
 typedef enum {
   WEFT_SUP_THREAD = 0,   /* a worker thread */
   WEFT_SUP_PROCESS = 1,  /* a child process */
-  WEFT_SUP_NESTED = 2    /* a supervisor under this one */
+  WEFT_SUP_NESTED = 2,   /* a supervisor under this one */
+  WEFT_SUP_WATCH = 3     /* a watch on a remote service's providers (see the top) */
 } weft_sup_kind_t;
 
 typedef enum {
@@ -108,6 +125,12 @@ typedef struct {
   weft_port_message_cb on_message;  /* messages from the child; the port's user data
                                        is the weft_sup_child_t */
   void *data;                     /* the child handle's initial user data */
+  /* watch (kind WEFT_SUP_WATCH): the service, watched from node (this
+   * supervisor's context's node) */
+  weft_node_t *node;
+  const char *service;
+  /* any kind: started only by a group restart (see the top) */
+  bool standby;
 } weft_sup_child_spec_t;
 
 /* Called when a child has been started (its port, if any, is open). */
@@ -158,8 +181,9 @@ WEFT_EXTERN int weft_sup_new(weft_ctx_t *ctx, const weft_sup_options_t *opts, we
  * WEFT_EINVAL (NULL) or WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_sup_close(weft_sup_t *sup, weft_sup_close_cb cb);
 
-/* weft_sup_start_child: adds a child at the end and starts it. Returns 0 and
- * sets *out (may be NULL), or the start error (nothing added). */
+/* weft_sup_start_child: adds a child at the end and starts it (a standby
+ * child is only added). Returns 0 and sets *out (may be NULL), or the start
+ * error (nothing added). */
 WEFT_EXTERN int weft_sup_start_child(weft_sup_t *sup, const weft_sup_child_spec_t *spec,
                                      weft_sup_child_t **out);
 
