@@ -392,15 +392,10 @@ static void provider_killed_mid_batch(void **state) {
   /* Nothing lost, nothing retried: each task held by p1 failed visibly. */
   assert_int_equal(H.ok + H.peerdied + H.other_err, NTASK);
   assert_true(H.peerdied + H.other_err > 0);
-  assert_true(H.other_err == 0 || H.last_err == WEFT_ECLOSED);
-  assert_int_equal(H.wrong, 0);
-  /* KNOWN BUG (checked with WEFT_TEST_KNOWN_BUGS=1): service.h promises
-   * WEFT_EPEERDIED for a request whose provider died; here (a provider
-   * SIGKILLed while its pool runs the tasks and answers stream back) they
-   * complete with WEFT_ECLOSED. test_service's held requests do get
-   * WEFT_EPEERDIED. */
-  if (getenv("WEFT_TEST_KNOWN_BUGS") != NULL)
-    assert_int_equal(H.other_err, 0);
+  /* Every one of them with WEFT_EPEERDIED, as service.h promises, also
+   * those whose request was still queued when the node was lost (their
+   * reply ports close with the channel's reason). */
+  assert_int_equal(H.other_err, 0);
   close_pool();
   finish();
 }
