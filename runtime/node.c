@@ -77,11 +77,50 @@ uint8_t *weft__node_ctl(node_conn_t *c, size_t n) {
  * bring us back (WANT). Returns true if the caller may send now. */
 static bool tx_idle_or_want(node_conn_t *c) {
   int st = atomic_load_explicit(&c->tx_state, memory_order_acquire); /* DONE: its task comes */
-  while (st == TX_BUSY)
-    if (atomic_compare_exchange_weak_explicit(&c->tx_state, &st, TX_WANT,
+  while (st == TX_BUSY || st == TX_PING)
+    if (atomic_compare_exchange_weak_explicit(&c->tx_state, &st,
+                                              st == TX_BUSY ? TX_WANT : TX_PING_WANT,
                                               memory_order_acq_rel, memory_order_acquire))
       return false;
   return st == TX_IDLE;
+}
+
+/* ---- the pinger: nng's threads ---------------------------------------------------
+ * Every ping_ms, if nothing went out meanwhile and no send is in flight, a
+ * PING goes out from nng's timer thread: a loop busy with a long turn still
+ * tells its peers it is alive (their heartbeat then measures the network and
+ * the process, not the length of a callback). */
+static const uint8_t PING_FRAME[WEFT__NET_HEAD] = {0, 0, 0, WEFT__NET_HEAD - 4, WEFT__NET_PING};
+
+static void on_ping_timer(void *arg) {
+  node_conn_t *c = arg;
+  if (nng_aio_result(c->ping_timer) != 0 ||
+      atomic_load_explicit(&c->ping_stop, memory_order_acquire))
+    return;
+  uint64_t now = uv_hrtime();
+  uint64_t last = atomic_load_explicit(&c->last_tx_ns, memory_order_relaxed);
+  int idle = TX_IDLE;
+  if (now - last >= (uint64_t)c->ping_ms * 1000000u &&
+      atomic_compare_exchange_strong_explicit(&c->tx_state, &idle, TX_PING,
+                                              memory_order_acq_rel, memory_order_acquire)) {
+    atomic_store_explicit(&c->last_tx_ns, now, memory_order_relaxed);
+    nng_iov iov = {.iov_buf = (void *)PING_FRAME, .iov_len = sizeof(PING_FRAME)};
+    nng_aio_set_iov(c->ping_aio, 1, &iov);
+    nng_stream_send(c->s, c->ping_aio);
+  }
+  nng_sleep_aio(c->ping_ms / 2 ? c->ping_ms / 2 : 1, c->ping_timer);
+}
+
+/* The ping is out (or failed: the receive side will tell). The loop may
+ * have asked to be called back meanwhile. */
+static void on_ping_sent(void *arg) {
+  node_conn_t *c = arg;
+  int st = TX_PING;
+  if (atomic_compare_exchange_strong_explicit(&c->tx_state, &st, TX_IDLE, memory_order_acq_rel,
+                                              memory_order_acquire))
+    return;
+  atomic_store_explicit(&c->tx_state, TX_DONE, memory_order_release); /* was PING_WANT */
+  weft__ctx_post_task(c->node->ctx, &c->tx_task);
 }
 
 void weft__node_kick(node_conn_t *c) {
@@ -134,7 +173,7 @@ static void flush_now(node_conn_t *c) {
     weft__nchan_fill(c, BATCH_BYTES);
   if (c->wlen == 0)
     return;
-  c->last_tx_ns = uv_hrtime();
+  atomic_store_explicit(&c->last_tx_ns, uv_hrtime(), memory_order_relaxed);
   c->node->stats.bytes_out += c->wlen;
   if (c->s == NULL) {
     c->wlen = 0; /* a detached connection (fuzzing): what it writes goes nowhere */
@@ -334,6 +373,8 @@ static void conn_up(node_conn_t *c) {
     conn_fail(old, WEFT_EPEERDIED);
   }
   c->state = CONN_UP;
+  if (c->s != NULL)
+    nng_sleep_aio(c->ping_ms / 2 ? c->ping_ms / 2 : 1, c->ping_timer);
   n->stats.connects++;
   n->stats.peers_up++;
   if (c->dialer != NULL) {
@@ -501,9 +542,13 @@ static void on_rx_task(weft__task_t *t) {
 static void conn_new(weft_node_t *n, nng_stream *s, node_dialer_t *d) {
   node_conn_t *c = weft__calloc(1, sizeof(*c));
   if (c == NULL || (c->rbuf = weft__malloc(RBUF_CAP)) == NULL ||
-      nng_aio_alloc(&c->rx_aio, on_rx, c) != 0 || nng_aio_alloc(&c->tx_aio, on_tx, c) != 0) {
+      nng_aio_alloc(&c->rx_aio, on_rx, c) != 0 || nng_aio_alloc(&c->tx_aio, on_tx, c) != 0 ||
+      nng_aio_alloc(&c->ping_aio, on_ping_sent, c) != 0 ||
+      nng_aio_alloc(&c->ping_timer, on_ping_timer, c) != 0) {
     if (c != NULL) {
       nng_aio_free(c->rx_aio);
+      nng_aio_free(c->tx_aio);
+      nng_aio_free(c->ping_aio);
       weft__free(c->rbuf);
       weft__free(c);
     }
@@ -519,7 +564,8 @@ static void conn_new(weft_node_t *n, nng_stream *s, node_dialer_t *d) {
   c->rx_task.fn = on_rx_task;
   c->tx_task.fn = on_tx_task;
   c->flush_task.fn = on_flush_task;
-  c->started_ns = c->last_tx_ns = uv_hrtime();
+  c->started_ns = uv_hrtime();
+  atomic_store_explicit(&c->last_tx_ns, c->started_ns, memory_order_relaxed);
   atomic_store_explicit(&c->last_rx_ns, c->started_ns, memory_order_relaxed);
   memset(&c->ready, 0, sizeof(weft_list_t));
   memset(&c->due, 0, sizeof(weft_list_t));
@@ -581,6 +627,8 @@ static void conn_fail(node_conn_t *c, int reason) {
     reason = c->refusing; /* the peer hung up first: our reason is still ours */
   c->state = CONN_DEAD;
   c->fail_reason = reason;
+  atomic_store_explicit(&c->ping_stop, true, memory_order_release);
+  nng_aio_stop(c->ping_timer); /* waits for a tick under way; none after it */
   if (c->s != NULL)
     nng_stream_close(c->s); /* the aios in flight complete with an error */
   if (c->dialer != NULL) {
@@ -617,6 +665,8 @@ static void conn_maybe_free(node_conn_t *c) {
   weft_list_remove(&n->conns, &c->link);
   nng_aio_free(c->rx_aio);
   nng_aio_free(c->tx_aio);
+  nng_aio_free(c->ping_aio); /* idle: tx_state is IDLE */
+  nng_aio_free(c->ping_timer);
   if (c->s != NULL)
     nng_stream_free(c->s);
   weft__nchan_map_free(&c->chans);
@@ -734,13 +784,6 @@ static void on_tick(uv_timer_t *t) {
     } else if (c->state == CONN_UP && now > rx && now - rx > hb) {
       conn_fail(c, WEFT_EPEERDIED);
       conn_maybe_free(c);
-    } else if (c->state == CONN_UP && now - c->last_tx_ns >= (uint64_t)c->ping_ms * 1000000u &&
-               atomic_load_explicit(&c->tx_state, memory_order_relaxed) == TX_IDLE) {
-      uint8_t *p = weft__node_ctl(c, WEFT__NET_HEAD);
-      if (p != NULL) {
-        weft__net_put_simple(p, WEFT__NET_PING, 0);
-        weft__node_kick(c);
-      }
     }
   }
   for (size_t i = 0; i < n->ndialers; i++) {

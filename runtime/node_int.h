@@ -141,7 +141,11 @@ typedef struct {
 } node_listener_t;
 
 enum { CONN_HANDSHAKE = 0, CONN_UP = 1, CONN_DEAD = 2 };
-enum { TX_IDLE = 0, TX_BUSY = 1, TX_WANT = 2, TX_DONE = 3 };
+/* The sending side of a connection. The loop starts batches (IDLE -> BUSY),
+ * nng's timer thread starts pings when the loop has sent nothing for a while
+ * (IDLE -> PING), so a long loop turn does not look like a dead node. *_WANT:
+ * the loop has more to write and asks the completion to bring it back. */
+enum { TX_IDLE = 0, TX_BUSY = 1, TX_WANT = 2, TX_DONE = 3, TX_PING = 4, TX_PING_WANT = 5 };
 
 struct node_conn_s {
   weft_list_node_t link; /* node->conns */
@@ -155,7 +159,10 @@ struct node_conn_s {
   nng_aio *rx_aio, *tx_aio;
   weft__task_t rx_task, tx_task, flush_task;
   _Atomic uint64_t last_rx_ns; /* written by nng's thread, read by the tick */
-  uint64_t last_tx_ns, started_ns;
+  _Atomic uint64_t last_tx_ns; /* the loop's sends and nng's pings write it */
+  uint64_t started_ns;
+  nng_aio *ping_aio, *ping_timer; /* the pinger: nng's threads only */
+  _Atomic bool ping_stop;
   /* handshake */
   bool hello_seen, auth_ok;
   uint8_t nonce[WEFT__NET_NONCE], peer_nonce[WEFT__NET_NONCE];
