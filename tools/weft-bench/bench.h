@@ -49,6 +49,10 @@ int bench_remote_transfer(const bench_args_t *args);
 /* weft-bench --remote-peer URL: the other node of the remote_* shapes
  * (remote.c). Returns the exit code. */
 int bench_remote_peer_main(const char *url);
+int bench_service_pingpong(const bench_args_t *args);
+/* weft-bench --service-peer URL: the provider node of service_pingpong
+ * (service.c). Returns the exit code. */
+int bench_service_peer_main(const char *url);
 
 /* If this process was started as a child by a child_* shape, run its part
  * and return true with the exit code in *code (child.c). */

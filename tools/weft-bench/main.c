@@ -34,6 +34,7 @@ static const shape_t shapes[] = {
     {"remote_oneway", bench_remote_oneway, "node -> actor on another node over tcp, {seq, tag} msgs/s"},
     {"remote_pingpong", bench_remote_pingpong, "node <-> actor on another node, round trip p50/p99 us"},
     {"remote_transfer", bench_remote_transfer, "16 MiB buffer to another node and its answer, us each"},
+    {"service_pingpong", bench_service_pingpong, "weft_service_call to a provider on another node, p50/p99 us"},
 };
 
 #define NSHAPES (sizeof(shapes) / sizeof(shapes[0]))
@@ -106,6 +107,8 @@ int main(int argc, char **argv) {
     return child_code;
   if (argc == 3 && strcmp(argv[1], "--remote-peer") == 0)
     return bench_remote_peer_main(argv[2]);
+  if (argc == 3 && strcmp(argv[1], "--service-peer") == 0)
+    return bench_service_peer_main(argv[2]);
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

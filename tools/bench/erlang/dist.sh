@@ -2,13 +2,14 @@
 # dist.sh: the Erlang distribution peer of weft-bench's remote_* shapes: one
 # measurement between two Erlang nodes (two OS processes) on 127.0.0.1.
 #
-#   tools/bench/erlang/dist.sh <remote_oneway|remote_pingpong|remote_transfer> [--n N] [--rep I]
+#   tools/bench/erlang/dist.sh <remote_oneway|remote_pingpong|remote_transfer|service_pingpong>
+#                              [--n N] [--rep I]
 #
 # Compiles weft_dist_bench.erl into a temporary directory, starts node A
 # (erl -name weft_a_<pid>@127.0.0.1, a fresh random cookie), which starts node
 # B with OTP's peer module, measures, prints one JSON line on stdout and
-# halts; B stops with it. --n is records (oneway), round trips (pingpong) or
-# 16 MiB transfers (transfer). Needs erl and erlc (apt-get install
+# halts; B stops with it. --n is records (oneway), round trips (pingpong),
+# 16 MiB transfers (transfer) or gen_server:calls (service_pingpong). Needs erl and erlc (apt-get install
 # erlang-base). -name with an IP address: no DNS lookup.
 #
 # Nothing stays behind: the temporary directory is removed; node B halts when
@@ -36,7 +37,8 @@ case "$SHAPE" in
   remote_oneway) : "${N:=200000}" ;;
   remote_pingpong) : "${N:=20000}" ;;
   remote_transfer) : "${N:=20}" ;;
-  *) echo "usage: dist.sh <remote_oneway|remote_pingpong|remote_transfer> [--n N] [--rep I]" >&2
+  service_pingpong) : "${N:=20000}" ;;
+  *) echo "usage: dist.sh <remote_oneway|remote_pingpong|remote_transfer|service_pingpong> [--n N] [--rep I]" >&2
      exit 2 ;;
 esac
 case "$N$REP" in *[!0-9]*) echo "dist.sh: --n and --rep take integers" >&2; exit 2 ;; esac

@@ -15,6 +15,11 @@
 %%   remote_pingpong gen_server:call-like: {call, self(), Seq} to a process on
 %%                   B that answers {reply, Seq}; 2000 warm-up round trips,
 %%                   then N timed ones: p50_us, p99_us, rt_per_s.
+%%   service_pingpong gen_server:call({weft_echo_srv, B}, {ping, Seq}) to a
+%%                   gen_server (this module's callbacks) registered on B,
+%%                   one at a time: 1000 warm-up calls, then N timed ones:
+%%                   p50_us, p99_us, rt_per_s (the peer of weft-bench
+%%                   service_pingpong: a service call to another node).
 %%   remote_transfer one 16 MiB binary sent to B, which checks its size and
 %%                   acknowledges; R transfers one after the other; us_per_msg
 %%                   and ms_per_msg are the median over R.
@@ -22,7 +27,9 @@
 %% Every wait has a deadline: a run that cannot finish prints the reason on
 %% stderr and halts with status 1.
 -module(weft_dist_bench).
+-behaviour(gen_server).
 -export([main/1, deadline/0, sink/2, echo/0, taker/1]).
+-export([init/1, handle_call/3, handle_cast/2]).
 
 -define(WARMUP, 2000).
 -define(MIB, 1048576).
@@ -92,6 +99,21 @@ measure("remote_pingpong", B, N, Rep) ->
          "\"p50_us\":~.2f,\"p99_us\":~.2f,\"rt_per_s\":~b,\"n\":~b",
          [pct(Sorted, N, 50), pct(Sorted, N, 99), round(N * 1.0e6 / max(1, T1 - T0)), N]);
 
+%% ---- service_pingpong -----------------------------------------------------
+
+measure("service_pingpong", B, N, Rep) ->
+    {ok, _} = erpc:call(B, gen_server, start, [{local, weft_echo_srv}, ?MODULE, [], []]),
+    Srv = {weft_echo_srv, B},
+    call(Srv, 0, 1000, []),
+    T0 = now_us(),
+    Lat = call(Srv, 0, N, []),
+    T1 = now_us(),
+    ok = gen_server:stop(Srv),
+    Sorted = lists:sort(Lat),
+    emit("service_pingpong", Rep,
+         "\"p50_us\":~.2f,\"p99_us\":~.2f,\"rt_per_s\":~b,\"n\":~b",
+         [pct(Sorted, N, 50), pct(Sorted, N, 99), round(N * 1.0e6 / max(1, T1 - T0)), N]);
+
 %% ---- remote_transfer ------------------------------------------------------
 
 measure("remote_transfer", B, R, Rep) ->
@@ -124,6 +146,13 @@ ping(Echo, I, N, Acc) ->
             ping(Echo, I + 1, N, [(T1 - T0) / 1.0e3 | Acc])
     after 10000 -> error({no_reply, I})
     end.
+
+call(_Srv, N, N, Acc) -> Acc;
+call(Srv, I, N, Acc) ->
+    T0 = erlang:monotonic_time(nanosecond),
+    {pong, I} = gen_server:call(Srv, {ping, I}, 10000),
+    T1 = erlang:monotonic_time(nanosecond),
+    call(Srv, I + 1, N, [(T1 - T0) / 1.0e3 | Acc]).
 
 transfer(Taker, Bin) ->
     T0 = erlang:monotonic_time(nanosecond),
@@ -172,6 +201,11 @@ taker(Size) ->
         stop -> ok
     after ?DEADLINE_MS -> exit(taker_timeout)
     end.
+
+%% The gen_server of service_pingpong: answers {ping, Seq} with {pong, Seq}.
+init([]) -> {ok, nostate}.
+handle_call({ping, Seq}, _From, S) -> {reply, {pong, Seq}, S}.
+handle_cast(_Msg, S) -> {noreply, S}.
 
 %% ---- helpers --------------------------------------------------------------
 
