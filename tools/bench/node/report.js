@@ -182,12 +182,15 @@ function main() {
     if (w.med !== undefined && p.med !== undefined && w.med > 0 && p.med > 0)
       ratio = `${fmt(row.hib ? w.med / p.med : p.med / w.med)}x`;
     let met = '-';
-    if (row.met) met = w.med === undefined ? 'no (no result)' : row.met(w.med, p.med, row.hib) ? 'yes' : 'NO';
+    const absolute = (row.goal || '').includes('(absolute)');
+    if (row.met && w.med === undefined) met = 'no (no result)';
+    else if (row.met && !absolute && p.med === undefined) met = 'no (no peer figure)';
+    else if (row.met) met = row.met(w.med, p.med, row.hib) ? 'yes' : 'NO';
     out.push(`| ${row.label} | ${w.text} | ${p.text} | ${ratio} | ${row.goal || '-'} | ${met} |`);
   }
   console.log(out.join('\n'));
   console.log('\nratio: how many times better weft is (weft/peer for rates, peer/weft for times and sizes).');
-  console.log('Cells: median over repetitions (min-max); every peer and floor ran in this run.');
+  console.log('Cells: median over repetitions (min-max); every figure is from this results file, none from another run.');
   console.log('Goals marked (absolute) are budgets of their own; the others are ratios to a figure of this run.');
 }
 
