@@ -121,6 +121,7 @@ function fmt(x) {
   if (a >= 1e4) return `${(x / 1e3).toFixed(1)}k`;
   if (a >= 100) return x.toFixed(0);
   if (a >= 10) return x.toFixed(1);
+  if (a > 0 && a < 0.01) return x.toPrecision(2);
   return x.toFixed(2);
 }
 
