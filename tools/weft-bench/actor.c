@@ -8,13 +8,17 @@
  *
  * `actor_pingpong`: actors A and B forward one message to each other; round
  * trips/s. `actor_ring`: 1000 actors, each forwarding the token to the next;
- * hops/s. By default the received message is forwarded as is (the callee owns
- * it, so this is the natural zero-allocation pattern); --fresh builds a new
- * {seq} message per hop and frees the old one, like runtimes that copy.
+ * hops/s. For these two, by default the received message is forwarded as
+ * is (the callee owns it, so this is the natural zero-allocation pattern);
+ * --fresh builds a new {seq} message per hop and frees the old one, like
+ * runtimes that copy. `actor_oneway`: the main context posts N {seq}
+ * messages to one actor, as fast as the actor's queue bound lets it (a
+ * refused message waits for the drain callback); the actor checks their
+ * order: msgs/s.
  *
  * Actor ports are unref'd, so a started `keep` channel keeps the loop alive
- * until the shape closes it. Reference figures (Erlang, CAF) are constants
- * in tools/bench/node/report.js; there is no Node.js peer.
+ * until the shape closes it. The peers are CAF (tools/bench/caf/) and Erlang
+ * (tools/bench/erlang/actors.sh), measured in the same run by run.sh.
  *
  * Threads: everything on the main context's thread. */
 #include <stdlib.h>
@@ -26,6 +30,7 @@
 #define PINGPONG_DEFAULT_N 2000000u
 #define RING_DEFAULT_N 10000000u
 #define RING_SIZE 1000u
+#define ONEWAY_DEFAULT_N 2000000u
 #define CHECK_EVERY 1000u
 
 /* A started, ref'd channel that keeps the main loop running. */
@@ -305,5 +310,96 @@ int bench_actor_ring(const bench_args_t *args) {
                r.fresh ? "true" : "false");
   weft_runtime_free(rt);
   free(nodes);
+  return err;
+}
+
+/* ---- actor_oneway ------------------------------------------------------- */
+
+/* A source posts n messages {seq} to a sink actor on the same context, which
+ * checks their order; on WEFT_EAGAIN (the sink's queue bound) the source
+ * keeps the refused message and goes on from the address port's drain
+ * callback. msgs/s from the first post to the sink's last message. */
+typedef struct {
+  keep_t keep;
+  weft_port_t *sink;
+  uint64_t n, sent, got, bad, eagain;
+  weft_msg_t *held;
+  uint64_t t1;
+  int err;
+} flow_t;
+
+static void flow_end(flow_t *f, int err) {
+  f->t1 = bench_now_ns();
+  f->err = err;
+  keep_close(&f->keep);
+}
+
+static void sink_behaviour(weft_port_t *self, weft_msg_t *msg) {
+  flow_t *f = weft_port_data(self);
+  uint64_t seq = UINT64_MAX;
+  weft_msg_get_u64(msg, "seq", &seq);
+  weft_msg_free(msg);
+  f->bad += seq != f->got;
+  if (++f->got == f->n)
+    flow_end(f, 0);
+}
+
+/* Posts until done or refused. Main context. */
+static void flow_pump(flow_t *f) {
+  while (f->sent < f->n) {
+    weft_msg_t *m = f->held;
+    int err = 0;
+    f->held = NULL;
+    if (m == NULL && (err = weft_msg_new(&m)) == 0) {
+      weft_msg_put_map(m, 1);
+      err = weft_msg_put_u64(m, "seq", f->sent);
+    }
+    if (!err && (err = weft_port_post(f->sink, m)) == WEFT_EAGAIN) {
+      f->held = m;
+      f->eagain++;
+      return;
+    }
+    if (err) {
+      weft_msg_free(m);
+      flow_end(f, err);
+      return;
+    }
+    f->sent++;
+  }
+}
+
+static void flow_on_drain(weft_port_t *port) { flow_pump(weft_port_data(port)); }
+
+int bench_actor_oneway(const bench_args_t *args) {
+  weft_runtime_t *rt;
+  int err = weft_runtime_new(&rt, NULL);
+  if (err)
+    return bench_fail("actor_oneway", "weft_runtime_new", err);
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  flow_t f = {.n = args->n ? args->n : ONEWAY_DEFAULT_N};
+  err = keep_open(ctx, &f.keep);
+  if (!err)
+    err = weft_actor_spawn(ctx, sink_behaviour, &f, &f.sink);
+  if (!err) {
+    weft_port_set_data(f.sink, &f);
+    err = weft_port_on_drain(f.sink, flow_on_drain);
+  }
+  uint64_t t0 = bench_now_ns();
+  if (err)
+    bench_fail("actor_oneway", "starting", err);
+  else {
+    flow_pump(&f);
+    err = weft_runtime_run(rt);
+  }
+  if (!err && f.err)
+    err = bench_fail("actor_oneway", "posting", f.err);
+  if (!err && (f.got != f.n || f.bad != 0))
+    err = bench_fail("actor_oneway", "receiving every message in order", WEFT_EPROTO);
+  if (!err)
+    bench_emit("actor_oneway", args->rep, "\"msgs_per_s\":%.0f,\"n\":%llu,\"eagain\":%llu",
+               (double)f.n * 1e9 / (double)(f.t1 - t0), (unsigned long long)f.n,
+               (unsigned long long)f.eagain);
+  weft_msg_free(f.held);
+  weft_runtime_free(rt);
   return err;
 }

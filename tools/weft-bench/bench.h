@@ -39,6 +39,7 @@ int bench_idle_cpu(const bench_args_t *args);
 int bench_actor_spawn(const bench_args_t *args);
 int bench_actor_pingpong(const bench_args_t *args);
 int bench_actor_ring(const bench_args_t *args);
+int bench_actor_oneway(const bench_args_t *args);
 int bench_child_oneway(const bench_args_t *args);
 int bench_child_pingpong(const bench_args_t *args);
 int bench_child_transfer(const bench_args_t *args);

@@ -27,6 +27,7 @@ static const shape_t shapes[] = {
     {"actor_spawn", bench_actor_spawn, "spawn N actors: spawns/s, bytes per idle actor"},
     {"actor_pingpong", bench_actor_pingpong, "two actors on one context, round trips/s"},
     {"actor_ring", bench_actor_ring, "ring of 1000 actors, hops/s"},
+    {"actor_oneway", bench_actor_oneway, "N messages to one actor on the same context, msgs/s"},
     {"child_oneway", bench_child_oneway, "parent -> child process {seq, tag} records, msgs/s"},
     {"child_pingpong", bench_child_pingpong, "parent <-> child process round trip, p50/p99 us"},
     {"child_transfer", bench_child_transfer, "16 MiB buffer to a child process, us per message"},
