@@ -14,6 +14,7 @@
  * listener one accept, each dialer one dial, so a task is never queued
  * twice. A structure is freed only once its aios are idle and its tasks
  * have run. */
+#include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -99,10 +100,16 @@ static void on_ping_timer(void *arg) {
     return;
   uint64_t now = uv_hrtime();
   uint64_t last = atomic_load_explicit(&c->last_tx_ns, memory_order_relaxed);
-  int idle = TX_IDLE;
-  if (now - last >= (uint64_t)c->ping_ms * 1000000u &&
-      atomic_compare_exchange_strong_explicit(&c->tx_state, &idle, TX_PING,
-                                              memory_order_acq_rel, memory_order_acquire)) {
+  /* From IDLE, or from DONE: a send ended while the loop is busy and its
+   * tx task waits; the stream is free either way. */
+  int st = TX_IDLE;
+  bool go = now - last >= (uint64_t)c->ping_ms * 1000000u &&
+            (atomic_compare_exchange_strong_explicit(&c->tx_state, &st, TX_PING,
+                                                     memory_order_acq_rel, memory_order_acquire) ||
+             (st == TX_DONE && atomic_compare_exchange_strong_explicit(
+                                   &c->tx_state, &st, TX_PING_DONE, memory_order_acq_rel,
+                                   memory_order_acquire)));
+  if (go) {
     atomic_store_explicit(&c->last_tx_ns, now, memory_order_relaxed);
     nng_iov iov = {.iov_buf = (void *)PING_FRAME, .iov_len = sizeof(PING_FRAME)};
     nng_aio_set_iov(c->ping_aio, 1, &iov);
@@ -115,12 +122,15 @@ static void on_ping_timer(void *arg) {
  * have asked to be called back meanwhile. */
 static void on_ping_sent(void *arg) {
   node_conn_t *c = arg;
-  int st = TX_PING;
-  if (atomic_compare_exchange_strong_explicit(&c->tx_state, &st, TX_IDLE, memory_order_acq_rel,
+  int st = atomic_load_explicit(&c->tx_state, memory_order_acquire);
+  for (;;) {
+    int to = st == TX_PING ? TX_IDLE : TX_DONE; /* PING_DONE, PING_WANT: DONE */
+    if (atomic_compare_exchange_weak_explicit(&c->tx_state, &st, to, memory_order_acq_rel,
                                               memory_order_acquire))
-    return;
-  atomic_store_explicit(&c->tx_state, TX_DONE, memory_order_release); /* was PING_WANT */
-  weft__ctx_post_task(c->node->ctx, &c->tx_task);
+      break;
+  }
+  if (st == TX_PING_WANT) /* the loop asked meanwhile, and no task is queued */
+    weft__ctx_post_task(c->node->ctx, &c->tx_task);
 }
 
 void weft__node_kick(node_conn_t *c) {
@@ -211,6 +221,10 @@ static void on_tx(void *arg) {
 
 static void on_tx_task(weft__task_t *t) {
   node_conn_t *c = conn_of(t, offsetof(node_conn_t, tx_task));
+  int ping = TX_PING_DONE;
+  if (atomic_compare_exchange_strong_explicit(&c->tx_state, &ping, TX_PING_WANT,
+                                              memory_order_acq_rel, memory_order_acquire))
+    return; /* a ping went out meanwhile: its end brings us back */
   nng_aio_wait(c->tx_aio); /* its callback has returned */
   int rv = nng_aio_result(c->tx_aio);
   size_t n = rv == 0 ? nng_aio_count(c->tx_aio) : 0;
@@ -474,6 +488,7 @@ static void on_rx(void *arg) {
   node_conn_t *c = arg;
   if (nng_aio_result(c->rx_aio) == 0)
     atomic_store_explicit(&c->last_rx_ns, uv_hrtime(), memory_order_relaxed);
+  atomic_store_explicit(&c->rx_ready, true, memory_order_relaxed);
   weft__ctx_post_task(c->node->ctx, &c->rx_task);
 }
 
@@ -513,6 +528,7 @@ static void conn_parse(node_conn_t *c) {
 
 static void on_rx_task(weft__task_t *t) {
   node_conn_t *c = conn_of(t, offsetof(node_conn_t, rx_task));
+  atomic_store_explicit(&c->rx_ready, false, memory_order_relaxed);
   int rv = nng_aio_result(c->rx_aio);
   if (c->state == CONN_DEAD) {
     c->rx_busy = false;
@@ -781,7 +797,10 @@ static void on_tick(uv_timer_t *t) {
     if (c->state == CONN_HANDSHAKE && now - c->started_ns > hs) {
       conn_fail(c, c->refusing ? c->refusing : UV_ETIMEDOUT);
       conn_maybe_free(c);
-    } else if (c->state == CONN_UP && now > rx && now - rx > hb) {
+    } else if (c->state == CONN_UP && now > rx && now - rx > hb &&
+               !atomic_load_explicit(&c->rx_ready, memory_order_relaxed)) {
+      /* (a receive that completed while this loop was busy is not silence:
+       * more may wait behind it, unread) */
       conn_fail(c, WEFT_EPEERDIED);
       conn_maybe_free(c);
     }

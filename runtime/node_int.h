@@ -145,7 +145,15 @@ enum { CONN_HANDSHAKE = 0, CONN_UP = 1, CONN_DEAD = 2 };
  * nng's timer thread starts pings when the loop has sent nothing for a while
  * (IDLE -> PING), so a long loop turn does not look like a dead node. *_WANT:
  * the loop has more to write and asks the completion to bring it back. */
-enum { TX_IDLE = 0, TX_BUSY = 1, TX_WANT = 2, TX_DONE = 3, TX_PING = 4, TX_PING_WANT = 5 };
+enum {
+  TX_IDLE = 0,
+  TX_BUSY = 1,
+  TX_WANT = 2,
+  TX_DONE = 3,      /* a send ended; its tx task is queued */
+  TX_PING = 4,      /* a ping is out (from IDLE) */
+  TX_PING_WANT = 5, /* a ping is out; its end queues the tx task */
+  TX_PING_DONE = 6  /* a ping is out, and the tx task is already queued */
+};
 
 struct node_conn_s {
   weft_list_node_t link; /* node->conns */
@@ -159,6 +167,7 @@ struct node_conn_s {
   nng_aio *rx_aio, *tx_aio;
   weft__task_t rx_task, tx_task, flush_task;
   _Atomic uint64_t last_rx_ns; /* written by nng's thread, read by the tick */
+  _Atomic bool rx_ready;       /* a receive completed, its task not run yet */
   _Atomic uint64_t last_tx_ns; /* the loop's sends and nng's pings write it */
   uint64_t started_ns;
   nng_aio *ping_aio, *ping_timer; /* the pinger: nng's threads only */

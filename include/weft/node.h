@@ -35,10 +35,10 @@
  *    (so sent = delivered + that count), and the monitor callback says so
  *    (with WEFT_EPEERDIED whatever the cause: a peer that closed its node in
  *    order, one that died, or one dropped for breaking the protocol, whose
- *    channels close with the protocol error). Pings go out from the loop: a
- *    loop turn longer than the heartbeat interval looks like a dead node to
- *    the peers, so keep long work off the node's context (a pool, a worker)
- *    or raise heartbeat_ms.
+ *    channels close with the protocol error). Pings go out from nng's timer
+ *    thread whenever nothing else went out for half a heartbeat, and the
+ *    time of the last receive is stamped on nng's thread too: a long turn of
+ *    the node's loop (a slow callback) is not mistaken for a dead node.
  *    A peer that comes back is a new connection (and, if it restarted, a new
  *    incarnation): old ports stay closed, names are looked up again.
  *  - Security: every byte from the network is untrusted. Frames are limited
