@@ -124,6 +124,7 @@ static void on_ping_sent(void *arg) {
   node_conn_t *c = arg;
   int st = atomic_load_explicit(&c->tx_state, memory_order_acquire);
   for (;;) {
+    /* only a ping's states can be here: nothing else starts while one is out */
     int to = st == TX_PING ? TX_IDLE : TX_DONE; /* PING_DONE, PING_WANT: DONE */
     if (atomic_compare_exchange_weak_explicit(&c->tx_state, &st, to, memory_order_acq_rel,
                                               memory_order_acquire))
@@ -131,6 +132,24 @@ static void on_ping_sent(void *arg) {
   }
   if (st == TX_PING_WANT) /* the loop asked meanwhile, and no task is queued */
     weft__ctx_post_task(c->node->ctx, &c->tx_task);
+}
+
+/* The tx task owns a DONE send; the pinger may take the stream meanwhile
+ * (DONE -> PING_DONE): then the ping's end brings the task back. Returns
+ * true if the task holds the state `to` now, false if it must wait. */
+static bool tx_take(node_conn_t *c, int to) {
+  int st = TX_DONE;
+  if (atomic_compare_exchange_strong_explicit(&c->tx_state, &st, to, memory_order_acq_rel,
+                                              memory_order_acquire))
+    return true;
+  st = TX_HALF;
+  if (atomic_compare_exchange_strong_explicit(&c->tx_state, &st, to, memory_order_acq_rel,
+                                              memory_order_acquire))
+    return true;
+  st = TX_PING_DONE; /* a ping is out */
+  atomic_compare_exchange_strong_explicit(&c->tx_state, &st, TX_PING_WANT, memory_order_acq_rel,
+                                          memory_order_acquire);
+  return false;
 }
 
 void weft__node_kick(node_conn_t *c) {
@@ -209,32 +228,31 @@ static void on_flush_task(weft__task_t *t) {
  * the loop's, left alone while a send is in flight. */
 static void on_tx(void *arg) {
   node_conn_t *c = arg;
-  if (nng_aio_result(c->tx_aio) == 0 && c->wsent + nng_aio_count(c->tx_aio) >= c->wlen) {
+  bool whole = nng_aio_result(c->tx_aio) == 0 && c->wsent + nng_aio_count(c->tx_aio) >= c->wlen;
+  if (whole) {
     int expect = TX_BUSY;
     if (atomic_compare_exchange_strong_explicit(&c->tx_state, &expect, TX_IDLE,
                                                 memory_order_acq_rel, memory_order_acquire))
       return;
   }
-  atomic_store_explicit(&c->tx_state, TX_DONE, memory_order_release);
+  atomic_store_explicit(&c->tx_state, whole ? TX_DONE : TX_HALF, memory_order_release);
   weft__ctx_post_task(c->node->ctx, &c->tx_task);
 }
 
 static void on_tx_task(weft__task_t *t) {
   node_conn_t *c = conn_of(t, offsetof(node_conn_t, tx_task));
-  int ping = TX_PING_DONE;
-  if (atomic_compare_exchange_strong_explicit(&c->tx_state, &ping, TX_PING_WANT,
-                                              memory_order_acq_rel, memory_order_acquire))
-    return; /* a ping went out meanwhile: its end brings us back */
   nng_aio_wait(c->tx_aio); /* its callback has returned */
   int rv = nng_aio_result(c->tx_aio);
   size_t n = rv == 0 ? nng_aio_count(c->tx_aio) : 0;
   if (rv == 0 && c->state != CONN_DEAD && c->wsent + n < c->wlen) {
+    if (!tx_take(c, TX_WANT))
+      return; /* a ping is out: its end brings us back (this count stays) */
     c->wsent += n;
-    atomic_store_explicit(&c->tx_state, TX_WANT, memory_order_relaxed);
     send_rest(c, false); /* the rest of a partly written batch */
     return;
   }
-  atomic_store_explicit(&c->tx_state, TX_IDLE, memory_order_relaxed);
+  if (!tx_take(c, TX_IDLE))
+    return;
   if (rv != 0 && c->state != CONN_DEAD) /* TLS fails its handshake on either side's first I/O */
     conn_fail(c, rv == NNG_ECRYPTO || rv == NNG_EPEERAUTH ? WEFT_EAUTH : WEFT_EPEERDIED);
   if (c->state == CONN_DEAD) {

@@ -152,7 +152,9 @@ enum {
   TX_DONE = 3,      /* a send ended; its tx task is queued */
   TX_PING = 4,      /* a ping is out (from IDLE) */
   TX_PING_WANT = 5, /* a ping is out; its end queues the tx task */
-  TX_PING_DONE = 6  /* a ping is out, and the tx task is already queued */
+  TX_PING_DONE = 6, /* a ping is out, and the tx task is already queued */
+  TX_HALF = 7       /* a send failed or wrote part of a batch; its tx task is queued
+                       (no ping may go out in the middle of a frame) */
 };
 
 struct node_conn_s {
