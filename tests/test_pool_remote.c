@@ -62,15 +62,7 @@ static void on_tick(uv_timer_t *t) { (void)t; }
 
 static bool spin_until(const bool *flag, const uint32_t *count, uint32_t want, uint64_t ms,
                        const char *what) {
-  uint64_t end = uv_hrtime() + ms * 1000000u;
-  while (!(flag ? *flag : *count >= want)) {
-    if (uv_hrtime() > end) {
-      fprintf(stderr, "timed out after %llu ms waiting for %s\n", (unsigned long long)ms, what);
-      return false;
-    }
-    uv_run(H.loop, UV_RUN_ONCE);
-  }
-  return true;
+  return offprov_wait(H.loop, flag, count, want, ms, what);
 }
 
 static void on_monitor(weft_node_t *node, const char *peer, bool up, int reason, void *data) {

@@ -97,3 +97,16 @@ int offprov_main(const char *name, const char *url) {
   weft_pool_release(P.pool);
   return weft_runtime_free(rt) == 0 ? 0 : 8;
 }
+
+bool offprov_wait(uv_loop_t *loop, const bool *flag, const uint32_t *count, uint32_t want,
+                  uint64_t ms, const char *what) {
+  uint64_t end = uv_hrtime() + ms * 1000000u;
+  while (!(flag ? *flag : *count >= want)) {
+    if (uv_hrtime() > end) {
+      fprintf(stderr, "timed out after %llu ms waiting for %s\n", (unsigned long long)ms, what);
+      return false;
+    }
+    uv_run(loop, UV_RUN_ONCE);
+  }
+  return true;
+}

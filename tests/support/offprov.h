@@ -25,6 +25,11 @@ int offprov_mix(weft_pool_task_t *task, weft_msg_t *args, weft_msg_t **result);
 /* offprov_expected: what "mix" returns for n and seed. */
 uint64_t offprov_expected(uint64_t n, uint64_t seed);
 
+/* offprov_wait: runs loop until *flag is true (flag given) or *count reaches
+ * want, for at most ms; false (said on stderr, naming what) on timeout. */
+bool offprov_wait(uv_loop_t *loop, const bool *flag, const uint32_t *count, uint32_t want,
+                  uint64_t ms, const char *what);
+
 /* offprov_main: the provider process's main. */
 int offprov_main(const char *name, const char *url);
 
