@@ -36,11 +36,14 @@ static weft_buf_t *handle_new(int kind) {
   return b;
 }
 
-/* Mapped memfds freed in-process are kept for reuse, so that a program
- * moving a fresh 16 MiB buffer per message pays neither memfd_create +
- * ftruncate + mmap nor munmap + close each time (about 15 us here). At most
- * CACHE_SLOTS of them and CACHE_BYTES in all; exact mapped sizes. */
-#define CACHE_SLOTS 8
+/* Big owned buffers (weft_buf_new of WEFT__BUF_MEMFD_MIN or more) are page
+ * mappings: anonymous memory, or a memfd mapping while memfds are in demand
+ * (below). Either kind, freed in-process, is kept for reuse: a program that
+ * moves a fresh 16 MiB buffer per message to a worker then makes no system
+ * call per buffer (mmap + munmap, or memfd_create + ftruncate + mmap +
+ * munmap + close, cost 10-100 us on a loaded VM). At most CACHE_SLOTS of
+ * them and CACHE_BYTES in all; exact mapped sizes; fd -1 for anonymous. */
+#define CACHE_SLOTS 64
 #define CACHE_BYTES ((size_t)256 << 20)
 
 static struct {
@@ -54,16 +57,39 @@ static struct {
   } slot[CACHE_SLOTS];
 } cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+/* Memfd demand. A fresh buffer is anonymous memory, with no fd, unless big
+ * buffers have lately gone to other processes: each export of a buffer made
+ * by weft_buf_new (the first one after a quiet spell costs a copy) sets
+ * demand to DEMAND_RUN, and each big weft_buf_new while it is above zero
+ * takes one and makes a memfd-backed buffer, which a later export sends
+ * without a copy. A stream of buffers to a child thus copies its first
+ * buffer only; a program that moves buffers between threads only never
+ * holds an fd per buffer. Relaxed: a hint read and written by any thread,
+ * ordering nothing; a lost update costs at most one copy. */
+#define DEMAND_RUN WEFT__BUF_DEMAND_RUN
+static _Atomic unsigned demand;
+
+static bool demand_take(void) {
+  unsigned d = atomic_load_explicit(&demand, memory_order_relaxed);
+  while (d > 0 && !atomic_compare_exchange_weak_explicit(&demand, &d, d - 1, memory_order_relaxed,
+                                                         memory_order_relaxed))
+    ;
+  return d > 0;
+}
+
+static void demand_note(void) { atomic_store_explicit(&demand, DEMAND_RUN, memory_order_relaxed); }
+
 static size_t page_round(size_t len) {
   size_t pg = (size_t)sysconf(_SC_PAGESIZE);
   return (len + pg - 1) & ~(pg - 1);
 }
 
-static bool cache_take(size_t map_len, int *fd, void **map) {
+/* A kept mapping of map_len bytes: a memfd one if want_fd, else either kind. */
+static bool cache_take(size_t map_len, bool want_fd, int *fd, void **map) {
   bool hit = false;
   pthread_mutex_lock(&cache.lock);
   for (int i = 0; i < cache.n; i++) {
-    if (cache.slot[i].len != map_len)
+    if (cache.slot[i].len != map_len || (want_fd && cache.slot[i].fd < 0))
       continue;
     *fd = cache.slot[i].fd;
     *map = cache.slot[i].map;
@@ -96,46 +122,139 @@ void weft__buf_cache_trim(void) {
   while (cache.n > 0) {
     cache.n--;
     munmap(cache.slot[cache.n].map, cache.slot[cache.n].len);
-    close(cache.slot[cache.n].fd);
+    if (cache.slot[cache.n].fd >= 0)
+      close(cache.slot[cache.n].fd);
   }
   cache.bytes = 0;
   pthread_mutex_unlock(&cache.lock);
+  atomic_store_explicit(&demand, 0, memory_order_relaxed);
 }
 
-/* Big buffers live in a memfd so a child process can map them (zero copy).
- * Falls back to the heap where memfd_create is refused. */
-static int memfd_alloc(weft_buf_t *b, size_t len) {
+/* A new memfd of map_len bytes, mapped shared if map is not NULL. */
+static int memfd_make(size_t map_len, int *fd, void **map) {
+  *fd = memfd_create("weft-buf", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (*fd < 0)
+    return (-errno);
+  if (ftruncate(*fd, (off_t)map_len) != 0)
+    goto fail_close;
+  if (map == NULL)
+    return 0;
+  *map = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+  if (*map != MAP_FAILED)
+    return 0;
+fail_close:;
+  int err = (-errno);
+  close(*fd);
+  *fd = -1;
+  return err;
+}
+
+/* b's bytes: len bytes of a kept or new page mapping, a memfd one if
+ * want_fd. Fails (and the caller falls back to the heap) where mmap or
+ * memfd_create is refused. */
+static int block_alloc(weft_buf_t *b, size_t len, bool want_fd) {
   size_t map_len = page_round(len);
-  int fd;
+  int fd = -1;
   void *p;
-  if (!cache_take(map_len, &fd, &p)) {
-    fd = memfd_create("weft-buf", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0)
-      return (-errno);
-    if (ftruncate(fd, (off_t)map_len) != 0) {
-      int err = (-errno);
-      close(fd);
-      return err;
-    }
-    p = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-      int err = (-errno);
-      close(fd);
-      return err;
+  if (!cache_take(map_len, want_fd, &fd, &p)) {
+    if (want_fd) {
+      int err = memfd_make(map_len, &fd, &p);
+      if (err)
+        return err;
+    } else {
+      p = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED)
+        return (-errno);
     }
   }
   b->data = p;
   b->len = len;
   b->map_len = map_len;
+  b->is_memfd = fd >= 0;
+  b->anon_block = fd < 0;
+  b->memfd = fd;
+  return 0;
+}
+
+int weft__buf_new_memfd(weft_buf_t **out, size_t len) {
+  if (out == NULL || len == 0)
+    return WEFT_EINVAL;
+  weft_buf_t *b = handle_new(WEFT__BUF_OWNED);
+  if (b == NULL)
+    return WEFT_ENOMEM;
+  int err = block_alloc(b, len, true);
+  if (err) {
+    weft__free(b);
+    return err;
+  }
+  *out = b;
+  return 0;
+}
+
+/* Releases an owned buffer's bytes, whatever holds them. */
+static void owned_release(weft_buf_t *buf) {
+  if (buf->anon_block) {
+    if (!cache_put(-1, buf->data, buf->map_len))
+      munmap(buf->data, buf->map_len);
+  } else if (buf->is_memfd) {
+    if (buf->data != NULL && !buf->private_map && cache_put(buf->memfd, buf->data, buf->map_len))
+      return;
+    if (buf->data != NULL)
+      munmap(buf->data, buf->map_len);
+    close(buf->memfd);
+  } else if (buf->free_cb != NULL)
+    buf->free_cb(buf->data, buf->len, buf->opaque);
+  else if (buf->own_alloc)
+    weft__free(buf->data);
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len) {
+  size_t off = 0;
+  while (off < len) {
+    ssize_t n = pwrite(fd, p + off, len - off, (off_t)off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return n < 0 ? (-errno) : UV_EIO;
+    off += (size_t)n;
+  }
+  return 0;
+}
+
+/* b's bytes copied into a new memfd, which b then holds unmapped (the old
+ * bytes released); b is unchanged on failure. */
+static int convert_to_memfd(weft_buf_t *b) {
+  size_t map_len = page_round(b->len);
+  int fd;
+  int err = memfd_make(map_len, &fd, NULL);
+  if (!err && (err = write_all(fd, b->data, b->len)) != 0)
+    close(fd);
+  if (err)
+    return err;
+  if (b->anon_block)
+    demand_note(); /* a fresh buffer had to be copied: make the next ones memfds */
+  owned_release(b);
+  b->data = NULL;
+  b->map_len = map_len;
+  b->anon_block = false;
+  b->private_map = false;
+  b->own_alloc = false;
+  b->free_cb = NULL;
+  b->opaque = NULL;
   b->is_memfd = true;
   b->memfd = fd;
   return 0;
 }
 
 int weft__buf_memfd_export(weft_buf_t *b, int *fd) {
-  if (b == NULL || b->kind != WEFT__BUF_OWNED || !b->is_memfd || b->private_map)
+  if (b == NULL || b->kind != WEFT__BUF_OWNED || b->len == 0)
     return UV_ENOTSUP;
-  if (b->data != NULL) {
+  if (!b->is_memfd || b->private_map) {
+    int err = convert_to_memfd(b);
+    if (err)
+      return err;
+  } else if (b->data != NULL) {
+    demand_note(); /* memfds in demand: keep making them */
     munmap(b->data, b->map_len);
     b->data = NULL;
   }
@@ -178,7 +297,7 @@ int weft_buf_new(weft_buf_t **out, size_t len) {
   if (b == NULL)
     return WEFT_ENOMEM;
   b->memfd = -1;
-  if (len >= WEFT__BUF_MEMFD_MIN && memfd_alloc(b, len) == 0) {
+  if (len >= WEFT__BUF_MEMFD_MIN && block_alloc(b, len, demand_take()) == 0) {
     *out = b;
     return 0;
   }
@@ -264,19 +383,6 @@ static void bufmem_release(weft__bufmem_t *mem) {
   weft__free(mem);
 }
 
-static void owned_release(weft_buf_t *buf) {
-  if (buf->is_memfd) {
-    if (buf->data != NULL && !buf->private_map && cache_put(buf->memfd, buf->data, buf->map_len))
-      return;
-    if (buf->data != NULL)
-      munmap(buf->data, buf->map_len);
-    close(buf->memfd);
-  } else if (buf->free_cb != NULL)
-    buf->free_cb(buf->data, buf->len, buf->opaque);
-  else if (buf->own_alloc)
-    weft__free(buf->data);
-}
-
 void weft_buf_free(weft_buf_t *buf) {
   if (buf == NULL)
     return;
@@ -302,6 +408,7 @@ int weft__buf_move(weft_buf_t *src, weft_buf_t **out) {
   b->free_cb = src->free_cb;
   b->opaque = src->opaque;
   b->own_alloc = src->own_alloc;
+  b->anon_block = src->anon_block;
   b->is_memfd = src->is_memfd;
   b->private_map = src->private_map;
   b->memfd = src->memfd;

@@ -18,10 +18,12 @@
  * is its frame's: payload plus every buffer's bytes, computed alike on both
  * sides.
  *
- * Buffers: an owned memfd-backed buffer (weft_buf_new of 256 KiB or more)
- * travels as its sealed fd: no copy; the receiver maps it copy-on-write.
- * Other buffers travel inline when the frame stays under the peer's maximum,
- * else they are copied into a new memfd first.
+ * Buffers: a big owned buffer from weft_buf_new (256 KiB or more) travels as
+ * a sealed memfd; the receiver maps it copy-on-write. If it is memfd-backed
+ * already (memfds in demand: buf.c) that costs no copy; if it is anonymous
+ * memory (the first one after a quiet spell), it is copied into a new memfd
+ * once. Other buffers travel inline when the frame stays under the peer's
+ * maximum, else they are copied into a new memfd first.
  *
  * Threads: the owner context's only. */
 #include <string.h>
@@ -84,18 +86,13 @@ static void send_close(weft__ipc_t *ipc) {
     ipc->sent_close = true;
 }
 
-/* A buffer that cannot ride inline goes into a fresh memfd (one copy). */
+/* A shared buffer that cannot ride inline goes into a fresh memfd (one copy). */
 static int to_memfd(weft_buf_t **bufp) {
   weft_buf_t *src = *bufp, *copy;
-  int err = weft_buf_new(&copy, src->len < WEFT__BUF_MEMFD_MIN ? WEFT__BUF_MEMFD_MIN : src->len);
+  int err = weft__buf_new_memfd(&copy, src->len);
   if (err)
     return err;
-  if (!copy->is_memfd) {
-    weft_buf_free(copy);
-    return UV_ENOTSUP;
-  }
   memcpy(copy->data, src->data, src->len);
-  copy->len = src->len; /* map_len keeps the mapping's size; only len bytes travel */
   weft_buf_free(src);
   *bufp = copy;
   return 0;
@@ -125,14 +122,15 @@ static int describe(weft__ipc_t *ipc, weft_msg_t *msg, weft__wire_xfer_t *xs, ui
       return WEFT_ETRANSFER;
     weft_buf_t *b = it->u.buf;
     bool fits = inline_total + 5 + b->len <= limit;
-    if (!b->is_memfd || b->private_map) {
-      if (fits || b->len == 0) {
-        x->kind = WEFT__WIRE_X_INLINE;
-        x->len = b->len;
-        x->data = b->data;
-        inline_total += 5 + b->len;
-        continue;
-      }
+    bool by_fd = (b->is_memfd && !b->private_map) || b->anon_block; /* weft_buf_new's big ones */
+    if (b->len == 0 || (fits && !by_fd)) {
+      x->kind = WEFT__WIRE_X_INLINE;
+      x->len = b->len;
+      x->data = b->data;
+      inline_total += 5 + b->len;
+      continue;
+    }
+    if (b->kind == WEFT__BUF_SHARED) {
       int err = to_memfd(&it->u.buf);
       if (err)
         return err;

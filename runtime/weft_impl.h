@@ -73,24 +73,34 @@ struct weft_buf_s {
   void *opaque;
   weft__bufmem_t *mem;       /* shared: the refcounted memory */
   bool own_alloc;            /* owned: data was allocated by weft (free with weft__free) */
+  bool anon_block;           /* owned: data is an anonymous mapping of map_len bytes (weft_buf_new) */
   bool is_memfd;             /* owned: data is a mapping of memfd (or unmapped, data NULL) */
   bool private_map;          /* owned memfd: a private (copy-on-write) mapping of a received fd */
   int memfd;
-  size_t map_len;            /* owned memfd: bytes mapped (>= len) */
+  size_t map_len;            /* owned memfd or anon_block: bytes mapped (>= len) */
 };
 
-/* Owned buffers of at least this size live in a memfd, so that they can move
- * to another process without a copy. */
+/* Owned buffers of at least this size are page mappings kept for reuse:
+ * anonymous memory, or a memfd while buffers are in demand by other
+ * processes (buf.c: "memfd demand"). */
 #define WEFT__BUF_MEMFD_MIN (256u * 1024u)
-/* A memfd-backed owned buffer about to leave the process: unmaps it, seals the
- * memfd (no shrink, grow or write) and returns the fd, which b still owns
- * (closed when b is freed). UV_ENOTSUP if b is not such a buffer. */
+/* An owned buffer about to leave the process as an fd. A memfd-backed one
+ * is unmapped and sealed (no shrink, grow or write), no copy; any other
+ * owned buffer is first copied into a new memfd, and its old bytes released
+ * (the one copy). Returns the fd, which b still owns (closed when b is
+ * freed). UV_ENOTSUP if b is not owned or is empty; on another error b is
+ * unchanged. */
 int weft__buf_memfd_export(weft_buf_t *b, int *fd);
+/* How many big weft_buf_new after an export are memfd-backed (buf.c). */
+#define WEFT__BUF_DEMAND_RUN 64u
+/* A new owned buffer of len bytes (> 0) in a memfd, whatever the demand. */
+int weft__buf_new_memfd(weft_buf_t **out, size_t len);
 /* A buffer over a received memfd of len bytes: checks its size and seals, maps
  * it private (copy-on-write). Takes fd on success. WEFT_EPROTO if the fd is
  * not a sealed memfd of at least len bytes. */
 int weft__buf_from_memfd(int fd, size_t len, weft_buf_t **out);
-/* Close the memfds kept for reuse (weft_runtime_free). */
+/* Release the mappings kept for reuse and forget the memfd demand
+ * (weft_runtime_free). */
 void weft__buf_cache_trim(void);
 
 /* Moves src's bytes into a new handle; src becomes detached. Owned only. */

@@ -1,13 +1,19 @@
 /* test_buf.c: owned, wrapped, shared and detached buffers; the shared memory
  * is released exactly once, also when four threads drop handles at once; an
- * allocation-failure sweep over every constructor. */
+ * allocation-failure sweep over every constructor; big buffers hold no fd
+ * until one leaves the process, the first such export copies into a sealed
+ * memfd and the next buffers are memfds that leave without a copy. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "weft_impl.h"
@@ -292,6 +298,195 @@ static void shared_released_once_across_threads(void **state) {
  * left behind, until n passes its last allocation. */
 typedef int (*build_fn)(weft_buf_t **out);
 
+/* ---- big buffers: no fd until one leaves the process -------------------- */
+
+#define BIGLEN ((size_t)1 << 20)
+
+/* The fds this process has open. */
+static int open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  assert_non_null(d);
+  int n = 0;
+  while (readdir(d) != NULL)
+    n++;
+  closedir(d);
+  return n - 3; /* ".", ".." and the directory's own fd */
+}
+
+static uint8_t pat(size_t i, unsigned salt) {
+  return (uint8_t)((i * 31u) ^ (i >> 12) ^ salt);
+}
+
+static void fill(weft_buf_t *b, unsigned salt) {
+  uint8_t *p = weft_buf_ptr(b);
+  for (size_t i = 0; i < weft_buf_len(b); i++)
+    p[i] = pat(i, salt);
+}
+
+/* fd holds len bytes of pattern salt (read through the fd, not a mapping). */
+static void assert_fd_holds(int fd, size_t len, unsigned salt) {
+  static uint8_t got[BIGLEN + 4096];
+  assert_true(len <= sizeof(got));
+  assert_int_equal(pread(fd, got, len, 0), (ssize_t)len);
+  size_t bad = 0;
+  for (size_t i = 0; i < len; i++)
+    bad += got[i] != pat(i, salt);
+  if (bad)
+    fail_msg("%zu of %zu bytes differ from pattern %u", bad, len, salt);
+}
+
+static void assert_sealed(int fd, size_t len) {
+  int seals = fcntl(fd, F_GET_SEALS);
+  assert_true(seals >= 0);
+  assert_int_equal(seals & (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW),
+                   F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW);
+  struct stat st;
+  assert_int_equal(fstat(fd, &st), 0);
+  assert_true((size_t)st.st_size >= len);
+}
+
+static void big_new_holds_no_fd(void **state) {
+  (void)state;
+  weft__buf_cache_trim();
+  enum { N = 32 };
+  weft_buf_t *b[N];
+  int fds0 = open_fds();
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(weft_buf_new(&b[i], BIGLEN), 0);
+    assert_int_equal(weft_buf_len(b[i]), BIGLEN);
+    fill(b[i], (unsigned)i);
+  }
+  int fds = open_fds();
+  if (fds != fds0)
+    fail_msg("%d fresh %zu-byte buffers opened %d fds (want none before they leave the process)",
+             N, BIGLEN, fds - fds0);
+  /* A move is a pointer move. */
+  void *p = weft_buf_ptr(b[0]);
+  weft_buf_t *moved = NULL;
+  assert_int_equal(weft__buf_move(b[0], &moved), 0);
+  assert_ptr_equal(weft_buf_ptr(moved), p);
+  assert_int_equal(weft_buf_len(moved), BIGLEN);
+  assert_true(weft_buf_is_detached(b[0]));
+  assert_int_equal(weft_buf_len(b[0]), 0);
+  weft_buf_free(moved);
+  for (int i = 0; i < N; i++)
+    weft_buf_free(b[i]);
+  /* Freed ones are kept and reused: the next one is a kept mapping. */
+  assert_int_equal(weft_buf_new(&b[0], BIGLEN), 0);
+  assert_int_equal(open_fds(), fds0);
+  weft_buf_free(b[0]);
+  weft__buf_cache_trim();
+  assert_int_equal(open_fds(), fds0);
+}
+
+static void export_copies_once_then_not(void **state) {
+  (void)state;
+  weft__buf_cache_trim();
+  int fds0 = open_fds();
+  size_t len = BIGLEN - 100; /* not a whole number of pages */
+  weft_buf_t *a = NULL, *b = NULL, *r = NULL;
+
+  /* The first export after a quiet spell: copied into a new sealed memfd. */
+  assert_int_equal(weft_buf_new(&a, len), 0);
+  assert_false(a->is_memfd);
+  fill(a, 1);
+  int fd_a = -1;
+  assert_int_equal(weft__buf_memfd_export(a, &fd_a), 0);
+  assert_true(fd_a >= 0);
+  assert_sealed(fd_a, len);
+  assert_fd_holds(fd_a, len, 1);
+  assert_null(a->data); /* the anonymous bytes are gone */
+
+  /* Memfds are now in demand: the next buffer is one, and its export
+   * hands over the very fd its bytes were written through (no copy). */
+  assert_int_equal(weft_buf_new(&b, len), 0);
+  assert_true(b->is_memfd);
+  int fd_b = b->memfd;
+  fill(b, 2);
+  int fd = -1;
+  assert_int_equal(weft__buf_memfd_export(b, &fd), 0);
+  assert_int_equal(fd, fd_b);
+  assert_sealed(fd, len);
+  assert_fd_holds(fd, len, 2);
+
+  /* The receiving side maps it and sees the bytes. */
+  int dup_fd = dup(fd);
+  assert_true(dup_fd >= 0);
+  assert_int_equal(weft__buf_from_memfd(dup_fd, len, &r), 0);
+  assert_int_equal(weft_buf_len(r), len);
+  const uint8_t *rp = weft_buf_ptr(r);
+  size_t bad = 0;
+  for (size_t i = 0; i < len; i++)
+    bad += rp[i] != pat(i, 2);
+  assert_int_equal(bad, 0);
+  weft_buf_free(r);
+  weft_buf_free(a);
+  weft_buf_free(b);
+  assert_int_equal(open_fds(), fds0);
+
+  /* The demand runs out after WEFT__BUF_DEMAND_RUN big buffers that stay. */
+  assert_int_equal(weft_buf_new(&a, len), 0);
+  assert_int_equal(weft__buf_memfd_export(a, &fd), 0);
+  weft_buf_free(a);
+  for (unsigned i = 0; i < WEFT__BUF_DEMAND_RUN; i++) {
+    assert_int_equal(weft_buf_new(&b, len), 0);
+    if (!b->is_memfd)
+      fail_msg("buffer %u after an export is not a memfd", i);
+    weft_buf_free(b);
+  }
+  assert_int_equal(weft_buf_new(&b, len), 0);
+  assert_false(b->is_memfd);
+  weft_buf_free(b);
+
+  /* weft__buf_cache_trim (weft_runtime_free) forgets the demand too. */
+  assert_int_equal(weft_buf_new(&a, len), 0);
+  assert_int_equal(weft__buf_memfd_export(a, &fd), 0);
+  weft_buf_free(a);
+  weft__buf_cache_trim();
+  assert_int_equal(weft_buf_new(&b, len), 0);
+  assert_false(b->is_memfd);
+  weft_buf_free(b);
+  weft__buf_cache_trim();
+  assert_int_equal(open_fds(), fds0);
+}
+
+/* Other owned buffers export by a copy too: wrapped (free_cb runs then),
+ * received private mappings; shared and empty ones are refused. */
+static void export_other_kinds(void **state) {
+  (void)state;
+  weft__buf_cache_trim();
+  static uint8_t region[BIGLEN];
+  for (size_t i = 0; i < sizeof(region); i++)
+    region[i] = pat(i, 3);
+  free_log_t log = {0};
+  weft_buf_t *w = NULL, *s = NULL, *e = NULL, *r = NULL;
+  assert_int_equal(weft_buf_wrap(&w, region, sizeof(region), log_free, &log), 0);
+  int fd = -1;
+  assert_int_equal(weft__buf_memfd_export(w, &fd), 0);
+  assert_int_equal(atomic_load(&log.calls), 1); /* the caller's bytes are released */
+  assert_sealed(fd, sizeof(region));
+  assert_fd_holds(fd, sizeof(region), 3);
+  /* A received (private) mapping of that fd goes on by another copy. */
+  assert_int_equal(weft__buf_from_memfd(dup(fd), sizeof(region), &r), 0);
+  int fd2 = -1;
+  assert_int_equal(weft__buf_memfd_export(r, &fd2), 0);
+  assert_true(fd2 != fd);
+  assert_fd_holds(fd2, sizeof(region), 3);
+  weft_buf_free(r);
+  weft_buf_free(w);
+  assert_int_equal(atomic_load(&log.calls), 1);
+
+  assert_int_equal(weft_buf_new_shared(&s, 64), 0);
+  assert_int_equal(weft__buf_memfd_export(s, &fd), UV_ENOTSUP);
+  weft_buf_free(s);
+  assert_int_equal(weft_buf_new(&e, 0), 0);
+  assert_int_equal(weft__buf_memfd_export(e, &fd), UV_ENOTSUP);
+  weft_buf_free(e);
+  weft__buf_cache_trim();
+}
+
+static int build_new_big(weft_buf_t **out) { return weft_buf_new(out, BIGLEN); }
+
 static int build_new(weft_buf_t **out) { return weft_buf_new(out, 128); }
 static int build_shared(weft_buf_t **out) { return weft_buf_new_shared(out, 128); }
 static int build_wrap(weft_buf_t **out) {
@@ -322,6 +517,7 @@ static void sweep(build_fn build, long expect_allocs) {
 static void alloc_failure_sweep(void **state) {
   (void)state;
   sweep(build_new, 2);
+  sweep(build_new_big, 1); /* the handle; the bytes are a page mapping */
   sweep(build_shared, 2);
   sweep(build_wrap, 1);
 
@@ -354,6 +550,9 @@ int main(void) {
       cmocka_unit_test_teardown(shared_released_exactly_once, no_leaks),
       cmocka_unit_test_teardown(shared_released_once_across_threads, no_leaks),
       cmocka_unit_test_teardown(alloc_failure_sweep, no_leaks),
+      cmocka_unit_test_teardown(big_new_holds_no_fd, no_leaks),
+      cmocka_unit_test_teardown(export_copies_once_then_not, no_leaks),
+      cmocka_unit_test_teardown(export_other_kinds, no_leaks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,9 @@
  * WEFT_EDETACHED), a shared buffer whose handles are dropped on several
  * workers at once (the memory goes exactly once), a wrapped buffer moved
  * through several workers (its free callback runs once, on the last holder's
- * thread), a channel whose ends live on two workers (ping-pong), messages
+ * thread), fresh big buffers that reach a worker as the very pages the
+ * sender filled and open no fd on the way (no memfd until one leaves the
+ * process), a channel whose ends live on two workers (ping-pong), messages
  * queued on a port that then travels, and ports inside messages that nobody
  * receives.
  *
@@ -16,6 +18,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +121,87 @@ static void detached_buffer_64mib(void **state) {
   assert_int_equal(wk.exits[0], 1);
   assert_int_equal(wk.codes[0], 0);
   weft_buf_free(buf); /* the detached handle is still ours to free */
+  ktest_finish_runtime(rt);
+}
+
+/* ---- fresh big buffers: a pointer move, no fd -------------------------------- */
+
+#define FRESH_N 16
+#define FRESH_LEN (4u * 1024u * 1024u)
+
+static int open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return -1;
+  int n = 0;
+  while (readdir(d) != NULL)
+    n++;
+  closedir(d);
+  return n - 3; /* ".", ".." and the directory's own fd */
+}
+
+static int fresh_got;
+
+/* The message's value is the address the sender filled: the bytes must
+ * arrive there, intact. */
+static void fresh_worker_on_msg(weft_port_t *port, weft_msg_t *m) {
+  uint64_t ok = 1;
+  weft_buf_t *buf = NULL;
+  CHECK_RC(weft_msg_take_buf(m, 0, &buf), 0);
+  const uint8_t *bytes = weft_buf_ptr(buf);
+  if ((uintptr_t)bytes != (uintptr_t)ktest_msg_value(m) || weft_buf_len(buf) != FRESH_LEN)
+    ok = 0;
+  for (size_t i = 0; ok && i < FRESH_LEN; i++)
+    if (bytes[i] != pattern(i))
+      ok = 0;
+  CHECK(ok == 1);
+  weft_buf_free(buf);
+  weft_msg_free(m);
+  CHECK_RC(weft_port_post(port, ktest_msg_u64(ok)), 0);
+  if (++fresh_got == FRESH_N)
+    CHECK_RC(weft_port_close(port), 0);
+}
+
+static int fresh_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)data;
+  fresh_got = 0;
+  CHECK_RC(weft_port_start(weft_ctx_parent_port(ctx), fresh_worker_on_msg), 0);
+  return 0;
+}
+
+static void fresh_buffers_move_without_fds(void **state) {
+  (void)state;
+  weft_runtime_t *rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  memset(&wk, 0, sizeof(wk));
+  weft_worker_options_t o = {.entry = fresh_entry, .on_message = wk_on_result,
+                             .on_exit = wk_on_exit, .port_hwm_bytes = 2u * FRESH_N * FRESH_LEN};
+  int fds0 = open_fds(); /* before the worker, which opens fds of its own */
+  assert_true(fds0 > 0);
+  weft_msg_t *msgs[FRESH_N];
+  for (int k = 0; k < FRESH_N; k++) {
+    weft_buf_t *buf = NULL;
+    assert_int_equal(weft_buf_new(&buf, FRESH_LEN), 0);
+    uint8_t *bytes = weft_buf_ptr(buf);
+    for (size_t i = 0; i < FRESH_LEN; i++)
+      bytes[i] = pattern(i);
+    msgs[k] = ktest_msg_u64((uintptr_t)bytes);
+    assert_int_equal(weft_msg_add_buf(msgs[k], buf), 0);
+    assert_int_equal(weft_buf_len(buf), 0); /* moved: the sender's length is 0 */
+    weft_buf_free(buf);
+  }
+  int fds = open_fds();
+  if (fds != fds0)
+    fail_msg("%d fresh %u-byte buffers opened %d fds before leaving this thread (want 0)", FRESH_N,
+             FRESH_LEN, fds - fds0);
+  weft_worker_t *w = NULL;
+  assert_int_equal(weft_worker_spawn(ctx, &o, &w), 0);
+  for (int k = 0; k < FRESH_N; k++)
+    assert_int_equal(weft_port_post(weft_worker_port(w), msgs[k]), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_int_equal(wk.results, FRESH_N);
+  assert_int_equal(wk.last_result, 1);
+  assert_int_equal(wk.exits[0], 1);
   ktest_finish_runtime(rt);
 }
 
@@ -557,6 +641,7 @@ int main(void) {
   ktest_init();
   const struct CMUnitTest tests[] = {
       T(detached_buffer_64mib),
+      T(fresh_buffers_move_without_fds),
       T(big_message_passes_empty_queue),
       T(shared_buffer_across_workers),
       T(wrapped_buffer_freed_once),

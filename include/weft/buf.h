@@ -25,7 +25,11 @@ extern "C" {
  * when wrapped bytes are no longer needed; data is weft_buf_wrap's. */
 typedef void (*weft_buf_free_cb)(void *bytes, size_t len, void *data);
 
-/* weft_buf_new: a new owned buffer of len bytes (uninitialised).
+/* weft_buf_new: a new owned buffer of len bytes (uninitialised: from 256 KiB
+ * up, possibly the bytes of an earlier buffer of this process, reused).
+ * Any thread. Moving it to another thread is a pointer move at any size; it
+ * opens no fd until it is first sent to another process, where it travels as
+ * a sealed memfd (see docs/buf.md for the one case that costs a copy).
  * Returns 0 and sets *out, or WEFT_ENOMEM / WEFT_EINVAL. The caller owns *out. */
 WEFT_EXTERN int weft_buf_new(weft_buf_t **out, size_t len);
 
