@@ -60,10 +60,11 @@ static struct {
 /* Memfd demand. A fresh buffer is anonymous memory, with no fd, unless big
  * buffers have lately gone to other processes: each export of a buffer made
  * by weft_buf_new (the first one after a quiet spell costs a copy) sets
- * demand to DEMAND_RUN, and each big weft_buf_new while it is above zero
+ * demand to DEMAND_RUN, and so does the start of a channel to a weft process
+ * (weft__buf_memfd_demand), and each big weft_buf_new while it is above zero
  * takes one and makes a memfd-backed buffer, which a later export sends
- * without a copy. A stream of buffers to a child thus copies its first
- * buffer only; a program that moves buffers between threads only never
+ * without a copy. A stream of buffers to a child thus copies none (or only
+ * its first, if the channel has been quiet for 64 big buffers); a program that moves buffers between threads only never
  * holds an fd per buffer. Relaxed: a hint read and written by any thread,
  * ordering nothing; a lost update costs at most one copy. */
 #define DEMAND_RUN WEFT__BUF_DEMAND_RUN
@@ -78,6 +79,8 @@ static bool demand_take(void) {
 }
 
 static void demand_note(void) { atomic_store_explicit(&demand, DEMAND_RUN, memory_order_relaxed); }
+
+void weft__buf_memfd_demand(void) { demand_note(); }
 
 static size_t page_round(size_t len) {
   size_t pg = (size_t)sysconf(_SC_PAGESIZE);

@@ -72,6 +72,7 @@ static void start(weft__ipc_t *ipc) {
     return;
   }
   ipc->w.weights_cap = wm;
+  weft__buf_memfd_demand(); /* big buffers made from now on may cross without a copy */
   ipc->w.win_msgs = wm;
   ipc->w.win_bytes = wb;
   int n = weft__wire_put_hello(buf, sizeof(buf), max_frame(ipc), wm, wb);

@@ -93,6 +93,9 @@ struct weft_buf_s {
 int weft__buf_memfd_export(weft_buf_t *b, int *fd);
 /* How many big weft_buf_new after an export are memfd-backed (buf.c). */
 #define WEFT__BUF_DEMAND_RUN 64u
+/* Big buffers are about to go to another process (a weft channel starts):
+ * the next WEFT__BUF_DEMAND_RUN big weft_buf_new are memfds. Any thread. */
+void weft__buf_memfd_demand(void);
 /* A new owned buffer of len bytes (> 0) in a memfd, whatever the demand. */
 int weft__buf_new_memfd(weft_buf_t **out, size_t len);
 /* A buffer over a received memfd of len bytes: checks its size and seals, maps

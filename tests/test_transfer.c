@@ -5,7 +5,10 @@
  * through several workers (its free callback runs once, on the last holder's
  * thread), fresh big buffers that reach a worker as the very pages the
  * sender filled and open no fd on the way (no memfd until one leaves the
- * process), a channel whose ends live on two workers (ping-pong), messages
+ * process), and big buffers that go on from a worker to a process channel
+ * (two weft channels joined by a socketpair in this process): as a sealed
+ * memfd, copied once if made before the channel, else the very file the
+ * sender wrote; a channel whose ends live on two workers (ping-pong), messages
  * queued on a port that then travels, and ports inside messages that nobody
  * receives.
  *
@@ -24,6 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ipc.h"
 #include "ktest.h"
 #include "weft.h"
 
@@ -202,6 +211,124 @@ static void fresh_buffers_move_without_fds(void **state) {
   assert_int_equal(wk.results, FRESH_N);
   assert_int_equal(wk.last_result, 1);
   assert_int_equal(wk.exits[0], 1);
+  ktest_finish_runtime(rt);
+}
+
+/* ---- big buffers from a worker to a process channel ------------------------- */
+
+/* Buffer 0 is made before any channel exists: anonymous, no fd, it reaches
+ * the worker so and is copied into a memfd when it goes to the channel.
+ * Buffer 1 is made after the channel started: a memfd from the start, and
+ * the receiver maps the very file the sender wrote (same inode). */
+#define XP_LEN (2u * 1024u * 1024u)
+
+static struct {
+  weft_port_t *a, *b;  /* the two channels' user ports (main context) */
+  weft_worker_t *w;
+  uint64_t ino[2];     /* buffer 1: the sender's memfd inode */
+  int got, bad;
+} xp;
+
+static void xp_worker_on_msg(weft_port_t *port, weft_msg_t *m) {
+  (void)port;
+  uint64_t k = ktest_msg_value(m);
+  weft_buf_t *buf = NULL;
+  CHECK_RC(weft_msg_take_buf(m, 0, &buf), 0);
+  weft_msg_free(m);
+  if (buf == NULL)
+    return;
+  /* On the worker: buffer 0 still has no fd, buffer 1 is its memfd. */
+  CHECK(k == 0 ? !buf->is_memfd && buf->memfd < 0 : buf->is_memfd && buf->memfd >= 0);
+  weft_msg_t *out = ktest_msg_u64(k);
+  CHECK_RC(weft_msg_add_buf(out, buf), 0);
+  weft_buf_free(buf);
+  CHECK_RC(weft_port_post(xp.a, out), 0); /* any thread may post */
+}
+
+static int xp_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  (void)data;
+  CHECK_RC(weft_port_start(weft_ctx_parent_port(ctx), xp_worker_on_msg), 0);
+  return 0;
+}
+
+static void xp_on_received(weft_port_t *port, weft_msg_t *m) {
+  (void)port;
+  uint64_t k = ktest_msg_value(m);
+  weft_buf_t *buf = NULL;
+  CHECK_RC(weft_msg_take_buf(m, 0, &buf), 0);
+  weft_msg_free(m);
+  CHECK(buf != NULL && k < 2);
+  if (buf == NULL || k >= 2)
+    return;
+  /* It crossed as a sealed memfd, mapped copy-on-write here. */
+  CHECK(buf->is_memfd && buf->private_map);
+  int seals = fcntl(buf->memfd, F_GET_SEALS);
+  CHECK(seals >= 0 && (seals & F_SEAL_WRITE) != 0);
+  struct stat st;
+  CHECK(fstat(buf->memfd, &st) == 0);
+  if (k == 1 && (uint64_t)st.st_ino != xp.ino[1]) {
+    fprintf(stderr, "buffer 1 arrived in inode %llu, the sender wrote inode %llu: a copy\n",
+            (unsigned long long)st.st_ino, (unsigned long long)xp.ino[1]);
+    xp.bad++;
+  }
+  const uint8_t *bytes = weft_buf_ptr(buf);
+  size_t len = weft_buf_len(buf);
+  CHECK(len == XP_LEN);
+  for (size_t i = 0; bytes != NULL && i < len; i++)
+    if (bytes[i] != (uint8_t)(pattern(i) + k)) {
+      xp.bad++;
+      break;
+    }
+  weft_buf_free(buf);
+  if (++xp.got == 2) {
+    CHECK_RC(weft_port_close(xp.a), 0);
+    CHECK_RC(weft_port_close(xp.b), 0);
+    CHECK_RC(weft_port_close(weft_worker_port(xp.w)), 0);
+  }
+}
+
+static weft_msg_t *xp_parcel(uint64_t k) {
+  weft_buf_t *buf = NULL;
+  assert_int_equal(weft_buf_new(&buf, XP_LEN), 0);
+  uint8_t *bytes = weft_buf_ptr(buf);
+  for (size_t i = 0; i < XP_LEN; i++)
+    bytes[i] = (uint8_t)(pattern(i) + k);
+  if (k == 0) {
+    assert_false(buf->is_memfd);
+  } else {
+    assert_true(buf->is_memfd);
+    struct stat st;
+    assert_int_equal(fstat(buf->memfd, &st), 0);
+    xp.ino[k] = st.st_ino;
+  }
+  weft_msg_t *m = ktest_msg_u64(k);
+  assert_int_equal(weft_msg_add_buf(m, buf), 0);
+  assert_int_equal(weft_buf_len(buf), 0);
+  weft_buf_free(buf);
+  return m;
+}
+
+static void big_buffers_worker_to_process_channel(void **state) {
+  (void)state;
+  weft_runtime_t *rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  memset(&xp, 0, sizeof(xp));
+  weft_msg_t *m0 = xp_parcel(0); /* no channel yet: no memfd demand */
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  weft__ipc_options_t io = {.kind = WEFT__IPC_WEFT};
+  weft__ipc_t *ia, *ib;
+  assert_int_equal(weft__ipc_open(ctx, sv[0], &io, &ia, &xp.a), 0);
+  assert_int_equal(weft__ipc_open(ctx, sv[1], &io, &ib, &xp.b), 0);
+  assert_int_equal(weft_port_start(xp.b, xp_on_received), 0);
+  weft_msg_t *m1 = xp_parcel(1); /* a channel started: memfds in demand */
+  weft_worker_options_t o = {.entry = xp_entry, .port_hwm_bytes = 4u * XP_LEN};
+  assert_int_equal(weft_worker_spawn(ctx, &o, &xp.w), 0);
+  assert_int_equal(weft_port_post(weft_worker_port(xp.w), m0), 0);
+  assert_int_equal(weft_port_post(weft_worker_port(xp.w), m1), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  assert_int_equal(xp.got, 2);
+  assert_int_equal(xp.bad, 0);
   ktest_finish_runtime(rt);
 }
 
@@ -642,6 +769,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       T(detached_buffer_64mib),
       T(fresh_buffers_move_without_fds),
+      T(big_buffers_worker_to_process_channel),
       T(big_message_passes_empty_queue),
       T(shared_buffer_across_workers),
       T(wrapped_buffer_freed_once),
