@@ -23,6 +23,10 @@
 #                 gives medians (req/s min-max too)
 #   --workers L   worker counts to run (default 1,2)
 #   --modes L     keepalive,close (default both)
+#   --out FILE    JSON lines, one per run, go there (default
+#                 $BUILD_DIR/http-<time>.jsonl); the chart goes beside it
+#                 (FILE without .jsonl, .svg: tools/bench/chart.js)
+#   --report FILE no runs: the table and the chart from FILE's JSON lines
 # Installs wrk and nginx with apt-get when missing. Builds cluster_http
 # (Release) in $BUILD_DIR (default build-bench-http).
 set -uo pipefail
@@ -36,6 +40,8 @@ PROCS=0
 REPEAT=1
 WORKERS="1,2"
 MODES="keepalive,close"
+OUT=""
+REPORT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DUR="${2:?--duration needs seconds}"; shift ;;
@@ -45,6 +51,8 @@ while [ $# -gt 0 ]; do
     --repeat) REPEAT="${2:?--repeat needs a count}"; shift ;;
     --workers) WORKERS="${2:?--workers needs a list}"; shift ;;
     --modes) MODES="${2:?--modes needs a list}"; shift ;;
+    --out) OUT="${2:?--out needs a file}"; shift ;;
+    --report) REPORT="${2:?--report needs a file}"; shift ;;
     *) echo "usage: $0 [--duration S] [--quick] [--only weft,node,nginx] [--processes]" \
          "[--repeat R] [--workers LIST] [--modes LIST]" >&2; exit 2 ;;
   esac
@@ -57,8 +65,8 @@ need() {  # need <command> <debian package>
   (apt-get install -y -q "$2" > /dev/null 2>&1 || { apt-get update -q > /dev/null 2>&1 &&
     apt-get install -y -q "$2" > /dev/null 2>&1; }) || { echo "cannot install $2" >&2; exit 1; }
 }
-need wrk wrk
-case ",$ONLY," in *,nginx,*) need nginx nginx-light ;; esac
+[ -n "$REPORT" ] || need wrk wrk
+[ -n "$REPORT" ] || case ",$ONLY," in *,nginx,*) need nginx nginx-light ;; esac
 case ",$ONLY," in *,node,*) need node nodejs ;; esac
 
 TMP="$(mktemp -d /tmp/weft-http-bench.XXXXXX)"
@@ -70,7 +78,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ ",$ONLY," == *,weft,* ]]; then
+if [ -z "$REPORT" ] && [[ ",$ONLY," == *,weft,* ]]; then
   cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF \
     -DWEFT_BUILD_TOOLS=OFF > "$TMP/cmake.log" 2>&1 &&
     cmake --build "$BUILD_DIR" -j2 --target cluster_http > "$TMP/build.log" 2>&1 ||
@@ -112,6 +120,16 @@ wait_port() {
 # run_one <label> <workers> <mode> <start command...>: one server, one wrk run.
 RESULTS="$TMP/results.tsv"
 : > "$RESULTS"
+if [ -n "$REPORT" ]; then # the TSV below, from the JSON lines
+  OUT="$REPORT"
+  node -e 'for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) {
+    if (!l.startsWith("{")) continue; const r = JSON.parse(l); const d = (v) => (v === null ? "-" : v);
+    console.log([r.server, r.workers, r.mode, r.rps, d(r.cpu_us_per_req), d(r.busiest_quietest), r.errors].join("\t")); }' \
+    "$REPORT" > "$RESULTS" || { echo "cannot read $REPORT" >&2; exit 1; }
+elif [ -z "$OUT" ]; then
+  mkdir -p "$BUILD_DIR" && OUT="$BUILD_DIR/http-$(date +%Y%m%d-%H%M%S).jsonl"
+fi
+[ -n "$REPORT" ] || : > "$OUT"
 run_one() {
   local label="$1" workers="$2" mode="$3"
   shift 3
@@ -156,6 +174,8 @@ run_one() {
     cpu="-"
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$workers" "$mode" "${rps:-0}" "$cpu" "$fair" "$errs" >> "$RESULTS"
+  printf '{"bench":"http","server":"%s","workers":%s,"mode":"%s","rep":%s,"rps":%s,"cpu_us_per_req":%s,"busiest_quietest":%s,"errors":%s}\n' \
+    "$label" "$workers" "$mode" "$((rep - 1))" "${rps:-0}" "${cpu/#-/null}" "${fair/#-/null}" "$errs" >> "$OUT"
   printf '%-28s workers=%s %-10s %10s req/s  cpu %6s us/req  busiest/quietest %5s  errors %s\n' \
     "$label" "$workers" "$mode" "${rps:-0}" "$cpu" "$fair" "$errs" >&2
 }
@@ -178,7 +198,7 @@ http {
 EOF
 }
 
-for rep in $(seq 1 "$REPEAT"); do
+for rep in $([ -n "$REPORT" ] || seq 1 "$REPEAT"); do
 for mode in ${MODES//,/ }; do
   for w in ${WORKERS//,/ }; do
     if [[ ",$ONLY," == *,weft,* ]]; then
@@ -243,3 +263,7 @@ awk -F'\t' '
       printf "| %s | %s | %s | %.0f (%.0f-%.0f) | %s | %s | %s | %s | %d |\n", f[1], f[2], f[3], m[k], lo(rps[k]), hi(rps[k]), a, b, c, fr, err[k]
     }
   }' "$RESULTS"
+# The chart: ratios to nginx per server, workers and mode (tools/bench/chart.js).
+if command -v node > /dev/null && node "$ROOT/tools/bench/chart.js" http "$OUT" "${OUT%.jsonl}.svg"; then
+  echo; echo "JSON lines: $OUT; chart: ${OUT%.jsonl}.svg"
+fi

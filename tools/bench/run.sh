@@ -3,6 +3,7 @@
 # same run, with ratios.
 #
 #   tools/bench/run.sh [--quick] [--repeat R] [--out FILE] [--only a,b,...]
+#   tools/bench/run.sh --report FILE
 #
 # Installs what a fresh machine lacks (the Node.js peers' packages with npm
 # ci; erlang-base and libcaf-dev with apt-get), builds weft-bench and
@@ -22,6 +23,10 @@
 #   --out FILE    JSON lines go there (default $BUILD_DIR/bench-<time>.jsonl);
 #                 stderr of every run goes to FILE.log
 #   --only LIST   comma-separated shapes (default: all)
+#   --report FILE no runs: the tables and the chart from FILE's JSON lines
+#
+# Beside the JSON lines goes an SVG chart of the ratios (FILE without
+# .jsonl, .svg; tools/bench/chart.js).
 #
 # Exit status: 0 if every run succeeded, 1 if one failed or a peer could not
 # be installed or built (the table still prints, with "failed/not run"
@@ -42,13 +47,15 @@ QUICK=0
 REPEAT=3
 OUT=""
 ONLY=""
+REPORT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; REPEAT=1 ;;
     --repeat) REPEAT="${2:?--repeat needs a value}"; shift ;;
     --out) OUT="${2:?--out needs a file}"; shift ;;
     --only) ONLY="${2:?--only needs a list}"; shift ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --report) REPORT="${2:?--report needs a file}"; shift ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -210,7 +217,17 @@ main() {
   echo "weft-bench vs Node.js $(node --version), $(erl -noshell -eval 'io:format("Erlang/OTP ~s", [erlang:system_info(otp_release)]), halt().' 2>/dev/null || echo 'no Erlang'), CAF $(dpkg-query -W -f '${Version}' libcaf-dev 2>/dev/null || echo '(none)') and weft-floor, $REPEAT repetition(s)$([ "$QUICK" = 1 ] && echo ', --quick'), $(nproc) CPUs, load average at start ${LOAD0}, at end $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
   node "$NODE_DIR/report.js" "$OUT"
+  chart "$OUT"
   exit "$FAILED"
 }
 
+# chart FILE: the SVG beside FILE.
+chart() {
+  node "$ROOT/tools/bench/chart.js" run "$1" "${1%.jsonl}.svg" && echo && echo "chart: ${1%.jsonl}.svg"
+}
+
+if [ -n "$REPORT" ]; then
+  node "$NODE_DIR/report.js" "$REPORT" && chart "$REPORT"
+  exit
+fi
 main
