@@ -41,19 +41,24 @@ static weft_buf_t *handle_new(int kind) {
  * (below). Either kind, freed in-process, is kept for reuse: a program that
  * moves a fresh 16 MiB buffer per message to a worker then makes no system
  * call per buffer (mmap + munmap, or memfd_create + ftruncate + mmap +
- * munmap + close, cost 10-100 us on a loaded VM). At most CACHE_SLOTS of
- * them and CACHE_BYTES in all; exact mapped sizes; fd -1 for anonymous. */
+ * munmap + close, cost 10-100 us on a loaded VM). At most CACHE_SLOTS
+ * mappings, exact sizes, fd -1 for anonymous ones. Those kept with their
+ * pages ("resident") hold at most CACHE_BYTES in all; an anonymous one past
+ * that gives its pages back (MADV_DONTNEED: one system call on the freeing
+ * thread, none on the allocating one, zero-filled on next touch) and keeps
+ * only its address range; a memfd one past it is closed. */
 #define CACHE_SLOTS 64
 #define CACHE_BYTES ((size_t)256 << 20)
 
 static struct {
   pthread_mutex_t lock;
-  size_t bytes;
+  size_t bytes; /* of the resident slots */
   int n;
   struct {
     int fd;
     void *map;
     size_t len;
+    bool resident;
   } slot[CACHE_SLOTS];
 } cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -96,7 +101,8 @@ static bool cache_take(size_t map_len, bool want_fd, int *fd, void **map) {
       continue;
     *fd = cache.slot[i].fd;
     *map = cache.slot[i].map;
-    cache.bytes -= map_len;
+    if (cache.slot[i].resident)
+      cache.bytes -= map_len;
     cache.slot[i] = cache.slot[--cache.n];
     hit = true;
     break;
@@ -105,17 +111,35 @@ static bool cache_take(size_t map_len, bool want_fd, int *fd, void **map) {
   return hit;
 }
 
-static bool cache_put(int fd, void *map, size_t map_len) {
-  bool kept = false;
-  pthread_mutex_lock(&cache.lock);
-  if (cache.n < CACHE_SLOTS && cache.bytes + map_len <= CACHE_BYTES) {
-    cache.slot[cache.n].fd = fd;
-    cache.slot[cache.n].map = map;
-    cache.slot[cache.n].len = map_len;
-    cache.n++;
+static void cache_insert(int fd, void *map, size_t map_len, bool resident) {
+  cache.slot[cache.n].fd = fd;
+  cache.slot[cache.n].map = map;
+  cache.slot[cache.n].len = map_len;
+  cache.slot[cache.n].resident = resident;
+  cache.n++;
+  if (resident)
     cache.bytes += map_len;
-    kept = true;
-  }
+}
+
+/* Keeps a freed mapping for reuse; false if the caller must release it. */
+static bool cache_put(int fd, void *map, size_t map_len) {
+  pthread_mutex_lock(&cache.lock);
+  bool full = cache.n == CACHE_SLOTS;
+  bool resident = !full && cache.bytes + map_len <= CACHE_BYTES;
+  if (resident)
+    cache_insert(fd, map, map_len, true);
+  pthread_mutex_unlock(&cache.lock);
+  if (resident)
+    return true;
+  if (full || fd >= 0)
+    return false;
+  /* Its pages go back before anyone can take it again. */
+  if (madvise(map, map_len, MADV_DONTNEED) != 0)
+    return false;
+  pthread_mutex_lock(&cache.lock);
+  bool kept = cache.n < CACHE_SLOTS;
+  if (kept)
+    cache_insert(-1, map, map_len, false);
   pthread_mutex_unlock(&cache.lock);
   return kept;
 }

@@ -11,7 +11,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -485,6 +487,64 @@ static void export_other_kinds(void **state) {
   weft__buf_cache_trim();
 }
 
+/* VmRSS of this process, bytes. */
+static size_t rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  assert_non_null(f);
+  unsigned long pages = 0, res = 0;
+  assert_int_equal(fscanf(f, "%lu %lu", &pages, &res), 2);
+  fclose(f);
+  return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* More big buffers than the resident budget (256 MiB): freed, all their
+ * address ranges are kept (the next ones reuse every one of them: no mmap),
+ * but only the budget keeps its pages. */
+static void reuse_past_the_budget_keeps_no_pages(void **state) {
+  (void)state;
+  weft__buf_cache_trim();
+  enum { N = 6 };
+  const size_t len = (size_t)64 << 20, budget = (size_t)256 << 20;
+  weft_buf_t *b[N];
+  void *first[N];
+  size_t rss0 = rss_bytes();
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(weft_buf_new(&b[i], len), 0);
+    memset(weft_buf_ptr(b[i]), 0x5a, len); /* its pages are real */
+    first[i] = weft_buf_ptr(b[i]);
+  }
+  for (int i = 0; i < N; i++)
+    weft_buf_free(b[i]);
+  size_t rss = rss_bytes();
+  if (rss > rss0 + budget + ((size_t)32 << 20))
+    fail_msg("%d freed %zu MiB buffers left RSS %zu MiB above the start (budget %zu MiB)", N,
+             len >> 20, (rss - rss0) >> 20, budget >> 20);
+  /* Every range is still mapped (mincore fails with ENOMEM on a hole); the
+   * first page of at most budget / len of them is resident. */
+  int mapped = 0, resident = 0;
+  for (int i = 0; i < N; i++) {
+    unsigned char vec = 0;
+    if (mincore(first[i], (size_t)sysconf(_SC_PAGESIZE), &vec) == 0) {
+      mapped++;
+      resident += vec & 1;
+    }
+  }
+  if (mapped != N)
+    fail_msg("%d of %d freed buffers kept their address range (want all)", mapped, N);
+  assert_true(resident <= (int)(budget / len));
+  int reused = 0;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(weft_buf_new(&b[i], len), 0);
+    for (int j = 0; j < N; j++)
+      reused += weft_buf_ptr(b[i]) == first[j];
+  }
+  if (reused != N)
+    fail_msg("%d of %d buffers reused a kept mapping (want all)", reused, N);
+  for (int i = 0; i < N; i++)
+    weft_buf_free(b[i]);
+  weft__buf_cache_trim();
+}
+
 static int build_new_big(weft_buf_t **out) { return weft_buf_new(out, BIGLEN); }
 
 static int build_new(weft_buf_t **out) { return weft_buf_new(out, 128); }
@@ -553,6 +613,7 @@ int main(void) {
       cmocka_unit_test_teardown(big_new_holds_no_fd, no_leaks),
       cmocka_unit_test_teardown(export_copies_once_then_not, no_leaks),
       cmocka_unit_test_teardown(export_other_kinds, no_leaks),
+      cmocka_unit_test_teardown(reuse_past_the_budget_keeps_no_pages, no_leaks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
