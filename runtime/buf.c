@@ -92,23 +92,28 @@ static size_t page_round(size_t len) {
   return (len + pg - 1) & ~(pg - 1);
 }
 
-/* A kept mapping of map_len bytes: a memfd one if want_fd, else either kind. */
+/* A kept mapping of map_len bytes: a memfd one if want_fd, else either kind;
+ * a resident one first, so that the budget frees up and the next free keeps
+ * its pages without a system call. */
 static bool cache_take(size_t map_len, bool want_fd, int *fd, void **map) {
-  bool hit = false;
+  int pick = -1;
   pthread_mutex_lock(&cache.lock);
   for (int i = 0; i < cache.n; i++) {
     if (cache.slot[i].len != map_len || (want_fd && cache.slot[i].fd < 0))
       continue;
-    *fd = cache.slot[i].fd;
-    *map = cache.slot[i].map;
+    pick = i;
     if (cache.slot[i].resident)
+      break;
+  }
+  if (pick >= 0) {
+    *fd = cache.slot[pick].fd;
+    *map = cache.slot[pick].map;
+    if (cache.slot[pick].resident)
       cache.bytes -= map_len;
-    cache.slot[i] = cache.slot[--cache.n];
-    hit = true;
-    break;
+    cache.slot[pick] = cache.slot[--cache.n];
   }
   pthread_mutex_unlock(&cache.lock);
-  return hit;
+  return pick >= 0;
 }
 
 static void cache_insert(int fd, void *map, size_t map_len, bool resident) {
