@@ -9,7 +9,12 @@
  *    the handles on it. The handle that drops the count to zero frees the
  *    memory, exactly once, calling mem->free_cb first if there is one.
  *  - DETACHED: data NULL, len 0; only weft_buf_free and the questions accept it.
- * Threads: a handle is used by one thread at a time; only mem->refs is touched
+ * A big OWNED buffer from weft_buf_new is a page mapping (anon_block, or a
+ * memfd's: is_memfd) that goes back to a cache for reuse when freed; it
+ * becomes a sealed memfd only when it leaves the process
+ * (weft__buf_memfd_export), by a copy if it was anonymous.
+ * Threads: a handle is used by one thread at a time; only mem->refs, the
+ * cache (under its mutex) and the memfd demand (a relaxed hint) are touched
  * by several threads at once. */
 #include <errno.h>
 #include <fcntl.h>
