@@ -130,8 +130,8 @@ function render(panels, title, source) {
   out.push(`<text x="${LABEL_X}" y="${y}" font-size="11" fill="#444444" ${FONT}>${esc(source)}</text>`);
   y += 16;
   out.push(`<text x="${LABEL_X}" y="${y}" font-size="11" fill="#444444" ${FONT}>` +
-    'ratio = how many times better weft is (log axis, dashed line at 1x); green: ahead and the goal (if any) met; ' +
-    'red: behind, or the goal not met; black mark: a goal that is a ratio</text>');
+    'ratio = how many times better weft is (log axis, dashed line at 1x); green: ahead (and its goal met); ' +
+    'red: behind, or a ratio goal (black mark) not met; orange: ahead, but an absolute goal not met</text>');
   y += 14;
   for (const panel of panels) {
     y += 24;
@@ -150,13 +150,16 @@ function render(panels, title, source) {
     }
     shown.forEach((r, i) => {
       const ry = top + i * ROW_H;
-      const good = r.ratio >= 1 && (r.goalRatio === undefined || r.ratio >= r.goalRatio) && r.met !== 'NO';
+      // green: ahead (and any ratio goal met); red: behind, or a ratio goal
+      // not met; orange: ahead of the peer but an absolute goal not met.
+      const behind = r.ratio < 1 || (r.goalRatio !== undefined && r.ratio < r.goalRatio);
+      const colour = behind ? '#c0392b' : r.met === 'NO' ? '#e67e22' : '#2e8b57';
       const x1 = xOf(1), xr = xOf(r.ratio);
       const bx = num(Math.min(x1, xr)), bw = num(Math.max(Math.abs(xr - x1), 1));
       const row = [`<g class="row">`,
         `<title>${esc(`${r.label}: ${ratioText(r.ratio)}${r.note ? `; ${r.note}` : ''}`)}</title>`,
         `<text x="${LABEL_X}" y="${ry + 14}" font-size="11" ${FONT}>${esc(r.label)}</text>`,
-        `<rect x="${bx}" y="${ry + 4}" width="${bw}" height="${ROW_H - 8}" fill="${good ? '#2e8b57' : '#c0392b'}"/>`];
+        `<rect x="${bx}" y="${ry + 4}" width="${bw}" height="${ROW_H - 8}" fill="${colour}"/>`];
       if (r.goalRatio !== undefined) {
         const gx = num(xOf(r.goalRatio));
         row.push(`<line x1="${gx}" y1="${ry + 1}" x2="${gx}" y2="${ry + ROW_H - 1}" stroke="#000000" stroke-width="2"/>`);
