@@ -4,7 +4,8 @@
 // else python3's parser; neither: exit 77, skipped), plain SVG 1.1 (no
 // script, style or foreign objects), and have exactly one row per shape of
 // the fixture that has a ratio, each with its label, a bar and a ratio.
-// Also: an unreadable results file exits 1, a bad command line 2.
+// Also: run.sh --report and http.sh --report draw it beside their file; an
+// unreadable results file exits 1, a bad command line 2.
 //
 //   node tools/bench/chart_test.js OUTDIR
 const fs = require('fs');
@@ -99,6 +100,18 @@ function main() {
       console.error('neither xmllint nor python3: cannot check the SVG is well-formed');
       return 77;
     }
+  // run.sh --report and http.sh --report draw the chart beside the file too.
+  for (const [script, fix, header] of [['run.sh', runFix, '| shape | weft |'], ['http.sh', httpFix, '| server | workers |']]) {
+    const copy = path.join(outDir, `report_${script.replace('.sh', '')}.jsonl`);
+    const svg = copy.replace(/\.jsonl$/, '.svg');
+    fs.copyFileSync(fix, copy);
+    fs.rmSync(svg, { force: true });
+    const r = spawnSync('bash', [path.join(__dirname, script), '--report', copy], { encoding: 'utf8' });
+    if (r.status !== 0) fail(`${script} --report: exit ${r.status}: ${r.stderr}`);
+    if (!r.stdout.includes(header)) fail(`${script} --report printed no table`);
+    if (!fs.existsSync(svg) || !fs.readFileSync(svg, 'utf8').includes('<g class="row">'))
+      fail(`${script} --report drew no chart at ${svg}`);
+  }
   const missing = spawnSync(process.execPath, [CHART, 'run', path.join(outDir, 'no-such.jsonl'),
     path.join(outDir, 'x.svg')]);
   if (missing.status !== 1) fail(`a missing results file: exit ${missing.status}, want 1`);
