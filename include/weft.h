@@ -31,5 +31,6 @@
 #include "weft/pool.h"
 #include "weft/node.h"
 #include "weft/service.h"
+#include "weft/metrics.h"
 
 #endif /* WEFT_H */

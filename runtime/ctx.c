@@ -330,6 +330,7 @@ int weft__ctx_init(weft_ctx_t *ctx, weft_runtime_t *rt, uv_loop_t *loop) {
   uv_unref((uv_handle_t *)&ctx->check);
   ctx->start_ns = uv_hrtime();
   ctx->pool = weft__msgpool_adopt();
+  weft__metrics_ctx_start(ctx); /* best effort: unsampled without memory */
   return 0;
 
 fail_close_loop:
@@ -397,6 +398,7 @@ int weft__ctx_fini(weft_ctx_t *ctx, bool close_all_handles) {
   }
   run_closing(ctx);
   drain_ready(ctx);
+  weft__metrics_ctx_stop(ctx);
   uv_close((uv_handle_t *)&ctx->wake, on_handle_closed);
   uv_close((uv_handle_t *)&ctx->prepare, on_handle_closed);
   uv_close((uv_handle_t *)&ctx->check, on_handle_closed);

@@ -61,10 +61,13 @@ int weft_runtime_new(weft_runtime_t **out, const weft_runtime_options_t *opts) {
   err = uv_mutex_init(&rt->lock);
   if (err)
     goto fail_free_rt;
+  err = weft__metrics_reg_init(&rt->metrics);
+  if (err)
+    goto fail_destroy_lock;
   rt->main = weft__calloc(1, sizeof(*rt->main));
   if (rt->main == NULL) {
     err = WEFT_ENOMEM;
-    goto fail_destroy_lock;
+    goto fail_fini_metrics;
   }
   err = weft__ctx_init(rt->main, rt, rt->opts.loop);
   if (err)
@@ -82,6 +85,8 @@ fail_fini_ctx:
   weft__free(rt->child_entry);
 fail_free_ctx:
   weft__free(rt->main);
+fail_fini_metrics:
+  weft__metrics_reg_fini(&rt->metrics);
 fail_destroy_lock:
   uv_mutex_destroy(&rt->lock);
 fail_free_rt:
@@ -116,6 +121,7 @@ int weft_runtime_free(weft_runtime_t *rt) {
     e = next;
   }
   uv_mutex_destroy(&rt->lock);
+  weft__metrics_reg_fini(&rt->metrics);
   weft__free(rt->child_entry);
   weft__free(rt);
   weft__msgpool_trim();

@@ -376,6 +376,7 @@ struct weft_ctx_s {
   weft_list_t exited;                      /* their handles after on_exit, until released */
   struct weft__msgpool_s *pool;            /* message structs made on this thread */
   weft_list_t closers;                     /* weft__closer_t: closed first by weft__ctx_fini */
+  struct weft__ctxm_s *metrics;            /* its published figures (metrics.c); NULL: off */
 };
 
 /* Push a port holding its token to ctx and wake ctx if it sleeps. Any thread. */
@@ -422,6 +423,28 @@ typedef struct weft__entry_s {
   weft_worker_entry_cb fn;
 } weft__entry_t;
 
+/* ---- metrics (metrics.c) ------------------------------------------------ */
+
+/* The runtime's metrics registry: its contexts' published blocks and the
+ * sources, for snapshots from any thread. `lock` guards both lists and the
+ * blocks' names; everything else in a block is written by its owner thread
+ * (relaxed atomics) and read by snapshots. */
+typedef struct weft__metrics_reg_s {
+  uv_mutex_t lock;
+  weft_list_t ctxs;          /* struct weft__ctxm_s, main first */
+  weft_list_t sources;       /* weft_metrics_source_t */
+  uint32_t next_worker;      /* under lock: numbers workers' default names */
+  uint32_t period_ms;        /* sampling period; 0: metrics off */
+} weft__metrics_reg_t;
+
+int weft__metrics_reg_init(weft__metrics_reg_t *reg);
+void weft__metrics_reg_fini(weft__metrics_reg_t *reg);
+/* A context starts / ends sampling. Owner thread; start is best effort (no
+ * memory: the context runs unsampled), stop closes the timer (the context's
+ * handles_open counts it until its close callback). */
+void weft__metrics_ctx_start(weft_ctx_t *ctx);
+void weft__metrics_ctx_stop(weft_ctx_t *ctx);
+
 struct weft_runtime_s {
   weft_ctx_t *main;
   weft_runtime_options_t opts;
@@ -432,6 +455,7 @@ struct weft_runtime_s {
   weft_port_t *parent_port;  /* the channel to a parent process, if any */
   bool exit_req;             /* weft_worker_exit in a child's main context */
   int exit_code;
+  weft__metrics_reg_t metrics;
 };
 
 /* In weft_runtime_new: adopt a channel inherited from a parent process. */
