@@ -51,12 +51,14 @@ struct conn_s {
   bool closing;
   int handles;                 /* 2 until both are closed */
   uv_write_t wr;
+  uv_shutdown_t shut;
   char *head;
   char *body;                  /* weft_free'd */
   char readbuf[4096];
 };
 
 static http_parser_settings settings;
+static void on_deadline(uv_timer_t *t);
 
 /* ---- lifetime ----------------------------------------------------------- */
 
@@ -99,9 +101,25 @@ static void conn_close(conn_t *c) {
 
 /* ---- responses ------------------------------------------------------------ */
 
+/* Lingering close: after the answer, end our side and read (discarding)
+ * until the client closes or the deadline passes. Closing with the client's
+ * bytes unread would reset the connection, and a reset may destroy the
+ * answer before the client reads it (a 431 to a client still sending). */
+static void on_shutdown(uv_shutdown_t *sh, int status) {
+  if (status < 0)
+    conn_close(sh->data);
+}
+
 static void on_written(uv_write_t *w, int status) {
-  (void)status;
-  conn_close(w->data);
+  conn_t *c = w->data;
+  if (status < 0 || c->closing) {
+    conn_close(c);
+    return;
+  }
+  c->shut.data = c;
+  (void)uv_timer_start(&c->timer, on_deadline, c->h->opts.header_timeout_ms, 0);
+  if (uv_shutdown(&c->shut, (uv_stream_t *)&c->sock, on_shutdown) != 0)
+    conn_close(c);
 }
 
 static const char *reason(int code) {
@@ -125,8 +143,7 @@ static void respond(conn_t *c, int code, const char *type, char *body, size_t le
     weft_free(body);
     return;
   }
-  c->answered = true;
-  uv_read_stop((uv_stream_t *)&c->sock);
+  c->answered = true; /* from now on what arrives is discarded */
   if (body == NULL) {
     char msg[64];
     int n = snprintf(msg, sizeof(msg), "%d %s\n", code, reason(code));
@@ -240,7 +257,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   if (n == 0 || c->answered)
-    return;
+    return; /* after the answer: discarded until EOF */
   size_t used = http_parser_execute(&c->parser, &settings, buf->base, (size_t)n);
   enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
   if (c->answered)

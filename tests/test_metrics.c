@@ -1,0 +1,422 @@
+/* test_metrics.c: the runtime's published figures (weft/metrics.h) against
+ * what a workload did: message counts equal (read from another thread while
+ * the loops run, and never going backwards), queue depths within bounds of
+ * what waits, the loop delay rising past a deliberate 200 ms block, sources
+ * and their removal, the Prometheus and JSON formats, the off switch.
+ *
+ * Callbacks and foreign threads record failures with CHECK; each test ends
+ * with weft_runtime_free() == 0, no CHECK failed and no weft allocation
+ * outstanding. Waits poll snapshots from a timer with a bounded deadline. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ktest.h"
+#include "testutil.h"
+#include "weft.h"
+
+#define BLOCK_NS (200u * 1000000u)
+#define DEADLINE_NS (20ull * 1000000000u)
+#define V_BLOCK (UINT64_MAX - 2)
+
+/* ---- the worker: echoes, or blocks its loop on purpose ------------------------ */
+
+static void worker_on_msg(weft_port_t *p, weft_msg_t *m) {
+  uint64_t v = ktest_msg_value(m);
+  if (v == V_BLOCK) {
+    CHECK_RC(weft_metrics_ctx_reset(weft_ctx_current()), 0);
+    uint64_t until = uv_hrtime() + BLOCK_NS;
+    while (uv_hrtime() < until) {
+    }
+  }
+  CHECK_RC(weft_port_post(p, m), 0);
+}
+
+static int worker_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
+  (void)msg;
+  return weft_port_start(weft_ctx_parent_port(ctx), worker_on_msg);
+}
+
+/* ---- snapshot helpers ------------------------------------------------------------- */
+
+static const weft_metrics_ctx_t *find_ctx(const weft_metrics_snapshot_t *s, const char *name) {
+  for (size_t i = 0; i < s->nctx; i++)
+    if (strcmp(s->ctx[i].name, name) == 0)
+      return &s->ctx[i];
+  return NULL;
+}
+
+static const weft_metrics_value_t *find_value(const weft_metrics_snapshot_t *s, const char *kind,
+                                              const char *name, const char *label_value) {
+  for (size_t i = 0; i < s->nvalues; i++) {
+    const weft_metrics_value_t *v = &s->values[i];
+    if (strcmp(v->kind, kind) == 0 && strcmp(v->name, name) == 0 &&
+        (label_value == NULL || strcmp(v->label_value, label_value) == 0))
+      return v;
+  }
+  return NULL;
+}
+
+/* A thread that takes snapshots while the loops run: counters never go back. */
+typedef struct {
+  weft_runtime_t *rt;
+  atomic_bool stop;
+  uint64_t snapshots;
+  uint64_t last_in[2];
+} snapper_t;
+
+static void snapper_main(void *arg) {
+  snapper_t *sn = arg;
+  static const char *names[2] = {"main", "worker-1"};
+  while (!atomic_load(&sn->stop)) {
+    weft_metrics_snapshot_t *s;
+    if (weft_metrics_snapshot(sn->rt, &s) != 0) {
+      CHECK(!"snapshot failed");
+      return;
+    }
+    for (int i = 0; i < 2; i++) {
+      const weft_metrics_ctx_t *c = find_ctx(s, names[i]);
+      if (c == NULL)
+        continue;
+      CHECK(c->msgs_in >= sn->last_in[i]);
+      sn->last_in[i] = c->msgs_in;
+      CHECK(c->utilization >= 0.0 && c->utilization <= 1.0);
+    }
+    weft_metrics_snapshot_free(s);
+    sn->snapshots++;
+  }
+}
+
+/* ---- counts and queues ------------------------------------------------------------ */
+
+typedef struct {
+  weft_runtime_t *rt;
+  weft_worker_t *w;
+  uint64_t n, echoed, k, consumed;
+  int phase;
+  uint64_t deadline;
+  uv_timer_t poll;
+  weft_port_t *q[2];
+  bool exited;
+  weft_metrics_ctx_t main_seen, worker_seen;
+  uint64_t depth_seen, max_seen, peak_seen, depth_after;
+  uint64_t p99_before;
+  bool timed_out;
+} run_t;
+
+static run_t run;
+
+static void on_exit_cb(weft_worker_t *w, int code) {
+  (void)w;
+  (void)code;
+  run.exited = true;
+}
+
+static void main_on_echo(weft_port_t *p, weft_msg_t *m) {
+  (void)p;
+  weft_msg_free(m);
+  run.echoed++;
+}
+
+static void q_on_msg(weft_port_t *p, weft_msg_t *m) {
+  (void)p;
+  weft_msg_free(m);
+  run.consumed++;
+}
+
+static void finish(void) {
+  uv_timer_stop(&run.poll);
+  uv_close((uv_handle_t *)&run.poll, NULL);
+  if (run.q[0]) {
+    weft_port_close(run.q[0]);
+    weft_port_close(run.q[1]);
+  }
+  weft_worker_terminate(run.w);
+}
+
+/* Phases: 0 wait for the echoes and their counts; 1 wait for the stopped
+ * port's queue to show; 2 wait for it to drain. */
+static void counts_poll(uv_timer_t *t) {
+  (void)t;
+  if (uv_hrtime() > run.deadline) {
+    run.timed_out = true;
+    finish();
+    return;
+  }
+  weft_metrics_snapshot_t *s;
+  if (weft_metrics_snapshot(run.rt, &s) != 0)
+    return;
+  const weft_metrics_ctx_t *mc = find_ctx(s, "main"), *wc = find_ctx(s, "worker-1");
+  if (run.phase == 0 && mc && wc && run.echoed == run.n && wc->msgs_in == run.n &&
+      wc->msgs_out == run.n && mc->msgs_in == run.n) {
+    run.main_seen = *mc;
+    run.worker_seen = *wc;
+    CHECK_RC(weft_channel_new(weft_runtime_main(run.rt), run.q), 0);
+    CHECK_RC(weft_port_set_hwm(run.q[1], (uint32_t)run.k + 10, 0), 0);
+    for (uint64_t i = 0; i < run.k; i++)
+      CHECK_RC(weft_port_post(run.q[0], ktest_msg_u64(i)), 0);
+    run.phase = 1;
+  } else if (run.phase == 1 && mc && mc->queue_max == run.k) {
+    run.depth_seen = mc->queue_depth;
+    run.max_seen = mc->queue_max;
+    CHECK_RC(weft_port_start(run.q[1], q_on_msg), 0);
+    run.phase = 2;
+  } else if (run.phase == 2 && mc && run.consumed == run.k && mc->queue_depth == 0 &&
+             mc->queue_peak >= run.k) {
+    run.peak_seen = mc->queue_peak;
+    run.depth_after = mc->queue_depth;
+    finish();
+  }
+  weft_metrics_snapshot_free(s);
+}
+
+static void counts_and_queues(void **state) {
+  (void)state;
+  memset(&run, 0, sizeof(run));
+  run.rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(run.rt);
+  assert_true(weft_metrics_enabled(run.rt));
+  run.n = ktest_scaled(20000, 500);
+  run.k = 100;
+  run.deadline = uv_hrtime() + DEADLINE_NS;
+  weft_worker_options_t o = {.entry = worker_entry, .on_message = main_on_echo,
+                             .on_exit = on_exit_cb, .port_hwm_msgs = (uint32_t)run.n + 10};
+  assert_int_equal(weft_worker_spawn(ctx, &o, &run.w), 0);
+  for (uint64_t i = 0; i < run.n; i++)
+    assert_int_equal(weft_port_post(weft_worker_port(run.w), ktest_msg_u64(i)), 0);
+  snapper_t sn = {.rt = run.rt};
+  uv_thread_t tid;
+  assert_int_equal(uv_thread_create(&tid, snapper_main, &sn), 0);
+  uv_timer_init(weft_ctx_loop(ctx), &run.poll);
+  uv_timer_start(&run.poll, counts_poll, 5, 5);
+  assert_int_equal(weft_runtime_run(run.rt), 0);
+  atomic_store(&sn.stop, true);
+  uv_thread_join(&tid);
+  fprintf(stderr,
+          "n=%llu main in=%llu out=%llu; worker in=%llu out=%llu; stopped port: depth=%llu "
+          "max=%llu, drained depth=%llu peak=%llu; %llu snapshots from another thread\n",
+          (unsigned long long)run.n, (unsigned long long)run.main_seen.msgs_in,
+          (unsigned long long)run.main_seen.msgs_out, (unsigned long long)run.worker_seen.msgs_in,
+          (unsigned long long)run.worker_seen.msgs_out, (unsigned long long)run.depth_seen,
+          (unsigned long long)run.max_seen, (unsigned long long)run.depth_after,
+          (unsigned long long)run.peak_seen, (unsigned long long)sn.snapshots);
+  assert_false(run.timed_out);
+  assert_true(run.exited);
+  assert_int_equal(run.main_seen.msgs_out, run.n);
+  assert_int_equal(run.worker_seen.msgs_in, run.n);
+  assert_int_equal(run.worker_seen.msgs_out, run.n);
+  /* What waits: the k messages of the stopped port, nothing else. */
+  assert_int_equal(run.max_seen, run.k);
+  assert_true(run.depth_seen >= run.k && run.depth_seen <= run.k + 2);
+  assert_true(run.peak_seen >= run.k);
+  assert_true(sn.snapshots > 0);
+  ktest_finish_runtime(run.rt);
+}
+
+/* ---- loop delay ---------------------------------------------------------------------- */
+
+static void delay_on_reply(weft_port_t *p, weft_msg_t *m) {
+  (void)p;
+  weft_msg_free(m);
+  run.echoed++;
+}
+
+static void delay_poll(uv_timer_t *t) {
+  (void)t;
+  if (uv_hrtime() > run.deadline) {
+    run.timed_out = true;
+    finish();
+    return;
+  }
+  weft_metrics_snapshot_t *s;
+  if (weft_metrics_snapshot(run.rt, &s) != 0)
+    return;
+  const weft_metrics_ctx_t *wc = find_ctx(s, "worker-1");
+  if (run.phase == 0 && wc && wc->delay.count >= 5) {
+    run.p99_before = wc->delay.p99_ns;
+    CHECK_RC(weft_port_post(weft_worker_port(run.w), ktest_msg_u64(V_BLOCK)), 0);
+    run.phase = 1;
+  } else if (run.phase == 1 && wc && run.echoed == 1 && wc->delay.count >= 2) {
+    run.worker_seen = *wc;
+    finish();
+  }
+  weft_metrics_snapshot_free(s);
+}
+
+static void delay_rises_when_blocked(void **state) {
+  (void)state;
+  memset(&run, 0, sizeof(run));
+  run.rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(run.rt);
+  run.deadline = uv_hrtime() + DEADLINE_NS;
+  weft_worker_options_t o = {.entry = worker_entry, .on_message = delay_on_reply,
+                             .on_exit = on_exit_cb};
+  assert_int_equal(weft_worker_spawn(ctx, &o, &run.w), 0);
+  uv_timer_init(weft_ctx_loop(ctx), &run.poll);
+  uv_timer_start(&run.poll, delay_poll, 5, 5);
+  assert_int_equal(weft_runtime_run(run.rt), 0);
+  const weft_metrics_hist_t *d = &run.worker_seen.delay;
+  fprintf(stderr,
+          "worker loop delay: p99 before %.3f ms; after a %u ms block: count=%llu min=%.3f "
+          "mean=%.3f p50=%.3f p90=%.3f p99=%.3f max=%.3f ms\n",
+          run.p99_before / 1e6, BLOCK_NS / 1000000u, (unsigned long long)d->count,
+          d->min_ns / 1e6, d->mean_ns / 1e6, d->p50_ns / 1e6, d->p90_ns / 1e6, d->p99_ns / 1e6,
+          d->max_ns / 1e6);
+  assert_false(run.timed_out);
+  /* The block delays the next sample by at least the block less a period. */
+  assert_true(d->max_ns >= BLOCK_NS * 3 / 4);
+  assert_true(d->min_ns <= d->p50_ns && d->p50_ns <= d->p90_ns && d->p90_ns <= d->p99_ns &&
+              d->p99_ns <= d->max_ns);
+  if (d->count <= 100) /* p99 is then the largest sample */
+    assert_true(d->p99_ns >= BLOCK_NS * 3 / 4);
+  assert_true(d->max_ns > run.p99_before);
+  ktest_finish_runtime(run.rt);
+}
+
+/* ---- sources and formats ------------------------------------------------------------ */
+
+static uint64_t collects;
+
+static void collect(weft_metrics_source_t *src, void *data) {
+  CHECK(data == &collects);
+  collects++;
+  CHECK_RC(weft_metrics_put(src, "ticks", NULL, NULL, WEFT_METRIC_COUNTER, (double)collects), 0);
+  CHECK_RC(weft_metrics_put(src, "depth", "worker", "0", WEFT_METRIC_GAUGE, 3), 0);
+  CHECK_RC(weft_metrics_put(src, "depth", "worker", "1\"x", WEFT_METRIC_GAUGE, 4), 0);
+}
+
+typedef struct {
+  weft_runtime_t *rt;
+  weft_metrics_source_t *src;
+  uv_timer_t poll;
+  uint64_t deadline;
+  bool seen, gone, timed_out;
+  char *prom, *json;
+} src_run_t;
+
+static src_run_t sr;
+
+static void src_poll(uv_timer_t *t) {
+  weft_metrics_snapshot_t *s;
+  if (uv_hrtime() > sr.deadline) {
+    sr.timed_out = true;
+    uv_close((uv_handle_t *)t, NULL);
+    return;
+  }
+  if (weft_metrics_snapshot(sr.rt, &s) != 0)
+    return;
+  const weft_metrics_value_t *v = find_value(s, "test", "ticks", NULL);
+  if (!sr.seen && v && v->value >= 2) {
+    size_t len;
+    CHECK(strcmp(v->source, "src") == 0);
+    CHECK(find_value(s, "test", "depth", "0") != NULL);
+    CHECK_RC(weft_metrics_prometheus(s, &sr.prom, &len), 0);
+    CHECK(sr.prom != NULL && strlen(sr.prom) == len);
+    CHECK_RC(weft_metrics_json(s, &sr.json, &len), 0);
+    weft_metrics_source_free(sr.src);
+    sr.src = NULL;
+    sr.seen = true;
+  } else if (sr.seen && v == NULL) {
+    sr.gone = true;
+    uv_close((uv_handle_t *)t, NULL);
+  }
+  weft_metrics_snapshot_free(s);
+}
+
+/* Every sample line's family has # HELP and # TYPE before it. */
+static void check_prometheus(const char *text) {
+  char family[128] = "";
+  int samples = 0;
+  for (const char *line = text; *line; line = strchr(line, '\n') + 1) {
+    const char *end = strchr(line, '\n');
+    assert_non_null(end);
+    if (strncmp(line, "# TYPE ", 7) == 0) {
+      sscanf(line + 7, "%127s", family);
+    } else if (line[0] != '#') {
+      size_t fl = strlen(family);
+      assert_true(fl > 0);
+      assert_int_equal(strncmp(line, family, fl), 0);
+      const char *rest = line + fl;
+      bool suffix = strncmp(rest, "_sum", 4) == 0 || strncmp(rest, "_count", 6) == 0;
+      assert_true(*rest == '{' || *rest == ' ' || suffix);
+      samples++;
+    }
+    if (end[1] == '\0')
+      break;
+  }
+  assert_true(samples > 10);
+}
+
+static void sources_and_formats(void **state) {
+  (void)state;
+  memset(&sr, 0, sizeof(sr));
+  collects = 0;
+  sr.rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(sr.rt);
+  weft_metrics_source_t *bad;
+  assert_int_equal(weft_metrics_source_new(ctx, "", "x", collect, NULL, &bad), WEFT_EINVAL);
+  assert_int_equal(weft_metrics_source_new(ctx, "test", "src", NULL, NULL, &bad), WEFT_EINVAL);
+  assert_int_equal(weft_metrics_source_new(ctx, "test", "src", collect, &collects, &sr.src), 0);
+  assert_int_equal(weft_metrics_ctx_name(ctx, "front"), 0);
+  sr.deadline = uv_hrtime() + DEADLINE_NS;
+  uv_timer_init(weft_ctx_loop(ctx), &sr.poll);
+  uv_timer_start(&sr.poll, src_poll, 5, 5);
+  assert_int_equal(weft_runtime_run(sr.rt), 0);
+  assert_false(sr.timed_out);
+  assert_true(sr.seen && sr.gone);
+  check_prometheus(sr.prom);
+  assert_non_null(strstr(sr.prom, "# TYPE weft_loop_delay_seconds summary\n"));
+  assert_non_null(strstr(sr.prom, "weft_loop_delay_seconds{ctx=\"front\",quantile=\"0.99\"} "));
+  assert_non_null(strstr(sr.prom, "# TYPE weft_messages_received_total counter\n"));
+  assert_non_null(strstr(sr.prom, "# TYPE weft_test_ticks_total counter\n"));
+  assert_non_null(strstr(sr.prom, "weft_test_depth{test=\"src\",worker=\"0\"} 3\n"));
+  assert_non_null(strstr(sr.prom, "weft_test_depth{test=\"src\",worker=\"1\\\"x\"} 4\n"));
+  assert_non_null(strstr(sr.json, "\"contexts\":[{\"name\":\"front\""));
+  assert_non_null(strstr(sr.json, "\"label_value\":\"1\\\"x\""));
+  weft_free(sr.prom);
+  weft_free(sr.json);
+  ktest_finish_runtime(sr.rt);
+}
+
+/* ---- off switch and argument errors ------------------------------------------------- */
+
+static void metrics_off(void **state) {
+  (void)state;
+  setenv("WEFT_METRICS", "0", 1);
+  weft_runtime_t *rt = ktest_new_runtime();
+  unsetenv("WEFT_METRICS");
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  assert_false(weft_metrics_enabled(rt));
+  weft_metrics_snapshot_t *s;
+  assert_int_equal(weft_metrics_snapshot(rt, &s), 0);
+  assert_int_equal(s->nctx, 0);
+  assert_int_equal(s->nvalues, 0);
+  weft_metrics_snapshot_free(s);
+  weft_metrics_source_t *src = (weft_metrics_source_t *)1;
+  assert_int_equal(weft_metrics_source_new(ctx, "test", "x", collect, NULL, &src), UV_ENOTSUP);
+  assert_null(src);
+  assert_int_equal(weft_metrics_snapshot(NULL, &s), WEFT_EINVAL);
+  assert_int_equal(weft_metrics_ctx_reset(NULL), WEFT_EINVAL);
+  assert_int_equal(weft_metrics_ctx_name(ctx, NULL), WEFT_EINVAL);
+  ktest_finish_runtime(rt);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
+
+int main(void) {
+  ktest_init();
+  const struct CMUnitTest tests[] = {
+      T(counts_and_queues),
+      T(delay_rises_when_blocked),
+      T(sources_and_formats),
+      T(metrics_off),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
