@@ -236,6 +236,7 @@ static void maybe_free(weft_balancer_t *b) {
     return;
   if (b->close_cb && !b->quiet)
     b->close_cb(b);
+  weft_metrics_source_free(b->metrics);
   weft_free(b->lis);
   weft_free(b->slots);
   weft_free(b->pending);
@@ -404,6 +405,7 @@ int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft
   }
   *out = b;
   weft__bal_update_polls(b);
+  weft__bal_metrics_start(b);
   return 0;
 }
 

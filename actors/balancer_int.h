@@ -116,7 +116,12 @@ struct weft_balancer_s {
   weft_balancer_cb close_cb;
   size_t insts;          /* instances alive */
   size_t handles;        /* poll handles not yet closed */
+  weft_metrics_source_t *metrics; /* balancer_metrics.c; NULL with metrics off */
 };
+
+/* balancer_metrics.c: publish the balancer's figures in the runtime's
+ * metrics snapshots (best effort). */
+void weft__bal_metrics_start(weft_balancer_t *b);
 
 /* inst_port: the port to post on, or NULL once it closed (a process's port
  * can close before its exit is reported). */

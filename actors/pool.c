@@ -195,6 +195,7 @@ static void pool_free(weft_pool_t *pool) {
     weft_port_on_close(pool->anchor, NULL);
     weft_port_close(pool->anchor);
   }
+  weft_metrics_source_free(pool->metrics);
   free_stash(pool->stash, &pool->nstash);
   for (uint32_t i = 0; i < pool->nentries; i++)
     weft_free(pool->entries[i].name);
@@ -390,6 +391,7 @@ int weft_pool_new(weft_ctx_t *ctx, const weft_pool_options_t *opts, weft_pool_t 
       return err;
     }
     timers_init(pool);
+    weft__pool_metrics_start(pool);
     *out = pool;
     return 0;
   }
@@ -398,6 +400,7 @@ int weft_pool_new(weft_ctx_t *ctx, const weft_pool_options_t *opts, weft_pool_t 
     err = spawn(pool);
   if (err == 0) {
     timers_init(pool);
+    weft__pool_metrics_start(pool);
     *out = pool;
     return 0;
   }

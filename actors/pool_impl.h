@@ -223,7 +223,12 @@ struct weft_pool_s {
   uint64_t submitted, rejected, completed, failed, cancelled, timed_out;
   uint32_t peak_queued;
   weft__pool_histo_t wait, run;
+  weft_metrics_source_t *metrics; /* pool_metrics.c; NULL with metrics off */
 };
+
+/* pool_metrics.c: publish the pool's figures in the runtime's metrics
+ * snapshots (best effort), and stop. */
+void weft__pool_metrics_start(weft_pool_t *pool);
 
 /* pool.c: the pass-level loop callbacks, which the files below arm their
  * timers with but never call: each does a pass's work through them, then

@@ -42,7 +42,36 @@ struct weft_child_s {
   int term_signal;
   bool aborted;         /* the context is ending: no on_exit */
   char *readbuf;        /* output read buffer */
+  weft_metrics_source_t *metrics; /* the parent's view of it (child_metrics below) */
 };
+
+/* ---- metrics: the child as its parent sees it ------------------------------ */
+
+/* Published per child (source "child-<pid>"): its pid, whether it exited,
+ * and on its channel the messages sent to it and credited back (weft) or
+ * written (Node), and (weft channel) the messages it sent that were handed
+ * to the parent's port. The child's own contexts are not seen here: a child
+ * built on weft serves its own snapshot (its endpoint). */
+static void child_metrics(weft_metrics_source_t *src, void *data) {
+  weft_child_t *c = data;
+  weft_metrics_put(src, "pid", NULL, NULL, WEFT_METRIC_GAUGE, c->proc.pid);
+  weft_metrics_put(src, "exited", NULL, NULL, WEFT_METRIC_GAUGE, c->exited ? 1 : 0);
+  if (c->ipc == NULL)
+    return;
+  weft_metrics_put(src, "messages_sent", NULL, NULL, WEFT_METRIC_COUNTER,
+                   (double)c->ipc->sent_msgs);
+  weft_metrics_put(src, "messages_acked", NULL, NULL, WEFT_METRIC_COUNTER,
+                   (double)c->ipc->acked_msgs);
+  if (c->ipc->codec == &weft__ipc_weft_codec)
+    weft_metrics_put(src, "messages_received", NULL, NULL, WEFT_METRIC_COUNTER,
+                     (double)c->ipc->w.posted_msgs);
+}
+
+static void child_metrics_start(weft_child_t *c) {
+  char name[32];
+  snprintf(name, sizeof(name), "child-%d", c->proc.pid);
+  (void)weft_metrics_source_new(c->ctx, "child", name, child_metrics, c, &c->metrics);
+}
 
 static void maybe_done(weft_child_t *c) {
   if (--c->pending > 0)
@@ -54,6 +83,7 @@ static void maybe_done(weft_child_t *c) {
     weft__linebuf_fini(&c->lines[i]);
   if (!c->aborted && c->opts.on_exit)
     c->opts.on_exit(c, c->status, c->term_signal);
+  weft_metrics_source_free(c->metrics);
   weft__free(c->readbuf);
   weft__free(c);
 }
@@ -373,6 +403,7 @@ int weft_child_spawn(weft_ctx_t *ctx, const weft_child_options_t *opts, weft_chi
         weft_msg_free(opts->msg);
     }
   }
+  child_metrics_start(c);
   *out = c;
   return 0;
 

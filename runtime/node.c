@@ -997,6 +997,7 @@ static int make_dialer(weft_node_t *n, node_dialer_t *d, const char *url) {
 /* Free the node's parts: nothing of them may be in flight. */
 static void node_free(weft_node_t *n) {
   weft_list_node_t *w;
+  weft_metrics_source_free(n->metrics);
   while ((w = weft_list_pop_front(&n->watches)) != NULL)
     weft__free(WEFT_LIST_ENTRY(w, weft_node_watch_t, link));
   for (size_t i = 0; i < n->nlisteners; i++) {
@@ -1175,6 +1176,7 @@ int weft_node_start(weft_ctx_t *ctx, const weft_node_options_t *opts, weft_node_
   }
   for (size_t i = 0; i < nd; i++)
     dial(&n->dialers[i]);
+  weft__node_metrics_start(n);
   *out = n;
   return 0;
 }

@@ -225,7 +225,12 @@ struct weft_node_s {
   weft_node_close_cb close_cb;
   void *close_data;
   weft_node_stats_t stats;
+  weft_metrics_source_t *metrics; /* node_metrics.c; NULL with metrics off */
 };
+
+/* node_metrics.c: publish the node's figures (and per peer its channels) in
+ * the runtime's metrics snapshots (best effort). */
+void weft__node_metrics_start(struct weft_node_s *n);
 
 /* ---- node.c, used by node_chan.c ---------------------------------------- */
 /* Room for n more control bytes (frames that go before the next batch's
