@@ -37,6 +37,34 @@
 #include <weft.h>
 #include <weft/balancer.h>
 
+/* ---- the metrics endpoint (--metrics HOST:PORT) ----------------------------- */
+#ifdef WEFT_HAVE_METRICS_HTTP
+#include <weft/metrics_http.h>
+static weft_metrics_http_t *metrics_http;
+/* Serve /metrics and /stats.json on the main loop (tools/weft-top reads them). */
+static int metrics_start(weft_ctx_t *ctx, const char *listen) {
+  weft_metrics_http_options_t o = {.listen = listen};
+  int err = weft_metrics_http_start(ctx, &o, &metrics_http);
+  if (err == 0)
+    printf("metrics on http://%.*s:%d/metrics\n", (int)(strrchr(listen, ':') - listen), listen,
+           weft_metrics_http_port(metrics_http));
+  return err;
+}
+/* Close it and let the loop finish closing (before weft_runtime_free). */
+static void metrics_stop(weft_ctx_t *ctx) {
+  if (metrics_http && weft_metrics_http_close(metrics_http, NULL, NULL) == 0)
+    uv_run(weft_ctx_loop(ctx), UV_RUN_DEFAULT);
+  metrics_http = NULL;
+}
+#else
+static int metrics_start(weft_ctx_t *ctx, const char *listen) {
+  (void)ctx;
+  (void)listen;
+  return UV_ENOTSUP; /* built without http_parser (libhttp-parser-dev) */
+}
+static void metrics_stop(weft_ctx_t *ctx) { (void)ctx; }
+#endif
+
 /* ---- the worker: one connection = one weft_conn_t + a read buffer -------- */
 
 typedef struct {
@@ -342,7 +370,7 @@ static int usage(const char *argv0) {
           "usage: %s [--workers N] [--policy round_robin|least_connections|reuseport|shared]\n"
           "       [--processes] [--host H] [--port P] [--header-timeout-ms MS]\n"
           "       [--keepalive-timeout-ms MS] [--max-restarts N] [--restart-period-ms MS]\n"
-          "       [--demo]\n", argv0);
+          "       [--metrics HOST:PORT] [--demo]\n", argv0);
   return 2;
 }
 
@@ -371,6 +399,7 @@ int main(int argc, char **argv) {
                                .limits = {.max_restarts = 50, .period_ms = 10000,
                                           .backoff_min_ms = 20, .backoff_max_ms = 500}};
   bool demo_mode = false;
+  const char *metrics_listen = NULL;
   for (int i = 1; i < argc; i++) {
     unsigned long long v;
     if (strcmp(argv[i], "--demo") == 0)
@@ -384,6 +413,8 @@ int main(int argc, char **argv) {
       o.port = (int)v;
     else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc)
       o.host = argv[++i];
+    else if (strcmp(argv[i], "--metrics") == 0 && i + 1 < argc)
+      metrics_listen = argv[++i];
     else if (strcmp(argv[i], "--policy") == 0 && i + 1 < argc &&
              weft_balancer_policy_parse(argv[++i], &o.policy) == 0)
       continue;
@@ -438,6 +469,11 @@ int main(int argc, char **argv) {
   printf("cluster_http: %u %s workers (%s) on %s:%d\n", (unsigned)weft_balancer_workers(b),
          o.worker.kind == WEFT_SUP_PROCESS ? "process" : "thread",
          weft_balancer_policy_name(o.policy), o.host, weft_balancer_port(b));
+  if (metrics_listen && (err = metrics_start(weft_runtime_main(rt), metrics_listen)) != 0) {
+    fprintf(stderr, "cannot serve metrics on %s: %s\n", metrics_listen, weft_strerror(err));
+    exit_status = 1;
+    weft_balancer_close(b, NULL);
+  }
   uv_loop_t *loop = weft_ctx_loop(weft_runtime_main(rt));
   uv_signal_init(loop, &sigint);
   uv_signal_init(loop, &sigterm);
@@ -452,6 +488,7 @@ int main(int argc, char **argv) {
     uv_unref((uv_handle_t *)&sighup);
   }
   weft_runtime_run(rt);
+  metrics_stop(weft_runtime_main(rt));
   int rc = weft_runtime_free(rt);
   if (exit_status)
     return exit_status;

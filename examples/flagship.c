@@ -41,13 +41,42 @@
  * threads; child_entry and child_on_message in the child process; run_peer
  * and peer_serve in the second node's process.
  *
- * Usage: flagship [--demo]   (same run either way; exits by itself) */
+ * Usage: flagship [--demo] [--metrics HOST:PORT]   (same run either way; exits by
+ * itself; --metrics serves /metrics and /stats.json meanwhile) */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <weft.h>
+
+/* ---- the metrics endpoint (--metrics HOST:PORT) ----------------------------- */
+#ifdef WEFT_HAVE_METRICS_HTTP
+#include <weft/metrics_http.h>
+static weft_metrics_http_t *metrics_http;
+/* Serve /metrics and /stats.json on the main loop (tools/weft-top reads them). */
+static int metrics_start(weft_ctx_t *ctx, const char *listen) {
+  weft_metrics_http_options_t o = {.listen = listen};
+  int err = weft_metrics_http_start(ctx, &o, &metrics_http);
+  if (err == 0)
+    printf("metrics on http://%.*s:%d/metrics\n", (int)(strrchr(listen, ':') - listen), listen,
+           weft_metrics_http_port(metrics_http));
+  return err;
+}
+/* Close it and let the loop finish closing (before weft_runtime_free). */
+static void metrics_stop(weft_ctx_t *ctx) {
+  if (metrics_http && weft_metrics_http_close(metrics_http, NULL, NULL) == 0)
+    uv_run(weft_ctx_loop(ctx), UV_RUN_DEFAULT);
+  metrics_http = NULL;
+}
+#else
+static int metrics_start(weft_ctx_t *ctx, const char *listen) {
+  (void)ctx;
+  (void)listen;
+  return UV_ENOTSUP; /* built without http_parser (libhttp-parser-dev) */
+}
+static void metrics_stop(weft_ctx_t *ctx) { (void)ctx; }
+#endif
 
 /* Pings go out from the node's loop: a loop turn longer than the heartbeat
  * looks like a dead node. The demo's turns are short except the 16 MiB
@@ -972,6 +1001,9 @@ int main(int argc, char **argv) {
   weft_ctx_t *ctx = weft_runtime_main(rt);
   printf("[main    ] weft %s, %u CPUs available\n", weft_version_string(),
          weft_available_parallelism());
+  for (int i = 1; i + 1 < argc; i++)
+    if (strcmp(argv[i], "--metrics") == 0)
+      check(metrics_start(ctx, argv[i + 1]), "the metrics endpoint (--metrics HOST:PORT)");
 
   for (int i = 0; i < WORKERS; i++)
     spawn_link(ctx, i);
@@ -982,6 +1014,7 @@ int main(int argc, char **argv) {
     pump(&app.links[i]);
 
   check(weft_runtime_run(rt), "weft_runtime_run");
+  metrics_stop(ctx);
   check(weft_runtime_free(rt), "weft_runtime_free");
   free(app.actor_state);
   if (app.actors_done != ACTORS || app.stats_in != WORKERS || app.pool_done != POOL_TASKS ||
