@@ -385,6 +385,88 @@ static void sources_and_formats(void **state) {
   ktest_finish_runtime(sr.rt);
 }
 
+
+/* ---- a pool as a source ----------------------------------------------------------- */
+
+typedef struct {
+  weft_runtime_t *rt;
+  weft_pool_t *pool;
+  uv_timer_t poll;
+  uint64_t deadline, k, done;
+  bool seen, timed_out;
+  double completed, submitted, threads, wait_p99, thread_util;
+} pool_run_t;
+
+static pool_run_t pr;
+
+static int pool_task(weft_pool_task_t *task, weft_msg_t *args, weft_msg_t **result) {
+  (void)task;
+  (void)args;
+  *result = NULL;
+  return 0;
+}
+
+static void pool_done(weft_pool_t *pool, int err, weft_msg_t *result, void *data) {
+  (void)pool;
+  (void)data;
+  CHECK_RC(err, 0);
+  weft_msg_free(result);
+  pr.done++;
+}
+
+static void pool_poll(uv_timer_t *t) {
+  weft_metrics_snapshot_t *s;
+  if (uv_hrtime() > pr.deadline)
+    pr.timed_out = true;
+  else if (weft_metrics_snapshot(pr.rt, &s) == 0) {
+    const weft_metrics_value_t *v = find_value(s, "pool", "completed", NULL);
+    if (pr.done == pr.k && v && v->value == (double)pr.k) {
+      pr.completed = v->value;
+      pr.submitted = find_value(s, "pool", "submitted", NULL)->value;
+      pr.threads = find_value(s, "pool", "threads", NULL)->value;
+      v = find_value(s, "pool", "wait_seconds", "0.99");
+      pr.wait_p99 = v ? v->value : -1;
+      v = find_value(s, "pool", "thread_utilization", "1");
+      pr.thread_util = v ? v->value : -1;
+      pr.seen = true;
+    }
+    weft_metrics_snapshot_free(s);
+  }
+  if (pr.seen || pr.timed_out) {
+    uv_close((uv_handle_t *)t, NULL);
+    CHECK_RC(weft_pool_close(pr.pool, NULL), 0);
+  }
+}
+
+static void pool_source(void **state) {
+  (void)state;
+  memset(&pr, 0, sizeof(pr));
+  pr.rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(pr.rt);
+  pr.k = ktest_scaled(2000, 100);
+  weft_pool_options_t po = {.size = 2, .max_queue = (uint32_t)pr.k + 10};
+  assert_int_equal(weft_pool_new(ctx, &po, &pr.pool), 0);
+  for (uint64_t i = 0; i < pr.k; i++)
+    assert_int_equal(
+        weft_pool_submit(pr.pool, &(weft_pool_task_options_t){.fn = pool_task}, pool_done, NULL,
+                         NULL),
+        0);
+  pr.deadline = uv_hrtime() + DEADLINE_NS;
+  uv_timer_init(weft_ctx_loop(ctx), &pr.poll);
+  uv_timer_start(&pr.poll, pool_poll, 5, 5);
+  assert_int_equal(weft_runtime_run(pr.rt), 0);
+  fprintf(stderr, "pool source: submitted %.0f completed %.0f (k=%llu) threads %.0f "
+          "wait p99 %.6f s thread 1 utilisation %.4f\n", pr.submitted, pr.completed,
+          (unsigned long long)pr.k, pr.threads, pr.wait_p99, pr.thread_util);
+  assert_false(pr.timed_out);
+  assert_true(pr.submitted == (double)pr.k && pr.completed == (double)pr.k);
+  assert_true(pr.threads == 2);
+  assert_true(pr.wait_p99 >= 0);
+  assert_true(pr.thread_util >= 0 && pr.thread_util <= 1);
+  assert_int_equal(weft_pool_release(pr.pool), 0);
+  ktest_finish_runtime(pr.rt);
+}
+
 /* ---- off switch and argument errors ------------------------------------------------- */
 
 static void metrics_off(void **state) {
@@ -416,6 +498,7 @@ int main(void) {
       T(counts_and_queues),
       T(delay_rises_when_blocked),
       T(sources_and_formats),
+      T(pool_source),
       T(metrics_off),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
