@@ -276,6 +276,8 @@ static void on_deadline(uv_timer_t *t) {
 
 /* ---- accepting -------------------------------------------------------------- */
 
+static void free_handle(uv_handle_t *hd) { weft_free(hd); }
+
 static void reject(weft_metrics_http_t *h) {
   /* Over max_conns: accept and drop at once, so the backlog does not fill. */
   uv_tcp_t *t = weft_malloc(sizeof(*t));
@@ -284,7 +286,7 @@ static void reject(weft_metrics_http_t *h) {
     return;
   }
   (void)uv_accept((uv_stream_t *)&h->listener, (uv_stream_t *)t);
-  uv_close((uv_handle_t *)t, (uv_close_cb)weft_free);
+  uv_close((uv_handle_t *)t, free_handle);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
