@@ -313,9 +313,12 @@ int weft__ctx_init(weft_ctx_t *ctx, weft_runtime_t *rt, uv_loop_t *loop) {
   }
   ctx->loop = loop;
   uv_loop_configure(loop, UV_METRICS_IDLE_TIME); /* best effort on a running loop */
-  err = uv_async_init(loop, &ctx->wake, on_wake);
+  err = weft__metrics_ctx_new(ctx);
   if (err)
     goto fail_close_loop;
+  err = uv_async_init(loop, &ctx->wake, on_wake);
+  if (err)
+    goto fail_free_metrics;
   /* libuv: these always succeed (the inits allocate nothing; a start fails
    * only without a callback), so nothing after the async handle can fail. */
   (void)uv_prepare_init(loop, &ctx->prepare);
@@ -330,9 +333,11 @@ int weft__ctx_init(weft_ctx_t *ctx, weft_runtime_t *rt, uv_loop_t *loop) {
   uv_unref((uv_handle_t *)&ctx->check);
   ctx->start_ns = uv_hrtime();
   ctx->pool = weft__msgpool_adopt();
-  weft__metrics_ctx_start(ctx); /* best effort: unsampled without memory */
+  weft__metrics_ctx_start(ctx);
   return 0;
 
+fail_free_metrics:
+  weft__metrics_ctx_stop(ctx);
 fail_close_loop:
   if (ctx->own_loop)
     uv_loop_close(loop);

@@ -106,21 +106,29 @@ static void on_sample(uv_timer_t *t) {
   ST(cm->published_ns, now);
 }
 
-void weft__metrics_ctx_start(weft_ctx_t *ctx) {
+int weft__metrics_ctx_new(weft_ctx_t *ctx) {
   weft__metrics_reg_t *reg = &ctx->rt->metrics;
+  ctx->metrics = NULL;
   if (reg->period_ms == 0)
-    return;
+    return 0;
   weft__ctxm_t *cm = weft__calloc(1, sizeof(*cm));
   if (cm == NULL)
-    return;
+    return WEFT_ENOMEM;
   cm->ctx = ctx;
   cm->reg = reg;
   cm->period_ns = (uint64_t)reg->period_ms * 1000000u;
-  if (uv_timer_init(ctx->loop, &cm->timer) != 0) {
-    weft__free(cm);
+  ctx->metrics = cm;
+  return 0;
+}
+
+void weft__metrics_ctx_start(weft_ctx_t *ctx) {
+  weft__ctxm_t *cm = ctx->metrics;
+  if (cm == NULL)
     return;
-  }
+  weft__metrics_reg_t *reg = cm->reg;
+  (void)uv_timer_init(ctx->loop, &cm->timer); /* libuv: always 0 */
   cm->timer.data = cm;
+  cm->started = true;
   uint64_t now = uv_hrtime();
   cm->last_ns = cm->win_ns = now;
   cm->win_idle = uv_metrics_idle_time(ctx->loop);
@@ -128,7 +136,6 @@ void weft__metrics_ctx_start(weft_ctx_t *ctx) {
   (void)uv_timer_start(&cm->timer, on_sample, reg->period_ms, reg->period_ms);
   uv_unref((uv_handle_t *)&cm->timer);
   ctx->handles_open++;
-  ctx->metrics = cm;
   uv_mutex_lock(&reg->lock);
   if (ctx == ctx->rt->main) {
     strcpy(cm->name, "main");
@@ -151,6 +158,10 @@ void weft__metrics_ctx_stop(weft_ctx_t *ctx) {
   if (cm == NULL)
     return;
   ctx->metrics = NULL;
+  if (!cm->started) {
+    weft__free(cm);
+    return;
+  }
   weft__metrics_detach_sources(cm);
   uv_mutex_lock(&cm->reg->lock);
   weft_list_remove(&cm->reg->ctxs, &cm->node);

@@ -32,6 +32,7 @@ typedef struct weft__ctxm_s {
   uint64_t last_ns;            /* when the timer last fired */
   uint64_t win_ns, win_idle;   /* start of the utilisation window, idle time then */
   uint32_t tick;
+  bool started;                /* the timer exists (weft__metrics_ctx_start) */
   weft_list_t sources;         /* weft_metrics_source_t.cnode */
   /* Under reg->lock. */
   weft_list_node_t node;       /* in reg->ctxs */

@@ -439,9 +439,12 @@ typedef struct weft__metrics_reg_s {
 
 int weft__metrics_reg_init(weft__metrics_reg_t *reg);
 void weft__metrics_reg_fini(weft__metrics_reg_t *reg);
-/* A context starts / ends sampling. Owner thread; start is best effort (no
- * memory: the context runs unsampled), stop closes the timer (the context's
- * handles_open counts it until its close callback). */
+/* A context's metrics: new allocates its block (0, or WEFT_ENOMEM; nothing
+ * with metrics off), start registers it and starts its timer (cannot fail),
+ * stop unregisters it and closes the timer (the context's handles_open
+ * counts it until its close callback), or frees a block never started.
+ * Owner thread. */
+int weft__metrics_ctx_new(weft_ctx_t *ctx);
 void weft__metrics_ctx_start(weft_ctx_t *ctx);
 void weft__metrics_ctx_stop(weft_ctx_t *ctx);
 
