@@ -1,12 +1,18 @@
 /* metrics.c: every context publishes its figures for snapshots from any
  * thread.
  *
- * Each context has a block (weft__ctxm_t) with an unref'd repeating timer on
- * its loop. At each firing the owner records how late the timer fired (the
- * loop delay) and copies its plain counters into the block's relaxed atomics;
- * every COLLECT_EVERY firings it also walks its ports for queue depths and
- * collects its sources (metrics_source.c). The hot paths (post, deliver) are
- * untouched: they keep incrementing the context's plain counters.
+ * Each context has a block (weft__ctxm_t) with an unref'd timer on its loop.
+ * At each firing the owner records how late the timer fired (the loop delay)
+ * and copies its plain counters into the block's relaxed atomics; every
+ * COLLECT_NS it also walks its ports for queue depths and collects its
+ * sources (metrics_source.c). The hot paths (post, deliver) are untouched:
+ * they keep incrementing the context's plain counters.
+ *
+ * An idle loop is not woken every period: while the loop slept through
+ * nearly all of the last interval, the interval doubles up to IDLE_MAX_NS,
+ * and it falls back to the period as soon as the loop works. A block longer
+ * than IDLE_MAX_NS is always seen (the timer falls due inside it), at least
+ * its length less IDLE_MAX_NS late.
  *
  * Threads: the block's owner writes it; weft_metrics_snapshot reads it on any
  * thread under the registry lock, which guards only the lists (and names) so
@@ -16,7 +22,8 @@
 
 #include "metrics_int.h"
 
-#define COLLECT_EVERY 10u
+#define COLLECT_NS 100000000ull  /* 100 ms */
+#define IDLE_MAX_NS 100000000ull /* 100 ms */
 #define WINDOW_NS 1000000000ull
 #define DEFAULT_PERIOD_MS 10u
 
@@ -86,24 +93,39 @@ static void publish_counters(weft__ctxm_t *cm) {
   ST(cm->queue_peak, ctx->queue_peak);
 }
 
+/* The next interval: doubled while the loop slept through 99% of the last
+ * one, else the period. */
+static uint64_t next_wait(weft__ctxm_t *cm, uint64_t now, uint64_t idle) {
+  uint64_t span = now - cm->last_ns, slept = idle - cm->last_idle;
+  if (slept * 100 < span * 99)
+    return cm->period_ns;
+  uint64_t w = cm->wait_ns * 2;
+  return w < IDLE_MAX_NS ? w : (IDLE_MAX_NS > cm->period_ns ? IDLE_MAX_NS : cm->period_ns);
+}
+
 static void on_sample(uv_timer_t *t) {
   weft__ctxm_t *cm = t->data;
   uint64_t now = uv_hrtime();
-  uint64_t due = cm->last_ns + cm->period_ns;
+  uint64_t due = cm->last_ns + cm->wait_ns;
+  uint64_t idle = uv_metrics_idle_time(cm->ctx->loop);
   if (LD(cm->reset_req)) {
     ST(cm->reset_req, false);
     weft__hist_reset(&cm->delay);
     cm->ctx->queue_peak = 0;
   }
   weft__hist_record(&cm->delay, now > due ? now - due : 0);
-  cm->last_ns = now;
   publish_counters(cm);
   publish_loop(cm, now);
-  if (++cm->tick % COLLECT_EVERY == 0) {
+  if (now - cm->collected_ns >= COLLECT_NS) {
+    cm->collected_ns = now;
     publish_queues(cm);
     weft__metrics_collect(cm);
   }
   ST(cm->published_ns, now);
+  cm->wait_ns = next_wait(cm, now, idle);
+  cm->last_ns = now;
+  cm->last_idle = idle;
+  (void)uv_timer_start(&cm->timer, on_sample, (cm->wait_ns + 999999) / 1000000, 0);
 }
 
 int weft__metrics_ctx_new(weft_ctx_t *ctx) {
@@ -130,10 +152,11 @@ void weft__metrics_ctx_start(weft_ctx_t *ctx) {
   cm->timer.data = cm;
   cm->started = true;
   uint64_t now = uv_hrtime();
-  cm->last_ns = cm->win_ns = now;
-  cm->win_idle = uv_metrics_idle_time(ctx->loop);
+  cm->last_ns = cm->win_ns = cm->collected_ns = now;
+  cm->win_idle = cm->last_idle = uv_metrics_idle_time(ctx->loop);
+  cm->wait_ns = cm->period_ns;
   ST(cm->published_ns, now);
-  (void)uv_timer_start(&cm->timer, on_sample, reg->period_ms, reg->period_ms);
+  (void)uv_timer_start(&cm->timer, on_sample, reg->period_ms, 0);
   uv_unref((uv_handle_t *)&cm->timer);
   ctx->handles_open++;
   uv_mutex_lock(&reg->lock);

@@ -28,10 +28,13 @@ typedef struct weft__ctxm_s {
   uv_timer_t timer;
   weft_ctx_t *ctx;
   weft__metrics_reg_t *reg;
-  uint64_t period_ns;
+  uint64_t period_ns;          /* the sampling period while the loop works */
+  uint64_t wait_ns;            /* the timer's current interval: period_ns, or up to
+                                  IDLE_MAX_NS while the loop is idle */
   uint64_t last_ns;            /* when the timer last fired */
+  uint64_t last_idle;          /* the loop's idle time then */
+  uint64_t collected_ns;       /* when sources and queues were last collected */
   uint64_t win_ns, win_idle;   /* start of the utilisation window, idle time then */
-  uint32_t tick;
   bool started;                /* the timer exists (weft__metrics_ctx_start) */
   weft_list_t sources;         /* weft_metrics_source_t.cnode */
   /* Under reg->lock. */

@@ -1,7 +1,7 @@
 /* test_metrics.c: the runtime's published figures (weft/metrics.h) against
  * what a workload did: message counts equal (read from another thread while
  * the loops run, and never going backwards), queue depths within bounds of
- * what waits, the loop delay rising past a deliberate 200 ms block, sources
+ * what waits, the loop delay rising past a deliberate 300 ms block, sources
  * and their removal, the Prometheus and JSON formats, the off switch.
  *
  * Callbacks and foreign threads record failures with CHECK; each test ends
@@ -22,7 +22,7 @@
 #include "testutil.h"
 #include "weft.h"
 
-#define BLOCK_NS (200u * 1000000u)
+#define BLOCK_NS (300u * 1000000u)
 #define DEADLINE_NS (20ull * 1000000000u)
 #define V_BLOCK (UINT64_MAX - 2)
 
@@ -270,12 +270,13 @@ static void delay_rises_when_blocked(void **state) {
           d->min_ns / 1e6, d->mean_ns / 1e6, d->p50_ns / 1e6, d->p90_ns / 1e6, d->p99_ns / 1e6,
           d->max_ns / 1e6);
   assert_false(run.timed_out);
-  /* The block delays the next sample by at least the block less a period. */
-  assert_true(d->max_ns >= BLOCK_NS * 3 / 4);
+  /* The block delays the next sample by at least the block less the longest
+   * interval (100 ms, an idle loop's). */
+  assert_true(d->max_ns >= BLOCK_NS / 2);
   assert_true(d->min_ns <= d->p50_ns && d->p50_ns <= d->p90_ns && d->p90_ns <= d->p99_ns &&
               d->p99_ns <= d->max_ns);
   if (d->count <= 100) /* p99 is then the largest sample */
-    assert_true(d->p99_ns >= BLOCK_NS * 3 / 4);
+    assert_true(d->p99_ns >= BLOCK_NS / 2);
   assert_true(d->max_ns > run.p99_before);
   ktest_finish_runtime(run.rt);
 }

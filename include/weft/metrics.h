@@ -1,23 +1,26 @@
 /* weft/metrics.h: live figures of a running runtime, readable from any thread.
  *
- * Every context samples itself on its own loop: a repeating timer (unref'd:
- * it keeps no loop alive) measures how late it fires (the loop delay, as
- * Node's monitorEventLoopDelay does) into a log-linear histogram, and copies
- * the context's counters (messages in/out, wake-ups, queue depths, the loop's
- * idle time) into relaxed atomics. weft_metrics_snapshot reads those copies
- * from any thread without stopping a loop: what it returns is at most one
- * sampling period old (10 ms by default; a loop blocked for longer publishes
- * when it runs again, and its block shows as one late sample).
+ * Every context samples itself on its own loop: a timer (unref'd: it keeps
+ * no loop alive) measures how late it fires (the loop delay, as Node's
+ * monitorEventLoopDelay does) into a log-linear histogram, and copies the
+ * context's counters (messages in/out, wake-ups, queue depths, the loop's
+ * idle time) into relaxed atomics. It fires every sampling period (10 ms by
+ * default) while the loop works; while the loop sleeps the interval doubles
+ * up to 100 ms, so an idle program is woken at most 10 times a second per
+ * context (a block longer than 100 ms is always seen). weft_metrics_snapshot
+ * reads those copies from any thread without stopping a loop: what it
+ * returns is at most one interval old (a blocked loop publishes when it runs
+ * again, and its block shows as one late sample).
  *
  * Sources: pools, balancers, nodes and child processes (and any user object)
- * register a metrics source on their context; at each collection (every tenth
- * sample, 100 ms by default) the context calls the source's collect callback,
+ * register a metrics source on their context; at each collection (at the
+ * first sample 100 ms or more after the last one) the context calls the source's collect callback,
  * which publishes named counters and gauges with weft_metrics_put. The
  * snapshot copies each source's last publication.
  *
  * Off switch: WEFT_METRICS=0 in the environment when the runtime is made: no
  * timer, no sampling, snapshots list no contexts. WEFT_METRICS_PERIOD_MS=n
- * sets the sampling period (1 to 1000; default 10).
+ * sets the sampling period of a working loop (1 to 1000; default 10).
  *
  * Exposition: weft_metrics_prometheus and weft_metrics_json format a
  * snapshot; weft_metrics_http_start (weft/metrics_http.h, a separate library
