@@ -468,6 +468,72 @@ static void pool_source(void **state) {
   ktest_finish_runtime(pr.rt);
 }
 
+
+/* ---- a child process as a source (the parent's view) ------------------------------ */
+
+typedef struct {
+  weft_runtime_t *rt;
+  weft_child_t *child;
+  uv_timer_t poll;
+  uint64_t deadline;
+  int pid;
+  double seen_pid, seen_exited;
+  bool seen, exited, gone, timed_out;
+} child_run_t;
+
+static child_run_t cr;
+
+static void child_exit(weft_child_t *c, int64_t status, int sig) {
+  (void)c;
+  CHECK(status == 0 && sig == 0);
+  cr.exited = true;
+}
+
+static void child_poll(uv_timer_t *t) {
+  weft_metrics_snapshot_t *s;
+  char name[32];
+  snprintf(name, sizeof(name), "child-%d", cr.pid);
+  if (uv_hrtime() > cr.deadline) {
+    cr.timed_out = true;
+  } else if (weft_metrics_snapshot(cr.rt, &s) == 0) {
+    const weft_metrics_value_t *v = find_value(s, "child", "pid", NULL);
+    if (!cr.seen && v && strcmp(v->source, name) == 0) {
+      cr.seen_pid = v->value;
+      cr.seen_exited = find_value(s, "child", "exited", NULL)->value;
+      cr.seen = true;
+      CHECK_RC(weft_child_close_stdin(cr.child), 0); /* cat ends */
+    } else if (cr.seen && cr.exited && v == NULL) {
+      cr.gone = true; /* the source went with the handle */
+    }
+    weft_metrics_snapshot_free(s);
+  }
+  if (cr.gone || cr.timed_out)
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void child_source(void **state) {
+  (void)state;
+  memset(&cr, 0, sizeof(cr));
+  cr.rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(cr.rt);
+  weft_child_options_t o = {.file = "cat", .channel = WEFT_CHANNEL_NONE, .on_exit = child_exit};
+  o.stdio[0] = WEFT_STDIO_PIPE;
+  o.stdio[1] = WEFT_STDIO_IGNORE;
+  assert_int_equal(weft_child_spawn(ctx, &o, &cr.child), 0);
+  cr.pid = weft_child_pid(cr.child);
+  cr.deadline = uv_hrtime() + DEADLINE_NS;
+  uv_timer_init(weft_ctx_loop(ctx), &cr.poll);
+  uv_timer_start(&cr.poll, child_poll, 5, 5);
+  assert_int_equal(weft_runtime_run(cr.rt), 0);
+  fprintf(stderr, "child source: pid %d published as %.0f (exited %.0f), gone after exit: %d\n",
+          cr.pid, cr.seen_pid, cr.seen_exited, cr.gone);
+  assert_false(cr.timed_out);
+  assert_true(cr.seen_pid == (double)cr.pid);
+  assert_true(cr.seen_exited == 0);
+  assert_true(cr.exited && cr.gone);
+  ktest_finish_runtime(cr.rt);
+}
+
 /* ---- off switch and argument errors ------------------------------------------------- */
 
 static void metrics_off(void **state) {
@@ -500,6 +566,7 @@ int main(void) {
       T(delay_rises_when_blocked),
       T(sources_and_formats),
       T(pool_source),
+      T(child_source),
       T(metrics_off),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
