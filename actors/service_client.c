@@ -52,10 +52,13 @@ void weft__svc_forget(svc_peer_t *p, int reason) {
   if (was_provider)
     p->state = PEER_IDLE; /* never picked again while its calls end */
   weft__svc_fail_peer(p, reason);
+  /* Their close callbacks come later, maybe after a new greeting has set
+   * new ports: they act only on the ports that are still p's. */
   if (p->port != NULL)
     weft_port_close(p->port);
   if (p->notice != NULL)
     weft_port_close(p->notice);
+  p->port = p->notice = NULL;
   if (was_provider) {
     p->next_scan_ns = uv_hrtime() + (uint64_t)cli->opts.rescan_ms * 1000000u;
     weft__svc_arm(cli, cli->opts.rescan_ms);
@@ -84,6 +87,10 @@ static void leave(svc_peer_t *p) {
 static void on_notice(weft_port_t *port, weft_msg_t *msg) {
   svc_peer_t *p = weft_port_data(port);
   uint64_t token, id;
+  if (p->notice != port) { /* a channel forgotten already: nothing on it counts */
+    weft_msg_free(msg);
+    return;
+  }
   int op = weft__svc_trailer_get(msg, &token, &id);
   if (op != 0) { /* an answer, or a drop */
     weft__svc_answer(p, msg, op, id);
@@ -108,18 +115,18 @@ static int close_reason(const weft_port_close_info_t *info) {
 static void on_notice_closed(weft_port_t *port, const weft_port_close_info_t *info) {
   svc_peer_t *p = weft_port_data(port);
   weft_service_client_t *cli = p->cli;
-  p->notice = NULL;
   cli->open_ports--;
-  weft__svc_forget(p, close_reason(info));
+  if (p->notice == port) /* else forgotten already (and maybe greeted again) */
+    weft__svc_forget(p, close_reason(info));
   weft__svc_maybe_free(cli);
 }
 
 static void on_port_closed(weft_port_t *port, const weft_port_close_info_t *info) {
   svc_peer_t *p = weft_port_data(port);
   weft_service_client_t *cli = p->cli;
-  p->port = NULL;
   cli->open_ports--;
-  weft__svc_forget(p, close_reason(info));
+  if (p->port == port)
+    weft__svc_forget(p, close_reason(info));
   weft__svc_maybe_free(cli);
 }
 
