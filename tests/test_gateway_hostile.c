@@ -17,8 +17,10 @@
  *                     with a whole one at the back ends: the front's RSS
  *                     stays flat
  *   never reads       a client that pipelines requests and reads no answer:
- *                     the front stops reading it (its sends block), its RSS
- *                     stays flat
+ *                     the front stops reading it (its sends block, and the
+ *                     front's receive queue for it stays put with requests
+ *                     in it, read from /proc/net/tcp), closes it after the
+ *                     idle timeout, and its RSS stays flat
  * During each attack a well-behaved client is answered (asserted), and the
  * front is still up at the end of each test. Bounded: every wait has a
  * deadline (a hang is a failure); the processes are SIGKILLed at the end.
@@ -37,6 +39,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -445,6 +449,26 @@ static void clients_closing_mid_request_leave_rss_flat(void **state) {
   assert_true(after - before < RSS_SLACK_KB);
 }
 
+/* The receive queue (bytes not read yet) of the front's end of the
+ * connection from client port cport, from /proc/net/tcp; -1 if not found. */
+static long front_rx_queue(int cport) {
+  FILE *f = fopen("/proc/net/tcp", "r");
+  char line[512];
+  long rx = -1;
+  while (f && fgets(line, sizeof(line), f)) {
+    unsigned lport, rport;
+    unsigned long tx, rxq;
+    if (sscanf(line, " %*d: %*8x:%x %*8x:%x %*x %lx:%lx", &lport, &rport, &tx, &rxq) == 4 &&
+        (int)lport == front_port && (int)rport == cport) {
+      rx = (long)rxq;
+      break;
+    }
+  }
+  if (f)
+    fclose(f);
+  return rx;
+}
+
 static void client_that_never_reads_is_not_read_either(void **state) {
   (void)state;
   need_front();
@@ -458,37 +482,65 @@ static void client_that_never_reads_is_not_read_either(void **state) {
   assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   long before = rss_kb(&front);
+  struct sockaddr_in me;
+  socklen_t mlen = sizeof(me);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&me, &mlen), 0);
+  int cport = ntohs(me.sin_port);
   static const char req[] = "GET /flood HTTP/1.1\r\nHost: t\r\n\r\n";
-  /* Pipeline requests, read nothing, until the front stops taking them: no
-   * send succeeds for 1.5 s. At most 40 s. */
-  uint64_t t0 = now_ms(), last_sent = t0, nreq = 0, next_good = t0 + 500;
+  /* Pipeline requests and read nothing, sending whenever the socket takes
+   * more. The front has stopped reading us once its receive queue for us
+   * (from /proc/net/tcp, every 100 ms) holds requests and stays put for 1 s
+   * while we keep trying (a front that reads on takes more, and we send
+   * more). Then we stop, and the front, stalled past the idle timeout (3 s
+   * here), closes the connection (it leaves /proc/net/tcp). At most 40 s. */
+  uint64_t t0 = now_ms(), nreq = 0, next_good = t0 + 500, next_sample = t0 + 100;
+  uint64_t since = t0, stable_at = 0, gone_at = 0;
+  long rx = -2, stable_rx = -1;
   size_t off = 0;
-  while (now_ms() - last_sent < 1500 && now_ms() - t0 < 40000) {
-    ssize_t k = send(fd, req + off, sizeof(req) - 1 - off, MSG_NOSIGNAL);
+  while (now_ms() - t0 < 40000) {
+    ssize_t k = stable_at ? -1 : send(fd, req + off, sizeof(req) - 1 - off, MSG_NOSIGNAL);
     if (k > 0) {
       off += (size_t)k;
       if (off == sizeof(req) - 1)
         off = 0, nreq++;
-      last_sent = now_ms();
-      continue;
+      if (now_ms() < next_sample)
+        continue;
+    } else if (!stable_at) {
+      assert_true(k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
     }
-    assert_true(k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
-    if (now_ms() >= next_good) {
+    if (now_ms() >= next_good && !stable_at) {
       good_client_is_served("a client that never reads");
       next_good = now_ms() + 500;
     }
-    struct pollfd p = {.fd = fd, .events = POLLOUT};
-    poll(&p, 1, 100);
+    if (k <= 0) {
+      struct pollfd p = {.fd = fd, .events = POLLOUT};
+      poll(&p, 1, (int)(next_sample > now_ms() ? next_sample - now_ms() : 0));
+    }
+    if (now_ms() < next_sample)
+      continue;
+    next_sample = now_ms() + 100;
+    long r = front_rx_queue(cport);
+    if (r < 0) {
+      gone_at = now_ms() - t0;
+      break;
+    }
+    if (r != rx)
+      rx = r, since = now_ms();
+    else if (r > 0 && !stable_at && now_ms() - since >= 1000)
+      stable_rx = r, stable_at = now_ms() - t0;
   }
-  uint64_t took = now_ms() - t0;
+  uint64_t took = stable_at;
   long after = rss_kb(&front);
   good_client_is_served("a client that never reads");
-  fprintf(stderr, "never reads: %llu requests sent in %llu ms before the front stopped "
-          "reading (%s); front RSS %ld -> %ld KiB\n", (unsigned long long)nreq,
-          (unsigned long long)took, now_ms() - last_sent >= 1500 ? "stopped" : "never stopped",
-          before, after);
+  fprintf(stderr, "never reads: %llu requests sent; the front left %ld bytes of them unread "
+          "for 1 s at %llu ms (%s), and closed the connection at %llu ms; front RSS %ld -> "
+          "%ld KiB\n",
+          (unsigned long long)nreq, stable_rx, (unsigned long long)took,
+          stable_at ? "it stopped reading" : "it never stopped reading",
+          (unsigned long long)gone_at, before, after);
   close(fd);
-  assert_true(took < 40000); /* it stopped taking them: bounded */
+  assert_true(stable_at > 0); /* requests left unread: the front stopped reading */
+  assert_true(gone_at > 0);   /* and it closed the stalled connection */
   assert_true(after - before < RSS_SLACK_KB);
   assert_true(alive(&front));
 }
