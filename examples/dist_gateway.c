@@ -33,7 +33,9 @@
  *       timeout (default 60000 ms) is closed; pipelined requests are
  *       answered in order, one at the back ends at a time, and a client
  *       that does not read its answers is not read from either once 64 KiB
- *       of them wait (closed after the idle timeout if it stays so).
+ *       of them wait beyond the socket's send buffer (64 KiB, not the
+ *       kernel's autotuned megabytes), and is closed after the idle timeout
+ *       if it stays so.
  *
  *   dist_gateway --demo [--requests N] [--connections C]
  *                       [--backend-host ADDR[@NETNS]] [--backend-host ...]
@@ -71,6 +73,7 @@
 #define MAX_BODY 16384
 #define MAX_HEADER 8192            /* request line + headers: past it, 431 */
 #define WRITE_BACKLOG (64 * 1024)  /* answers waiting for a client that does not read */
+#define FRONT_SNDBUF (64 * 1024)   /* a connection's kernel send buffer (Linux doubles it) */
 #define DRAIN_IDLE_MS 200          /* at drain, an idle connection gets this for its next request */
 
 static void check(int err, const char *what) {
@@ -513,8 +516,13 @@ static void gw_on_connection(weft_conn_t *conn) {
   c->timer->data = c;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
-  if (conn->h.stream.type == UV_TCP) /* answers go out at once, not after the next ACK */
+  if (conn->h.stream.type == UV_TCP) { /* answers go out at once, not after the next ACK */
     uv_tcp_nodelay(&conn->h.tcp, 1);
+    /* Answers are small: the kernel need not hold megabytes of them for a
+     * client that does not read (it would autotune up to tcp_wmem's max). */
+    int sndbuf = FRONT_SNDBUF;
+    uv_send_buffer_size((uv_handle_t *)&conn->h.tcp, &sndbuf);
+  }
   c->in_request = true; /* its first request is due within the header timeout */
   gw_deadline(c, front_header_timeout_ms);
   uv_read_start(&conn->h.stream, gw_alloc, gw_on_read);

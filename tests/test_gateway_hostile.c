@@ -1,7 +1,7 @@
 /* test_gateway_hostile.c: examples/dist_gateway's front against hostile
  * HTTP clients, as real processes on 127.0.0.1: a back end
  * (`dist_gateway --backend`, 1 SHA-256 round per request) and a front
- * (`--front 0 --workers 2 --header-timeout-ms 500 --idle-timeout-ms 3000`),
+ * (`--front 0 --workers 2 --header-timeout-ms 500 --idle-timeout-ms 8000`),
  * driven by plain blocking sockets from this process.
  *
  *   huge headers      past 8 KiB: a 431, the connection closed
@@ -152,7 +152,7 @@ static int group_setup(void **state) {
   char ht[16];
   snprintf(ht, sizeof(ht), "%d", HEADER_TIMEOUT_MS);
   const char *fargv[] = {EXE, "--front", "0", "--workers", "2", "--header-timeout-ms", ht,
-                         "--idle-timeout-ms", "3000", "--backends", url, NULL};
+                         "--idle-timeout-ms", "8000", "--backends", url, NULL};
   spawn(&front, fargv);
   if (!wait_output(&front, "front listening on http://127.0.0.1:", 1, 15000) ||
       !wait_output(&front, "provider b1 up", 2, 15000)) {
@@ -491,7 +491,7 @@ static void client_that_never_reads_is_not_read_either(void **state) {
    * more. The front has stopped reading us once its receive queue for us
    * (from /proc/net/tcp, every 100 ms) holds requests and stays put for 1 s
    * while we keep trying (a front that reads on takes more, and we send
-   * more). Then we stop, and the front, stalled past the idle timeout (3 s
+   * more). Then we stop, and the front, stalled past the idle timeout (8 s
    * here), closes the connection (it leaves /proc/net/tcp). At most 40 s. */
   uint64_t t0 = now_ms(), nreq = 0, next_good = t0 + 500, next_sample = t0 + 100;
   uint64_t since = t0, stable_at = 0, gone_at = 0;
