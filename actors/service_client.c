@@ -11,7 +11,8 @@
  *
  * Peer records live until the client is freed. The client is freed once it
  * is closing and no lookup, port close or request callback is due, and its
- * timer has closed. Thread: the node's context only. */
+ * timer has closed (no call outlives the close: answers to come are late
+ * ones, freed when they arrive, or never read). Thread: the node's context only. */
 #include <string.h>
 
 #include "service_int.h"
@@ -43,22 +44,30 @@ static void provider_event(svc_peer_t *p, bool up) {
     cli->opts.on_provider(cli, p->name, up, cli->opts.data);
 }
 
-void weft__svc_forget(svc_peer_t *p) {
+void weft__svc_forget(svc_peer_t *p, int reason) {
   weft_service_client_t *cli = p->cli;
   if (p->state == PEER_READY)
     provider_event(p, false);
+  bool was_provider = p->state >= PEER_GREETING;
+  if (was_provider)
+    p->state = PEER_IDLE; /* never picked again while its calls end */
+  weft__svc_fail_peer(p, reason);
+  /* Their close callbacks come later, maybe after a new greeting has set
+   * new ports: they act only on the ports that are still p's. */
   if (p->port != NULL)
     weft_port_close(p->port);
   if (p->notice != NULL)
     weft_port_close(p->notice);
-  if (p->state >= PEER_GREETING) {
-    p->state = PEER_IDLE;
+  p->port = p->notice = NULL;
+  if (was_provider) {
     p->next_scan_ns = uv_hrtime() + (uint64_t)cli->opts.rescan_ms * 1000000u;
     weft__svc_arm(cli, cli->opts.rescan_ms);
   }
 }
 
-/* WITHDRAW: send nothing new; BYE follows every request already sent. */
+/* WITHDRAW: send nothing new; BYE follows every request already sent. Once
+ * the last answer is in (at once if none is due), the client closes both
+ * channels: the provider knows it is gone. */
 static void leave(svc_peer_t *p) {
   if (p->state != PEER_READY)
     return;
@@ -69,14 +78,25 @@ static void leave(svc_peer_t *p) {
     return; /* the provider waits for the notice channel's close instead */
   if (weft_port_post(p->port, m) != 0) {
     weft_msg_free(m);
-    weft__svc_forget(p);
+    weft__svc_forget(p, WEFT_ECLOSED);
+  } else if (p->outstanding == 0) {
+    weft__svc_forget(p, WEFT_ECLOSED); /* nothing to wait for: the provider can go */
   }
 }
 
 static void on_notice(weft_port_t *port, weft_msg_t *msg) {
   svc_peer_t *p = weft_port_data(port);
-  uint64_t token;
-  int op = weft__svc_op(msg, &token);
+  uint64_t token, id;
+  if (p->notice != port) { /* a channel forgotten already: nothing on it counts */
+    weft_msg_free(msg);
+    return;
+  }
+  int op = weft__svc_trailer_get(msg, &token, &id);
+  if (op != 0) { /* an answer, or a drop */
+    weft__svc_answer(p, msg, op, id);
+    return;
+  }
+  op = weft__svc_op(msg, &token);
   weft_msg_free(msg);
   if (op == WEFT__SVC_WELCOME && p->state == PEER_GREETING) {
     p->state = PEER_READY;
@@ -87,23 +107,26 @@ static void on_notice(weft_port_t *port, weft_msg_t *msg) {
   }
 }
 
+/* The reason a channel to a provider closed, for the calls it ends. */
+static int close_reason(const weft_port_close_info_t *info) {
+  return info != NULL && info->reason != 0 ? info->reason : WEFT_ECLOSED;
+}
+
 static void on_notice_closed(weft_port_t *port, const weft_port_close_info_t *info) {
-  (void)info;
   svc_peer_t *p = weft_port_data(port);
   weft_service_client_t *cli = p->cli;
-  p->notice = NULL;
   cli->open_ports--;
-  weft__svc_forget(p);
+  if (p->notice == port) /* else forgotten already (and maybe greeted again) */
+    weft__svc_forget(p, close_reason(info));
   weft__svc_maybe_free(cli);
 }
 
 static void on_port_closed(weft_port_t *port, const weft_port_close_info_t *info) {
-  (void)info;
   svc_peer_t *p = weft_port_data(port);
   weft_service_client_t *cli = p->cli;
-  p->port = NULL;
   cli->open_ports--;
-  weft__svc_forget(p);
+  if (p->port == port)
+    weft__svc_forget(p, close_reason(info));
   weft__svc_maybe_free(cli);
 }
 
@@ -114,7 +137,7 @@ static void greet(svc_peer_t *p, weft_port_t *port) {
   if (weft_port_on_close(port, on_port_closed) != 0) {
     weft_port_close(port);
     p->state = PEER_GREETING; /* forget makes it IDLE, scanned again */
-    weft__svc_forget(p);
+    weft__svc_forget(p, WEFT_ECLOSED);
     return;
   }
   p->port = port;
@@ -124,7 +147,7 @@ static void greet(svc_peer_t *p, weft_port_t *port) {
   weft_port_t *ends[2];
   weft_msg_t *m = NULL;
   if (weft_channel_new(weft_port_ctx(port), ends) != 0) {
-    weft__svc_forget(p);
+    weft__svc_forget(p, WEFT_ECLOSED);
     return;
   }
   weft_port_set_data(ends[0], p);
@@ -132,7 +155,7 @@ static void greet(svc_peer_t *p, weft_port_t *port) {
   if (rc != 0) {
     weft_port_close(ends[0]);
     weft_port_close(ends[1]);
-    weft__svc_forget(p);
+    weft__svc_forget(p, WEFT_ECLOSED);
     return;
   }
   p->notice = ends[0];
@@ -149,7 +172,7 @@ static void greet(svc_peer_t *p, weft_port_t *port) {
     if (ends[1] != NULL)
       weft_port_close(ends[1]);
     weft_msg_free(m); /* closes ends[1] if it holds it */
-    weft__svc_forget(p);
+    weft__svc_forget(p, WEFT_ECLOSED);
   }
 }
 
@@ -225,7 +248,7 @@ static void on_watch(weft_node_t *node, const char *peer, bool up, int reason, v
     return;
   }
   p->epoch++;
-  weft__svc_forget(p);
+  weft__svc_forget(p, WEFT_EPEERDIED);
   p->state = PEER_DOWN;
 }
 
@@ -258,6 +281,7 @@ static void on_timer_closed(uv_handle_t *h) {
   weft_list_node_t *l;
   while ((l = weft_list_pop_front(&cli->peers)) != NULL)
     weft_free(WEFT_LIST_ENTRY(l, svc_peer_t, link));
+  weft__svc_map_free(&cli->calls);
   weft_service_client_close_cb cb = cli->close_cb;
   void *data = cli->close_data;
   if (cb != NULL)
@@ -266,8 +290,9 @@ static void on_timer_closed(uv_handle_t *h) {
 }
 
 void weft__svc_maybe_free(weft_service_client_t *cli) {
-  if (!cli->closing || cli->timer_closed || cli->in_flight > 0 || cli->lookups > 0 ||
-      cli->open_ports > 0 || !weft_list_empty(&cli->waiting) || !weft_list_empty(&cli->done))
+  if (!cli->closing || cli->timer_closed || cli->lookups > 0 || cli->open_ports > 0 ||
+      !weft_list_empty(&cli->waiting) || !weft_list_empty(&cli->ended) ||
+      !weft_list_empty(&cli->done))
     return;
   cli->timer_closed = true;
   uv_close((uv_handle_t *)&cli->timer, on_timer_closed);
@@ -333,9 +358,9 @@ int weft_service_client_close(weft_service_client_t *cli, weft_service_client_cl
   cli->close_cb = cb;
   cli->close_data = data;
   weft_node_unwatch(cli->node, cli->watch);
+  weft__svc_cancel_all(cli); /* before the forgets: no call is left to retry */
   for (weft_list_node_t *l = weft_list_first(&cli->peers); l; l = weft_list_next(l))
-    weft__svc_forget(WEFT_LIST_ENTRY(l, svc_peer_t, link));
-  weft__svc_cancel_all(cli);
+    weft__svc_forget(WEFT_LIST_ENTRY(l, svc_peer_t, link), WEFT_ECANCELED);
   weft__svc_arm(cli, 0); /* completes the calls, then frees */
   return 0;
 }

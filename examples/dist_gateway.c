@@ -10,10 +10,11 @@
  *       "backend NAME pid PID listening on URL" with the port it got.
  *       SIGTERM/SIGINT: withdraws (requests in flight are answered), exits 0.
  *
- *   dist_gateway --front PORT [--host H] [--workers N] --backends URL...
- *       the front: an HTTP/1.1 server (keep-alive; Debian's http-parser)
- *       on H:PORT (default 127.0.0.1; PORT 0 takes a free one) behind a weft
- *       balancer with N worker threads (default 2). Every worker is a node
+ *   dist_gateway --front PORT [--host H] [--workers N]
+ *                [--header-timeout-ms T] [--idle-timeout-ms T] --backends URL...
+ *       the front: an HTTP/1.1 server (keep-alive, pipelining; Debian's
+ *       http-parser) on H:PORT (default 127.0.0.1; PORT 0 takes a free one)
+ *       behind a weft balancer with N worker threads (default 2). Every worker is a node
  *       of its own that dials the back ends and forwards each request through
  *       a service client (weft_service_call): GET and HEAD are idempotent
  *       (retried on another back end when theirs dies or times out), the
@@ -21,6 +22,20 @@
  *       X-Backend (which back end answered), X-Backend-Pid and X-Attempts.
  *       Prints "front listening on http://H:PORT workers N" and one line per
  *       provider that comes up or goes. SIGTERM/SIGINT: drains, exits 0.
+ *       Hostile clients cost bounded memory and no worker: a request line +
+ *       headers past 8 KiB is a 431, a body past 16 KiB a 413 (at once when
+ *       Content-Length says so), a method the parser does not know a 501,
+ *       a URL past 2 KiB a 414,
+ *       anything else unparsable a 400, each with the connection closed; a
+ *       request not complete within the header timeout (default 10000 ms
+ *       from its first byte, or from the connect) is a 408 and a close
+ *       (slowloris); a connection idle between requests longer than the idle
+ *       timeout (default 60000 ms) is closed; pipelined requests are
+ *       answered in order, one at the back ends at a time, and a client
+ *       that does not read its answers is not read from either once 64 KiB
+ *       of them wait beyond the socket's send buffer (64 KiB, not the
+ *       kernel's autotuned megabytes), and is closed after the idle timeout
+ *       if it stays so.
  *
  *   dist_gateway --demo [--requests N] [--connections C]
  *                       [--backend-host ADDR[@NETNS]] [--backend-host ...]
@@ -42,6 +57,7 @@
 #include <http_parser.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/version.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -55,8 +71,10 @@
 #define SERVICE "gateway"
 #define MAX_URL 2048
 #define MAX_BODY 16384
-#define IDLE_TIMEOUT_MS 60000 /* a connection silent this long between requests is closed */
-#define DRAIN_IDLE_MS 200     /* at drain, an idle connection gets this for its next request */
+#define MAX_HEADER 8192            /* request line + headers: past it, 431 */
+#define WRITE_BACKLOG (64 * 1024)  /* answers waiting for a client that does not read */
+#define FRONT_SNDBUF (64 * 1024)   /* a connection's kernel send buffer (Linux doubles it) */
+#define DRAIN_IDLE_MS 200          /* at drain, an idle connection gets this for its next request */
 
 static void check(int err, const char *what) {
   if (err < 0) {
@@ -183,6 +201,8 @@ static int run_backend(const char *url, const char *name) {
 
 /* Set by main() before any worker starts; read-only afterwards. */
 static const char *front_backends[8];
+static uint64_t front_header_timeout_ms = 10000; /* a request's first byte (or the connect) to its end */
+static uint64_t front_idle_timeout_ms = 60000;   /* between requests, or stalled on our writes */
 static atomic_uint front_worker_ids; /* numbers the workers' nodes; orders nothing */
 
 typedef struct {
@@ -202,6 +222,8 @@ typedef struct {
   gw_req_t *pending; /* the request at the back ends, if any */
   bool close_after;  /* drain: Connection: close on the next answer */
   bool done;         /* the last answer is written or on its way: read nothing more */
+  bool in_request;   /* a request has begun and is not complete */
+  bool write_blocked; /* WRITE_BACKLOG of answers waits: no parsing, no reading */
   bool too_big;
   size_t len;        /* bytes in in[] not parsed yet (the parser paused) */
   size_t url_len, body_len;
@@ -225,7 +247,21 @@ typedef struct {
 
 static http_parser_settings gw_settings;
 
-static void gw_on_timeout(uv_timer_t *t) { weft_conn_close(&((gw_conn_t *)t->data)->conn); }
+static void gw_respond(gw_conn_t *c, int status, const char *reason, const char *extra,
+                       const char *body, bool close, bool head);
+
+/* The deadline: a request that is not complete in time gets a 408 (a
+ * slowloris client, one byte at a time, is cut off); an idle or stalled
+ * connection is closed. */
+static void gw_on_timeout(uv_timer_t *t) {
+  gw_conn_t *c = t->data;
+  if (c->in_request && c->pending == NULL && !c->done) {
+    uv_read_stop(&c->conn.h.stream);
+    gw_respond(c, 408, "Request Timeout", "", "request timeout\n", true, false);
+    return;
+  }
+  weft_conn_close(&c->conn);
+}
 
 static void gw_deadline(gw_conn_t *c, uint64_t ms) {
   if (ms)
@@ -234,11 +270,22 @@ static void gw_deadline(gw_conn_t *c, uint64_t ms) {
     uv_timer_stop(c->timer);
 }
 
+static void gw_resume(gw_conn_t *c);
+
 static void gw_written(uv_write_t *w, int status) {
   gw_write_t *wr = (gw_write_t *)w;
-  if (status < 0 || wr->close_after)
-    weft_conn_close(&wr->c->conn); /* the conn is alive: its close waits for us */
+  gw_conn_t *c = wr->c;
+  bool close_after = wr->close_after;
   free(wr);
+  if (status < 0 || close_after) {
+    weft_conn_close(&c->conn); /* the conn is alive: its close waits for us */
+    return;
+  }
+  if (c->write_blocked &&
+      uv_stream_get_write_queue_size(&c->conn.h.stream) <= WRITE_BACKLOG / 2) {
+    c->write_blocked = false; /* the client reads again */
+    gw_resume(c);
+  }
 }
 
 /* Writes one response; closes the connection after it if close. */
@@ -274,7 +321,18 @@ static void gw_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
 }
 
 /* Parses what is buffered; a complete request pauses the parser (one request
- * at the back ends per connection: pipelined ones wait in in[]). */
+ * at the back ends per connection: pipelined ones wait in in[]). A request
+ * the parser refuses is answered (431, 501 or 400) and the connection
+ * closed: the stream cannot be resynchronised. */
+/* A request line that starts with a method-like token ("FROB "): 501 rather
+ * than 400. in[] holds the request from its first byte. */
+static bool gw_looks_like_method(const gw_conn_t *c) {
+  size_t i = 0;
+  while (i < c->len && i < 24 && ((c->in[i] >= 'A' && c->in[i] <= 'Z') || c->in[i] == '-'))
+    i++;
+  return i > 0 && i < c->len && c->in[i] == ' ';
+}
+
 static void gw_parse(gw_conn_t *c) {
   size_t used = http_parser_execute(&c->parser, &gw_settings, c->in, c->len);
   enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
@@ -283,10 +341,19 @@ static void gw_parse(gw_conn_t *c) {
     c->len -= used;
     return;
   }
+  bool method_like = e == HPE_INVALID_METHOD && gw_looks_like_method(c);
   c->len = 0;
+  if (c->done) /* answered already (413): the callback stopped the parser */
+    return;
   if (e != HPE_OK || c->parser.upgrade) {
     uv_read_stop(&c->conn.h.stream);
-    gw_respond(c, 400, "Bad Request", "", "bad request\n", true, false);
+    if (e == HPE_HEADER_OVERFLOW)
+      gw_respond(c, 431, "Request Header Fields Too Large", "", "headers too large\n", true,
+                 false);
+    else if (method_like)
+      gw_respond(c, 501, "Not Implemented", "", "unknown method\n", true, false);
+    else
+      gw_respond(c, 400, "Bad Request", "", "bad request\n", true, false);
   }
 }
 
@@ -308,6 +375,20 @@ static int gw_on_begin(http_parser *p) {
   gw_conn_t *c = p->data;
   c->url_len = c->body_len = 0;
   c->too_big = false;
+  c->in_request = true;
+  gw_deadline(c, front_header_timeout_ms); /* the whole request, from its first byte */
+  return 0;
+}
+
+/* A body announced past the limit: 413 now, not after reading it all. */
+static int gw_on_headers(http_parser *p) {
+  gw_conn_t *c = p->data;
+  if ((p->flags & F_CHUNKED) == 0 && p->content_length != ULLONG_MAX &&
+      p->content_length > MAX_BODY) {
+    uv_read_stop(&c->conn.h.stream);
+    gw_respond(c, 413, "Content Too Large", "", "too large\n", true, false);
+    return 1; /* stops the parser */
+  }
   return 0;
 }
 
@@ -322,10 +403,12 @@ static int gw_on_url(http_parser *p, const char *at, size_t n) {
 
 static int gw_on_body(http_parser *p, const char *at, size_t n) {
   gw_conn_t *c = p->data;
-  if (n > sizeof(c->body) - c->body_len)
-    c->too_big = true;
-  else
-    memcpy(c->body + c->body_len, at, n), c->body_len += n;
+  if (n > sizeof(c->body) - c->body_len) { /* chunked past the limit */
+    uv_read_stop(&c->conn.h.stream);
+    gw_respond(c, 413, "Content Too Large", "", "too large\n", true, false);
+    return 1;
+  }
+  memcpy(c->body + c->body_len, at, n), c->body_len += n;
   return 0;
 }
 
@@ -336,10 +419,11 @@ static void gw_on_reply(weft_service_client_t *cli, weft_msg_t *reply, int err,
 static int gw_on_complete(http_parser *p) {
   gw_conn_t *c = p->data;
   http_parser_pause(p, 1);
+  c->in_request = false;
   gw_deadline(c, 0);
   bool keep = http_should_keep_alive(p) && !c->close_after;
-  if (c->too_big) {
-    gw_respond(c, 413, "Content Too Large", "", "too large\n", true, false);
+  if (c->too_big) { /* the URL */
+    gw_respond(c, 414, "URI Too Long", "", "uri too long\n", true, false);
     return 0;
   }
   gw_req_t *r = malloc(sizeof(*r));
@@ -401,10 +485,21 @@ static void gw_on_reply(weft_service_client_t *cli, weft_msg_t *reply, int err,
   free(r);
   if (c->done)
     return;
+  if (uv_stream_get_write_queue_size(&c->conn.h.stream) > WRITE_BACKLOG) {
+    c->write_blocked = true; /* gw_written resumes once the client reads */
+    gw_deadline(c, front_idle_timeout_ms);
+    return;
+  }
+  gw_resume(c);
+}
+
+/* The next request: a pipelined one waiting in in[], or more reading. */
+static void gw_resume(gw_conn_t *c) {
   http_parser_pause(&c->parser, 0);
-  gw_parse(c); /* a pipelined request may be waiting */
+  gw_parse(c);
   if (c->pending == NULL && !c->done) {
-    gw_deadline(c, IDLE_TIMEOUT_MS);
+    if (!c->in_request)
+      gw_deadline(c, front_idle_timeout_ms);
     uv_read_start(&c->conn.h.stream, gw_alloc, gw_on_read);
   }
 }
@@ -421,9 +516,15 @@ static void gw_on_connection(weft_conn_t *conn) {
   c->timer->data = c;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
-  if (conn->h.stream.type == UV_TCP) /* answers go out at once, not after the next ACK */
+  if (conn->h.stream.type == UV_TCP) { /* answers go out at once, not after the next ACK */
     uv_tcp_nodelay(&conn->h.tcp, 1);
-  gw_deadline(c, IDLE_TIMEOUT_MS);
+    /* Answers are small: the kernel need not hold megabytes of them for a
+     * client that does not read (it would autotune up to tcp_wmem's max). */
+    int sndbuf = FRONT_SNDBUF;
+    uv_send_buffer_size((uv_handle_t *)&conn->h.tcp, &sndbuf);
+  }
+  c->in_request = true; /* its first request is due within the header timeout */
+  gw_deadline(c, front_header_timeout_ms);
   uv_read_start(&conn->h.stream, gw_alloc, gw_on_read);
 }
 
@@ -534,8 +635,10 @@ static void front_give_up(weft_balancer_t *b, int err, const weft_sup_exit_t *la
 
 static int run_front(const char *host, int port, unsigned workers) {
   http_parser_settings_init(&gw_settings);
+  http_parser_set_max_header_size(MAX_HEADER);
   gw_settings.on_message_begin = gw_on_begin;
   gw_settings.on_url = gw_on_url;
+  gw_settings.on_headers_complete = gw_on_headers;
   gw_settings.on_body = gw_on_body;
   gw_settings.on_message_complete = gw_on_complete;
   weft_runtime_t *rt;
@@ -636,7 +739,8 @@ static http_parser_settings cl_settings;
 static int demo_usage(const char *argv0) {
   fprintf(stderr,
           "usage: %s --backend URL NAME [--work N]\n"
-          "       %s --front PORT [--host H] [--workers N] --backends URL...\n"
+          "       %s --front PORT [--host H] [--workers N] [--header-timeout-ms T]\n"
+          "                  [--idle-timeout-ms T] --backends URL...\n"
           "       %s --demo [--requests N] [--connections C] [--front-host ADDR]\n"
           "                 [--backend-host ADDR[@NETNS]] [--backend-host ...] [--deadline-s S]\n",
           argv0, argv0, argv0);
@@ -1131,6 +1235,10 @@ int main(int argc, char **argv) {
         host = argv[++i];
       else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
         workers = strtoul(argv[++i], NULL, 10);
+      else if (strcmp(argv[i], "--header-timeout-ms") == 0 && i + 1 < argc)
+        front_header_timeout_ms = strtoull(argv[++i], NULL, 10);
+      else if (strcmp(argv[i], "--idle-timeout-ms") == 0 && i + 1 < argc)
+        front_idle_timeout_ms = strtoull(argv[++i], NULL, 10);
       else if (strcmp(argv[i], "--die-with-parent") == 0)
         die_with_parent();
       else if (strcmp(argv[i], "--backends") == 0)
@@ -1140,7 +1248,8 @@ int main(int argc, char **argv) {
       else
         return demo_usage(argv[0]);
     }
-    if (nb == 0 || port > 65535 || workers == 0 || workers > 256)
+    if (nb == 0 || port > 65535 || workers == 0 || workers > 256 ||
+        front_header_timeout_ms == 0 || front_idle_timeout_ms == 0)
       return demo_usage(argv[0]);
     return run_front(host, (int)port, (unsigned)workers);
   }

@@ -474,6 +474,53 @@ static void spread_over_equal_providers(void **state) {
   finish();
 }
 
+/* ---- calls open no channel of their own ----------------------------------------
+ * A call is one message each way on the two channels a client and a provider
+ * share: 64 calls held by a provider for 300 ms leave the client node's count
+ * of open remote channels where it was (a reply channel per call, as the
+ * first version made with weft_port_request, would add 64). Sampled when the
+ * first answer arrives: every request is at the provider by then. */
+static struct {
+  uint64_t before, at_first;
+  bool sampled;
+} CH;
+
+static void channel_reply(weft_service_client_t *cli, weft_msg_t *reply, int err,
+                          const weft_service_info_t *info, void *data) {
+  (void)cli;
+  (void)info;
+  (void)data;
+  weft_msg_free(reply);
+  if (!CH.sampled) {
+    weft_node_stats_t st;
+    CHECK_RC(weft_node_stats(H.node, &st), 0);
+    CH.at_first = st.channels_open;
+    CH.sampled = true;
+  }
+  H.completed++;
+  if (err != 0)
+    H.failures++;
+}
+
+static void calls_open_no_channel_of_their_own(void **state) {
+  (void)state;
+  memset(&CH, 0, sizeof(CH));
+  setup_client(NULL);
+  spawn_provider(1, "delay300");
+  wait_providers(1);
+  weft_node_stats_t st;
+  assert_int_equal(weft_node_stats(H.node, &st), 0);
+  CH.before = st.channels_open;
+  for (uint64_t i = 0; i < 64; i++)
+    assert_int_equal(weft_service_call(H.cli, request(i, false), 0, channel_reply, NULL), 0);
+  assert_true(spin_until(NULL, &H.completed, 64, 30000, "64 answers"));
+  fprintf(stderr, "channels: %llu open before 64 calls, %llu while they were out\n",
+          (unsigned long long)CH.before, (unsigned long long)CH.at_first);
+  assert_int_equal(H.failures, 0);
+  assert_true(CH.at_first <= CH.before + 2);
+  finish();
+}
+
 /* ---- death: retry of idempotent requests, failure of the others ----------------- */
 
 static uint32_t kill_at;
@@ -935,6 +982,7 @@ int main(int argc, char **argv) {
       T(spread_over_equal_providers),
       T(idempotent_requests_survive_a_sigkill),
       T(non_idempotent_requests_fail_with_peerdied),
+      T(calls_open_no_channel_of_their_own),
       T(timeouts_one_attempt_then_max_attempts),
       T(idempotent_request_retried_elsewhere_after_timeout),
       T(bound_and_drain),

@@ -11,8 +11,13 @@
  *
  *  - Providers: weft_service_provide publishes an actor under the reserved
  *    name "svc:<name>" on its node (weft_node_publish). Its handler gets each
- *    request as a weft_port_request message and answers with
- *    weft_service_reply, at once or later.
+ *    request (the message the client passed to weft_service_call) and
+ *    answers with weft_service_reply, at once or later.
+ *  - Channels: a client and a provider talk over two long-lived channels,
+ *    one each way, made when the client first meets the provider; a call
+ *    makes no channel of its own. Requests and answers are matched by an id
+ *    that travels in a 27-byte trailer after the message's payload, taken
+ *    off before the handler or the reply callback sees the message.
  *  - Discovery: a client watches its node's peers (weft_node_watch). For
  *    every peer that is up it looks "svc:<name>" up; a peer without it is
  *    not a provider (it is asked again every rescan_ms, so a node that starts
@@ -40,9 +45,10 @@
  *    for a provider, or waiting for an answer); past it weft_service_call
  *    returns WEFT_EAGAIN and on_drain runs once the count is below half.
  *
- * Reserved: the name prefix "svc:", and messages whose map has the key
- * "weft.svc" that are not requests (the control messages between clients
- * and providers, on the published port).
+ * Reserved: the name prefix "svc:"; on the published port, messages whose
+ * map has the key "weft.svc" and messages whose payload ends in the
+ * service's trailer (the control messages and calls between clients and
+ * providers).
  *
  * Threads: providers and clients live on their node's context; every
  * function here is called on that context's thread (else WEFT_EWRONGTHREAD)
@@ -63,10 +69,11 @@ typedef struct weft_service_client_s weft_service_client_t;
 
 /* ---- providers ------------------------------------------------------------- */
 
-/* Called for each request, on the node's context. The handler owns req (a
- * request: weft_msg_is_request is true) and ends it with weft_service_reply
- * or weft_service_drop, now or later, on this context. A request not ended
- * holds a withdraw back. data is weft_service_provide's. */
+/* Called for each request, on the node's context. The handler owns req (the
+ * client's message, with its payload and transfer items as sent) and ends it
+ * with weft_service_reply or weft_service_drop, now or later, on this
+ * context; it must not free req itself. A request not ended holds a
+ * withdraw back. data is weft_service_provide's. */
 typedef void (*weft_service_handler_cb)(weft_service_t *svc, weft_msg_t *req, void *data);
 
 /* Called once, from the loop, when a withdraw has finished (or the node
@@ -82,15 +89,19 @@ WEFT_EXTERN int weft_service_provide(weft_node_t *node, const char *name,
                                      weft_service_handler_cb handler, void *data,
                                      weft_service_t **out);
 
-/* weft_service_reply: answers req with reply (weft_msg_reply) and ends req.
- * Always takes req (it is freed); takes reply on success, else reply stays
- * the caller's. Returns 0, WEFT_ECLOSED (the client stopped waiting:
- * timeout, or its node went), WEFT_EINVAL, or weft_msg_reply's errors. */
+/* weft_service_reply: answers req with reply and ends req. Always takes req
+ * (it is freed); takes reply on success, else reply stays the caller's (as
+ * it was). Returns 0 (the answer is on its way; if the client has stopped
+ * waiting for it, a timeout, the client drops it), WEFT_ECLOSED (the client
+ * is gone: it closed, or its node went), WEFT_EINVAL (NULL reply, or req is
+ * not a request of svc's handler not yet ended), or weft_port_post's errors
+ * for reply (WEFT_ETRANSFER: it carries what cannot cross). */
 WEFT_EXTERN int weft_service_reply(weft_service_t *svc, weft_msg_t *req, weft_msg_t *reply);
 
 /* weft_service_drop: ends req without an answer (takes and frees it): the
  * client sees WEFT_ECLOSED (an idempotent request is then tried again).
- * Returns 0 or WEFT_EINVAL. */
+ * Returns 0 or WEFT_EINVAL (req is not a request of svc's handler not yet
+ * ended; it is freed all the same). */
 WEFT_EXTERN int weft_service_drop(weft_service_t *svc, weft_msg_t *req);
 
 /* weft_service_withdraw: graceful leave (see above); cb (may be NULL) runs
@@ -178,8 +189,8 @@ WEFT_EXTERN int weft_service_call(weft_service_client_t *cli, weft_msg_t *req, u
 
 /* weft_service_client_close: every call not completed completes with
  * WEFT_ECANCELED (from the loop); cb (may be NULL) runs once everything is
- * released (an answer still travelling is waited for, at most timeout_ms),
- * and the handle is invalid after it. Idempotent: a second close returns
+ * released (the channels to the providers have closed; answers still
+ * travelling are dropped), and the handle is invalid after it. Idempotent: a second close returns
  * WEFT_ECLOSED. A client must be closed before its node. */
 WEFT_EXTERN int weft_service_client_close(weft_service_client_t *cli,
                                           weft_service_client_close_cb cb, void *data);
