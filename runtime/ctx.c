@@ -6,6 +6,9 @@
  * idle handle active while work remains so that the next poll does not block:
  * I/O on the same loop is never starved by a flood of messages.
  *
+ * Posts made during a batch to ports of other contexts may be published
+ * together at its end (port.c, the producer's batch): run_batch flushes them.
+ *
  * Wake-ups. A pusher calls uv_async_send only if the context has said it may
  * sleep (`parked`). Before sleeping (prepare phase) the context spins for an
  * adaptive while, watching its ready queue: a busy exchange then costs no
@@ -152,6 +155,7 @@ static bool has_work(weft_ctx_t *ctx) {
 }
 
 static bool run_batch(weft_ctx_t *ctx) {
+  ctx->in_turn = true; /* posts to other contexts may wait in ctx->out */
   run_closing(ctx);
   run_tasks(ctx);
   uint32_t budget = ctx->batch;
@@ -166,6 +170,8 @@ static bool run_batch(weft_ctx_t *ctx) {
       weft__mpsc_push(&ctx->ready, node);
     run_closing(ctx);
   }
+  ctx->in_turn = false;
+  weft__port_flush(ctx);
   weft__msgpool_flush(ctx->pool);
   if (atomic_load_explicit(&ctx->stop, memory_order_relaxed)) {
     uv_stop(ctx->loop);
@@ -395,6 +401,7 @@ static void close_closers(weft_ctx_t *ctx) {
 }
 
 int weft__ctx_fini(weft_ctx_t *ctx, bool close_all_handles) {
+  weft__port_flush(ctx);
   close_closers(ctx);
   while (!weft_list_empty(&ctx->ports)) {
     weft_port_t *p = port_of_link(weft_list_first(&ctx->ports));

@@ -182,10 +182,10 @@ static void uncount_bytes(weft_port_t *p, weft_msg_t *m) {
     atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)w, memory_order_relaxed);
 }
 
-/* Count one more item at p; the 0 -> 1 transition takes the token. */
-static void count_one(weft_port_t *p) {
-  /* acq_rel: pairs with the consumer's fetch_sub; the 0 -> 1 winner is unique. */
-  if (atomic_fetch_add_explicit(&p->pending, 1, memory_order_acq_rel) == 0)
+/* Count n more items at p; the transition from 0 takes the token. */
+static void count_n(weft_port_t *p, int64_t n) {
+  /* acq_rel: pairs with the consumer's fetch_sub; the winner from 0 is unique. */
+  if (atomic_fetch_add_explicit(&p->pending, n, memory_order_acq_rel) == 0)
     take_token(p);
 }
 
@@ -194,7 +194,7 @@ static void enqueue(weft_port_t *p, weft_msg_t *m, size_t weight) {
   weft__mpsc_push(&p->inbox, &m->node);
   if (weight >= BYTES_MIN)
     atomic_fetch_add_explicit(&p->pending_bytes, (int64_t)weight, memory_order_relaxed);
-  count_one(p);
+  count_n(p, 1);
 }
 
 /* Raise an event bit at p (counted once while it is raised). Any thread.
@@ -248,12 +248,16 @@ int weft_channel_new(weft_ctx_t *ctx, weft_port_t *ports[2]) {
 /* The bounds limit what waits, not one message: a message heavier than the
  * byte bound passes when no counted bytes wait (so a 64 MiB buffer crosses a
  * default port), and waits for the drain otherwise. */
-static bool over_bounds(weft_port_t *to, size_t weight) {
+static int64_t waiting_msgs(weft_port_t *to) {
   int64_t n = atomic_load_explicit(&to->pending, memory_order_seq_cst);
-  int64_t b = atomic_load_explicit(&to->pending_bytes, memory_order_relaxed);
   /* pending also counts raised events (at most two): they are not messages */
   uint32_t st = atomic_load_explicit(&to->state, memory_order_relaxed);
-  n -= !!(st & WEFT__STATE_EV_CLOSE) + !!(st & WEFT__STATE_EV_DRAIN);
+  return n - (!!(st & WEFT__STATE_EV_CLOSE) + !!(st & WEFT__STATE_EV_DRAIN));
+}
+
+static bool over_bounds(weft_port_t *to, size_t weight) {
+  int64_t n = waiting_msgs(to);
+  int64_t b = atomic_load_explicit(&to->pending_bytes, memory_order_relaxed);
   if (n >= (int64_t)hwm_msgs(to))
     return true;
   size_t waiting = (size_t)(b > 0 ? b : 0);
@@ -290,6 +294,106 @@ static bool can_carry(const weft_msg_t *msg, uint32_t limits) {
 
 enum { BOUND_NONE = 0, BOUND_MSGS = 1, BOUND_ALL = 2 };
 
+/* ---- the producer's batch ------------------------------------------------
+ * Each message costs its consumer's core a trip to the producer's cache for
+ * the queue's tail and count, and the producer one back for the bound: per
+ * message, that traffic is most of a small message's cost. So the posts a
+ * context makes inside its delivery turn (from on_message, on_drain, a close
+ * callback) to a port of another context wait in the context's batch (ctx->out:
+ * one destination, up to BATCH_MAX messages, linked but not published) and are
+ * published together: one exchange on the tail, one add to the count.
+ *
+ * When a batch is published (weft__port_flush): at the end of the delivery
+ * turn (ctx.c's run_batch); when it is full; before a post that does not join
+ * it (another destination, a message with transfer items or of BYTES_MIN bytes
+ * or more, a post outside a turn); before its sending port closes or is
+ * detached for a transfer; when the context ends. A thread without a context,
+ * a callback of another handle (a timer, a socket) and a post on a port this
+ * thread does not own never batch: their post is published before it returns.
+ *
+ * So FIFO holds per channel (a batch is one destination, published in order,
+ * and anything this thread publishes later follows it), the close event still
+ * follows the last post, and the message bound counts the batch: a batch
+ * starts with the full check and takes at most the room it saw (hwm minus
+ * what waited), so WEFT_EAGAIN comes at the same count as without it (or
+ * later only if the consumer took some meanwhile). The peer's close is seen
+ * when a batch starts; messages of a batch that finds the peer closed when it
+ * is published are freed and counted as the peer's discarded, which the
+ * sender's close info reports as undelivered. */
+#define BATCH_MAX 64u
+
+/* True if msg, posted on port to its peer `to`, may wait in self's batch. */
+static bool batchable(weft_ctx_t *self, weft_port_t *port, weft_port_t *to, const weft_msg_t *msg,
+                      size_t weight) {
+  if (self == NULL || !self->in_turn || msg->nxfer != 0 || weight >= BYTES_MIN)
+    return false;
+  if (self->out.to == to)
+    return true; /* checked when the batch began */
+  weft_ctx_t *dst = owner_of(to);
+  /* our own sending port keeps the channel alive until its close flushes;
+   * a port of our own context gains nothing from a batch */
+  return owner_of(port) == self && dst != NULL && dst != self;
+}
+
+static void batch_add(weft_ctx_t *self, weft_msg_t *msg) {
+  atomic_store_explicit(&msg->node.next, NULL, memory_order_relaxed);
+  if (self->out.tail != NULL)
+    atomic_store_explicit(&self->out.tail->next, &msg->node, memory_order_relaxed);
+  else
+    self->out.head = &msg->node;
+  self->out.tail = &msg->node;
+  self->out.n++;
+}
+
+void weft__port_flush(weft_ctx_t *ctx) {
+  uint32_t n = ctx->out.n;
+  if (n == 0) {
+    ctx->out.to = NULL; /* a batch whose first post failed */
+    return;
+  }
+  weft_port_t *to = ctx->out.to;
+  weft__qnode_t *head = ctx->out.head, *tail = ctx->out.tail;
+  ctx->out.to = NULL;
+  ctx->out.head = ctx->out.tail = NULL;
+  ctx->out.n = ctx->out.room = 0;
+  if (atomic_load_explicit(&to->state, memory_order_acquire) & WEFT__STATE_CLOSED) {
+    /* The peer closed during the batch: these never reach it. Counted as
+     * its discarded (the sender's close info: undelivered). */
+    for (weft__qnode_t *node = head, *next; node != NULL; node = next) {
+      next = atomic_load_explicit(&node->next, memory_order_relaxed);
+      weft__msg_mark_taken((weft_msg_t *)node);
+      weft_msg_free((weft_msg_t *)node);
+    }
+    atomic_fetch_add_explicit(&to->discarded, n, memory_order_relaxed);
+    return;
+  }
+  weft__mpsc_push_chain(&to->inbox, head, tail);
+  count_n(to, (int64_t)n);
+}
+
+/* The bound check that starts a batch for `to`: the room it may take. */
+static uint32_t batch_room(weft_port_t *to, int bound) {
+  if (bound == BOUND_NONE)
+    return BATCH_MAX;
+  int64_t room = (int64_t)hwm_msgs(to) - waiting_msgs(to);
+  if (room <= 0)
+    return 1; /* over_bounds passed a moment ago: the consumer took some */
+  return room < (int64_t)BATCH_MAX ? (uint32_t)room : BATCH_MAX;
+}
+
+/* msg joins self's open batch (the checks of post are done). */
+static int join_batch(weft_ctx_t *self, weft_msg_t *msg) {
+  if (weft__checked() && !weft__msg_mark_queued(msg))
+    return WEFT_ETAKEN; /* posted twice at once from two threads */
+  if (msg->view_zone != NULL)
+    weft__msg_view_drop(msg);
+  batch_add(self, msg);
+  self->msgs_out++;
+  if (self->out.n >= BATCH_MAX)
+    weft__port_flush(self);
+  return 0;
+}
+
 static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
   bool bytes_bound = bound == BOUND_ALL;
   if (port == NULL || msg == NULL)
@@ -304,6 +408,14 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
   if (msg->open_map)
     return WEFT_ECOUNT; /* weft_msg_begin_map without its weft_msg_end_map */
   weft_port_t *to = weft__port_peer(port);
+  size_t weight = weft__msg_weight(msg);
+  weft_ctx_t *self = weft__ctx_tls();
+  bool batch = batchable(self, port, to, msg, weight);
+  if (batch && self->out.to == to && self->out.n < self->out.room &&
+      !(atomic_load_explicit(&port->state, memory_order_acquire) & WEFT__STATE_CLOSED))
+    return join_batch(self, msg); /* the batch's start checked to's state and bounds */
+  if (self != NULL)
+    weft__port_flush(self); /* what this thread posted before goes first */
   if ((atomic_load_explicit(&port->state, memory_order_acquire) |
        atomic_load_explicit(&to->state, memory_order_acquire)) & WEFT__STATE_CLOSED)
     return WEFT_ECLOSED;
@@ -314,7 +426,6 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
     if (limits != 0 && !can_carry(msg, limits))
       return WEFT_ETRANSFER;
   }
-  size_t weight = weft__msg_weight(msg);
   if (bound != BOUND_NONE && over_bounds(to, bytes_bound ? weight : 0)) {
     /* seq_cst: pairs with the consumer's fetch_sub then want_drain load; either
      * it sees our flag, or we see its lower count below. */
@@ -324,10 +435,14 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
   }
   if (weft__checked() && !weft__msg_mark_queued(msg))
     return WEFT_ETAKEN; /* posted twice at once from two threads */
+  if (batch) {
+    self->out.to = to;
+    self->out.room = batch_room(to, bound);
+    return join_batch(self, msg);
+  }
   if (msg->view_zone != NULL)
     weft__msg_view_drop(msg); /* what waits is what the bounds count */
   enqueue(to, msg, weight);
-  weft_ctx_t *self = weft__ctx_tls();
   if (self != NULL)
     self->msgs_out++;
   return 0;
@@ -800,6 +915,9 @@ void weft__port_report_drop(weft_port_t *p, int err) {
 static void begin_close(weft_port_t *p) {
   if (p->flags & WEFT__PORT_CLOSING)
     return;
+  weft_ctx_t *self = weft__ctx_tls();
+  if (self != NULL)
+    weft__port_flush(self); /* the peer's close event follows our posts */
   p->flags |= WEFT__PORT_CLOSING;
   /* release: a poster that sees CLOSED stops; acquire: we see PEER_CLOSED. */
   uint32_t st = atomic_fetch_or_explicit(&p->state, WEFT__STATE_CLOSED, memory_order_acq_rel);
@@ -910,6 +1028,7 @@ int weft__port_detach(weft_port_t *p) {
   weft_ctx_t *ctx = owner_of(p);
   if (ctx != weft__ctx_tls())
     return WEFT_EWRONGTHREAD;
+  weft__port_flush(ctx); /* its next owner's posts follow ours */
   p->flags &= (uint8_t)~(WEFT__PORT_STARTED | WEFT__PORT_UNREF);
   weft__ctx_live_update(ctx, p);
   weft__ctx_port_unlink(ctx, p);

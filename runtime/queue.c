@@ -3,7 +3,8 @@
  * messageq.c).
  *
  * Invariants: any thread pushes (one atomic exchange, then one release store
- * linking the previous tail); only the owner pops. The stub node is re-pushed
+ * linking the previous tail), one node or a chain of nodes it linked itself
+ * (the same two operations publish the whole chain); only the owner pops. The stub node is re-pushed
  * when the queue runs dry so the consumer never returns the node a producer
  * may still link to. A pop may return NULL while a push is half done (tail
  * exchanged, next not yet stored); callers that track a count retry later. */
@@ -23,6 +24,16 @@ void weft__mpsc_push(weft__mpsc_t *q, weft__qnode_t *n) {
   weft__qnode_t *prev = atomic_exchange_explicit(&q->tail, n, memory_order_seq_cst);
   /* release: the consumer's acquire load of prev->next sees n's contents. */
   atomic_store_explicit(&prev->next, n, memory_order_release);
+}
+
+void weft__mpsc_push_chain(weft__mpsc_t *q, weft__qnode_t *first, weft__qnode_t *last) {
+  atomic_store_explicit(&last->next, NULL, memory_order_relaxed);
+  /* seq_cst: as in weft__mpsc_push (the parked context's Dekker pair). */
+  weft__qnode_t *prev = atomic_exchange_explicit(&q->tail, last, memory_order_seq_cst);
+  /* release: the consumer's acquire load of prev->next sees first, and
+   * through it the links first..last the producer stored before (relaxed:
+   * nobody could see them until now). */
+  atomic_store_explicit(&prev->next, first, memory_order_release);
 }
 
 weft__qnode_t *weft__mpsc_pop(weft__mpsc_t *q) {

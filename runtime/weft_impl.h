@@ -51,6 +51,9 @@ typedef struct {
 
 void weft__mpsc_init(weft__mpsc_t *q);
 void weft__mpsc_push(weft__mpsc_t *q, weft__qnode_t *n);
+/* Publish first..last (linked through next by the caller, who owns them
+ * all) with one exchange and one release store: FIFO among themselves. */
+void weft__mpsc_push_chain(weft__mpsc_t *q, weft__qnode_t *first, weft__qnode_t *last);
 weft__qnode_t *weft__mpsc_pop(weft__mpsc_t *q);
 bool weft__mpsc_empty(weft__mpsc_t *q); /* consumer only; may say false while a push completes */
 
@@ -329,6 +332,10 @@ void weft__port_unhold(weft_port_t *p);
 void weft__port_report_drop(weft_port_t *p, int err);
 /* Close a port that nobody owns (freed inside a message). Any thread. */
 void weft__port_close_orphan(weft_port_t *p);
+/* Publish ctx's batch of unpublished posts (ctx's thread; nothing if empty).
+ * Called at the end of each delivery turn and before anything else this
+ * thread publishes that must follow those posts (a close, a detach). */
+void weft__port_flush(weft_ctx_t *ctx);
 /* Deliver up to budget messages from p (owner thread). Returns how many. */
 uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more);
 
@@ -366,6 +373,14 @@ struct weft_ctx_s {
   weft_list_t ports;                       /* bound open ports (weft_port_t.ctx_node) */
   uint32_t live;                           /* started ref'd open ports + running workers */
   uint32_t batch;
+  bool in_turn;                            /* inside run_batch: posts may wait in `out` */
+  /* The producer's batch (port.c): messages posted inside a delivery turn to
+   * one port of another context, linked but not yet published. */
+  struct {
+    weft_port_t *to;                       /* NULL when empty */
+    weft__qnode_t *head, *tail;
+    uint32_t n, room;                      /* room: n may grow to it (bound and batch size) */
+  } out;
   int32_t spin_max_ns;
   int32_t spin_ns;                         /* adaptive spin budget */
   uint64_t parked_at;                      /* when the loop last allowed itself to sleep */
