@@ -32,7 +32,7 @@
 #include "weft.h"
 #include "weft_impl.h"
 
-#define WAIT_NS 20000000000ull /* a flag the other side must set: 20 s at most */
+#define WAIT_NS 10000000000ull /* a flag the other side must set: 10 s at most */
 
 /* Spin (yielding) until *flag is non-zero or WAIT_NS passed. */
 static bool wait_flag(atomic_int *flag) {
@@ -218,7 +218,7 @@ static void batch_bound_counts_unpublished(void **state) {
  * without a context (on main's port), from a timer callback on main's loop,
  * and the worker's echo from its delivery turn. Each must arrive by itself;
  * the worker echoes every message and main counts the echoes. A timer ends
- * the test after 20 s if one stays behind (the count then says which). */
+ * the test after 10 s if one stays behind (the count then says which). */
 static struct {
   weft_port_t *port;
   uv_timer_t tick, deadline;
@@ -285,7 +285,7 @@ static void batch_posts_outside_a_turn_arrive_alone(void **state) {
   uv_loop_t *loop = weft_ctx_loop(ctx);
   assert_int_equal(uv_timer_init(loop, &fo.tick), 0);
   assert_int_equal(uv_timer_init(loop, &fo.deadline), 0);
-  assert_int_equal(uv_timer_start(&fo.deadline, fo_on_deadline, 20000, 0), 0);
+  assert_int_equal(uv_timer_start(&fo.deadline, fo_on_deadline, 10000, 0), 0);
   assert_int_equal(uv_thread_create(&fo.tid, fo_foreign_main, NULL), 0);
   assert_int_equal(weft_runtime_run(rt), 0);
   uv_thread_join(&fo.tid);
@@ -296,8 +296,10 @@ static void batch_posts_outside_a_turn_arrive_alone(void **state) {
 
 /* ---- a close with a batch pending ---------------------------------------- */
 
-/* Main posts K messages and closes its end in the same turn: the worker gets
- * all K, then the close. */
+/* Main posts K messages and closes its end in the same turn, then waits
+ * there until the worker's close callback has run: the worker got all K
+ * before the close (were the close raised before the batch is published, the
+ * worker would see it first). */
 #define K 10u
 
 static struct {
@@ -321,6 +323,7 @@ static void cb_on_worker_close(weft_port_t *port, const weft_port_close_info_t *
   (void)info;
   cb.closes++;
   cb.got_at_close = cb.got;
+  atomic_store(&cb.closed, 1);
 }
 
 static int cb_entry(weft_ctx_t *ctx, weft_msg_t *data) {
@@ -336,6 +339,7 @@ static void cb_on_main_msg(weft_port_t *port, weft_msg_t *m) {
   for (uint64_t i = 0; i < K; i++)
     CHECK_RC(weft_port_post(port, ktest_msg_u64(i)), 0);
   CHECK_RC(weft_port_close(port), 0);
+  CHECK(wait_flag(&cb.closed));
 }
 
 static void batch_close_follows_pending_batch(void **state) {
