@@ -1,7 +1,7 @@
 /* ctx.c: contexts: one thread, one loop, one wake-up handle, a ready queue.
  *
  * Ports with work and kernel tasks are pushed onto the context's ready queue
- * from any thread (weft__ctx_schedule). The context runs them in batches of at
+ * from any thread (weft__ctx_push_ready, weft__ctx_wake). The context runs them in batches of at
  * most `batch` deliveries and yields to its loop between batches, keeping an
  * idle handle active while work remains so that the next poll does not block:
  * I/O on the same loop is never starved by a flood of messages.
@@ -9,8 +9,12 @@
  * Posts made during a batch to ports of other contexts may be published
  * together at its end (port.c, the producer's batch): run_batch flushes them.
  *
- * Wake-ups. A pusher calls uv_async_send only if the context has said it may
- * sleep (`parked`). Before sleeping (prepare phase) the context spins for an
+ * Wake-ups. A pusher writes the context's eventfd only if the context has
+ * said it may sleep (`parked`). An eventfd watched by a uv_poll_t, not a
+ * uv_async_t: libuv 1.44's async handle makes the woken loop spin (and
+ * sched_yield) until the sender has returned from its write, which on a VM
+ * is the slow half of the wake-up; `parked` already makes a single writer
+ * per sleep, which is all the async handle's own flag was for. Before sleeping (prepare phase) the context spins for an
  * adaptive while, watching its ready queue: a busy exchange then costs no
  * kernel wake-up per message, and an idle context stops spinning after a few
  * empty spins. The `parked` flag and the ready queue's tail are both accessed
@@ -18,10 +22,13 @@
  * look at the queue again before it sleeps.
  *
  * Threads: all of this file runs on the context's thread except
- * weft__ctx_schedule / weft__ctx_post_task. */
+ * weft__ctx_push_ready / weft__ctx_wake / weft__ctx_post_task. */
+#include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "weft_impl.h"
 
@@ -97,18 +104,43 @@ void weft__ctx_port_unlink(weft_ctx_t *ctx, weft_port_t *p) {
 
 /* ---- scheduling --------------------------------------------------------- */
 
-void weft__ctx_schedule(weft_ctx_t *ctx, weft__qnode_t *node) {
+/* The wake-up is sent after the pusher has released the port's lock: sent
+ * under it, the woken context (often on the same core, preempting the
+ * pusher) found the lock held and spun, then yielded, on every wake-up.
+ * `waking` keeps ctx (and its async handle) alive until the send is done:
+ * relaxed on the way up, because it is sequenced before the push's release
+ * store, so a context that popped node sees it; release on the way down,
+ * paired with weft__ctx_fini's acquire. */
+weft_ctx_t *weft__ctx_push_ready(weft_ctx_t *ctx, weft__qnode_t *node) {
+  atomic_fetch_add_explicit(&ctx->waking, 1, memory_order_relaxed);
   weft__mpsc_push(&ctx->ready, node); /* seq_cst exchange on the tail */
   if (atomic_load_explicit(&ctx->parked, memory_order_seq_cst) &&
       atomic_exchange_explicit(&ctx->parked, 0, memory_order_seq_cst))
-    uv_async_send(&ctx->wake);
+    return ctx;
+  atomic_fetch_sub_explicit(&ctx->waking, 1, memory_order_release);
+  return NULL;
+}
+
+void weft__ctx_signal(weft_ctx_t *ctx) {
+  uint64_t one = 1;
+  /* Cannot fail but for a counter near 2^64 - 1 (then the loop is woken
+   * already) or EINTR (once more). */
+  while (write(ctx->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+    ;
+}
+
+void weft__ctx_wake(weft_ctx_t *ctx) {
+  weft__ctx_signal(ctx);
+  atomic_fetch_sub_explicit(&ctx->waking, 1, memory_order_release);
 }
 
 void weft__ctx_post_task(weft_ctx_t *ctx, weft__task_t *task) {
+  atomic_fetch_add_explicit(&ctx->waking, 1, memory_order_relaxed); /* as in push_ready */
   weft__mpsc_push(&ctx->tasks, &task->node); /* seq_cst exchange on the tail */
   if (atomic_load_explicit(&ctx->parked, memory_order_seq_cst) &&
       atomic_exchange_explicit(&ctx->parked, 0, memory_order_seq_cst))
-    uv_async_send(&ctx->wake);
+    weft__ctx_signal(ctx);
+  atomic_fetch_sub_explicit(&ctx->waking, 1, memory_order_release);
 }
 
 /* Move p from the open list to the closing list; its close callback runs
@@ -193,8 +225,13 @@ static void on_idle(uv_idle_t *h) { run_and_rearm(h->data); }
  * wake-up, so both sides sleep on every message. Spin fully next time: the
  * peer's answer then arrives while we spin, and the exchange leaves the slow
  * regime after one round instead of never (seen under CPU contention). */
-static void on_wake(uv_async_t *h) {
+static void on_wake(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
   weft_ctx_t *ctx = h->data;
+  uint64_t n;
+  while (read(ctx->wake_fd, &n, sizeof(n)) < 0 && errno == EINTR)
+    ; /* resets the counter; EAGAIN: a spurious readiness, harmless */
   ctx->wakeups++;
   if (ctx->spin_max_ns > 0 && uv_hrtime() - ctx->parked_at < 4 * (uint64_t)ctx->spin_max_ns)
     ctx->spin_ns = ctx->spin_max_ns;
@@ -322,11 +359,18 @@ int weft__ctx_init(weft_ctx_t *ctx, weft_runtime_t *rt, uv_loop_t *loop) {
   err = weft__metrics_ctx_new(ctx);
   if (err)
     goto fail_close_loop;
-  err = uv_async_init(loop, &ctx->wake, on_wake);
-  if (err)
+  ctx->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (ctx->wake_fd < 0) {
+    err = uv_translate_sys_error(errno);
     goto fail_free_metrics;
+  }
+  err = uv_poll_init(loop, &ctx->wake, ctx->wake_fd);
+  if (err)
+    goto fail_close_fd;
   /* libuv: these always succeed (the inits allocate nothing; a start fails
-   * only without a callback), so nothing after the async handle can fail. */
+   * only without a callback or events), so nothing after the poll handle's
+   * init can fail. */
+  (void)uv_poll_start(&ctx->wake, UV_READABLE, on_wake);
   (void)uv_prepare_init(loop, &ctx->prepare);
   (void)uv_check_init(loop, &ctx->check);
   (void)uv_idle_init(loop, &ctx->idle);
@@ -342,6 +386,8 @@ int weft__ctx_init(weft_ctx_t *ctx, weft_runtime_t *rt, uv_loop_t *loop) {
   weft__metrics_ctx_start(ctx);
   return 0;
 
+fail_close_fd:
+  close(ctx->wake_fd);
 fail_free_metrics:
   weft__metrics_ctx_stop(ctx);
 fail_close_loop:
@@ -411,6 +457,10 @@ int weft__ctx_fini(weft_ctx_t *ctx, bool close_all_handles) {
   run_closing(ctx);
   drain_ready(ctx);
   weft__metrics_ctx_stop(ctx);
+  /* A pusher may still be between its push and its wake-up (a few
+   * instructions and one system call): the handle must outlive it. */
+  while (atomic_load_explicit(&ctx->waking, memory_order_acquire) != 0)
+    sched_yield();
   uv_close((uv_handle_t *)&ctx->wake, on_handle_closed);
   uv_close((uv_handle_t *)&ctx->prepare, on_handle_closed);
   uv_close((uv_handle_t *)&ctx->check, on_handle_closed);
@@ -419,6 +469,7 @@ int weft__ctx_fini(weft_ctx_t *ctx, bool close_all_handles) {
     uv_walk(ctx->loop, close_foreign, NULL);
   while (ctx->handles_open > 0)
     uv_run(ctx->loop, UV_RUN_NOWAIT);
+  close(ctx->wake_fd); /* its watcher is gone with the handle */
   weft__msgpool_release(ctx->pool);
   ctx->pool = NULL;
   int err = 0;

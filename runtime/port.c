@@ -108,35 +108,45 @@ static void set_tok(weft_port_t *p, uint8_t t) {
   atomic_store_explicit(&p->tok, t, memory_order_relaxed);
 }
 
-/* Queue p on ctx holding its token. Under sched_lock. */
-static void queue_on(weft_port_t *p, weft_ctx_t *ctx) {
+/* Queue p on ctx holding its token. Under sched_lock; returns the context
+ * to wake once the lock is released (weft__ctx_wake), or NULL. */
+static weft_ctx_t *queue_on(weft_port_t *p, weft_ctx_t *ctx) {
   set_tok(p, WEFT__TOK_QUEUED);
   /* relaxed: the caller's reference (an end, or the token itself) keeps the
    * channel alive here. */
   atomic_fetch_add_explicit(&weft__port_channel(p)->refs, 1, memory_order_relaxed);
-  weft__ctx_schedule(ctx, &p->sched_node);
+  return weft__ctx_push_ready(ctx, &p->sched_node);
+}
+
+/* Release p's lock, then wake the context queue_on returned (if any). */
+static void unlock_wake(weft_port_t *p, weft_ctx_t *wake) {
+  unlock(p);
+  if (wake != NULL)
+    weft__ctx_wake(wake);
 }
 
 /* p has items: make its token unless it has one. Any thread. */
 static void take_token(weft_port_t *p) {
+  weft_ctx_t *wake = NULL;
   lock(p);
   if (tok_of(p) == WEFT__TOK_NONE) {
     weft_ctx_t *ctx = atomic_load_explicit(&p->owner, memory_order_relaxed);
     if (ctx != NULL)
-      queue_on(p, ctx);
+      wake = queue_on(p, ctx);
     else
       set_tok(p, WEFT__TOK_PARKED);
   }
-  unlock(p);
+  unlock_wake(p, wake);
 }
 
 /* Give a parked token to p's owner (after start or attach). Any thread. */
 static void unpark(weft_port_t *p) {
+  weft_ctx_t *wake = NULL;
   lock(p);
   weft_ctx_t *ctx = atomic_load_explicit(&p->owner, memory_order_relaxed);
   if (ctx != NULL && tok_of(p) == WEFT__TOK_PARKED)
-    queue_on(p, ctx);
-  unlock(p);
+    wake = queue_on(p, ctx);
+  unlock_wake(p, wake);
 }
 
 /* The drainer parks the token it holds, and drops its channel reference.
@@ -148,8 +158,8 @@ static void park(weft_port_t *p) {
   weft_ctx_t *ctx = atomic_load_explicit(&p->owner, memory_order_relaxed);
   if (ctx != NULL &&
       (atomic_load_explicit(&p->state, memory_order_acquire) & WEFT__STATE_EV_DRAIN)) {
-    weft__ctx_schedule(ctx, &p->sched_node); /* the token and its ref go on */
-    unlock(p);
+    /* the token and its ref go on */
+    unlock_wake(p, weft__ctx_push_ready(ctx, &p->sched_node));
     return;
   }
   set_tok(p, WEFT__TOK_PARKED);
@@ -591,8 +601,8 @@ static bool still_ours(weft_port_t *p, weft_ctx_t *ctx) {
     return true;
   }
   if (owner != NULL) {
-    weft__ctx_schedule(owner, &p->sched_node); /* the token and its ref move */
-    unlock(p);
+    /* the token and its ref move */
+    unlock_wake(p, weft__ctx_push_ready(owner, &p->sched_node));
     return false;
   }
   set_tok(p, WEFT__TOK_PARKED);

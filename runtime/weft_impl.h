@@ -358,11 +358,15 @@ struct weft_ctx_s {
   weft__mpsc_t tasks;                      /* kernel tasks (worker online/exit, ...) */
   _Atomic int parked;                      /* 1 while the loop may sleep in poll; seq_cst with ready pushes */
   _Atomic bool stop;                       /* worker asked to stop */
+  _Atomic uint32_t waking;                 /* pushers between their push and their uv_async_send:
+                                              the context's end waits for 0 (acquire) before it
+                                              closes `wake` */
   char pad_[WEFT__CACHELINE];
   /* Owner thread only. */
   uv_loop_t *loop;
   bool own_loop;
-  uv_async_t wake;
+  uv_poll_t wake;                          /* readable when wake_fd was written */
+  int wake_fd;                             /* an eventfd: any thread writes (weft__ctx_signal) */
   uv_prepare_t prepare;
   uv_check_t check;
   uv_idle_t idle;
@@ -394,8 +398,16 @@ struct weft_ctx_s {
   struct weft__ctxm_s *metrics;            /* its published figures (metrics.c); NULL: off */
 };
 
-/* Push a port holding its token to ctx and wake ctx if it sleeps. Any thread. */
-void weft__ctx_schedule(weft_ctx_t *ctx, weft__qnode_t *node);
+/* Push a port holding its token to ctx. Any thread, typically under the
+ * port's sched_lock. Returns ctx if it may sleep: the caller must then call
+ * weft__ctx_wake(ctx), after releasing its lock (the woken context's first
+ * act is to take that lock); NULL otherwise. */
+weft_ctx_t *weft__ctx_push_ready(weft_ctx_t *ctx, weft__qnode_t *node);
+/* Wake ctx after weft__ctx_push_ready returned it. Any thread, no lock held. */
+void weft__ctx_wake(weft_ctx_t *ctx);
+/* Make ctx's loop run its wake-up callback soon (one write to its eventfd).
+ * Any thread that knows ctx is alive (a worker's lock, a `waking` count). */
+void weft__ctx_signal(weft_ctx_t *ctx);
 void weft__ctx_post_task(weft_ctx_t *ctx, weft__task_t *task);
 int weft__ctx_init(weft_ctx_t *ctx, struct weft_runtime_s *rt, uv_loop_t *loop);
 /* Close every port and weft's handles (every handle of the loop too if

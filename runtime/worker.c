@@ -280,7 +280,7 @@ int weft_worker_terminate(weft_worker_t *w) {
   w->terminate_req = true;
   if (w->wctx != NULL) {
     atomic_store_explicit(&w->wctx->stop, true, memory_order_relaxed);
-    uv_async_send(&w->wctx->wake);
+    weft__ctx_signal(w->wctx);
   }
   uv_mutex_unlock(&w->lock);
   return 0;
