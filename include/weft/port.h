@@ -118,6 +118,18 @@ WEFT_EXTERN uint64_t weft_port_dropped(const weft_port_t *port);
  * on failure the caller still owns msg and may retry.
  * The bounds limit what waits, not one message: a message heavier than the
  * byte bound passes when no counted bytes wait at the peer.
+ * When it is published: a post made from a weft callback (on_message,
+ * on_drain, a close callback, ...) on a port the calling context owns, to a
+ * peer owned by another context, of a message under 512 bytes with no
+ * transfer items, may wait unpublished in the context's batch until that
+ * delivery turn ends (at most the runtime's `batch` deliveries), until 64
+ * such posts wait, or until this thread posts to another port, closes or
+ * detaches the port; FIFO, the close-after-messages rule and the message
+ * bound (what waits unpublished counts) hold as for any post. Every other
+ * post (from a thread without a context, from a timer or socket callback,
+ * on a port of another context, to a port of the same context) is published
+ * before it returns. So do not post from a callback and then block that
+ * thread waiting for the peer's answer.
  * Errors: WEFT_EAGAIN (a bound of the peer's queue: it holds hwm_msgs
  * messages, or it holds counted bytes and msg's would take them past
  * hwm_bytes; the drain callback of port fires when both are below half),
