@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -439,6 +440,42 @@ static void many_workers_at_once(void **state) {
   ktest_finish_runtime(rt);
 }
 
+/* ---- file descriptors ------------------------------------------------------- */
+
+/* Every context owns an eventfd (its wake-up) and its loop's epoll fd: a
+ * runtime whose workers came and went leaves no fd behind. */
+static int count_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return -1;
+  while (readdir(d) != NULL)
+    n++;
+  closedir(d);
+  return n;
+}
+
+static void contexts_leave_no_fd(void **state) {
+  (void)state;
+  int before = count_fds();
+  assert_true(before > 0);
+  weft_runtime_t *rt = ktest_new_runtime();
+  memset(&many, 0, sizeof(many));
+  for (int i = 0; i < 4; i++) {
+    weft_worker_options_t o = {.entry = entry_id, .msg = ktest_msg_u64((uint64_t)i),
+                               .on_online = many_online, .on_exit = many_exit,
+                               .data = (void *)(uintptr_t)i};
+    weft_worker_t *w = NULL;
+    assert_int_equal(weft_worker_spawn(weft_runtime_main(rt), &o, &w), 0);
+  }
+  assert_true(count_fds() > before); /* the main context's own, at least */
+  assert_int_equal(weft_runtime_run(rt), 0);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(many.exits[i], 1);
+  ktest_finish_runtime(rt);
+  assert_int_equal(count_fds(), before);
+}
+
 /* ---- nested workers ------------------------------------------------------------ */
 
 static _Atomic int nested_exits;
@@ -637,6 +674,7 @@ int main(void) {
       T(worker_data_delivered),
       T(messages_before_exit),
       T(many_workers_at_once),
+      T(contexts_leave_no_fd),
       T(nested_workers_stop_together),
       T(stats_count_messages),
       T(worker_argument_errors),
