@@ -393,8 +393,11 @@ static uint32_t batch_room(weft_port_t *to, int bound) {
 
 /* msg joins self's open batch (the checks of post are done). */
 static int join_batch(weft_ctx_t *self, weft_msg_t *msg) {
-  if (weft__checked() && !weft__msg_mark_queued(msg))
+  if (weft__checked() && !weft__msg_mark_queued(msg)) {
+    if (self->out.n == 0)
+      self->out.to = NULL; /* the batch it would have begun is not begun */
     return WEFT_ETAKEN; /* posted twice at once from two threads */
+  }
   if (msg->view_zone != NULL)
     weft__msg_view_drop(msg);
   batch_add(self, msg);
@@ -443,13 +446,13 @@ static int post(weft_port_t *port, weft_msg_t *msg, int bound) {
     if (over_bounds(to, bytes_bound ? weight : 0))
       return WEFT_EAGAIN;
   }
-  if (weft__checked() && !weft__msg_mark_queued(msg))
-    return WEFT_ETAKEN; /* posted twice at once from two threads */
   if (batch) {
     self->out.to = to;
     self->out.room = batch_room(to, bound);
     return join_batch(self, msg);
   }
+  if (weft__checked() && !weft__msg_mark_queued(msg))
+    return WEFT_ETAKEN; /* posted twice at once from two threads */
   if (msg->view_zone != NULL)
     weft__msg_view_drop(msg); /* what waits is what the bounds count */
   enqueue(to, msg, weight);
