@@ -243,6 +243,7 @@ static struct {
   weft_worker_t *w;
   uint64_t got, total;
   int stops, blocked_notes;
+  uint64_t last_note;  /* the worker's next seq when it last said it is blocked */
   bool stopped;
   int exits, code;
   int side_closes;
@@ -307,7 +308,11 @@ static void xm_on_msg(weft_port_t *port, weft_msg_t *m) {
   CHECK(ktest_msg_value(m) == xm.got);
   weft_msg_free(m);
   xm.got++;
-  if (xm.got % XT_STOP_EVERY == 0 && xm.got < xm.total) {
+  /* A note that came before this stop, about messages not consumed yet, says
+   * the worker waits for our consumption to drain: stopped now, with half
+   * the bound or more waiting, no drain would come and no note either (the
+   * worker posts its stream in batches, so it often fills up first). */
+  if (xm.got % XT_STOP_EVERY == 0 && xm.got < xm.total && xm.last_note <= xm.got) {
     /* Stop consuming; the worker fills up and tells us on the side channel. */
     CHECK_RC(weft_port_stop(port), 0);
     xm.stopped = true;
@@ -325,6 +330,7 @@ static void xm_on_side(weft_port_t *port, weft_msg_t *m) {
     weft_msg_free(m);
     return;
   }
+  xm.last_note = ktest_msg_value(m);
   weft_msg_free(m);
   xm.blocked_notes++;
   if (xm.stopped || xm.got == 0) {
