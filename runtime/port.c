@@ -192,10 +192,15 @@ static void uncount_bytes(weft_port_t *p, weft_msg_t *m) {
     atomic_fetch_sub_explicit(&p->pending_bytes, (int64_t)w, memory_order_relaxed);
 }
 
-/* Count n more items at p; the transition from 0 takes the token. */
+/* Count n more items at p; the count that takes it above 0 takes the token.
+ * The count may be below 0 here: a drainer can pop what was pushed before it
+ * was counted (and then drop its token). So a chain of n counted at -k < n
+ * (k of its messages already delivered) leaves n - k waiting and must take
+ * the token, though it did not start from 0. */
 static void count_n(weft_port_t *p, int64_t n) {
-  /* acq_rel: pairs with the consumer's fetch_sub; the winner from 0 is unique. */
-  if (atomic_fetch_add_explicit(&p->pending, n, memory_order_acq_rel) == 0)
+  /* acq_rel: pairs with the consumer's fetch_sub. */
+  int64_t old = atomic_fetch_add_explicit(&p->pending, n, memory_order_acq_rel);
+  if (old <= 0 && old + n > 0)
     take_token(p);
 }
 
