@@ -111,17 +111,36 @@ static int parse_body(const uint8_t *p, size_t n, weft__net_frame_t *f) {
   }
 }
 
+/* A DATA frame: its header only (its body may be longer than a frame). */
+static int parse_data(const uint8_t *buf, size_t len, uint32_t flen, weft__net_frame_t *out) {
+  if (flen == WEFT__NET_HEAD - 4)
+    return WEFT_EPROTO; /* no body: a frame that moves nothing */
+  if (len < WEFT__NET_HEAD)
+    return 0;
+  memset(out, 0, sizeof(*out));
+  out->type = WEFT__NET_DATA;
+  out->chan = be64(buf + 5);
+  if ((out->chan & ~WEFT__NET_OWN_BIT) == 0)
+    return WEFT_EPROTO;
+  out->data_len = flen - (WEFT__NET_HEAD - 4);
+  return WEFT__NET_HEAD;
+}
+
 int weft__net_parse(const uint8_t *buf, size_t len, weft__net_frame_t *out, size_t *need) {
   if (need)
     *need = WEFT__NET_HEAD;
   if (len < 4)
     return 0;
   uint32_t flen = be32(buf);
-  if (flen < WEFT__NET_HEAD - 4 || flen > WEFT__NET_MAX_FRAME - 4)
+  if (flen < WEFT__NET_HEAD - 4)
     return WEFT_EFRAMESIZE;
+  if (len >= 5 && buf[4] == WEFT__NET_DATA)
+    return parse_data(buf, len, flen, out);
+  if (flen > WEFT__NET_MAX_FRAME - 4)
+    return len >= 5 ? WEFT_EFRAMESIZE : 0; /* unless it is a DATA header: its type tells */
   if (need)
     *need = 4 + (size_t)flen;
-  if (len >= 5 && (buf[4] == 0 || buf[4] > WEFT__NET_CLOSE))
+  if (len >= 5 && (buf[4] == 0 || buf[4] > WEFT__NET_DATA))
     return WEFT_EPROTO; /* a bad header fails before its body arrives */
   if (len < 4 + (size_t)flen)
     return 0;
@@ -214,6 +233,10 @@ static size_t items_size(const weft__net_item_t *items, uint16_t n) {
 
 size_t weft__net_msg_head_size(bool first, uint16_t nitems) {
   return WEFT__NET_HEAD + 1 + (first ? 6u + 10u * nitems : 0u);
+}
+
+size_t weft__net_put_data_head(uint8_t *out, uint64_t chan, uint32_t data_len) {
+  return put_head(out, data_len, WEFT__NET_DATA, chan);
 }
 
 size_t weft__net_put_msg_head(uint8_t *out, uint64_t chan, uint8_t flags, uint32_t payload_len,

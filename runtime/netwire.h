@@ -27,9 +27,20 @@
  *              into frames of at most WEFT__NET_CHUNK bytes
  *     CREDIT   u32 msgs, u64 bytes
  *     CLOSE    i32 reason             (0: closed by the program)
+ *     DATA     the next bytes of the channel's message in progress (one
+ *              whose first MSG frame came without LAST), at least one and
+ *              no more than that message still lacks; the message is whole
+ *              when its last byte has come. A DATA frame may be longer than
+ *              WEFT__NET_MAX_FRAME: its bytes go into the message allocated
+ *              (within max_msg and the window) when its first frame was
+ *              checked, so nothing is allocated for it, and the receiver
+ *              checks its length against what the message lacks before it
+ *              takes a byte of its body. The sender uses it to write a
+ *              buffer's bytes from where they lie (no copy into a frame),
+ *              and the receiver to read them straight into the message.
  *
  * The parser checks the length before anything is allocated and every count
- * against what remains. */
+ * against what remains (DATA: see above). */
 #ifndef WEFT_NETWIRE_H
 #define WEFT_NETWIRE_H
 
@@ -37,7 +48,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WEFT__NET_VERSION 1
+#define WEFT__NET_VERSION 2 /* 2: DATA frames */
 #define WEFT__NET_HEAD 13 /* u32 len + u8 type + u64 chan */
 #define WEFT__NET_CHUNK (64u * 1024u)
 #define WEFT__NET_MAX_ITEMS 1024u
@@ -58,7 +69,8 @@ enum {
   WEFT__NET_NOTFOUND = 7,
   WEFT__NET_MSG = 8,
   WEFT__NET_CREDIT = 9,
-  WEFT__NET_CLOSE = 10
+  WEFT__NET_CLOSE = 10,
+  WEFT__NET_DATA = 11
 };
 
 enum { WEFT__NET_F_FIRST = 1, WEFT__NET_F_LAST = 2 };
@@ -106,6 +118,9 @@ typedef struct {
  * of bounds), WEFT_EPROTO (unknown type, bad counts, wrong body size, a
  * connection frame on a channel or the reverse, a bad item kind). */
 int weft__net_parse(const uint8_t *buf, size_t len, weft__net_frame_t *out, size_t *need);
+/* A DATA frame is returned by its header alone: the parse takes
+ * WEFT__NET_HEAD bytes, out->data is NULL and out->data_len the length of
+ * the body that follows, which the caller takes as it comes. */
 /* Item i (< nitems) of a parsed first MSG frame. */
 void weft__net_item_at(const weft__net_frame_t *f, uint16_t i, weft__net_item_t *out);
 
@@ -124,6 +139,8 @@ size_t weft__net_put_credit(uint8_t *out, uint64_t chan, uint32_t msgs, uint64_t
  * head), flags and, on a first frame, the descriptors. The caller writes the
  * data_len data bytes after it. */
 size_t weft__net_msg_head_size(bool first, uint16_t nitems);
+/* A DATA frame's header, for data_len (> 0) body bytes written after it. */
+size_t weft__net_put_data_head(uint8_t *out, uint64_t chan, uint32_t data_len);
 size_t weft__net_put_msg_head(uint8_t *out, uint64_t chan, uint8_t flags, uint32_t payload_len,
                               const weft__net_item_t *items, uint16_t nitems, size_t data_len);
 

@@ -26,6 +26,8 @@
 
 #define RBUF_CAP (1024u * 1024u) /* >= 2 frames: a partial one always fits */
 #define BATCH_BYTES (1024u * 1024u)
+#define DIRECT_BIG (256u * 1024u)
+#define DIRECT_TAIL (16u * 1024u)
 #define DEFAULT_LOOKUP_MS 5000u
 static const char AUTH_LABEL[] = "weft-node-auth-1";
 
@@ -72,6 +74,41 @@ uint8_t *weft__node_ctl(node_conn_t *c, size_t n) {
   uint8_t *p = c->ctl + c->ctl_len;
   c->ctl_len += n;
   return p;
+}
+
+void weft__node_wput(node_conn_t *c, size_t n) {
+  node_seg_t *s = c->nsegs ? &c->segs[c->nsegs - 1] : NULL;
+  if (s != NULL && s->ext == NULL && s->off + s->len == c->wlen)
+    s->len += n;
+  else
+    c->segs[c->nsegs++] = (node_seg_t){.ext = NULL, .off = c->wlen, .len = n};
+  c->wlen += n;
+  c->wtotal += n;
+}
+
+void weft__node_wext(node_conn_t *c, const uint8_t *p, size_t n) {
+  c->segs[c->nsegs++] = (node_seg_t){.ext = p, .off = 0, .len = n};
+  c->next_in_place++;
+  c->wtotal += n;
+}
+
+/* The batch's iovs from wsent on: at most NODE_SEGS. */
+static unsigned batch_iov(const node_conn_t *c, nng_iov *iov) {
+  size_t skip = c->wsent;
+  unsigned k = 0;
+  for (unsigned i = 0; i < c->nsegs; i++) {
+    const node_seg_t *s = &c->segs[i];
+    if (skip >= s->len) {
+      skip -= s->len;
+      continue;
+    }
+    const uint8_t *base = s->ext != NULL ? s->ext : c->wbuf + s->off;
+    iov[k].iov_buf = (void *)(uintptr_t)(base + skip);
+    iov[k].iov_len = s->len - skip;
+    k++;
+    skip = 0;
+  }
+  return k;
 }
 
 /* The send in flight is done (IDLE), or not: then ask its completion to
@@ -163,19 +200,21 @@ void weft__node_kick(node_conn_t *c) {
  * more to write, or a REFUSE to follow by the hang-up) or something went
  * wrong: a message's way out costs no wake-up of its sender. */
 static void send_rest(node_conn_t *c, bool fresh) {
-  nng_iov iov = {.iov_buf = c->wbuf + c->wsent, .iov_len = c->wlen - c->wsent};
+  nng_iov iov[NODE_SEGS];
+  unsigned niov = batch_iov(c, iov);
   /* The completion marks the send done from inside its callback: the aio is
    * nng's until that callback has returned (almost always long since). */
   if (fresh)
     nng_aio_wait(c->tx_aio);
-  /* A batch that left output behind (it filled up) asks to be called back. */
+  /* A batch that left output behind (it filled up) asks to be called back;
+   * so does one that writes messages in place (held: freed at its end). */
   bool more = c->refusing || c->ctl_len > 0 || !weft_list_empty(&c->ready) ||
-              !weft_list_empty(&c->due);
+              !weft_list_empty(&c->due) || c->held_head != NULL;
   if (more)
     atomic_store_explicit(&c->tx_state, TX_WANT, memory_order_relaxed);
   else if (fresh)
     atomic_store_explicit(&c->tx_state, TX_BUSY, memory_order_relaxed);
-  nng_aio_set_iov(c->tx_aio, 1, &iov);
+  nng_aio_set_iov(c->tx_aio, niov, iov);
   nng_stream_send(c->s, c->tx_aio);
 }
 
@@ -183,7 +222,10 @@ static void send_rest(node_conn_t *c, bool fresh) {
 static void flush_now(node_conn_t *c) {
   if (c->state == CONN_DEAD || !tx_idle_or_want(c))
     return;
-  c->wlen = c->wsent = 0;
+  weft__nchan_held_free(c); /* the last batch is over */
+  c->wlen = c->wsent = c->wtotal = 0;
+  c->nsegs = c->next_in_place = 0;
+  c->batch++;
   if (c->ctl_len > 0) {
     if (c->wcap < c->ctl_len) {
       uint8_t *p = weft__realloc(c->wbuf, c->ctl_len);
@@ -195,17 +237,20 @@ static void flush_now(node_conn_t *c) {
       c->wcap = c->ctl_len;
     }
     memcpy(c->wbuf, c->ctl, c->ctl_len);
-    c->wlen = c->ctl_len;
+    weft__node_wput(c, c->ctl_len);
     c->ctl_len = 0;
   }
   if (c->state == CONN_UP)
     weft__nchan_fill(c, BATCH_BYTES);
-  if (c->wlen == 0)
+  if (c->wtotal == 0)
     return;
   atomic_store_explicit(&c->last_tx_ns, uv_hrtime(), memory_order_relaxed);
-  c->node->stats.bytes_out += c->wlen;
+  c->node->stats.bytes_out += c->wtotal;
   if (c->s == NULL) {
-    c->wlen = 0; /* a detached connection (fuzzing): what it writes goes nowhere */
+    /* a detached connection (fuzzing): what it writes goes nowhere */
+    c->wlen = c->wtotal = 0;
+    c->nsegs = 0;
+    weft__nchan_held_free(c);
     return;
   }
   send_rest(c, true);
@@ -228,7 +273,7 @@ static void on_flush_task(weft__task_t *t) {
  * the loop's, left alone while a send is in flight. */
 static void on_tx(void *arg) {
   node_conn_t *c = arg;
-  bool whole = nng_aio_result(c->tx_aio) == 0 && c->wsent + nng_aio_count(c->tx_aio) >= c->wlen;
+  bool whole = nng_aio_result(c->tx_aio) == 0 && c->wsent + nng_aio_count(c->tx_aio) >= c->wtotal;
   if (whole) {
     int expect = TX_BUSY;
     if (atomic_compare_exchange_strong_explicit(&c->tx_state, &expect, TX_IDLE,
@@ -244,13 +289,14 @@ static void on_tx_task(weft__task_t *t) {
   nng_aio_wait(c->tx_aio); /* its callback has returned */
   int rv = nng_aio_result(c->tx_aio);
   size_t n = rv == 0 ? nng_aio_count(c->tx_aio) : 0;
-  if (rv == 0 && c->state != CONN_DEAD && c->wsent + n < c->wlen) {
+  if (rv == 0 && c->state != CONN_DEAD && c->wsent + n < c->wtotal) {
     if (!tx_take(c, TX_WANT))
       return; /* a ping is out: its end brings us back (this count stays) */
     c->wsent += n;
     send_rest(c, false); /* the rest of a partly written batch */
     return;
   }
+  weft__nchan_held_free(c); /* the batch is over: nng no longer reads them */
   if (!tx_take(c, TX_IDLE))
     return;
   if (rv != 0 && c->state != CONN_DEAD) /* TLS fails its handshake on either side's first I/O */
@@ -489,16 +535,36 @@ static int on_frame(node_conn_t *c, const weft__net_frame_t *f) {
     return 0;
   if (f->type == WEFT__NET_HELLO || f->type == WEFT__NET_AUTH)
     return WEFT_EPROTO;
+  if (f->type == WEFT__NET_DATA)
+    return weft__nchan_data(c, f);
   return weft__nchan_frame(c, f);
 }
 
 /* ---- reading ---------------------------------------------------------------- */
 
+/* Read into rbuf; while a DATA body is coming (rbuf is then empty: the
+ * parse took all of it), first into the body's message itself, for the
+ * bytes it lacks, so they are not copied again. */
 static void recv_more(node_conn_t *c) {
   nng_aio_wait(c->rx_aio); /* the last completion's callback has returned */
-  nng_iov iov = {.iov_buf = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
+  nng_iov iov[NODE_SEGS];
+  unsigned k = 0;
+  c->rx_direct = 0;
+  if (c->rx_left > 0 && c->rlen == 0) {
+    k = weft__nchan_body_iov(c, iov, NODE_SEGS - 1);
+    for (unsigned i = 0; i < k; i++)
+      c->rx_direct += iov[i].iov_len;
+  }
+  iov[k].iov_buf = c->rbuf + c->rlen;
+  iov[k].iov_len = c->rcap - c->rlen;
+  /* After a big body's header (or at the end of one): what comes after the
+   * body in the same read is copied, and is most likely the next body's
+   * start (a stream of buffers): take only enough for the next headers, so
+   * the next read goes in place again. Any other frame ends this. */
+  if (c->rx_big && iov[k].iov_len > DIRECT_TAIL)
+    iov[k].iov_len = DIRECT_TAIL;
   c->rx_busy = true;
-  nng_aio_set_iov(c->rx_aio, 1, &iov);
+  nng_aio_set_iov(c->rx_aio, k + 1, iov);
   nng_stream_recv(c->s, c->rx_aio);
 }
 
@@ -522,12 +588,23 @@ static void conn_parse(node_conn_t *c) {
   weft__net_frame_t f;
   f.type = 0;
   while (c->state != CONN_DEAD) {
+    if (c->rx_left > 0) { /* a DATA body: what of it is here */
+      size_t k = c->rlen - off < c->rx_left ? c->rlen - off : (size_t)c->rx_left;
+      if (k == 0)
+        break;
+      err = weft__nchan_body(c, c->rbuf + off, k);
+      off += k;
+      if (err)
+        break;
+      continue;
+    }
     int n = weft__net_parse(c->rbuf + off, c->rlen - off, &f, NULL);
     if (n <= 0) {
       err = n;
       break;
     }
     off += (size_t)n;
+    c->rx_big = f.type == WEFT__NET_DATA && f.data_len >= DIRECT_BIG;
     err = on_frame(c, &f);
     if (err)
       break;
@@ -560,9 +637,17 @@ static void on_rx_task(weft__task_t *t) {
     return;
   }
   size_t got = nng_aio_count(c->rx_aio);
-  c->rlen += got;
-  c->node->stats.bytes_in += got;
+  size_t direct = got < c->rx_direct ? got : c->rx_direct;
+  c->rx_direct = 0;
   c->rx_busy = false;
+  c->node->stats.bytes_in += got;
+  c->rlen += got - direct;
+  int err = direct > 0 ? weft__nchan_body(c, NULL, direct) : 0; /* already in place */
+  if (err) {
+    conn_fail(c, err);
+    conn_maybe_free(c);
+    return;
+  }
   conn_parse(c);
   if (c->state == CONN_DEAD) {
     conn_maybe_free(c);
@@ -704,6 +789,9 @@ static void conn_maybe_free(node_conn_t *c) {
   if (c->s != NULL)
     nng_stream_free(c->s);
   weft__nchan_map_free(&c->chans);
+  weft__nchan_held_free(c);
+  if (c->rx_own)
+    weft_msg_free(c->rx_msg);
   weft__free(c->ctl);
   weft__free(c->wbuf);
   weft__free(c->rbuf);

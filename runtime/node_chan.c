@@ -13,6 +13,7 @@
 
 #define TURN_BYTES (16u * 1024u) /* one channel's share of a round */
 #define WEIGHTS_MIN 8u
+#define IN_PLACE_MIN (16u * 1024u) /* smaller DATA bodies are copied into wbuf */
 
 /* ---- the key -> channel map ---------------------------------------------- */
 
@@ -155,6 +156,25 @@ static void mlist_free(weft_ctx_t *ctx, weft_msg_t **head, weft_msg_t **tail, bo
   }
 }
 
+/* The head message may have bytes in the batch being sent (written in
+ * place): if it is to be dropped, the connection holds it until that send
+ * is over. */
+static void out_keep_head(node_chan_t *ch) {
+  node_conn_t *c = ch->conn;
+  if (c == NULL || !ch->cur_started || ch->out_head == NULL || ch->ext_batch != c->batch)
+    return;
+  weft_msg_t *m = mlist_pop(&ch->out_head, &ch->out_tail);
+  mlist_push(&c->held_head, &c->held_tail, m);
+  ch->cur_started = false;
+  weft__node_kick(c); /* the send's end comes back to free it */
+}
+
+void weft__nchan_held_free(node_conn_t *c) {
+  weft_msg_t *m;
+  while ((m = mlist_pop(&c->held_head, &c->held_tail)) != NULL)
+    weft_msg_free(m);
+}
+
 static void ready_add(node_chan_t *ch) {
   if (ch->in_ready || ch->conn == NULL)
     return;
@@ -167,6 +187,16 @@ static void ready_add(node_chan_t *ch) {
 static void chan_release(node_chan_t *ch) {
   weft_ctx_t *ctx = weft_ctx_current();
   node_conn_t *c = ch->conn;
+  out_keep_head(ch);
+  if (c != NULL && c->rx_chan == ch) {
+    /* a DATA body is on its way into in_msg (maybe by a read in flight):
+     * the connection keeps the message until the body is over */
+    c->rx_chan = NULL;
+    if (c->rx_msg == ch->in_msg && ch->in_msg != NULL) {
+      c->rx_own = true;
+      ch->in_msg = NULL;
+    }
+  }
   if (c != NULL) {
     map_del(&c->chans, ch->key);
     if (peers_key(ch->key))
@@ -588,6 +618,99 @@ static int on_msg(node_chan_t *ch, const weft__net_frame_t *f) {
   return deliver(ch, m);
 }
 
+/* The segment of the data stream (payload, then each buffer) at off: its
+ * bytes from there, and how many. False past the end. */
+static bool stream_at(weft_msg_t *m, uint64_t off, uint8_t **p, uint64_t *n) {
+  uint64_t base = 0;
+  for (int i = -1; i < (int)m->nxfer; i++) {
+    uint8_t *seg;
+    uint64_t len;
+    if (i < 0) {
+      seg = m->data;
+      len = m->len;
+    } else if (m->xfer[i].kind == WEFT_XFER_BUF) {
+      seg = m->xfer[i].u.buf->data;
+      len = m->xfer[i].u.buf->len;
+    } else {
+      continue;
+    }
+    if (off < base + len) {
+      *p = seg + (off - base);
+      *n = base + len - off;
+      return true;
+    }
+    base += len;
+  }
+  return false;
+}
+
+int weft__nchan_data(node_conn_t *c, const weft__net_frame_t *f) {
+  node_chan_t *ch = weft__nchan_get(c, f->chan);
+  if (ch == NULL) {
+    /* closed here while the message was on its way (as in
+     * weft__nchan_frame): its body is read and dropped */
+    uint64_t id = f->chan & ~WEFT__NET_OWN_BIT;
+    if (!(peers_key(f->chan) ? id <= c->max_remote_id : id < c->next_id))
+      return WEFT_EPROTO;
+    c->rx_chan = NULL;
+    c->rx_msg = NULL;
+    c->rx_left = f->data_len;
+    return 0;
+  }
+  /* a message in progress, and no more than it lacks: checked before a
+   * byte of the body is taken */
+  if (ch->closed_in || (ch->kind != CH_OWNED && ch->kind != CH_SHARED) || ch->in_msg == NULL ||
+      f->data_len > ch->in_total - ch->in_off)
+    return WEFT_EPROTO;
+  c->rx_chan = ch;
+  c->rx_msg = ch->in_msg;
+  c->rx_own = false;
+  c->rx_off = ch->in_off;
+  c->rx_left = f->data_len;
+  return 0;
+}
+
+int weft__nchan_body(node_conn_t *c, const uint8_t *p, size_t k) {
+  if (c->rx_msg != NULL && p != NULL)
+    stream_copy(c->rx_msg, c->rx_off, (uint8_t *)p, k, true);
+  c->rx_off += k;
+  c->rx_left -= k;
+  if (c->rx_left > 0)
+    return 0;
+  node_chan_t *ch = c->rx_chan;
+  weft_msg_t *m = c->rx_msg;
+  bool own = c->rx_own;
+  c->rx_chan = NULL;
+  c->rx_msg = NULL;
+  c->rx_own = false;
+  if (own)
+    weft_msg_free(m); /* its channel went meanwhile */
+  if (ch == NULL || own)
+    return 0;
+  ch->in_off = c->rx_off;
+  if (ch->in_off != ch->in_total)
+    return 0;
+  ch->in_msg = NULL;
+  return deliver(ch, m);
+}
+
+unsigned weft__nchan_body_iov(node_conn_t *c, nng_iov *iov, unsigned max) {
+  unsigned k = 0;
+  uint64_t off = c->rx_off, left = c->rx_left;
+  uint8_t *p;
+  uint64_t n;
+  while (c->rx_msg != NULL && k < max && left > 0 && stream_at(c->rx_msg, off, &p, &n)) {
+    if (n > left)
+      n = left;
+    iov[k].iov_buf = p;
+    iov[k].iov_len = (size_t)n;
+    k++;
+    off += n;
+    left -= n;
+  }
+  return k;
+}
+
 static int on_credit(node_chan_t *ch, uint32_t msgs, uint64_t bytes) {
   if (msgs > ch->sent_msgs - ch->acked_msgs || bytes > ch->unacked_bytes ||
       (msgs == 0 && bytes > 0))
@@ -614,6 +737,7 @@ static void on_close(node_chan_t *ch, int32_t reason) {
     chan_free(ch); /* both closed at once: ours is out already */
     return;
   }
+  out_keep_head(ch);
   mlist_free(weft_ctx_current(), &ch->out_head, &ch->out_tail, false,
              reason ? reason : WEFT_ECLOSED);
   ch->cur_started = false;
@@ -777,15 +901,23 @@ static int describe(node_chan_t *ch, weft_msg_t *m, weft__net_item_t *items, uin
   return 0;
 }
 
-/* One frame of the head message. Returns bytes written, 0 when there is
- * nothing to write, or an error. */
-static long emit_frame(node_chan_t *ch) {
+/* One frame of the head message, with at most room bytes of its data: the
+ * first as a MSG frame (descriptors and the first chunk, copied), the rest
+ * as DATA frames. A DATA frame's body is written from where it lies (one
+ * segment of the message: the payload or a buffer) when it is big enough
+ * and the batch has an in-place segment left; else its bytes (a chunk at
+ * most) are copied into wbuf. Returns bytes added to the batch, or an
+ * error. */
+static long emit_frame(node_chan_t *ch, size_t room) {
   node_conn_t *c = ch->conn;
   weft_msg_t *m = ch->out_head;
-  weft__net_item_t items[WEFT__NET_MAX_ITEMS];
-  uint16_t nitems = 0;
   bool first = !ch->cur_started;
+  uint64_t left;
+  size_t n, h;
+  uint8_t *p;
   if (first) {
+    weft__net_item_t items[WEFT__NET_MAX_ITEMS];
+    uint16_t nitems = 0;
     if (m->nxfer > WEFT__NET_MAX_ITEMS)
       return WEFT_ETRANSFER;
     int err = describe(ch, m, items, &nitems);
@@ -794,37 +926,66 @@ static long emit_frame(node_chan_t *ch) {
     ch->cur_started = true;
     ch->cur_off = 0;
     ch->cur_total = net_weight(m);
+    left = ch->cur_total;
+    n = (size_t)(left < WEFT__NET_CHUNK ? left : WEFT__NET_CHUNK);
+    size_t head = weft__net_msg_head_size(true, nitems);
+    if ((p = wroom(c, head + n)) == NULL)
+      return WEFT_ENOMEM;
+    uint8_t flags = (uint8_t)(WEFT__NET_F_FIRST | (n == left ? WEFT__NET_F_LAST : 0));
+    h = weft__net_put_msg_head(p, wire_id(ch->key), flags, m->len, items, nitems, n);
+    stream_copy(m, 0, p + h, n, false);
+    weft__node_wput(c, h + n);
+  } else {
+    left = ch->cur_total - ch->cur_off;
+    uint64_t max = room < WEFT__NET_CHUNK ? WEFT__NET_CHUNK : room;
+    if (max > UINT32_MAX - WEFT__NET_HEAD)
+      max = UINT32_MAX - WEFT__NET_HEAD;
+    uint8_t *src = NULL;
+    uint64_t seg = 0;
+    bool in_place = c->s != NULL && c->next_in_place < NODE_IN_PLACE &&
+                    stream_at(m, ch->cur_off, &src, &seg) && seg >= IN_PLACE_MIN;
+    n = (size_t)(left < max ? left : max);
+    if (in_place && n > seg)
+      n = (size_t)seg;
+    if (!in_place && n > WEFT__NET_CHUNK)
+      n = WEFT__NET_CHUNK;
+    if ((p = wroom(c, WEFT__NET_HEAD + (in_place ? 0 : n))) == NULL)
+      return WEFT_ENOMEM;
+    h = weft__net_put_data_head(p, wire_id(ch->key), (uint32_t)n);
+    if (in_place) {
+      weft__node_wput(c, h);
+      weft__node_wext(c, src, n);
+      ch->ext_batch = c->batch;
+    } else {
+      stream_copy(m, ch->cur_off, p + h, n, false);
+      weft__node_wput(c, h + n);
+    }
   }
-  uint64_t left = ch->cur_total - ch->cur_off;
-  size_t n = (size_t)(left < WEFT__NET_CHUNK ? left : WEFT__NET_CHUNK);
-  size_t head = weft__net_msg_head_size(first, nitems);
-  uint8_t *p = wroom(c, head + n);
-  if (p == NULL)
-    return WEFT_ENOMEM;
-  uint8_t flags = (uint8_t)((first ? WEFT__NET_F_FIRST : 0) | (n == left ? WEFT__NET_F_LAST : 0));
-  size_t h = weft__net_put_msg_head(p, wire_id(ch->key), flags, m->len, items, nitems, n);
-  stream_copy(m, ch->cur_off, p + h, n, false);
   ch->cur_off += n;
-  c->wlen += h + n;
-  if (flags & WEFT__NET_F_LAST) {
+  if (n == left) {
     mlist_pop(&ch->out_head, &ch->out_tail);
-    weft_msg_free(m);
+    if (ch->ext_batch == c->batch) /* the batch writes from it: freed after the send */
+      mlist_push(&c->held_head, &c->held_tail, m);
+    else
+      weft_msg_free(m);
     ch->cur_started = false;
     c->node->stats.msgs_out++;
   }
   return (long)(h + n);
 }
 
-/* Up to a turn's bytes of one channel. True if it has more to write. */
-static bool emit_turn(node_chan_t *ch) {
+/* Up to a turn's bytes of one channel, frames of up to room data bytes.
+ * True if it has more to write. */
+static bool emit_turn(node_chan_t *ch, size_t room) {
   node_conn_t *c = ch->conn;
   size_t done = 0;
   while (ch->out_head != NULL && done < TURN_BYTES) {
-    long n = emit_frame(ch);
+    long n = emit_frame(ch, room);
     if (n < 0) {
       /* a message that cannot go out (no memory): the channel cannot keep
        * its order, so it fails; the connection goes on */
       c->node->ctx->undeliverable++;
+      out_keep_head(ch);
       mlist_free(c->node->ctx, &ch->out_head, &ch->out_tail, false, (int)n);
       ch->cur_started = false;
       ch->closed_in = true;
@@ -847,6 +1008,10 @@ static bool emit_turn(node_chan_t *ch) {
   return false;
 }
 
+/* Credits first, then the ready channels round robin, a turn each. A
+ * channel alone in the round may write the rest of the batch's budget in
+ * one DATA frame: no other channel waits for it (one that becomes ready
+ * meanwhile waits for the batch in flight, as it would anyway). */
 void weft__nchan_fill(node_conn_t *c, size_t budget) {
   weft_list_node_t *n;
   while ((n = weft_list_pop_front(&c->due)) != NULL) {
@@ -855,14 +1020,15 @@ void weft__nchan_fill(node_conn_t *c, size_t budget) {
     uint8_t *p = wroom(c, WEFT__NET_HEAD + 12);
     if (p == NULL)
       return;
-    c->wlen += weft__net_put_credit(p, wire_id(ch->key), ch->due_msgs, ch->due_bytes);
+    weft__node_wput(c, weft__net_put_credit(p, wire_id(ch->key), ch->due_msgs, ch->due_bytes));
     ch->due_msgs = 0;
     ch->due_bytes = 0;
   }
-  while (c->wlen < budget && (n = weft_list_pop_front(&c->ready)) != NULL) {
+  while (c->wtotal < budget && (n = weft_list_pop_front(&c->ready)) != NULL) {
     node_chan_t *ch = WEFT_LIST_ENTRY(n, node_chan_t, ready_link);
     ch->in_ready = false;
-    if (emit_turn(ch) && ch->conn == c) {
+    size_t room = weft_list_empty(&c->ready) ? budget - c->wtotal : WEFT__NET_CHUNK;
+    if (emit_turn(ch, room) && ch->conn == c) {
       ch->in_ready = true;
       weft_list_push_back(&c->ready, &ch->ready_link);
     }

@@ -78,6 +78,7 @@ struct node_chan_s {
   uint32_t due_msgs;                    /* credit to send */
   uint64_t due_bytes;
   weft_msg_t *wait_head, *wait_tail;    /* SHARED: complete, waiting for room */
+  uint64_t ext_batch;                   /* the batch that last wrote the head in place */
 };
 
 struct node_pub_s {
@@ -141,6 +142,13 @@ typedef struct {
 } node_listener_t;
 
 enum { CONN_HANDSHAKE = 0, CONN_UP = 1, CONN_DEAD = 2 };
+/* A segment of a batch: ext NULL: wbuf[off, off + len); else ext[0, len). */
+typedef struct {
+  const uint8_t *ext;
+  size_t off, len;
+} node_seg_t;
+#define NODE_SEGS 8 /* nng's limit of iovs per aio */
+#define NODE_IN_PLACE 3 /* in-place segments per batch: with wbuf's between, <= NODE_SEGS */
 /* The sending side of a connection. The loop starts batches (IDLE -> BUSY),
  * nng's timer thread starts pings when the loop has sent nothing for a while
  * (IDLE -> PING), so a long loop turn does not look like a dead node. *_WANT:
@@ -190,14 +198,31 @@ struct node_conn_s {
   uint32_t remote_open;    /* channels the peer made, open here */
   weft_list_t ready;       /* channels with output (ready_link) */
   weft_list_t due;         /* channels owing credit (due_link) */
-  /* out: control frames, then the batch being sent */
+  /* out: control frames, then the batch being sent: segs[] in order, each
+   * either bytes of wbuf or a message's bytes written from where they lie
+   * (DATA bodies). Messages so written stay in held until the send is over. */
   uint8_t *ctl;
   size_t ctl_len, ctl_cap;
   uint8_t *wbuf;
-  size_t wlen, wcap, wsent;
-  /* in */
+  size_t wlen, wcap;       /* wbuf's bytes */
+  size_t wtotal, wsent;    /* the batch's bytes (wbuf's and in place), written */
+  node_seg_t segs[NODE_SEGS];
+  unsigned nsegs, next_in_place;
+  uint64_t batch;          /* counts batches: which one wrote a message in place */
+  weft_msg_t *held_head, *held_tail;
+  /* in: bytes read, and the DATA body being taken. A body's bytes go
+   * straight into its message: the read is armed with the message's own
+   * memory for them, then rbuf for what follows. If the channel goes
+   * meanwhile, the message becomes the connection's (rx_own) and is freed
+   * once the body is over or the connection is. */
   uint8_t *rbuf;
   size_t rlen, rcap;
+  node_chan_t *rx_chan;    /* NULL: no channel (gone, or unknown: the body is skipped) */
+  weft_msg_t *rx_msg;      /* where the body goes (NULL: skipped) */
+  bool rx_own;             /* rx_msg is the connection's */
+  uint64_t rx_off, rx_left; /* the body's place in the message's data, bytes to come */
+  size_t rx_direct;        /* bytes of the read in flight aimed at rx_msg */
+  bool rx_big;             /* the last frame was a big DATA: more are likely */
 };
 
 struct weft_node_s {
@@ -236,6 +261,11 @@ void weft__node_metrics_start(struct weft_node_s *n);
 /* Room for n more control bytes (frames that go before the next batch's
  * messages). NULL if out of memory (the connection is then failed). */
 uint8_t *weft__node_ctl(node_conn_t *c, size_t n);
+/* The batch grows: n bytes just written at wbuf + wlen, or n bytes at p
+ * written from where they lie (the caller holds their message until the
+ * send is over: c->held). */
+void weft__node_wput(node_conn_t *c, size_t n);
+void weft__node_wext(node_conn_t *c, const uint8_t *p, size_t n);
 /* Write what is queued as soon as the send in flight (if any) is done. */
 void weft__node_kick(node_conn_t *c);
 /* Tear the connection down: every channel fails with reason. */
@@ -261,6 +291,17 @@ int weft__nchan_frame(node_conn_t *c, const weft__net_frame_t *f);
 /* Append frames to c->wbuf, round robin over the ready channels, until about
  * budget bytes are there; then credits owed. */
 void weft__nchan_fill(node_conn_t *c, size_t budget);
+/* A DATA frame's header: its body goes to c->rx_* (0, or an error). */
+int weft__nchan_data(node_conn_t *c, const weft__net_frame_t *f);
+/* k bytes of the DATA body came: at p (copied into the message), or, with
+ * p NULL, already in the message's memory. Ends the body (and maybe the
+ * message) once it is whole. */
+int weft__nchan_body(node_conn_t *c, const uint8_t *p, size_t k);
+/* The read for the rest of the body: up to max iovs of the message's memory
+ * at rx_off, at most rx_left bytes; returns how many. */
+unsigned weft__nchan_body_iov(node_conn_t *c, nng_iov *iov, unsigned max);
+/* Free the messages the batch just sent wrote in place. */
+void weft__nchan_held_free(node_conn_t *c);
 /* The connection is gone: every channel closes with reason. */
 void weft__nchan_fail_all(node_conn_t *c, int reason);
 /* The published port has room again / closed. */
