@@ -14,6 +14,11 @@
 #define TURN_BYTES (16u * 1024u) /* one channel's share of a round */
 #define WEIGHTS_MIN 8u
 #define IN_PLACE_MIN (16u * 1024u) /* smaller DATA bodies are copied into wbuf */
+/* A channel alone in the round writes up to this much in one DATA frame:
+ * each read and write of the stream is a round through nng's threads, and
+ * bigger ones make fewer (a 16 MiB buffer: about 13 reads instead of 21
+ * at 1 MiB). A channel that becomes ready meanwhile waits for it. */
+#define ALONE_BYTES (4u * 1024u * 1024u)
 
 /* ---- the key -> channel map ---------------------------------------------- */
 
@@ -1008,10 +1013,10 @@ static bool emit_turn(node_chan_t *ch, size_t room) {
   return false;
 }
 
-/* Credits first, then the ready channels round robin, a turn each. A
- * channel alone in the round may write the rest of the batch's budget in
- * one DATA frame: no other channel waits for it (one that becomes ready
- * meanwhile waits for the batch in flight, as it would anyway). */
+/* Credits first, then the ready channels round robin, a turn each (a
+ * chunk of data). A channel alone in the round may write up to
+ * ALONE_BYTES in one DATA frame: no other channel waits for it then (one
+ * that becomes ready meanwhile waits for the batch in flight). */
 void weft__nchan_fill(node_conn_t *c, size_t budget) {
   weft_list_node_t *n;
   while ((n = weft_list_pop_front(&c->due)) != NULL) {
@@ -1027,7 +1032,8 @@ void weft__nchan_fill(node_conn_t *c, size_t budget) {
   while (c->wtotal < budget && (n = weft_list_pop_front(&c->ready)) != NULL) {
     node_chan_t *ch = WEFT_LIST_ENTRY(n, node_chan_t, ready_link);
     ch->in_ready = false;
-    size_t room = weft_list_empty(&c->ready) ? budget - c->wtotal : WEFT__NET_CHUNK;
+    size_t room = weft_list_empty(&c->ready) && c->wtotal < ALONE_BYTES ? ALONE_BYTES - c->wtotal
+                                                                        : WEFT__NET_CHUNK;
     if (emit_turn(ch, room) && ch->conn == c) {
       ch->in_ready = true;
       weft_list_push_back(&c->ready, &ch->ready_link);

@@ -945,6 +945,152 @@ static void raw_channel_ids_out_of_order_or_reused(void **state) {
   srv_stop();
 }
 
+/* ---- DATA frames: a body that goes straight into the message ---------------------------- */
+
+/* A first MSG frame on chan: a 1-byte payload and one buffer of buf_len
+ * bytes, with `first` bytes of data (payload included), not LAST. */
+static void raw_msg_first(raw_t *r, uint64_t chan, uint64_t buf_len, size_t first) {
+  static uint8_t b[WEFT__NET_MAX_FRAME];
+  weft__net_item_t it = {.kind = WEFT__NET_X_BUF, .len = buf_len};
+  size_t h = weft__net_put_msg_head(b, chan, WEFT__NET_F_FIRST, 1, &it, 1, first);
+  memset(b + h, 0x5a, first);
+  assert_true(raw_send(r, b, h + first));
+}
+
+static void raw_data_head(raw_t *r, uint64_t chan, uint32_t len) {
+  uint8_t b[WEFT__NET_HEAD];
+  assert_true(raw_send(r, b, weft__net_put_data_head(b, chan, len)));
+}
+
+/* Send n body bytes of value v. */
+static void raw_body(raw_t *r, size_t n, uint8_t v) {
+  static uint8_t b[64 * 1024];
+  memset(b, v, sizeof(b));
+  while (n > 0) {
+    size_t k = n < sizeof(b) ? n : sizeof(b);
+    assert_true(raw_send(r, b, k));
+    n -= k;
+  }
+}
+
+static bool srv_bytes_in_past(void *arg) { return srv_stats().bytes_in >= *(uint64_t *)arg; }
+
+/* A DATA frame that lies: with no message in progress, longer than what the
+ * message lacks (only its header is sent: srv must not wait for the body),
+ * on a channel never introduced, with no body at all. Each is dropped with
+ * WEFT_EPROTO, before anything is allocated for its body. */
+static void raw_data_lies_are_dropped(void **state) {
+  (void)state;
+  raw_srv_start();
+  char url[64];
+  tcp_url(url, sizeof(url));
+  for (int k = 0; k < 4; k++) {
+    uint64_t chan, errs = srv_stats().protocol_errors;
+    char name[16];
+    snprintf(name, sizeof(name), "lie%d", k);
+    raw_t *r = raw_up(name, &chan);
+    uint64_t calls = testutil_alloc_calls();
+    if (k == 0) { /* no message in progress */
+      raw_data_head(r, chan, 4096);
+    } else if (k == 1) { /* one byte more than the message lacks: 1 + 1 MiB - 100 */
+      raw_msg_first(r, chan, 1u << 20, 100);
+      calls = testutil_alloc_calls();
+      raw_data_head(r, chan, (1u << 20) + 1 - 100 + 1);
+    } else if (k == 2) { /* a channel never introduced */
+      raw_data_head(r, 77 | WEFT__NET_OWN_BIT, 4096);
+    } else { /* no body: a frame that moves nothing */
+      uint8_t b[WEFT__NET_HEAD];
+      weft__net_put_data_head(b, chan, 0);
+      assert_true(raw_send(r, b, sizeof(b)));
+    }
+    expect_dropped_up(r, errs, WEFT_EPROTO);
+    fprintf(stderr, "  lying DATA %d: dropped with EPROTO, %llu weft allocations meanwhile\n", k,
+            (unsigned long long)(testutil_alloc_calls() - calls));
+    raw_free(r);
+  }
+  expect_served(url);
+  srv_stop();
+}
+
+static bool srv_found_gone(void *arg) {
+  (void)arg;
+  return !weft_node_is_up(S.node, "die");
+}
+
+/* The peer dies in the middle of a DATA body (part of it already read into
+ * the message, a read armed for the rest): srv's port closes with
+ * WEFT_EPEERDIED and nothing half-built is delivered or leaked. */
+static void raw_dies_mid_data_body(void **state) {
+  (void)state;
+  raw_srv_start();
+  char url[64];
+  tcp_url(url, sizeof(url));
+  uint64_t chan;
+  raw_t *r = raw_up("die", &chan);
+  const uint64_t len = 2u << 20;
+  uint64_t target = srv_stats().bytes_in + 1000 + WEFT__NET_HEAD;
+  raw_msg_first(r, chan, len, 1000);
+  uint64_t rest = len + 1 - 1000;
+  raw_data_head(r, chan, (uint32_t)rest);
+  raw_body(r, (size_t)(rest / 2), 0x77);
+  target += rest / 2; /* srv has read it all: some into rbuf, the rest in place */
+  assert_true(pump_until(srv_bytes_in_past, &target, WAIT_MS));
+  close(r->fd);
+  r->fd = -1;
+  assert_true(pump_until(srv_found_gone, NULL, WAIT_MS));
+  if (!S.found_closed)
+    assert_int_equal(weft_port_start(S.found, drop_msg), 0);
+  assert_true(pump_until(srv_found_closed, NULL, WAIT_MS));
+  if (S.found_close_reason != WEFT_EPEERDIED)
+    fail_msg("the port on a peer that died mid-body closed with %s",
+             weft_err_name(S.found_close_reason));
+  fprintf(stderr, "  died mid-body: srv read %llu bytes, port closed with %s\n",
+          (unsigned long long)srv_stats().bytes_in, weft_err_name(S.found_close_reason));
+  free(r);
+  expect_served(url);
+  srv_stop();
+}
+
+/* The program closes its port while a DATA body is on its way into a message
+ * of that channel (a read armed into the message): the connection keeps the
+ * message until the body is over, then frees it; srv says CLOSE, drops what
+ * the peer still sends on the channel (a whole message, DATA included) and
+ * the connection goes on: a LOOKUP is answered, no protocol error. */
+static void raw_channel_closed_mid_data_body(void **state) {
+  (void)state;
+  raw_srv_start();
+  char url[64];
+  tcp_url(url, sizeof(url));
+  uint64_t chan, errs = srv_stats().protocol_errors;
+  raw_t *r = raw_up("orphan", &chan);
+  const uint64_t len = 2u << 20;
+  uint64_t target = srv_stats().bytes_in + 1000 + WEFT__NET_HEAD + 300u * 1024u;
+  raw_msg_first(r, chan, len, 1000);
+  uint64_t rest = len + 1 - 1000;
+  raw_data_head(r, chan, (uint32_t)rest);
+  raw_body(r, 300u * 1024u, 0x11);
+  assert_true(pump_until(srv_bytes_in_past, &target, WAIT_MS));
+  assert_int_equal(weft_port_close(S.found), 0);
+  raw_expect(r, WEFT__NET_CLOSE);
+  assert_int_equal(r->f.chan, chan | WEFT__NET_OWN_BIT);
+  raw_body(r, (size_t)(rest - 300u * 1024u), 0x22);
+  /* a whole message more on the closed channel: its body is skipped */
+  raw_msg_first(r, chan, 512u * 1024u, 4096);
+  raw_data_head(r, chan, 512u * 1024u + 1 - 4096);
+  raw_body(r, 512u * 1024u + 1 - 4096, 0x33);
+  uint8_t b[64];
+  assert_true(raw_send(r, b, weft__net_put_lookup(b, 9 | WEFT__NET_OWN_BIT, "echo", 4)));
+  raw_expect(r, WEFT__NET_FOUND);
+  assert_int_equal(srv_stats().protocol_errors, errs);
+  assert_true(weft_node_is_up(S.node, "orphan"));
+  fprintf(stderr, "  port closed mid-body: the rest (%llu bytes) and a message more were "
+                  "dropped, the connection goes on\n",
+          (unsigned long long)(rest - 300u * 1024u));
+  raw_free(r);
+  expect_served(url);
+  srv_stop();
+}
+
 /* ---- allocation failures ---------------------------------------------------------------- */
 
 typedef struct {
@@ -1097,6 +1243,9 @@ int main(void) {
       cmocka_unit_test_teardown(raw_flood_past_window_is_dropped, no_leaks),
       cmocka_unit_test_teardown(raw_credit_never_owed_is_dropped, no_leaks),
       cmocka_unit_test_teardown(raw_channel_ids_out_of_order_or_reused, no_leaks),
+      cmocka_unit_test_teardown(raw_data_lies_are_dropped, no_leaks),
+      cmocka_unit_test_teardown(raw_dies_mid_data_body, no_leaks),
+      cmocka_unit_test_teardown(raw_channel_closed_mid_data_body, no_leaks),
   };
   const struct CMUnitTest oom[] = {
       cmocka_unit_test_teardown(node_allocation_failure_sweep, no_leaks),
