@@ -6,7 +6,8 @@
  *  - One connection between two nodes carries every channel between them,
  *    each with its own FIFO order, credits and close. Big buffers cross in
  *    64 KiB chunks interleaved with the other channels' frames, so a stream
- *    of 16 MiB buffers does not hold back another channel's small messages.
+ *    of 16 MiB buffers does not hold back another channel's small messages
+ *    (a channel alone on the connection sends bigger pieces).
  *  - Names are per node: weft_node_publish puts a port under a name on this
  *    node; weft_node_lookup asks a peer for a name and gives back a port to
  *    it. Every lookup is a channel of its own (its own order, credits and

@@ -10,7 +10,9 @@
  *     same bytes (the encoders and the parser agree on every field);
  *   - every strict prefix of the frame asks for more bytes (returns 0), and
  *     says how many once the header is there: a decoder never acts on half a
- *     frame.
+ *     frame;
+ *   - a DATA frame is returned as its header alone, with a body of at least
+ *     one byte (which the caller reads apart: the loop skips it).
  * The frame is parsed from a copy that ends where it ends, so a read past it
  * is caught by ASan. A refusal is one of the named errors, never anything
  * else. */
@@ -49,6 +51,8 @@ static size_t reencode(const weft__net_frame_t *f) {
     return weft__net_put_lookup(out, f->chan, f->name, f->name_len);
   case WEFT__NET_CREDIT:
     return weft__net_put_credit(out, f->chan, f->credit_msgs, f->credit_bytes);
+  case WEFT__NET_DATA: /* its header: the body is the caller's */
+    return weft__net_put_data_head(out, f->chan, (uint32_t)f->data_len);
   case WEFT__NET_MSG: {
     static weft__net_item_t items[WEFT__NET_MAX_ITEMS];
     bool first = f->msg_flags & WEFT__NET_F_FIRST;
@@ -76,8 +80,10 @@ static void check_frame(const uint8_t *p, size_t n) {
   if (weft__net_parse(copy, n, &f, &need) != (int)n || need != n)
     fail("a frame parsed twice gives another answer");
   bool conn = f.type <= WEFT__NET_PING;
-  if (f.type < WEFT__NET_HELLO || f.type > WEFT__NET_CLOSE)
+  if (f.type < WEFT__NET_HELLO || f.type > WEFT__NET_DATA)
     fail("accepted an unknown type");
+  if (f.type == WEFT__NET_DATA && (n != WEFT__NET_HEAD || f.data != NULL || f.data_len == 0))
+    fail("a DATA frame not returned as its header alone, or with no body");
   if (conn ? f.chan != 0 : (f.chan & ~WEFT__NET_OWN_BIT) == 0)
     fail("a connection frame on a channel, or a channel frame on channel 0");
   if (f.type == WEFT__NET_MSG) {
@@ -111,7 +117,11 @@ static void check_frame(const uint8_t *p, size_t n) {
     int r = weft__net_parse(copy, cut, &g, &nd);
     if (r != 0)
       fail("a strict prefix of an accepted frame was not 'more needed'");
-    if (cut >= 4 && nd != n)
+    /* a DATA header: its length is not the frame's size (the body is read
+     * apart); until its type is there, the length may be taken for one */
+    bool data_len_only = f.type == WEFT__NET_DATA && cut == 4 &&
+                         nd == 4 + (size_t)(f.data_len + WEFT__NET_HEAD - 4);
+    if (cut >= 4 && nd != n && !data_len_only)
       fail("a prefix with the length in it asks for another size");
     if (cut < 4 && nd != WEFT__NET_HEAD)
       fail("a prefix without the length asks for other than a header");
@@ -139,6 +149,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       fail("a frame's size is out of what was given");
     check_frame(data + off, (size_t)n);
     off += (size_t)n;
+    if (f.type == WEFT__NET_DATA) /* its body: whatever bytes follow */
+      off += f.data_len < size - off ? (size_t)f.data_len : size - off;
   }
   return 0;
 }

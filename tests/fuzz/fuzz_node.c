@@ -15,7 +15,7 @@
  *   HELLO (version, flags, windows, name chosen), AUTH (right or wrong),
  *   LOOKUP (echo / sink / unknown, a channel id chosen), MSG first frame
  *   (payload, buffers, ports as plain or reply items, LAST or not), MSG
- *   continuation, CREDIT, CLOSE, FOUND / NOTFOUND / PING / REFUSE, raw bytes,
+ *   continuation, DATA (a length chosen, the body now or not), CREDIT, CLOSE, FOUND / NOTFOUND / PING / REFUSE, raw bytes,
  *   a lookup made by the node itself (so the peer can answer it), a post on
  *   a port the node gave the program, running the loop.
  * Channel ids are drawn from a small set, with or without the sender bit, so
@@ -318,6 +318,21 @@ static void op_msg_first(input_t *in) {
   feed(R.frame, h + data);
 }
 
+/* A DATA frame: its header, and its body now (up to 64 KiB of it) or not
+ * (then raw bytes, or the next frames, are taken as the body). */
+static void op_data(input_t *in) {
+  static uint8_t body[64 * 1024];
+  uint8_t b = next(in);
+  uint64_t chan = pick_chan(in);
+  uint32_t len = b & 1 ? pick_u32(in) : (uint32_t)next(in) * 64;
+  feed(R.frame, weft__net_put_data_head(R.frame, chan, len));
+  if (b & 2) {
+    size_t k = len < sizeof(body) ? len : sizeof(body);
+    memset(body, 0xd0, k);
+    feed(body, k);
+  }
+}
+
 static void op_msg_more(input_t *in) {
   uint8_t b = next(in);
   uint64_t chan = pick_chan(in);
@@ -457,7 +472,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   run_loop(1);
   for (int ops = 0; in.at < in.n && ops < 4096; ops++) {
-    switch (next(&in) % 12) {
+    switch (next(&in) % 13) {
     case 0: op_hello(&in, secret); break;
     case 1: send_auth(next(&in) & 1); break;
     case 2: op_lookup(&in); break;
@@ -467,6 +482,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 7: op_reason(&in); break;
     case 8: op_raw(&in); break;
     case 9: op_program(&in); break;
+    case 10: op_data(&in); break;
     default: run_loop(1 + next(&in) % 4); break;
     }
     check_sink();
