@@ -451,6 +451,7 @@ static void conn_up(node_conn_t *c) {
     conn_fail(old, WEFT_EPEERDIED);
   }
   c->state = CONN_UP;
+  c->up_ns = uv_hrtime();
   if (c->s != NULL)
     nng_sleep_aio(c->ping_ms / 2 ? c->ping_ms / 2 : 1, c->ping_timer);
   n->stats.connects++;
@@ -888,6 +889,17 @@ void weft__node_lookup_done(node_lookup_t *lk, int status, weft_port_t *port) {
 
 /* ---- the tick: heartbeats, handshakes, redials, lookup deadlines ---------------- */
 
+/* A peer is judged by the heartbeat once it has been heard past its own
+ * handshake. Until then (its HELLO came, ours may still be on its way or
+ * unread on a slow loop) the handshake deadline bounds the wait instead: a
+ * peer that goes up a moment later than us is not dropped as silent. */
+static bool silent_too_long(const node_conn_t *c, uint64_t now, uint64_t rx, uint64_t hb,
+                            uint64_t hs) {
+  if (rx <= c->up_ns)
+    return now > c->up_ns && now - c->up_ns > (hs > hb ? hs : hb);
+  return now > rx && now - rx > hb;
+}
+
 static void on_tick(uv_timer_t *t) {
   weft_node_t *n = t->data;
   if (n->closing)
@@ -903,7 +915,7 @@ static void on_tick(uv_timer_t *t) {
     if (c->state == CONN_HANDSHAKE && now - c->started_ns > hs) {
       conn_fail(c, c->refusing ? c->refusing : UV_ETIMEDOUT);
       conn_maybe_free(c);
-    } else if (c->state == CONN_UP && now > rx && now - rx > hb &&
+    } else if (c->state == CONN_UP && silent_too_long(c, now, rx, hb, hs) &&
                !atomic_load_explicit(&c->rx_ready, memory_order_relaxed)) {
       /* (a receive that completed while this loop was busy is not silence:
        * more may wait behind it, unread) */

@@ -180,6 +180,7 @@ struct node_conn_s {
   _Atomic bool rx_ready;       /* a receive completed, its task not run yet */
   _Atomic uint64_t last_tx_ns; /* the loop's sends and nng's pings write it */
   uint64_t started_ns;
+  uint64_t up_ns; /* when the handshake ended here (loop thread) */
   nng_aio *ping_aio, *ping_timer; /* the pinger: nng's threads only */
   _Atomic bool ping_stop;
   /* handshake */
