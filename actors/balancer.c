@@ -57,6 +57,7 @@ static inst_t *inst_new(weft_balancer_t *b, slot_t *s) {
   if (in) {
     in->b = b;
     in->slot = s;
+    in->gate = -1;
     b->insts++;
   }
   return in;
@@ -169,8 +170,11 @@ static void on_child_start(weft_sup_t *sup, weft_sup_child_t *c) {
     lfd = weft__bal_dup(b->lis[in->slot->lis].fd);
   bool listens = b->opts.policy == WEFT_BALANCER_SHARED ||
                  b->opts.policy == WEFT_BALANCER_REUSEPORT;
+  int gate = b->gate && lfd >= 0 ? weft__bal_gate_claim(in) : -1;
   weft_msg_t *m;
-  int err = listens && lfd < 0 ? lfd : weft__bal_msg(WEFT__BAL_HELLO, b->pipe, lfd, &m);
+  int err = listens && lfd < 0 ? lfd
+            : gate >= 0 ? weft__bal_hello(b->pipe, lfd, b->gate, (size_t)gate, &m)
+                        : weft__bal_msg(WEFT__BAL_HELLO, b->pipe, lfd, &m);
   if (err == 0 && (err = weft_port_post(in->port, m)) != 0)
     weft_msg_free(m);  /* closes the duplicate */
   else if (err && lfd >= 0)
@@ -237,6 +241,8 @@ static void maybe_free(weft_balancer_t *b) {
   if (b->close_cb && !b->quiet)
     b->close_cb(b);
   weft_metrics_source_free(b->metrics);
+  weft__gate_free(b->gate);
+  weft_free(b->gate_owner);
   weft_free(b->lis);
   weft_free(b->slots);
   weft_free(b->pending);
@@ -298,6 +304,18 @@ static int open_listeners(weft_balancer_t *b) {
   b->port = port;
   b->nlis = i;
   return err;
+}
+
+/* Shared worker threads accept through a gate (balancer_gate.c), 2 entries
+ * per place (a reload's old and new worker of one place). Worker processes
+ * have no memory in common with us: they accept as they wake. */
+static int open_gate(weft_balancer_t *b) {
+  if (b->opts.policy != WEFT_BALANCER_SHARED || b->opts.worker.kind != WEFT_SUP_THREAD)
+    return 0;
+  b->gate_owner = weft_calloc(2 * b->nslots, sizeof(*b->gate_owner));
+  if (b->gate_owner == NULL)
+    return WEFT_ENOMEM;
+  return weft__gate_new(2 * b->nslots, &b->gate);
 }
 
 /* ---- reload and close ------------------------------------------------------------- */
@@ -381,6 +399,8 @@ int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft
   }
   if (err == 0)
     err = open_listeners(b);
+  if (err == 0)
+    err = open_gate(b);
   if (err == 0) {
     weft_sup_options_t so = {
         .strategy = WEFT_SUP_ONE_FOR_ONE,

@@ -164,8 +164,35 @@ void weft__bal_on_port_drain(weft_port_t *port) {
   weft__bal_update_polls(in->b);
 }
 
+int weft__bal_gate_claim(inst_t *in) {
+  weft_balancer_t *b = in->b;
+  weft__gate_t *g = weft_buf_ptr(b->gate);
+  for (size_t i = 0; i < g->n; i++) {
+    if (b->gate_owner[i] != NULL)
+      continue;
+    b->gate_owner[i] = in;
+    in->gate = (int)i;
+    atomic_store(&g->e[i].open, 0);
+    atomic_store(&g->e[i].active, 0);
+    atomic_store(&g->e[i].paused, 0);
+    return (int)i;
+  }
+  return -1;
+}
+
+/* A worker that exited (perhaps crashed) accepts no more: its entry leaves
+ * the minimum, and those it held paused re-check. */
+static void gate_release(inst_t *in) {
+  if (in->gate < 0)
+    return;
+  weft__gate_leave(weft_buf_ptr(in->b->gate), (size_t)in->gate);
+  in->b->gate_owner[in->gate] = NULL;
+  in->gate = -1;
+}
+
 void weft__bal_inst_down(inst_t *in) {
   slot_t *s = in->slot;
+  gate_release(in);
   size_t n = in->fl_len;
   in->ready = false;
   in->port = NULL;
