@@ -1,14 +1,18 @@
 /* balancer_gate.c: the accept gate of worker threads that share one
- * listening socket (policy shared; balancer_int.h).
+ * listening socket (policies shared, round robin and least connections with
+ * worker threads; balancer_int.h).
  *
  * Without it, whichever worker wakes first takes every connection waiting in
  * the queue (libuv accepts until EAGAIN): a burst of 64 keep-alive clients
- * lands on one worker. With it, each worker publishes the connections it
- * accepted and has open, and accepts only while it has at most GATE_SLACK
- * more than the least loaded active worker; otherwise it pauses (stops
- * polling the listener) until a peer wakes it. The kernel still decides
- * which awake worker gets a connection; the gate bounds how far ahead one
- * can get.
+ * lands on one worker. With it, each worker publishes a count (connections
+ * open: shared and least connections; accepted since it joined: round
+ * robin) and accepts only while its count is at most the least active one's
+ * plus a small slack (weft__gate_slack); otherwise it pauses (stops polling
+ * the listener) until a peer wakes it. The kernel still decides which awake
+ * worker gets a connection; the gate bounds how far ahead one can get. This
+ * costs a worker no more than accepting itself does (no hand-off through
+ * the balancer's thread: one wake-up per connection, not three), plus a
+ * pause and a wake-up when the counts drift apart past the slack.
  *
  * The table is a shared buffer (weft/buf.h) made by the balancer: one
  * cache line per entry, twice as many entries as worker places (a reload
@@ -32,7 +36,7 @@
  * pause is woken once.
  *
  * A worker whose loop is blocked holds its count still, and could hold the
- * others at its count + GATE_SLACK: a paused worker therefore also gives up
+ * others at its count + the slack: a paused worker therefore also gives up
  * waiting after GATE_PATIENCE_MS and accepts one batch regardless (see
  * balancer_worker.c). Fairness is for workers that run; a stuck one only
  * slows the others down to a batch per patience period at worst.
@@ -47,7 +51,7 @@
 
 #include "balancer_int.h"
 
-int weft__gate_new(size_t nentries, weft_buf_t **out) {
+int weft__gate_new(size_t nentries, unsigned mode, weft_buf_t **out) {
   weft_buf_t *buf;
   size_t len = sizeof(weft__gate_t) + nentries * sizeof(weft__gate_entry_t);
   int err = weft_buf_new_shared(&buf, len);  /* zero-filled */
@@ -55,6 +59,7 @@ int weft__gate_new(size_t nentries, weft_buf_t **out) {
     return err;
   weft__gate_t *g = weft_buf_ptr(buf);
   g->n = nentries;
+  g->mode = mode;
   size_t i;
   for (i = 0; i < nentries; i++) {
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -95,9 +100,16 @@ static int64_t min_open(weft__gate_t *g) {
   return m;
 }
 
+int64_t weft__gate_slack(int64_t m) { return m < 8 ? 0 : m < 64 ? 1 : 4; }
+
+int64_t weft__gate_join_count(weft__gate_t *g) {
+  int64_t m = g->mode == WEFT__GATE_ACCEPTED ? min_open(g) : 0;
+  return m == INT64_MAX ? 0 : m;
+}
+
 bool weft__gate_eligible(weft__gate_t *g, size_t i) {
   int64_t m = min_open(g);
-  return m == INT64_MAX || atomic_load(&g->e[i].open) <= m + WEFT__GATE_SLACK;
+  return m == INT64_MAX || atomic_load(&g->e[i].open) <= m + weft__gate_slack(m);
 }
 
 bool weft__gate_pause(weft__gate_t *g, size_t i) {

@@ -172,7 +172,7 @@ int weft__bal_gate_claim(inst_t *in) {
       continue;
     b->gate_owner[i] = in;
     in->gate = (int)i;
-    atomic_store(&g->e[i].open, 0);
+    atomic_store(&g->e[i].open, weft__gate_join_count(g));
     atomic_store(&g->e[i].active, 0);
     atomic_store(&g->e[i].paused, 0);
     return (int)i;
@@ -227,8 +227,15 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 }
 
 void weft__bal_accept_queued(weft_balancer_t *b) {
-  if (!b->lis_closed && b->nlis == 1 && b->lis[0].polling)
-    on_poll(&b->lis[0].poll, 0, UV_READABLE);
+  bool rr_lc = b->opts.policy == WEFT_BALANCER_ROUND_ROBIN ||
+               b->opts.policy == WEFT_BALANCER_LEAST_CONNECTIONS;
+  if (b->lis_closed || !rr_lc || !(b->lis[0].polling || b->gate))
+    return;
+  listener_t *l = &b->lis[0];
+  bool was = l->polling;
+  l->polling = true;  /* with a gate the workers accept: we do not poll it */
+  on_poll(&l->poll, 0, UV_READABLE);
+  l->polling = was;
 }
 
 void weft__bal_update_polls(weft_balancer_t *b) {
@@ -242,8 +249,9 @@ void weft__bal_update_polls(weft_balancer_t *b) {
   }
   for (size_t i = 0; i < b->nlis; i++) {
     listener_t *l = &b->lis[i];
-    bool want = any && (b->opts.policy == WEFT_BALANCER_ROUND_ROBIN ||
-                        b->opts.policy == WEFT_BALANCER_LEAST_CONNECTIONS ||
+    bool hands = !b->gate && (b->opts.policy == WEFT_BALANCER_ROUND_ROBIN ||
+                              b->opts.policy == WEFT_BALANCER_LEAST_CONNECTIONS);
+    bool want = any && (hands ||
                         (l->slot && !available(l->slot->cur)));
     if (want && !l->polling)
       l->polling = uv_poll_start(&l->poll, UV_READABLE, on_poll) == 0;

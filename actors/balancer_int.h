@@ -66,11 +66,14 @@ int weft__bal_dup(int fd);
 
 /* ---- the accept gate (balancer_gate.c) -------------------------------------- */
 
-/* A worker accepts while its open count is at most the least active one's +
- * WEFT__GATE_SLACK; a paused one accepts a batch regardless after
+/* A worker accepts while its count is at most the least active one's + a
+ * slack (weft__gate_slack); a paused one accepts a batch regardless after
  * WEFT__GATE_PATIENCE_MS without a wake-up (a peer's loop may be blocked). */
-#define WEFT__GATE_SLACK 1
 #define WEFT__GATE_PATIENCE_MS 50
+
+/* What an entry counts: connections open (shared, least connections), or
+ * connections accepted since the worker joined (round robin: turns). */
+enum { WEFT__GATE_OPEN = 0, WEFT__GATE_ACCEPTED = 1 };
 
 /* One worker run's entry, on its own cache line: written by its worker
  * (open, active), by any worker or the balancer (paused: taken 1 -> 0 by
@@ -86,12 +89,22 @@ typedef struct {
 
 typedef struct {
   size_t n;
+  unsigned mode;          /* WEFT__GATE_OPEN or _ACCEPTED; set before the first post */
   weft__gate_entry_t e[];
 } weft__gate_t;
 
 /* weft__gate_new: a table of n entries (zeroed, each with an eventfd) in a
- * new shared buffer. Returns 0, WEFT_ENOMEM or a negative errno. */
-int weft__gate_new(size_t n, weft_buf_t **out);
+ * new shared buffer, counting per mode. Returns 0, WEFT_ENOMEM or a negative
+ * errno. */
+int weft__gate_new(size_t n, unsigned mode, weft_buf_t **out);
+/* weft__gate_slack: how far above the least count m a worker may accept:
+ * 0 while m < 8 (a few connections split exactly), then 1, then 4 from 64
+ * (fewer pauses where one connection is a small share). */
+int64_t weft__gate_slack(int64_t m);
+/* weft__gate_join_count: the count a new entry starts from: 0, or in
+ * WEFT__GATE_ACCEPTED mode the least active count (it takes its turn, it
+ * does not catch up on what the others accepted before it). */
+int64_t weft__gate_join_count(weft__gate_t *g);
 /* weft__gate_free: closes the eventfds and frees the balancer's handle. */
 void weft__gate_free(weft_buf_t *buf);
 /* weft__gate_eligible: entry i may accept now. */

@@ -2,7 +2,7 @@
  *
  * A worker thread or process calls weft_balancer_worker_start: it takes over
  * its parent port and answers the balancer's HELLO with READY (after it
- * listens, for shared and reuseport). Connections arrive as CONN messages (a
+ * listens, when the HELLO carries a listening socket). Connections arrive as CONN messages (a
  * connected fd) or from its own listener; each becomes a weft_conn_t opened
  * on this loop and linked in `conns`. Counts go back in STATUS messages:
  * coalesced per loop iteration by a check handle when handed connections
@@ -11,7 +11,8 @@
  * of our own listener: reporting each would wake the balancer's thread once
  * per connection, a third of the CPU a short connection costs).
  *
- * Shared worker threads get the accept gate's table with their HELLO
+ * Worker threads of round robin, least connections and shared get the
+ * accept gate's table with their HELLO
  * (balancer_gate.c): they poll the listening socket themselves and accept
  * at most GATE_BATCH per wake-up while the gate lets them; a paused worker
  * waits for a wake-up on its entry's eventfd, one of its own connections
@@ -142,7 +143,7 @@ static void gate_resume(weft_balancer_worker_t *w, bool force) {
   w->paused = false;
   w->forced = force;
   uv_timer_stop(&w->patience);
-  (void)uv_poll_start(&w->lpoll, UV_READABLE, on_gated_readable);  /* cannot fail: fd open */
+  (void)uv_poll_start(&w->lpoll, UV_READABLE | UV_DISCONNECT, on_gated_readable);  /* fd open */
 }
 
 static void on_patience(uv_timer_t *h) {
@@ -172,6 +173,8 @@ static void gate_pause(weft_balancer_worker_t *w) {
  * now (nobody else becomes eligible by it). */
 static void gate_conn_closed(weft_balancer_worker_t *w) {
   weft__gate_entry_t *e = &w->gate->e[w->gidx];
+  if (w->gate->mode != WEFT__GATE_OPEN)
+    return;  /* round robin counts turns taken */
   atomic_fetch_sub(&e->open, 1);
   if (w->paused && weft__gate_eligible(w->gate, w->gidx)) {
     unsigned one = 1;
@@ -305,9 +308,14 @@ static void adopt_accepted(weft_balancer_worker_t *w, int fd) {
 
 /* The shared listener is readable: accept while the gate lets us, at most
  * GATE_BATCH (the others get their turn, and so does the rest of our loop). */
+static void close_listener(weft_balancer_worker_t *w);
+
 static void on_gated_readable(uv_poll_t *h, int status, int events) {
-  (void)events;
   weft_balancer_worker_t *w = h->data;
+  if (status < 0 || (events & UV_DISCONNECT)) {
+    close_listener(w);  /* the balancer shut the listener down: it closes */
+    return;
+  }
   bool force = w->forced, took = false;
   w->forced = false;
   for (int i = 0; status == 0 && i < GATE_BATCH && w->lis_open && !w->paused; i++) {
@@ -319,6 +327,10 @@ static void on_gated_readable(uv_poll_t *h, int status, int events) {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED)
         continue;
+      if (errno == EINVAL) {  /* no longer listening (shut down) */
+        close_listener(w);
+        return;
+      }
       if (errno != EAGAIN && errno != EWOULDBLOCK) {  /* out of fds or memory */
         uv_poll_stop(&w->lpoll);  /* try again at the patience tick */
         w->paused = true;
@@ -354,7 +366,7 @@ static int listen_gated(weft_balancer_worker_t *w, int fd, weft_buf_t *buf, size
   w->gated = w->lis_open = true;
   atomic_store(&g->e[idx].active, 1);
   (void)uv_poll_start(&w->wpoll, UV_READABLE, on_gate_wake);
-  (void)uv_poll_start(&w->lpoll, UV_READABLE, on_gated_readable);
+  (void)uv_poll_start(&w->lpoll, UV_READABLE | UV_DISCONNECT, on_gated_readable);
   return 0;
 }
 
