@@ -37,9 +37,10 @@
  *
  * A worker whose loop is blocked holds its count still, and could hold the
  * others at its count + the slack: a paused worker therefore also gives up
- * waiting after GATE_PATIENCE_MS and accepts one batch regardless (see
- * balancer_worker.c). Fairness is for workers that run; a stuck one only
- * slows the others down to a batch per patience period at worst.
+ * waiting after WEFT__GATE_PATIENCE_MS and, if connections still wait,
+ * accepts one batch regardless (see balancer_worker.c). Fairness is for
+ * workers that run; a stuck one only slows the others down to a batch per
+ * patience period at worst.
  *
  * Threads: any (entries are atomics); the balancer's thread makes and frees
  * the table. */

@@ -25,6 +25,7 @@
  *
  * Threads: the worker's context thread only. */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -146,11 +147,16 @@ static void gate_resume(weft_balancer_worker_t *w, bool force) {
   (void)uv_poll_start(&w->lpoll, UV_READABLE | UV_DISCONNECT, on_gated_readable);  /* fd open */
 }
 
+/* Paused for WEFT__GATE_PATIENCE_MS: if connections still wait, the eligible
+ * workers took nothing for that long (a loop blocked): take one batch
+ * regardless. If none wait, resume under the gate (a free batch later would
+ * skew the next burst). */
 static void on_patience(uv_timer_t *h) {
   weft_balancer_worker_t *w = h->data;
   unsigned one = 1;
   atomic_compare_exchange_strong(&w->gate->e[w->gidx].paused, &one, 0);
-  gate_resume(w, true);  /* eligible workers took nothing for that long */
+  struct pollfd p = {.fd = w->lfd, .events = POLLIN};
+  gate_resume(w, poll(&p, 1, 0) == 1 && (p.revents & POLLIN));
 }
 
 static void on_gate_wake(uv_poll_t *h, int status, int events) {

@@ -23,7 +23,8 @@
  * 1 below 64, else 4. A worker past it stops polling the listener until a
  * peer's count catches up (that peer wakes it), one of its own connections
  * closes, or 50 ms passed (a peer whose loop is blocked cannot hold the
- * others back: after 50 ms a paused worker takes one batch regardless). So
+ * others back: after 50 ms a paused worker takes one batch regardless if
+ * connections still wait). So
  * a burst of N connections over W running workers ends within 2 of even
  * while N/W < 64, and no connection costs the balancer's thread anything.
  * Worker processes share no memory with the balancer: with ROUND_ROBIN and
