@@ -52,13 +52,18 @@
 
 #include "balancer_int.h"
 
+weft__gate_t *weft__gate_of(const weft_buf_t *buf) {
+  uintptr_t p = (uintptr_t)weft_buf_ptr(buf);
+  return (weft__gate_t *)((p + 63) & ~(uintptr_t)63);
+}
+
 int weft__gate_new(size_t nentries, unsigned mode, weft_buf_t **out) {
   weft_buf_t *buf;
-  size_t len = sizeof(weft__gate_t) + nentries * sizeof(weft__gate_entry_t);
+  size_t len = 63 + sizeof(weft__gate_t) + nentries * sizeof(weft__gate_entry_t);
   int err = weft_buf_new_shared(&buf, len);  /* zero-filled */
   if (err)
     return err;
-  weft__gate_t *g = weft_buf_ptr(buf);
+  weft__gate_t *g = weft__gate_of(buf);
   g->n = nentries;
   g->mode = mode;
   size_t i;
@@ -83,7 +88,7 @@ int weft__gate_new(size_t nentries, unsigned mode, weft_buf_t **out) {
 void weft__gate_free(weft_buf_t *buf) {
   if (buf == NULL)
     return;
-  weft__gate_t *g = weft_buf_ptr(buf);
+  weft__gate_t *g = weft__gate_of(buf);
   for (size_t i = 0; i < g->n; i++)
     close(g->e[i].efd);
   weft_buf_free(buf);

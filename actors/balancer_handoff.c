@@ -166,7 +166,7 @@ void weft__bal_on_port_drain(weft_port_t *port) {
 
 int weft__bal_gate_claim(inst_t *in) {
   weft_balancer_t *b = in->b;
-  weft__gate_t *g = weft_buf_ptr(b->gate);
+  weft__gate_t *g = weft__gate_of(b->gate);
   for (size_t i = 0; i < g->n; i++) {
     if (b->gate_owner[i] != NULL)
       continue;
@@ -185,7 +185,7 @@ int weft__bal_gate_claim(inst_t *in) {
 static void gate_release(inst_t *in) {
   if (in->gate < 0)
     return;
-  weft__gate_leave(weft_buf_ptr(in->b->gate), (size_t)in->gate);
+  weft__gate_leave(weft__gate_of(in->b->gate), (size_t)in->gate);
   in->b->gate_owner[in->gate] = NULL;
   in->gate = -1;
 }

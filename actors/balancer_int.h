@@ -105,6 +105,9 @@ int64_t weft__gate_slack(int64_t m);
  * WEFT__GATE_ACCEPTED mode the least active count (it takes its turn, it
  * does not catch up on what the others accepted before it). */
 int64_t weft__gate_join_count(weft__gate_t *g);
+/* weft__gate_of: the table in a gate buffer (at its first 64-byte boundary:
+ * a shared buffer's bytes are not aligned to a cache line). */
+weft__gate_t *weft__gate_of(const weft_buf_t *buf);
 /* weft__gate_free: closes the eventfds and frees the balancer's handle. */
 void weft__gate_free(weft_buf_t *buf);
 /* weft__gate_eligible: entry i may accept now. */

@@ -354,7 +354,7 @@ static void on_gated_readable(uv_poll_t *h, int status, int events) {
 /* A listening fd with the gate's table: poll it ourselves. On failure fd is
  * closed and buf freed. */
 static int listen_gated(weft_balancer_worker_t *w, int fd, weft_buf_t *buf, size_t idx) {
-  weft__gate_t *g = weft_buf_ptr(buf);
+  weft__gate_t *g = weft__gate_of(buf);
   int err = idx < g->n ? uv_poll_init_socket(w->loop, &w->lpoll, fd) : WEFT_EINVAL;
   if (err == 0 && (err = uv_poll_init(w->loop, &w->wpoll, g->e[idx].efd)) != 0)
     close_own(w, (uv_handle_t *)&w->lpoll), w->handles++;
