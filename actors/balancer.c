@@ -20,14 +20,21 @@
  * and the balancer stops accepting until a worker is available; the kernel's
  * backlog holds the rest.
  *
+ * Worker threads of round robin, least connections and shared accept from
+ * the one listener themselves through the gate (balancer_gate.c), whose
+ * table and eventfds the balancer makes, and whose entries it hands out (one
+ * per worker run) and takes back when a worker exits.
+ *
  * Which listeners the balancer itself polls: round robin and least
- * connections: its one listener, while some worker is available; reuseport:
- * a slot's listener while that slot has no available worker (and another
- * has); shared: none (workers accept).
+ * connections with worker processes: its one listener, while some worker is
+ * available; reuseport: a slot's listener while that slot has no available
+ * worker (and another has); the gated policies and shared: none (workers
+ * accept).
  *
  * Threads: the balancer's context thread only. */
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "balancer_int.h"
@@ -57,6 +64,7 @@ static inst_t *inst_new(weft_balancer_t *b, slot_t *s) {
   if (in) {
     in->b = b;
     in->slot = s;
+    in->gate = -1;
     b->insts++;
   }
   return in;
@@ -163,14 +171,17 @@ static void on_child_start(weft_sup_t *sup, weft_sup_child_t *c) {
     return;
   weft_port_on_drain(in->port, weft__bal_on_port_drain);
   int lfd = -1;
-  if (b->opts.policy == WEFT_BALANCER_SHARED)
+  if (b->opts.policy == WEFT_BALANCER_SHARED || b->gate)
     lfd = weft__bal_dup(b->lis[0].fd);
   else if (b->opts.policy == WEFT_BALANCER_REUSEPORT)
     lfd = weft__bal_dup(b->lis[in->slot->lis].fd);
-  bool listens = b->opts.policy == WEFT_BALANCER_SHARED ||
-                 b->opts.policy == WEFT_BALANCER_REUSEPORT;
+  bool listens = lfd >= 0 || b->opts.policy == WEFT_BALANCER_REUSEPORT ||
+                 b->opts.policy == WEFT_BALANCER_SHARED;
+  int gate = b->gate && lfd >= 0 ? weft__bal_gate_claim(in) : -1;
   weft_msg_t *m;
-  int err = listens && lfd < 0 ? lfd : weft__bal_msg(WEFT__BAL_HELLO, b->pipe, lfd, &m);
+  int err = listens && lfd < 0 ? lfd
+            : gate >= 0 ? weft__bal_hello(b->pipe, lfd, b->gate, (size_t)gate, &m)
+                        : weft__bal_msg(WEFT__BAL_HELLO, b->pipe, lfd, &m);
   if (err == 0 && (err = weft_port_post(in->port, m)) != 0)
     weft_msg_free(m);  /* closes the duplicate */
   else if (err && lfd >= 0)
@@ -237,6 +248,8 @@ static void maybe_free(weft_balancer_t *b) {
   if (b->close_cb && !b->quiet)
     b->close_cb(b);
   weft_metrics_source_free(b->metrics);
+  weft__gate_free(b->gate);
+  weft_free(b->gate_owner);
   weft_free(b->lis);
   weft_free(b->slots);
   weft_free(b->pending);
@@ -251,8 +264,11 @@ static void on_poll_closed(uv_handle_t *h) {
 
 /* Closes every listener (once), now: uv_close stops the poll at once, so the
  * fd may go before the close callback (it was the last reference unless a
- * shared or reuseport worker still holds a duplicate). A Unix socket's path
- * goes too. */
+ * shared or reuseport worker still holds a duplicate). With the gate, the
+ * socket is shut down first: it stops listening at once although worker
+ * threads still hold duplicates until their DRAIN (new clients are refused,
+ * what waited in its queue is reset; the workers see the hang-up and stop
+ * accepting). A Unix socket's path goes too. */
 static void stop_listening(weft_balancer_t *b) {
   if (b->lis_closed)
     return;
@@ -261,6 +277,8 @@ static void stop_listening(weft_balancer_t *b) {
     listener_t *l = &b->lis[i];
     l->polling = false;
     uv_close((uv_handle_t *)&l->poll, on_poll_closed);
+    if (b->gate)  /* gated workers hold duplicates: stop the socket itself */
+      shutdown(l->fd, SHUT_RD);
     close(l->fd);
     l->fd = -1;
   }
@@ -298,6 +316,22 @@ static int open_listeners(weft_balancer_t *b) {
   b->port = port;
   b->nlis = i;
   return err;
+}
+
+/* Worker threads of every policy but reuseport accept from the one listener
+ * through a gate (balancer_gate.c), 2 entries per place (a reload's old and
+ * new worker of one place). Worker processes have no memory in common with
+ * us: round robin and least connections hand their connections over, shared
+ * ones accept as they wake. */
+static int open_gate(weft_balancer_t *b) {
+  if (b->opts.policy == WEFT_BALANCER_REUSEPORT || b->opts.worker.kind != WEFT_SUP_THREAD)
+    return 0;
+  b->gate_owner = weft_calloc(2 * b->nslots, sizeof(*b->gate_owner));
+  if (b->gate_owner == NULL)
+    return WEFT_ENOMEM;
+  unsigned mode = b->opts.policy == WEFT_BALANCER_ROUND_ROBIN ? WEFT__GATE_ACCEPTED
+                                                              : WEFT__GATE_OPEN;
+  return weft__gate_new(2 * b->nslots, mode, &b->gate);
 }
 
 /* ---- reload and close ------------------------------------------------------------- */
@@ -381,6 +415,8 @@ int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t *opts, weft
   }
   if (err == 0)
     err = open_listeners(b);
+  if (err == 0)
+    err = open_gate(b);
   if (err == 0) {
     weft_sup_options_t so = {
         .strategy = WEFT_SUP_ONE_FOR_ONE,

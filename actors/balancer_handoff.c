@@ -164,8 +164,35 @@ void weft__bal_on_port_drain(weft_port_t *port) {
   weft__bal_update_polls(in->b);
 }
 
+int weft__bal_gate_claim(inst_t *in) {
+  weft_balancer_t *b = in->b;
+  weft__gate_t *g = weft__gate_of(b->gate);
+  for (size_t i = 0; i < g->n; i++) {
+    if (b->gate_owner[i] != NULL)
+      continue;
+    b->gate_owner[i] = in;
+    in->gate = (int)i;
+    atomic_store(&g->e[i].open, weft__gate_join_count(g));
+    atomic_store(&g->e[i].active, 0);
+    atomic_store(&g->e[i].paused, 0);
+    return (int)i;
+  }
+  return -1;
+}
+
+/* A worker that exited (perhaps crashed) accepts no more: its entry leaves
+ * the minimum, and those it held paused re-check. */
+static void gate_release(inst_t *in) {
+  if (in->gate < 0)
+    return;
+  weft__gate_leave(weft__gate_of(in->b->gate), (size_t)in->gate);
+  in->b->gate_owner[in->gate] = NULL;
+  in->gate = -1;
+}
+
 void weft__bal_inst_down(inst_t *in) {
   slot_t *s = in->slot;
+  gate_release(in);
   size_t n = in->fl_len;
   in->ready = false;
   in->port = NULL;
@@ -200,8 +227,15 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 }
 
 void weft__bal_accept_queued(weft_balancer_t *b) {
-  if (!b->lis_closed && b->nlis == 1 && b->lis[0].polling)
-    on_poll(&b->lis[0].poll, 0, UV_READABLE);
+  bool rr_lc = b->opts.policy == WEFT_BALANCER_ROUND_ROBIN ||
+               b->opts.policy == WEFT_BALANCER_LEAST_CONNECTIONS;
+  if (b->lis_closed || !rr_lc || !(b->lis[0].polling || b->gate))
+    return;
+  listener_t *l = &b->lis[0];
+  bool was = l->polling;
+  l->polling = true;  /* with a gate the workers accept: we do not poll it */
+  on_poll(&l->poll, 0, UV_READABLE);
+  l->polling = was;
 }
 
 void weft__bal_update_polls(weft_balancer_t *b) {
@@ -215,8 +249,9 @@ void weft__bal_update_polls(weft_balancer_t *b) {
   }
   for (size_t i = 0; i < b->nlis; i++) {
     listener_t *l = &b->lis[i];
-    bool want = any && (b->opts.policy == WEFT_BALANCER_ROUND_ROBIN ||
-                        b->opts.policy == WEFT_BALANCER_LEAST_CONNECTIONS ||
+    bool hands = !b->gate && (b->opts.policy == WEFT_BALANCER_ROUND_ROBIN ||
+                              b->opts.policy == WEFT_BALANCER_LEAST_CONNECTIONS);
+    bool want = any && (hands ||
                         (l->slot && !available(l->slot->cur)));
     if (want && !l->polling)
       l->polling = uv_poll_start(&l->poll, UV_READABLE, on_poll) == 0;

@@ -10,11 +10,13 @@
  *                       polls on the listeners
  *   balancer_worker.c   the worker side
  *   balancer_sock.c     sockets and protocol messages
+ *   balancer_gate.c     the accept gate of shared worker threads
  *
  * Protocol: every message of the balancer's is a msgpack map whose first key
  * is "wb" (the operation); anything else on the channel is the user's.
  *   balancer -> worker
  *     HELLO  {wb, pipe}          [+ listening socket: shared / reuseport]
+ *            [gate: entry index] [+ the gate table: shared, worker threads]
  *     CONN   {wb, pipe}          + connected socket (round robin / least conns)
  *     DRAIN  {wb}
  *   worker -> balancer
@@ -25,6 +27,8 @@
  * and makes DRAIN arrive after every CONN posted before it. */
 #ifndef WEFT_BALANCER_INT_H
 #define WEFT_BALANCER_INT_H
+
+#include <stdatomic.h>
 
 #include "weft.h"
 #include "weft/balancer.h"
@@ -45,6 +49,11 @@ int weft__bal_op(const weft_msg_t *msg);
  * caller's. */
 int weft__bal_msg(int op, bool pipe, int fd, weft_msg_t **out);
 
+/* weft__bal_hello: a HELLO {wb, pipe[, gate]} with the listening socket fd
+ * (taken) and, if gbuf is not NULL, a handle of the gate table and entry
+ * index gate. On failure fd is still the caller's (gbuf always is). */
+int weft__bal_hello(bool pipe, int fd, weft_buf_t *gbuf, size_t gate, weft_msg_t **out);
+
 /* weft__bal_listen: a listening socket for opts (TCP on host:port, or Unix
  * path), non-blocking and close-on-exec; with reuseport SO_REUSEPORT is set
  * before bind. port is the TCP port to bind (overrides opts->port). Returns 0
@@ -54,6 +63,66 @@ int weft__bal_listen(const weft_balancer_options_t *opts, int port, bool reusepo
 
 /* weft__bal_dup: a close-on-exec duplicate of fd, or a negative errno. */
 int weft__bal_dup(int fd);
+
+/* ---- the accept gate (balancer_gate.c) -------------------------------------- */
+
+/* A worker accepts while its count is at most the least active one's + a
+ * slack (weft__gate_slack); a paused one accepts a batch regardless after
+ * WEFT__GATE_PATIENCE_MS without a wake-up (a peer's loop may be blocked). */
+#define WEFT__GATE_PATIENCE_MS 50
+
+/* What an entry counts: connections open (shared, least connections), or
+ * connections accepted since the worker joined (round robin: turns). */
+enum { WEFT__GATE_OPEN = 0, WEFT__GATE_ACCEPTED = 1 };
+
+/* One worker run's entry, on its own cache line: written by its worker
+ * (open, active), by any worker or the balancer (paused: taken 1 -> 0 by
+ * whoever wakes it), read by all. seq_cst throughout (balancer_gate.c says
+ * why: the pause/accept handshake). efd is written once by the balancer
+ * before the table is first posted (the post publishes it). */
+typedef struct {
+  _Alignas(64) _Atomic int64_t open;  /* connections accepted through the gate, open */
+  _Atomic unsigned active;            /* accepting from the shared listener */
+  _Atomic unsigned paused;            /* waits for a wake-up on efd */
+  int efd;                            /* an eventfd (the balancer's) */
+} weft__gate_entry_t;
+
+typedef struct {
+  size_t n;
+  unsigned mode;          /* WEFT__GATE_OPEN or _ACCEPTED; set before the first post */
+  weft__gate_entry_t e[];
+} weft__gate_t;
+
+/* weft__gate_new: a table of n entries (zeroed, each with an eventfd) in a
+ * new shared buffer, counting per mode. Returns 0, WEFT_ENOMEM or a negative
+ * errno. */
+int weft__gate_new(size_t n, unsigned mode, weft_buf_t **out);
+/* weft__gate_slack: how far above the least count m a worker may accept:
+ * 0 while m < 8 (a few connections split exactly), then 1, then 4 from 64
+ * (fewer pauses where one connection is a small share). */
+int64_t weft__gate_slack(int64_t m);
+/* weft__gate_join_count: the count a new entry starts from: 0, or in
+ * WEFT__GATE_ACCEPTED mode the least active count (it takes its turn, it
+ * does not catch up on what the others accepted before it). */
+int64_t weft__gate_join_count(weft__gate_t *g);
+/* weft__gate_of: the table in a gate buffer (at its first 64-byte boundary:
+ * a shared buffer's bytes are not aligned to a cache line). */
+weft__gate_t *weft__gate_of(const weft_buf_t *buf);
+/* weft__gate_free: closes the eventfds and frees the balancer's handle. */
+void weft__gate_free(weft_buf_t *buf);
+/* weft__gate_eligible: entry i may accept now. */
+bool weft__gate_eligible(weft__gate_t *g, size_t i);
+/* weft__gate_pause: entry i is not eligible: marks it paused and returns
+ * true, or (eligible after all, by the re-check) returns false unpaused. */
+bool weft__gate_pause(weft__gate_t *g, size_t i);
+/* weft__gate_wake_eligible: after entry self accepted: wakes each paused
+ * entry that may accept now. */
+void weft__gate_wake_eligible(weft__gate_t *g, size_t self);
+/* weft__gate_wake_all: wakes every paused entry. */
+void weft__gate_wake_all(weft__gate_t *g);
+/* weft__gate_leave: entry i no longer accepts (drain, exit): cleared, and
+ * every paused entry woken to re-check without it. */
+void weft__gate_leave(weft__gate_t *g, size_t i);
 
 /* ---- the balancer side's state (balancer.c, balancer_handoff.c) ------------- */
 
@@ -73,6 +142,7 @@ struct inst_s {
                             it may have closed; see inst_port) */
   bool ready, draining, full;
   uint64_t sent, taken, accepted, closed, reqs;  /* this run of the worker */
+  int gate;              /* its entry in the gate table, or -1 */
   flight_t *fl;          /* ring of handed, unacknowledged connections */
   size_t fl_head, fl_len, fl_cap;
 };
@@ -114,6 +184,8 @@ struct weft_balancer_s {
   inst_t *reload_old;
   weft_balancer_reload_cb reload_cb;
   weft_balancer_cb close_cb;
+  weft_buf_t *gate;      /* shared worker threads: the accept gate's table */
+  inst_t **gate_owner;   /* the instance holding each entry of it, or NULL */
   size_t insts;          /* instances alive */
   size_t handles;        /* poll handles not yet closed */
   weft_metrics_source_t *metrics; /* balancer_metrics.c; NULL with metrics off */
@@ -158,6 +230,9 @@ void weft__bal_on_status(inst_t *in, const weft_msg_t *m);
 /* weft__bal_on_port_drain: the drain callback of a worker's port: a full
  * worker takes connections again. */
 void weft__bal_on_port_drain(weft_port_t *port);
+
+/* weft__bal_gate_claim: a free gate entry for in (reset), or -1. */
+int weft__bal_gate_claim(inst_t *in);
 
 /* weft__bal_inst_down: the worker exited: folds its counts into the slot and
  * re-hands what it had not acknowledged. */

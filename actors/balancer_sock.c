@@ -41,6 +41,33 @@ int weft__bal_msg(int op, bool pipe, int fd, weft_msg_t **out) {
   return 0;
 }
 
+int weft__bal_hello(bool pipe, int fd, weft_buf_t *gbuf, size_t gate, weft_msg_t **out) {
+  weft_msg_t *m;
+  int err = weft_msg_new(&m);
+  if (err)
+    return err;
+  weft_msg_put_map(m, gbuf ? 3 : 2);
+  weft_msg_put_u64(m, "wb", WEFT__BAL_HELLO);
+  weft_msg_put_bool(m, "pipe", pipe);
+  if (gbuf)
+    weft_msg_put_u64(m, "gate", gate);
+  err = weft_msg_error(m);
+  if (err == 0)
+    err = weft_msg_add_socket(m, fd);
+  if (err) {
+    weft_msg_free(m);  /* fd was not added */
+    return err;
+  }
+  /* A shared buffer is not detached: the message gets a handle of its own. */
+  if (gbuf && (err = weft_msg_add_buf(m, gbuf)) != 0) {
+    weft_msg_take_socket(m, 0, &fd);  /* give it back */
+    weft_msg_free(m);
+    return err;
+  }
+  *out = m;
+  return 0;
+}
+
 /* dup() then FD_CLOEXEC rather than F_DUPFD_CLOEXEC: ThreadSanitizer sees
  * dup() create an fd (not fcntl), so fd numbers reused across threads do not
  * look like races. The two calls are on the balancer's thread, which is also

@@ -2,7 +2,7 @@
  *
  * A worker thread or process calls weft_balancer_worker_start: it takes over
  * its parent port and answers the balancer's HELLO with READY (after it
- * listens, for shared and reuseport). Connections arrive as CONN messages (a
+ * listens, when the HELLO carries a listening socket). Connections arrive as CONN messages (a
  * connected fd) or from its own listener; each becomes a weft_conn_t opened
  * on this loop and linked in `conns`. Counts go back in STATUS messages:
  * coalesced per loop iteration by a check handle when handed connections
@@ -11,19 +11,30 @@
  * of our own listener: reporting each would wake the balancer's thread once
  * per connection, a third of the CPU a short connection costs).
  *
+ * Worker threads of round robin, least connections and shared get the
+ * accept gate's table with their HELLO
+ * (balancer_gate.c): they poll the listening socket themselves and accept
+ * at most GATE_BATCH per wake-up while the gate lets them; a paused worker
+ * waits for a wake-up on its entry's eventfd, one of its own connections
+ * closing, or the gate's patience.
+ *
  * Lifetime: the object goes when the parent port has closed and every handle
  * of its own (check, timer, listener, connections) has closed. If the port
  * closes first (the balancer went away, or the context ends), everything is
  * closed at once.
  *
  * Threads: the worker's context thread only. */
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "balancer_int.h"
 
 #define REPORT_MS 100
+#define GATE_BATCH 16  /* connections accepted per wake-up at most */
 
 struct weft_balancer_worker_s {
   weft_ctx_t *ctx;
@@ -42,14 +53,25 @@ struct weft_balancer_worker_s {
   } lis;
   bool lis_open, pipe;
   bool accept_later;          /* libuv holds a connection we had no memory for */
+  /* the gated listener (shared worker threads): lis is not used */
+  weft_buf_t *gbuf;           /* our handle of the gate table, or NULL */
+  weft__gate_t *gate;         /* its bytes */
+  size_t gidx;                /* our entry */
+  int lfd;                    /* the listening socket (ours) */
+  uv_poll_t lpoll;            /* on lfd; stopped while paused */
+  uv_poll_t wpoll;            /* on our entry's eventfd (the balancer's) */
+  uv_timer_t patience;        /* runs while paused */
+  bool gated, paused, forced;
   weft_list_t conns;          /* weft_conn_t.link_ */
   size_t live;
   int handles;                /* our handles not yet closed */
 };
 
 static void maybe_free(weft_balancer_worker_t *w) {
-  if (w->port == NULL && w->handles == 0)
+  if (w->port == NULL && w->handles == 0) {
+    weft_buf_free(w->gbuf);
     weft_free(w);
+  }
 }
 
 static void on_own_closed(uv_handle_t *h) {
@@ -112,9 +134,65 @@ static void on_timer(uv_timer_t *h) {
   report(w);
 }
 
+/* ---- the gate (balancer_gate.c) ---------------------------------------------------- */
+
+static void on_gated_readable(uv_poll_t *h, int status, int events);
+
+static void gate_resume(weft_balancer_worker_t *w, bool force) {
+  if (!w->paused || !w->lis_open)
+    return;
+  w->paused = false;
+  w->forced = force;
+  uv_timer_stop(&w->patience);
+  (void)uv_poll_start(&w->lpoll, UV_READABLE | UV_DISCONNECT, on_gated_readable);  /* fd open */
+}
+
+/* Paused for WEFT__GATE_PATIENCE_MS: if connections still wait, the eligible
+ * workers took nothing for that long (a loop blocked): take one batch
+ * regardless. If none wait, resume under the gate (a free batch later would
+ * skew the next burst). */
+static void on_patience(uv_timer_t *h) {
+  weft_balancer_worker_t *w = h->data;
+  unsigned one = 1;
+  atomic_compare_exchange_strong(&w->gate->e[w->gidx].paused, &one, 0);
+  struct pollfd p = {.fd = w->lfd, .events = POLLIN};
+  gate_resume(w, poll(&p, 1, 0) == 1 && (p.revents & POLLIN));
+}
+
+static void on_gate_wake(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  weft_balancer_worker_t *w = h->data;
+  uint64_t v;
+  ssize_t n = read(w->gate->e[w->gidx].efd, &v, sizeof(v));
+  (void)n;  /* EAGAIN: another reader... none; a stale wake-up: harmless */
+  gate_resume(w, false);  /* the accept re-checks the gate */
+}
+
+static void gate_pause(weft_balancer_worker_t *w) {
+  w->paused = true;
+  uv_poll_stop(&w->lpoll);
+  uv_timer_start(&w->patience, on_patience, WEFT__GATE_PATIENCE_MS, 0);
+}
+
+/* One of the connections we accepted closed: we may be the least loaded
+ * now (nobody else becomes eligible by it). */
+static void gate_conn_closed(weft_balancer_worker_t *w) {
+  weft__gate_entry_t *e = &w->gate->e[w->gidx];
+  if (w->gate->mode != WEFT__GATE_OPEN)
+    return;  /* round robin counts turns taken */
+  atomic_fetch_sub(&e->open, 1);
+  if (w->paused && weft__gate_eligible(w->gate, w->gidx)) {
+    unsigned one = 1;
+    atomic_compare_exchange_strong(&e->paused, &one, 0);
+    gate_resume(w, false);
+  }
+}
+
 /* ---- connections ---------------------------------------------------------------- */
 
 static void finish_drain(weft_balancer_worker_t *w);
+static void gate_conn_closed(weft_balancer_worker_t *w);
 
 static weft_conn_t *conn_of(weft_list_node_t *n) {
   return WEFT_LIST_ENTRY(n, weft_conn_t, link_);
@@ -131,6 +209,8 @@ static void on_conn_closed(uv_handle_t *h) {
   weft_balancer_worker_t *w = c->worker;
   unlink_conn(w, c);
   w->closed++;
+  if (w->gate && !c->handed_)
+    gate_conn_closed(w);
   if (w->opts.on_close)
     w->opts.on_close(c);
   if (c->handed_)
@@ -212,6 +292,90 @@ static void accept_one(weft_balancer_worker_t *w) {
   w->opts.on_connection(c);
 }
 
+/* A connection we accepted from the gated listener: open it here. */
+static void adopt_accepted(weft_balancer_worker_t *w, int fd) {
+  w->accepted++;
+  atomic_fetch_add(&w->gate->e[w->gidx].open, 1);
+  weft_conn_t *c = conn_new(w);
+  if (c == NULL) {
+    close(fd);
+    w->closed++;
+    gate_conn_closed(w);
+    return;
+  }
+  int err = w->pipe ? uv_pipe_open(&c->h.pipe, fd) : uv_tcp_open(&c->h.tcp, fd);
+  if (err) {
+    close(fd);
+    weft_conn_close(c);  /* counted closed, and in the gate */
+    return;
+  }
+  w->opts.on_connection(c);
+}
+
+/* The shared listener is readable: accept while the gate lets us, at most
+ * GATE_BATCH (the others get their turn, and so does the rest of our loop). */
+static void close_listener(weft_balancer_worker_t *w);
+
+static void on_gated_readable(uv_poll_t *h, int status, int events) {
+  weft_balancer_worker_t *w = h->data;
+  if (status < 0 || (events & UV_DISCONNECT)) {
+    close_listener(w);  /* the balancer shut the listener down: it closes */
+    return;
+  }
+  bool force = w->forced, took = false;
+  w->forced = false;
+  for (int i = 0; status == 0 && i < GATE_BATCH && w->lis_open && !w->paused; i++) {
+    if (!force && !weft__gate_eligible(w->gate, w->gidx) && weft__gate_pause(w->gate, w->gidx)) {
+      gate_pause(w);
+      break;
+    }
+    int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      if (errno == EINVAL) {  /* no longer listening (shut down) */
+        close_listener(w);
+        return;
+      }
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {  /* out of fds or memory */
+        uv_poll_stop(&w->lpoll);  /* try again at the patience tick */
+        w->paused = true;
+        uv_timer_start(&w->patience, on_patience, WEFT__GATE_PATIENCE_MS, 0);
+      }
+      break;
+    }
+    took = true;
+    adopt_accepted(w, fd);
+  }
+  if (took)
+    weft__gate_wake_eligible(w->gate, w->gidx);
+}
+
+/* A listening fd with the gate's table: poll it ourselves. On failure fd is
+ * closed and buf freed. */
+static int listen_gated(weft_balancer_worker_t *w, int fd, weft_buf_t *buf, size_t idx) {
+  weft__gate_t *g = weft__gate_of(buf);
+  int err = idx < g->n ? uv_poll_init_socket(w->loop, &w->lpoll, fd) : WEFT_EINVAL;
+  if (err == 0 && (err = uv_poll_init(w->loop, &w->wpoll, g->e[idx].efd)) != 0)
+    close_own(w, (uv_handle_t *)&w->lpoll), w->handles++;
+  if (err) {
+    close(fd);
+    weft_buf_free(buf);
+    return err;
+  }
+  (void)uv_timer_init(w->loop, &w->patience);
+  uv_unref((uv_handle_t *)&w->wpoll);  /* the listener keeps the loop, as lis would */
+  uv_unref((uv_handle_t *)&w->patience);
+  w->lpoll.data = w->wpoll.data = w->patience.data = w;
+  w->handles += 3;
+  w->gbuf = buf, w->gate = g, w->gidx = idx, w->lfd = fd;
+  w->gated = w->lis_open = true;
+  atomic_store(&g->e[idx].active, 1);
+  (void)uv_poll_start(&w->wpoll, UV_READABLE, on_gate_wake);
+  (void)uv_poll_start(&w->lpoll, UV_READABLE | UV_DISCONNECT, on_gated_readable);
+  return 0;
+}
+
 static void on_listener_conn(uv_stream_t *s, int status) {
   weft_balancer_worker_t *w = s->data;
   if (status == 0 && !w->draining)
@@ -241,9 +405,25 @@ static int listen_on(weft_balancer_worker_t *w, int fd) {
 
 /* ---- drain and shutdown -------------------------------------------------------- */
 
-static void close_all(weft_balancer_worker_t *w) {
-  if (w->lis_open)
+/* Stop accepting: the listener (ours is a duplicate; the balancer keeps its
+ * own) and, gated, our gate entry, whose paused peers re-check without us. */
+static void close_listener(weft_balancer_worker_t *w) {
+  if (!w->lis_open)
+    return;
+  w->lis_open = false;
+  if (!w->gated) {
     close_own(w, (uv_handle_t *)&w->lis);
+    return;
+  }
+  weft__gate_leave(w->gate, w->gidx);
+  close_own(w, (uv_handle_t *)&w->lpoll);  /* stops polling now: fd may go */
+  close(w->lfd);
+  close_own(w, (uv_handle_t *)&w->wpoll);
+  close_own(w, (uv_handle_t *)&w->patience);
+}
+
+static void close_all(weft_balancer_worker_t *w) {
+  close_listener(w);
   close_own(w, (uv_handle_t *)&w->check);
   close_own(w, (uv_handle_t *)&w->timer);
   for (weft_list_node_t *n = weft_list_first(&w->conns); n != NULL; n = weft_list_next(n))
@@ -277,8 +457,7 @@ static void start_drain(weft_balancer_worker_t *w) {
   if (w->draining)
     return;
   w->draining = true;
-  if (w->lis_open)
-    close_own(w, (uv_handle_t *)&w->lis);
+  close_listener(w);
   for (weft_list_node_t *n = weft_list_first(&w->conns), *next; n != NULL; n = next) {
     next = weft_list_next(n);
     weft_conn_t *c = conn_of(n);
@@ -303,8 +482,20 @@ static void on_hello(weft_balancer_worker_t *w, weft_msg_t *m) {
   weft_msg_get_bool(m, "pipe", &pipe);
   w->pipe = pipe;
   int fd;
-  if (weft_msg_take_socket(m, 0, &fd) == 0 && listen_on(w, fd) != 0)
+  uint64_t gate;
+  size_t bi;
+  weft_buf_t *buf;
+  if (weft_msg_get_u64(m, "gate", &gate) == 0 &&
+      weft_msg_find_xfer(m, WEFT_XFER_BUF, 0, &bi) == 0 && weft_msg_take_buf(m, bi, &buf) == 0) {
+    if (weft_msg_take_socket(m, 0, &fd) != 0) {
+      weft_buf_free(buf);
+      return;  /* not ready (cannot happen: the balancer sends both) */
+    }
+    if (listen_gated(w, fd, buf, (size_t)gate) != 0)
+      return;  /* not ready: the supervisor restarts a worker that never is */
+  } else if (weft_msg_take_socket(m, 0, &fd) == 0 && listen_on(w, fd) != 0) {
     return;  /* not ready: the balancer keeps serving that listener */
+  }
   weft_msg_t *r;
   int err = weft__bal_msg(WEFT__BAL_READY, false, -1, &r);
   if (err == 0 && (err = weft_port_post(w->port, r)) != 0)

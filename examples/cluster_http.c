@@ -466,9 +466,6 @@ int main(int argc, char **argv) {
     return 1;
   }
   demo.b = b;
-  printf("cluster_http: %u %s workers (%s) on %s:%d\n", (unsigned)weft_balancer_workers(b),
-         o.worker.kind == WEFT_SUP_PROCESS ? "process" : "thread",
-         weft_balancer_policy_name(o.policy), o.host, weft_balancer_port(b));
   if (metrics_listen && (err = metrics_start(weft_runtime_main(rt), metrics_listen)) != 0) {
     fprintf(stderr, "cannot serve metrics on %s: %s\n", metrics_listen, weft_strerror(err));
     exit_status = 1;
@@ -482,6 +479,12 @@ int main(int argc, char **argv) {
   uv_signal_start(&sigint, on_signal, SIGINT);
   uv_signal_start(&sigterm, on_signal, SIGTERM);
   uv_signal_start(&sighup, on_sighup, SIGHUP);
+  /* Announce only now: the workers serve as soon as they are ready (before
+   * this loop runs), and a SIGTERM sent after the announcement must find
+   * its handler, not the default action. */
+  printf("cluster_http: %u %s workers (%s) on %s:%d\n", (unsigned)weft_balancer_workers(b),
+         o.worker.kind == WEFT_SUP_PROCESS ? "process" : "thread",
+         weft_balancer_policy_name(o.policy), o.host, weft_balancer_port(b));
   if (demo_mode) {  /* the demo ends by itself; a signal must not keep it alive */
     uv_unref((uv_handle_t *)&sigint);
     uv_unref((uv_handle_t *)&sigterm);

@@ -183,7 +183,9 @@ static void ipv6_and_unix(void **state) {
 }
 
 /* Worker 0 stops taking messages once the load starts and exits 100 ms
- * later: every connection queued to it meanwhile goes to worker 1. */
+ * later: every connection queued to it meanwhile goes to worker 1. Worker
+ * processes: round robin hands connections over to them (worker threads
+ * accept themselves through the gate: test_balancer_fair.c). */
 static void on_ready_stall(weft_balancer_t *b) {
   weft_sup_child_t *c = weft_sup_child_at(weft_balancer_supervisor(b), 0);
   weft_msg_t *m;
@@ -201,7 +203,7 @@ static void handoff_to_dead_worker(void **state) {
   weft_balancer_options_t o = {
       .policy = WEFT_BALANCER_ROUND_ROBIN,
       .workers = 2,
-      .worker = {.entry = baltest_http_entry},
+      .worker = {.kind = WEFT_SUP_PROCESS, .entry_name = "http"},
       .limits = {.backoff_min_ms = 1, .backoff_max_ms = 2},
       .on_ready = on_ready_stall,
       .on_worker_exit = on_worker_exit,

@@ -98,7 +98,8 @@ typedef struct {
 /* One run with allocation k failing: a balancer with 2 thread workers, 4
  * clients with one request each, then close. Returns true if allocation k
  * happened (and failed). */
-static bool oom_run(weft_balancer_policy_t policy, long k, uint64_t deadline_ms, sweep_t *sw) {
+static bool oom_run(weft_balancer_policy_t policy, bool processes, long k, uint64_t deadline_ms,
+                    sweep_t *sw) {
   weft_runtime_t *rt = baltest_new_runtime();
   memset(&oom, 0, sizeof(oom));
   oom.k = k;
@@ -107,7 +108,9 @@ static bool oom_run(weft_balancer_policy_t policy, long k, uint64_t deadline_ms,
   weft_balancer_options_t o = {
       .policy = policy,
       .workers = 2,
-      .worker = {.entry = baltest_http_entry},
+      .worker = {.kind = processes ? WEFT_SUP_PROCESS : WEFT_SUP_THREAD,
+                 .entry = processes ? NULL : baltest_http_entry,
+                 .entry_name = "http"},
       .limits = {.max_restarts = 3, .backoff_min_ms = 1, .backoff_max_ms = 2},
       .drain_timeout_ms = 200,  /* a worker whose DRAIN was lost is stopped after it */
       .on_ready = oom_on_ready,
@@ -153,7 +156,7 @@ static bool oom_run(weft_balancer_policy_t policy, long k, uint64_t deadline_ms,
  * started gets every worker ready (one whose HELLO or READY was lost is
  * restarted) and closes; nothing hangs or leaks; a client fails only in a
  * run where an allocation failed. */
-static void oom_sweep(weft_balancer_policy_t policy, int reps) {
+static void oom_sweep(weft_balancer_policy_t policy, bool processes, int reps) {
   sweep_t sw = {0};
   uint64_t deadline_ms = SANITIZED ? 5000 : 2000;
   uint64_t t0 = uv_hrtime();
@@ -161,22 +164,29 @@ static void oom_sweep(weft_balancer_policy_t policy, int reps) {
   for (long k = 0; hit && k < 2000; k++) {
     hit = false;
     for (int r = 0; r < reps; r++)
-      hit |= oom_run(policy, k, deadline_ms, &sw);
+      hit |= oom_run(policy, processes, k, deadline_ms, &sw);
   }
   assert_false(hit); /* a run without any failure was reached */
-  fprintf(stderr, "  %s: %d runs in %.1f s: %d failed in new, %d with a failed client, %d give-ups\n",
-          weft_balancer_policy_name(policy), sw.runs, (double)(uv_hrtime() - t0) / 1e9,
+  fprintf(stderr, "  %s %s: %d runs in %.1f s: %d failed in new, %d with a failed client, %d give-ups\n",
+          weft_balancer_policy_name(policy), processes ? "processes" : "threads", sw.runs, (double)(uv_hrtime() - t0) / 1e9,
           sw.new_errors, sw.runs_failed, sw.give_ups);
 }
 
 static void allocation_failure_sweep(void **state) {
   (void)state;
-  oom_sweep(WEFT_BALANCER_ROUND_ROBIN, 10);
+  oom_sweep(WEFT_BALANCER_ROUND_ROBIN, false, 10);  /* threads: through the gate */
+}
+
+/* Round robin hands connections to worker processes: the hand-off's own
+ * allocations (CONN messages, the in-flight ring) fail here. */
+static void allocation_failure_sweep_processes(void **state) {
+  (void)state;
+  oom_sweep(WEFT_BALANCER_ROUND_ROBIN, true, 2);
 }
 
 static void allocation_failure_sweep_reuseport(void **state) {
   (void)state;
-  oom_sweep(WEFT_BALANCER_REUSEPORT, 5);
+  oom_sweep(WEFT_BALANCER_REUSEPORT, false, 5);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
@@ -189,6 +199,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       T(allocation_failure_sweep),
       T(allocation_failure_sweep_reuseport),
+      T(allocation_failure_sweep_processes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,15 +5,32 @@
  * workers under a supervisor (one_for_one; weft/supervisor.h). Each worker's
  * entry calls weft_balancer_worker_start on its own context and from then on
  * gets connections as weft_conn_t, already opened on its own loop. Policies:
- *   ROUND_ROBIN        the balancer accepts and hands each connection to the
- *                      next ready worker (through its port: in-process, or
- *                      with SCM_RIGHTS to a child process), like SCHED_RR;
- *   LEAST_CONNECTIONS  as round robin, to the worker with fewest open
- *                      connections (workers report each close);
+ *   ROUND_ROBIN        each ready worker gets connections in turn, like
+ *                      SCHED_RR;
+ *   LEAST_CONNECTIONS  the worker with fewest open connections gets the next;
  *   REUSEPORT          one listening socket per worker, SO_REUSEPORT set
  *                      before bind; the kernel spreads, each worker accepts;
  *   SHARED             one listening socket that every worker accepts from,
- *                      like SCHED_NONE.
+ *                      like SCHED_NONE, kept even (below).
+ *
+ * Who accepts. Worker threads (WEFT_SUP_THREAD), with every policy but
+ * REUSEPORT, accept themselves from the one listening socket through a
+ * gate: each publishes a count (ROUND_ROBIN: connections it accepted since
+ * it joined, so turns; LEAST_CONNECTIONS and SHARED: connections it has
+ * open) in memory shared with the balancer and its peers, and accepts (at
+ * most 16 per wake-up) only while its count is at most the least count of
+ * the workers accepting plus a slack: 0 while that least count is below 8,
+ * 1 below 64, else 4. A worker past it stops polling the listener until a
+ * peer's count catches up (that peer wakes it), one of its own connections
+ * closes, or 50 ms passed (a peer whose loop is blocked cannot hold the
+ * others back: after 50 ms a paused worker takes one batch regardless if
+ * connections still wait). So
+ * a burst of N connections over W running workers ends within 2 of even
+ * while N/W < 64, and no connection costs the balancer's thread anything.
+ * Worker processes share no memory with the balancer: with ROUND_ROBIN and
+ * LEAST_CONNECTIONS the balancer accepts and hands each connection to the
+ * chosen worker (its fd with SCM_RIGHTS; the worker reports each close);
+ * SHARED processes accept as they wake (no gate: whoever wakes first).
  *
  * No connection is lost in hand-off: the balancer keeps a duplicate of each
  * connection it handed over until the worker acknowledges it (a worker does so
@@ -124,8 +141,8 @@ WEFT_EXTERN int weft_balancer_new(weft_ctx_t *ctx, const weft_balancer_options_t
                                   weft_balancer_t **out);
 
 /* weft_balancer_close: closes the listeners at once (new clients are
- * refused; connections the kernel had already queued are accepted and handed
- * out first), drains every worker (deadline drain_timeout_ms), then calls cb
+ * refused; with ROUND_ROBIN and LEAST_CONNECTIONS, connections the kernel had
+ * already queued are accepted and handed out first), drains every worker (deadline drain_timeout_ms), then calls cb
  * (may be NULL) and frees the balancer. Idempotent; non-blocking. Returns 0,
  * WEFT_EINVAL (NULL) or WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_balancer_close(weft_balancer_t *b, weft_balancer_cb cb);
@@ -156,11 +173,12 @@ typedef struct {
 /* weft_balancer_workers: the number of worker places. */
 WEFT_EXTERN size_t weft_balancer_workers(const weft_balancer_t *b);
 /* weft_balancer_stats: counts of worker place i as last reported. Workers
- * report connections the balancer handed them (round_robin,
- * least_connections) as they arrive and close; connections they accepted
- * themselves (reuseport, shared) and request counts every 100 ms and at
- * exit (a report per connection would cost a wake-up of the balancer's
- * thread per connection). */
+ * report connections the balancer handed them (worker processes of
+ * round_robin and least_connections) as they arrive and close; connections
+ * they accepted themselves (worker threads of every policy, reuseport and
+ * shared processes) and request counts every 100 ms and at exit (a report
+ * per connection would cost a wake-up of the balancer's thread per
+ * connection). */
 WEFT_EXTERN int weft_balancer_stats(const weft_balancer_t *b, size_t i,
                                     weft_balancer_stats_t *out);
 /* weft_balancer_port: the TCP port listened on (0 for a Unix socket). */

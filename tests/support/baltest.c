@@ -109,8 +109,15 @@ static void on_stall_timer(uv_timer_t *t) {
     _exit(3);
 }
 
+atomic_int baltest_blocking, baltest_blocks_done;
+
 static void on_user_msg(weft_port_t *p, weft_msg_t *m) {
   uint64_t ms;
+  if (weft_msg_get_u64(m, "block", &ms) == 0) {
+    atomic_store(&baltest_blocking, 1);
+    usleep((useconds_t)(ms * 1000));  /* the loop is busy: what is tested */
+    atomic_fetch_add(&baltest_blocks_done, 1);
+  }
   if (weft_msg_get_u64(m, "stall", &ms) == 0) {
     weft_port_stop(p);
     uv_timer_t *t = malloc(sizeof(*t));

@@ -10,6 +10,7 @@
 #ifndef WEFT_BALTEST_H
 #define WEFT_BALTEST_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -55,6 +56,9 @@ typedef struct {
 } baltest_bal_t;
 
 extern baltest_load_t baltest_load;
+/* A worker that got {"block": ms} sets baltest_blocking to 1, blocks its loop
+ * for ms (a long CPU turn), then adds 1 to baltest_blocks_done. */
+extern atomic_int baltest_blocking, baltest_blocks_done;
 extern baltest_bal_t baltest_bal;
 
 /* baltest_http_entry: the worker's entry: weft_balancer_worker_start with the

@@ -10,9 +10,13 @@
 #
 # For every run: requests/s, server CPU per request (utime+stime of the server
 # and all its processes, from /proc/<pid>/stat, before and after wrk, divided
-# by the requests wrk counted) and busiest/quietest worker by requests (from
-# the counts each server prints when it stops; nginx prints none). A table
-# with ratios to nginx and to Node (same workers, same mode) ends the output.
+# by the requests wrk counted) and busiest/quietest worker by connections and
+# by requests (from the counts each server prints when it stops; nginx prints
+# none). Connections are what a balancing policy decides; requests also
+# measure how the scheduler shared the CPUs among the workers (with
+# keep-alive, a worker that gets less CPU serves fewer requests on the same
+# connections). A table with ratios to nginx and to Node (same workers, same
+# mode) ends the output.
 #
 #   --duration S  wrk duration (default 10)
 #   --quick       --duration 3
@@ -117,6 +121,14 @@ wait_port() {
   return 1
 }
 
+# busiest_quietest <server output> <connections|requests>: the ratio of the
+# largest to the smallest per-worker count in lines "worker N: ... <count>
+# <what>", or "-" (one worker, or a worker with none).
+busiest_quietest() {
+  grep -E '^worker [0-9]+: ' "$1" | grep -Eo "[0-9]+ $2" |
+    awk '{v=$1; if (n==0||v>mx) mx=v; if (n==0||v<mn) mn=v; n++} END {if (n>1 && mn>0) printf "%.2f", mx/mn; else print "-"}'
+}
+
 # run_one <label> <workers> <mode> <start command...>: one server, one wrk run.
 RESULTS="$TMP/results.tsv"
 : > "$RESULTS"
@@ -124,7 +136,8 @@ if [ -n "$REPORT" ]; then # the TSV below, from the JSON lines
   OUT="$REPORT"
   node -e 'for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) {
     if (!l.startsWith("{")) continue; const r = JSON.parse(l); const d = (v) => (v === null ? "-" : v);
-    console.log([r.server, r.workers, r.mode, r.rps, d(r.cpu_us_per_req), d(r.busiest_quietest), r.errors].join("\t")); }' \
+    console.log([r.server, r.workers, r.mode, r.rps, d(r.cpu_us_per_req), d(r.busiest_quietest), r.errors,
+                 d(r.busiest_quietest_conns), d(r.rep)].join("\t")); }' \
     "$REPORT" > "$RESULTS" || { echo "cannot read $REPORT" >&2; exit 1; }
 elif [ -z "$OUT" ]; then
   mkdir -p "$BUILD_DIR" && OUT="$BUILD_DIR/http-$(date +%Y%m%d-%H%M%S).jsonl"
@@ -161,23 +174,24 @@ run_one() {
   wait "$SERVER_PID" 2> /dev/null
   SERVER_PID=""
   rm -f "$TMP/nginx.pid"
-  local rps reqs errs fair cpu
+  local rps reqs errs fair fairc cpu
   rps="$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk.out")"
   reqs="$(awk '/requests in/ {print $1}' "$TMP/wrk.out")"
   errs="$(awk '/Socket errors/ {gsub(",", ""); print $4+$6+$8+$10}' "$TMP/wrk.out")"
   errs="${errs:-0}"
-  fair="$(grep -Eo '^worker [0-9]+: .*[0-9]+ requests' "$out" | grep -Eo '[0-9]+ requests' |
-    awk '{v=$1; if (n==0||v>mx) mx=v; if (n==0||v<mn) mn=v; n++} END {if (n>1 && mn>0) printf "%.2f", mx/mn; else print "-"}')"
+  fair="$(busiest_quietest "$out" requests)"
+  fairc="$(busiest_quietest "$out" connections)"
   if [ -n "$reqs" ] && [ "$reqs" -gt 0 ]; then
     cpu="$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v r="$reqs" 'BEGIN {printf "%.2f", t / hz / r * 1e6}')"
   else
     cpu="-"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$workers" "$mode" "${rps:-0}" "$cpu" "$fair" "$errs" >> "$RESULTS"
-  printf '{"bench":"http","server":"%s","workers":%s,"mode":"%s","rep":%s,"rps":%s,"cpu_us_per_req":%s,"busiest_quietest":%s,"errors":%s}\n' \
-    "$label" "$workers" "$mode" "$((rep - 1))" "${rps:-0}" "${cpu/#-/null}" "${fair/#-/null}" "$errs" >> "$OUT"
-  printf '%-28s workers=%s %-10s %10s req/s  cpu %6s us/req  busiest/quietest %5s  errors %s\n' \
-    "$label" "$workers" "$mode" "${rps:-0}" "$cpu" "$fair" "$errs" >&2
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$workers" "$mode" "${rps:-0}" "$cpu" "$fair" "$errs" \
+    "$fairc" "$((rep - 1))" >> "$RESULTS"
+  printf '{"bench":"http","server":"%s","workers":%s,"mode":"%s","rep":%s,"rps":%s,"cpu_us_per_req":%s,"busiest_quietest":%s,"busiest_quietest_conns":%s,"errors":%s}\n' \
+    "$label" "$workers" "$mode" "$((rep - 1))" "${rps:-0}" "${cpu/#-/null}" "${fair/#-/null}" "${fairc/#-/null}" "$errs" >> "$OUT"
+  printf '%-28s workers=%s %-10s %10s req/s  cpu %6s us/req  busiest/quietest conns %5s reqs %5s  errors %s\n' \
+    "$label" "$workers" "$mode" "${rps:-0}" "$cpu" "$fairc" "$fair" "$errs" >&2
 }
 
 nginx_conf() {  # nginx_conf <workers>
@@ -229,8 +243,8 @@ done
 echo
 echo "## HTTP hello world: wrk -t1 -c64 -d${DUR}s, 127.0.0.1 ($(nproc) CPUs), median of $REPEAT round(s)"
 echo
-echo "| server | workers | mode | req/s (min-max) | vs nginx | vs node rr | CPU us/req | busiest/quietest | errors |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| server | workers | mode | req/s (min-max) | vs nginx | vs node rr | CPU us/req (min-max) | CPU vs nginx | busiest/quietest conns | busiest/quietest reqs | errors |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 awk -F'\t' '
   function med(list,   n, v, i, j, t) {
     n = split(list, v, " ")
@@ -246,6 +260,8 @@ awk -F'\t' '
     rps[k] = rps[k] " " $4
     if ($5 != "-") cpu[k] = cpu[k] " " $5
     if ($6 != "-") fair[k] = fair[k] " " $6
+    if ($8 != "" && $8 != "-") fairc[k] = fairc[k] " " $8
+    if ($5 != "-" && $9 != "" && $9 != "-") { rc[$1 "\t" $2 "\t" $3 "\t" $9] = $5; reps[$9] = 1 }
     err[k] += $7
   }
   END {
@@ -258,9 +274,18 @@ awk -F'\t' '
       k = order[i]; split(k, f, "\t"); w = f[2] "," f[3]
       a = (w in ng && ng[w] > 0) ? sprintf("%.2f", m[k] / ng[w]) : "-"
       b = (w in nd && nd[w] > 0) ? sprintf("%.2f", m[k] / nd[w]) : "-"
-      c = (k in cpu) ? sprintf("%.2f", med(cpu[k])) : "-"
+      c = (k in cpu) ? sprintf("%.2f (%.2f-%.2f)", med(cpu[k]), lo(cpu[k]), hi(cpu[k])) : "-"
+      # CPU vs nginx: per round, the CPU of this server over that of nginx in the same
+      # round (same workers and mode); the median (min-max) of those ratios
+      rl = ""
+      for (r in reps) {
+        kr = k "\t" r; nr = "nginx\t" f[2] "\t" f[3] "\t" r
+        if ((kr in rc) && (nr in rc) && rc[nr] > 0) rl = rl " " sprintf("%.3f", rc[kr] / rc[nr])
+      }
+      cr = rl != "" ? sprintf("%.2f (%.2f-%.2f)", med(rl), lo(rl), hi(rl)) : "-"
       fr = (k in fair) ? sprintf("%.2f", med(fair[k])) : "-"
-      printf "| %s | %s | %s | %.0f (%.0f-%.0f) | %s | %s | %s | %s | %d |\n", f[1], f[2], f[3], m[k], lo(rps[k]), hi(rps[k]), a, b, c, fr, err[k]
+      fc = (k in fairc) ? sprintf("%.2f", med(fairc[k])) : "-"
+      printf "| %s | %s | %s | %.0f (%.0f-%.0f) | %s | %s | %s | %s | %s | %s | %d |\n", f[1], f[2], f[3], m[k], lo(rps[k]), hi(rps[k]), a, b, c, cr, fc, fr, err[k]
     }
   }' "$RESULTS"
 # The chart: ratios to nginx per server, workers and mode (tools/bench/chart.js).
