@@ -73,6 +73,13 @@ list(GET _shared 0 _shared)
 list(GET _static 0 _static)
 check_program("find_package consumer (shared)" "${_shared}")
 check_program("find_package consumer (static)" "${_static}")
+file(GLOB_RECURSE _metrics "${_build}/consumer_metrics")
+if(_metrics)  # built when the installed weft has the metrics endpoint
+  list(GET _metrics 0 _metrics)
+  check_program("find_package consumer (metrics endpoint)" "${_metrics}")
+elseif(WEFT_EXPECT_METRICS_HTTP)
+  message(FATAL_ERROR "install test: weft::weft_metrics_http was not installed")
+endif()
 
 # 3. pkg-config
 file(GLOB_RECURSE _pc "${_prefix}/weft.pc")
