@@ -108,6 +108,7 @@ typedef struct {
   weft_metrics_ctx_t main_seen, worker_seen;
   uint64_t depth_seen, max_seen, peak_seen, depth_after;
   uint64_t p99_before;
+  uint64_t count_at_echo; /* samples published when the echo after the block came */
   bool timed_out;
 } run_t;
 
@@ -243,7 +244,13 @@ static void delay_poll(uv_timer_t *t) {
     run.p99_before = wc->delay.p99_ns;
     CHECK_RC(weft_port_post(weft_worker_port(run.w), ktest_msg_u64(V_BLOCK)), 0);
     run.phase = 1;
-  } else if (run.phase == 1 && wc && run.echoed == 1 && wc->delay.count >= 2) {
+  } else if (run.phase == 1 && wc && run.echoed == 1) {
+    /* The late sample is taken by the worker's timer after its callback
+     * returns, which may be after the echo got here: wait for two samples
+     * published after the echo was seen. */
+    run.count_at_echo = wc->delay.count;
+    run.phase = 2;
+  } else if (run.phase == 2 && wc && wc->delay.count >= run.count_at_echo + 2) {
     run.worker_seen = *wc;
     finish();
   }
