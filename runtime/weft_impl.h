@@ -358,7 +358,7 @@ struct weft_ctx_s {
   weft__mpsc_t tasks;                      /* kernel tasks (worker online/exit, ...) */
   _Atomic int parked;                      /* 1 while the loop may sleep in poll; seq_cst with ready pushes */
   _Atomic bool stop;                       /* worker asked to stop */
-  _Atomic uint32_t waking;                 /* pushers between their push and their uv_async_send:
+  _Atomic uint32_t waking;                 /* pushers between their push and their eventfd write:
                                               the context's end waits for 0 (acquire) before it
                                               closes `wake` */
   char pad_[WEFT__CACHELINE];
