@@ -272,8 +272,10 @@ static void on_b_message(weft_port_t *b, weft_msg_t *msg) {
   ch->credit_bytes -= (int64_t)w;
   ch->unacked_bytes += w;
   ch->sent_msgs++;
-  if (ch->credit_msgs <= 0 || ch->credit_bytes <= 0)
+  if (ch->credit_msgs <= 0 || ch->credit_bytes <= 0) {
+    ch->conn->m_stalls += !ch->b_stopped;
     hold_b(ch, true);
+  }
   mlist_push(&ch->out_head, &ch->out_tail, msg);
   ready_add(ch);
 }
@@ -464,6 +466,8 @@ static int deliver(node_chan_t *ch, weft_msg_t *m) {
   node_conn_t *c = ch->conn;
   uint64_t w = net_weight(m);
   c->node->stats.msgs_in++;
+  c->m_msgs_in++;
+  c->m_bytes_in += w;
   if (ch->kind == CH_SHARED) {
     mlist_push(&ch->wait_head, &ch->wait_tail, m);
     if (!post_waiting(ch))
@@ -975,6 +979,8 @@ static long emit_frame(node_chan_t *ch, size_t room) {
       weft_msg_free(m);
     ch->cur_started = false;
     c->node->stats.msgs_out++;
+    c->m_msgs_out++;
+    c->m_bytes_out += ch->cur_total;
   }
   return (long)(h + n);
 }

@@ -224,6 +224,10 @@ struct node_conn_s {
   uint64_t rx_off, rx_left; /* the body's place in the message's data, bytes to come */
   size_t rx_direct;        /* bytes of the read in flight aimed at rx_msg */
   bool rx_big;             /* the last frame was a big DATA: more are likely */
+  /* Per-peer figures for metrics (node_metrics.c), counted in node_chan.c
+   * on this connection's loop: messages whole, bytes of their payload and
+   * buffers (not frame headers), and the times a channel ran out of credit. */
+  uint64_t m_msgs_in, m_msgs_out, m_bytes_in, m_bytes_out, m_stalls;
 };
 
 struct weft_node_s {

@@ -1,8 +1,10 @@
 /* node_metrics.c: a node's figures as a metrics source (weft/metrics.h):
- * its weft_node_stats counters, and per connected peer the channels open on
- * that connection (those the peer made, and all). Collected on the node's
- * context; the source goes with the node (node_free). Per-peer bytes and
- * messages are not counted yet (the node counts them in total only). */
+ * its weft_node_stats counters, and per connected peer (label peer="name")
+ * the channels open on that connection (those the peer made, and all), the
+ * messages and their bytes each way and the credit stalls, as node_chan.c
+ * counts them on the connection (they start again from 0 when the peer
+ * reconnects: a new connection). Collected on the node's context; the source
+ * goes with the node (node_free). */
 #include "node_int.h"
 
 static void collect(weft_metrics_source_t *src, void *data) {
@@ -26,6 +28,16 @@ static void collect(weft_metrics_source_t *src, void *data) {
     weft_metrics_put(src, "peer_channels", "peer", c->peer, WEFT_METRIC_GAUGE, c->chans.count);
     weft_metrics_put(src, "peer_remote_channels", "peer", c->peer, WEFT_METRIC_GAUGE,
                      c->remote_open);
+    weft_metrics_put(src, "peer_messages_sent", "peer", c->peer, WEFT_METRIC_COUNTER,
+                     (double)c->m_msgs_out);
+    weft_metrics_put(src, "peer_messages_received", "peer", c->peer, WEFT_METRIC_COUNTER,
+                     (double)c->m_msgs_in);
+    weft_metrics_put(src, "peer_bytes_sent", "peer", c->peer, WEFT_METRIC_COUNTER,
+                     (double)c->m_bytes_out);
+    weft_metrics_put(src, "peer_bytes_received", "peer", c->peer, WEFT_METRIC_COUNTER,
+                     (double)c->m_bytes_in);
+    weft_metrics_put(src, "peer_credit_stalls", "peer", c->peer, WEFT_METRIC_COUNTER,
+                     (double)c->m_stalls);
   }
 }
 
