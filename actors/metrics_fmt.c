@@ -95,10 +95,26 @@ static void prom_head(sb_t *b, const char *name, const char *type, const char *h
   sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void prom_ctx_value(sb_t *b, const char *name, const char *ctx, double v) {
+/* A child process's own figures carry child="name",pid="N" too. */
+static void prom_where(sb_t *b, int pid, const char *child) {
+  if (pid == 0)
+    return;
+  sb_printf(b, ",child=\"");
+  prom_label(b, child);
+  sb_printf(b, "\",pid=\"%d\"", pid);
+}
+
+/* name{ctx="..."[,child=...,pid=...] then what follows, then "} v". */
+static void prom_ctx_open(sb_t *b, const char *name, const weft_metrics_ctx_t *c) {
   sb_printf(b, "%s{ctx=\"", name);
-  prom_label(b, ctx);
-  sb_printf(b, "\"} %.9g\n", v);
+  prom_label(b, c->name);
+  sb_putc(b, '"');
+  prom_where(b, c->pid, c->child);
+}
+
+static void prom_ctx_value(sb_t *b, const char *name, const weft_metrics_ctx_t *c, double v) {
+  prom_ctx_open(b, name, c);
+  sb_printf(b, "} %.9g\n", v);
 }
 
 typedef struct {
@@ -142,33 +158,32 @@ static void prom_contexts(sb_t *b, const weft_metrics_snapshot_t *s) {
     const weft_metrics_ctx_t *c = &s->ctx[i];
     const uint64_t qv[] = {c->delay.p50_ns, c->delay.p90_ns, c->delay.p99_ns};
     for (size_t q = 0; q < 3; q++) {
-      sb_printf(b, "weft_loop_delay_seconds{ctx=\"");
-      prom_label(b, c->name);
-      sb_printf(b, "\",quantile=\"%g\"} %.9g\n", qs[q], (double)qv[q] * 1e-9);
+      prom_ctx_open(b, "weft_loop_delay_seconds", c);
+      sb_printf(b, ",quantile=\"%g\"} %.9g\n", qs[q], (double)qv[q] * 1e-9);
     }
-    prom_ctx_value(b, "weft_loop_delay_seconds_sum", c->name,
+    prom_ctx_value(b, "weft_loop_delay_seconds_sum", c,
                    (double)c->delay.mean_ns * (double)c->delay.count * 1e-9);
-    prom_ctx_value(b, "weft_loop_delay_seconds_count", c->name, (double)c->delay.count);
+    prom_ctx_value(b, "weft_loop_delay_seconds_count", c, (double)c->delay.count);
   }
   prom_head(b, "weft_loop_delay_max_seconds", "gauge", "Largest loop delay since the last reset.");
   for (size_t i = 0; i < s->nctx; i++)
-    prom_ctx_value(b, "weft_loop_delay_max_seconds", s->ctx[i].name,
+    prom_ctx_value(b, "weft_loop_delay_max_seconds", &s->ctx[i],
                    (double)s->ctx[i].delay.max_ns * 1e-9);
   prom_head(b, "weft_loop_delay_min_seconds", "gauge", "Smallest loop delay since the last reset.");
   for (size_t i = 0; i < s->nctx; i++)
-    prom_ctx_value(b, "weft_loop_delay_min_seconds", s->ctx[i].name,
+    prom_ctx_value(b, "weft_loop_delay_min_seconds", &s->ctx[i],
                    (double)s->ctx[i].delay.min_ns * 1e-9);
   prom_head(b, "weft_loop_utilization", "gauge",
             "Busy share of the context's loop over the last second (0 to 1).");
   for (size_t i = 0; i < s->nctx; i++)
-    prom_ctx_value(b, "weft_loop_utilization", s->ctx[i].name, s->ctx[i].utilization);
+    prom_ctx_value(b, "weft_loop_utilization", &s->ctx[i], s->ctx[i].utilization);
   for (size_t f = 0; f < sizeof(ctx_families) / sizeof(ctx_families[0]); f++) {
     const ctx_family_t *fam = &ctx_families[f];
     prom_head(b, fam->name, fam->type, fam->help);
     for (size_t i = 0; i < s->nctx; i++) {
       uint64_t v;
       memcpy(&v, (const char *)&s->ctx[i] + fam->off, sizeof(v));
-      prom_ctx_value(b, fam->name, s->ctx[i].name, (double)v * fam->scale);
+      prom_ctx_value(b, fam->name, &s->ctx[i], (double)v * fam->scale);
     }
   }
 }
@@ -201,6 +216,7 @@ static void prom_source_value(sb_t *b, const weft_metrics_value_t *v) {
     prom_label(b, v->label_value);
     sb_putc(b, '"');
   }
+  prom_where(b, v->pid, v->child);
   sb_printf(b, "} %.17g\n", v->value);
 }
 
@@ -248,9 +264,15 @@ static void json_str(sb_t *b, const char *s) {
   sb_putc(b, '"');
 }
 
+static void json_where(sb_t *b, int pid, const char *child) {
+  sb_printf(b, ",\"pid\":%d,\"child\":", pid);
+  json_str(b, child);
+}
+
 static void json_ctx(sb_t *b, const weft_metrics_ctx_t *c) {
   sb_printf(b, "{\"name\":");
   json_str(b, c->name);
+  json_where(b, c->pid, c->child);
   sb_printf(b,
             ",\"msgs_in\":%" PRIu64 ",\"msgs_out\":%" PRIu64 ",\"wakeups\":%" PRIu64
             ",\"spins_hit\":%" PRIu64 ",\"undeliverable\":%" PRIu64 ",\"ports_open\":%" PRIu64
@@ -279,6 +301,7 @@ static void json_value(sb_t *b, const weft_metrics_value_t *v) {
   json_str(b, v->label_key);
   sb_printf(b, ",\"label_value\":");
   json_str(b, v->label_value);
+  json_where(b, v->pid, v->child);
   sb_printf(b, ",\"type\":\"%s\",\"value\":%.17g}",
             v->type == WEFT_METRIC_COUNTER ? "counter" : "gauge", v->value);
 }

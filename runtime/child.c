@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "ipc.h"
+#include "metrics_remote.h"
 #include "nodejson.h"
 
 extern char **environ;
@@ -43,15 +44,59 @@ struct weft_child_s {
   bool aborted;         /* the context is ending: no on_exit */
   char *readbuf;        /* output read buffer */
   weft_metrics_source_t *metrics; /* the parent's view of it (child_metrics below) */
+  /* Its own snapshot, asked for over a weft channel (child_stats below). */
+  char name[32];                  /* its label: the entry name, or the file's base name */
+  uint64_t stats_replies, stats_rejected, stats_last_ns;
+  int stats_error;                /* why the last rejected answer was */
+  bool stats_truncated;
 };
 
 /* ---- metrics: the child as its parent sees it ------------------------------ */
 
+/* A weft child answers the request that each collection sends (one at a
+ * time: a child that does not answer, stopped or busy, costs one frame) with
+ * its own snapshot; the last good one stays in the source, with its age.
+ * An answer that does not decode, or that nobody asked for, is counted and
+ * named (stats_rejected, stats_error) and changes nothing else. */
+static void child_stats(weft__ipc_t *ipc, const uint8_t *p, size_t n, int err, void *data) {
+  (void)ipc;
+  weft_child_t *c = data;
+  if (c->metrics == NULL)
+    return;
+  uint64_t now = uv_hrtime();
+  bool truncated = false;
+  if (err == 0)
+    err = weft__metrics_source_remote(c->metrics, p, n, c->proc.pid, c->name, now, &truncated);
+  if (err) {
+    c->stats_rejected++;
+    c->stats_error = err;
+    return;
+  }
+  c->stats_replies++;
+  c->stats_last_ns = now;
+  c->stats_truncated = truncated;
+}
+
+static void child_stats_values(weft_metrics_source_t *src, weft_child_t *c) {
+  weft_metrics_put(src, "stats_replies", NULL, NULL, WEFT_METRIC_COUNTER,
+                   (double)c->stats_replies);
+  weft_metrics_put(src, "stats_rejected", NULL, NULL, WEFT_METRIC_COUNTER,
+                   (double)c->stats_rejected);
+  if (c->stats_replies)
+    weft_metrics_put(src, "stats_age_seconds", NULL, NULL, WEFT_METRIC_GAUGE,
+                     (double)(uv_hrtime() - c->stats_last_ns) / 1e9);
+  weft_metrics_put(src, "stats_truncated", NULL, NULL, WEFT_METRIC_GAUGE,
+                   c->stats_truncated ? 1 : 0);
+  if (c->stats_error)
+    weft_metrics_put(src, "stats_error", "error", weft_err_name(c->stats_error),
+                     WEFT_METRIC_GAUGE, 1);
+}
+
 /* Published per child (source "child-<pid>"): its pid, whether it exited,
  * and on its channel the messages sent to it and credited back (weft) or
  * written (Node), and (weft channel) the messages it sent that were handed
- * to the parent's port. The child's own contexts are not seen here: a child
- * built on weft serves its own snapshot (its endpoint). */
+ * to the parent's port, and how its own snapshot fares (child_stats). A
+ * Node.js child is seen only from here. */
 static void child_metrics(weft_metrics_source_t *src, void *data) {
   weft_child_t *c = data;
   weft_metrics_put(src, "pid", NULL, NULL, WEFT_METRIC_GAUGE, c->proc.pid);
@@ -62,9 +107,22 @@ static void child_metrics(weft_metrics_source_t *src, void *data) {
                    (double)c->ipc->sent_msgs);
   weft_metrics_put(src, "messages_acked", NULL, NULL, WEFT_METRIC_COUNTER,
                    (double)c->ipc->acked_msgs);
-  if (c->ipc->codec == &weft__ipc_weft_codec)
-    weft_metrics_put(src, "messages_received", NULL, NULL, WEFT_METRIC_COUNTER,
-                     (double)c->ipc->w.posted_msgs);
+  if (c->ipc->codec != &weft__ipc_weft_codec)
+    return;
+  weft_metrics_put(src, "messages_received", NULL, NULL, WEFT_METRIC_COUNTER,
+                   (double)c->ipc->w.posted_msgs);
+  child_stats_values(src, c);
+  (void)weft__ipc_stats_request(c->ipc);
+}
+
+static void child_name(weft_child_t *c) {
+  const char *n = c->opts.entry_name;
+  if (n == NULL) {
+    n = c->opts.file;
+    const char *slash = strrchr(n, '/');
+    n = slash ? slash + 1 : n;
+  }
+  snprintf(c->name, sizeof(c->name), "%s", n);
 }
 
 static void child_metrics_start(weft_child_t *c) {
@@ -346,6 +404,7 @@ static int open_channel(weft_child_t *c, int fd) {
       .window_bytes = c->opts.window_bytes,
       .on_done = on_channel_done,
       .data = c,
+      .on_stats = child_stats,
   };
   int err = weft__ipc_open(c->ctx, fd, &io, &c->ipc, &c->port);
   if (err)
@@ -373,6 +432,7 @@ int weft_child_spawn(weft_ctx_t *ctx, const weft_child_options_t *opts, weft_chi
   c->opts = *opts;
   c->user = opts->data;
   c->closer.close = on_ctx_close;
+  child_name(c);
   if (opts->channel != WEFT_CHANNEL_NONE &&
       socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     err = -errno;

@@ -39,6 +39,10 @@ typedef struct {
   uint64_t window_bytes;
   void (*on_done)(weft__ipc_t *ipc, void *data); /* socket and B both closed */
   void *data;
+  /* weft codec, the parent's side: the answer to weft__ipc_stats_request
+   * (the peer's metrics snapshot, p[0..n), untrusted), or err (WEFT_EPROTO:
+   * an answer nobody asked for, not decoded). NULL: answers are dropped. */
+  void (*on_stats)(weft__ipc_t *ipc, const uint8_t *p, size_t n, int err, void *data);
 } weft__ipc_options_t;
 
 /* Takes fd (a connected stream socket, any blocking mode) and returns port A
@@ -46,6 +50,12 @@ typedef struct {
  * closed and nothing is left. */
 int weft__ipc_open(weft_ctx_t *ctx, int fd, const weft__ipc_options_t *opts,
                    weft__ipc_t **out, weft_port_t **user_port);
+
+/* Ask the peer (a weft process) for its metrics snapshot (STATS_REQ), if
+ * the channel is up and no request waits for its answer: one at a time, so
+ * a peer that never answers (stopped) costs one frame. The answer comes to
+ * opts.on_stats. Owner thread. Returns true if a request went out. */
+bool weft__ipc_stats_request(weft__ipc_t *ipc);
 
 /* Close the socket now (the process is gone, or the runtime ends); B closes
  * with reason if it is still open. Owner thread. Idempotent. */
@@ -146,6 +156,8 @@ struct weft__ipc_s {
     uint32_t weights_cap, weights_head;
     struct weft__ipc_scratch_s *scratch; /* one frame (parsed or being written), made on
                                             first use */
+    uint32_t stats_seq;                  /* the last STATS_REQ sent */
+    bool stats_waiting;                  /* its answer has not come */
   } w;
   /* node codec (ipc_node.c) only */
   struct {

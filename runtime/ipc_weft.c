@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "ipc.h"
+#include "metrics_remote.h"
 #include "wire.h"
 
 #define DEFAULT_WINDOW_MSGS 4096u
@@ -310,6 +311,46 @@ static int on_credit(weft__ipc_t *ipc, uint32_t msgs, uint64_t bytes) {
   return 0;
 }
 
+/* ---- metrics: the parent asks, the child answers, without user code ------------ */
+
+/* What answers may wait unwritten before a request is left unanswered: a
+ * parent that asks and never reads costs the child this much at most. */
+#define STATS_OUT_MAX (4u * WEFT__WIRE_STATS_MAX)
+
+static int on_stats_req(weft__ipc_t *ipc, uint32_t seq) {
+  uint8_t head[WEFT__WIRE_HEADER + 4], *snap;
+  size_t len;
+  if (ipc->out_bytes > STATS_OUT_MAX || weft__metrics_encode(ipc->ctx->rt, &snap, &len) != 0)
+    return 0; /* unanswered: the parent keeps its last answer */
+  int err = 0, n = weft__wire_put_stats_head(head, sizeof(head), seq, len);
+  if (n > 0 && weft__ipc_write(ipc, head, (size_t)n) == 0)
+    err = weft__ipc_write(ipc, snap, len); /* half a frame cannot be taken back: fail */
+  weft__free(snap);
+  return err;
+}
+
+static void on_stats(weft__ipc_t *ipc, const weft__wire_frame_t *f) {
+  bool asked = ipc->w.stats_waiting && f->stats_seq == ipc->w.stats_seq;
+  if (asked)
+    ipc->w.stats_waiting = false;
+  if (ipc->opts.on_stats)
+    ipc->opts.on_stats(ipc, f->payload, f->payload_len, asked ? 0 : WEFT_EPROTO, ipc->opts.data);
+}
+
+bool weft__ipc_stats_request(weft__ipc_t *ipc) {
+  uint8_t buf[WEFT__WIRE_HEADER + 4];
+  if (ipc->codec != &weft__ipc_weft_codec || !ipc->w.hello_seen || ipc->w.stats_waiting ||
+      ipc->closed || ipc->sent_close || ipc->fd < 0 || ipc->poll_closing)
+    return false;
+  int n = weft__wire_put_stats_req(buf, sizeof(buf), ipc->w.stats_seq + 1);
+  if (n <= 0 || weft__ipc_write(ipc, buf, (size_t)n) != 0)
+    return false;
+  ipc->w.stats_seq++;
+  ipc->w.stats_waiting = true;
+  (void)weft__ipc_flush(ipc);
+  return true;
+}
+
 static int on_frame(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at) {
   weft_msg_t *m;
   int err;
@@ -344,6 +385,15 @@ static int on_frame(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at) 
     return weft__ipc_deliver_window(ipc, m);
   case WEFT__WIRE_CREDIT:
     return on_credit(ipc, f->credit_msgs, f->credit_bytes);
+  case WEFT__WIRE_STATS_REQ:
+    if (!ipc->w.hello_seen)
+      return WEFT_EPROTO;
+    return on_stats_req(ipc, f->stats_seq);
+  case WEFT__WIRE_STATS:
+    if (!ipc->w.hello_seen)
+      return WEFT_EPROTO;
+    on_stats(ipc, f);
+    return 0;
   default: /* CLOSE */
     weft__ipc_peer_closed(ipc);
     return 0;

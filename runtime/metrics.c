@@ -263,10 +263,30 @@ static size_t count_values(weft__metrics_reg_t *reg, size_t *nctx) {
   for (weft_list_node_t *n = weft_list_first(&reg->sources); n != NULL; n = weft_list_next(n)) {
     weft_metrics_source_t *s = WEFT_LIST_ENTRY(n, weft_metrics_source_t, gnode);
     uv_mutex_lock(&s->lock);
-    nv += s->npub;
+    nv += s->npub + s->nrval;
+    *nctx += s->nrctx;
     uv_mutex_unlock(&s->lock);
   }
   return nv;
+}
+
+static size_t fit(size_t want, size_t have, size_t cap) {
+  return want < cap - have ? want : cap - have;
+}
+
+/* A source's remote contexts (a child's) age from the child's publication. */
+static void copy_remote(weft_metrics_source_t *src, weft_metrics_snapshot_t *s, size_t capctx,
+                        size_t capv) {
+  size_t k = fit(src->nrctx, s->nctx, capctx);
+  uint64_t since = s->taken_ns > src->r_received_ns ? s->taken_ns - src->r_received_ns : 0;
+  for (size_t i = 0; i < k; i++) {
+    s->ctx[s->nctx] = src->rctx[i];
+    s->ctx[s->nctx++].age_ns += since;
+  }
+  k = fit(src->nrval, s->nvalues, capv);
+  if (k)
+    memcpy(&s->values[s->nvalues], src->rval, k * sizeof(*src->rval));
+  s->nvalues += k;
 }
 
 /* Copy under the lock; a source's publication may have grown since it was
@@ -279,10 +299,11 @@ static void copy_all(weft__metrics_reg_t *reg, weft_metrics_snapshot_t *s, size_
   for (weft_list_node_t *n = weft_list_first(&reg->sources); n != NULL; n = weft_list_next(n)) {
     weft_metrics_source_t *src = WEFT_LIST_ENTRY(n, weft_metrics_source_t, gnode);
     uv_mutex_lock(&src->lock);
-    size_t k = src->npub < capv - s->nvalues ? src->npub : capv - s->nvalues;
+    size_t k = fit(src->npub, s->nvalues, capv);
     if (k)
       memcpy(&s->values[s->nvalues], src->pub, k * sizeof(*src->pub));
     s->nvalues += k;
+    copy_remote(src, s, capctx, capv);
     uv_mutex_unlock(&src->lock);
   }
 }

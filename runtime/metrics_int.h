@@ -67,6 +67,13 @@ struct weft_metrics_source_s {
   uv_mutex_t lock;
   weft_metrics_value_t *pub;
   size_t npub, cappub;
+  /* Under lock: another process's snapshot this source carries (a child's,
+   * received over its channel: metrics_remote.c), and when it came. */
+  weft_metrics_ctx_t *rctx;
+  size_t nrctx;
+  weft_metrics_value_t *rval;
+  size_t nrval;
+  uint64_t r_received_ns;
 };
 
 /* Collect every source of cm (owner thread). */

@@ -60,6 +60,8 @@ void weft_metrics_source_free(weft_metrics_source_t *s) {
   uv_mutex_destroy(&s->lock);
   weft__free(s->stage);
   weft__free(s->pub);
+  weft__free(s->rctx);
+  weft__free(s->rval);
   weft__free(s);
 }
 

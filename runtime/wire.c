@@ -19,6 +19,7 @@
 #define HELLO_BODY 16                     /* u32 + u32 + u64 */
 #define CREDIT_BODY 12                    /* u32 + u64 */
 #define CLOSE_BODY 4                      /* i32 */
+#define SEQ_BODY 4                        /* u32: STATS_REQ, and STATS before its snapshot */
 #define MSG_HEAD_MIN (WEFT__WIRE_HEADER + 2) /* header + u16 nxfer */
 #define X_INLINE_SIZE 5                   /* u8 kind + u32 n */
 #define X_MEMFD_SIZE 9                    /* u8 kind + u64 n */
@@ -61,7 +62,8 @@ static int cur_take(cur_t *c, unsigned n, uint64_t *x) {
 
 /* ---- decoder ---------------------------------------------------------------- */
 
-/* The body size a fixed-size type requires, or -1 for MSG, or -2 if unknown. */
+/* The body size a fixed-size type requires, or -1 for MSG, -3 for STATS
+ * (variable, no fds), or -2 if unknown. */
 static long body_size_of(uint8_t type) {
   switch (type) {
   case WEFT__WIRE_HELLO:
@@ -70,8 +72,12 @@ static long body_size_of(uint8_t type) {
     return CREDIT_BODY;
   case WEFT__WIRE_CLOSE:
     return CLOSE_BODY;
+  case WEFT__WIRE_STATS_REQ:
+    return SEQ_BODY;
   case WEFT__WIRE_MSG:
     return -1;
+  case WEFT__WIRE_STATS:
+    return -3;
   default:
     return -2;
   }
@@ -92,11 +98,15 @@ static int check_header(const uint8_t *buf, size_t len, uint32_t max_frame, uint
     return WEFT_EPROTO;
   if (body >= 0 && *flen != REST + (uint32_t)body)
     return WEFT_EPROTO;
+  if (body == -3 && *flen > REST + SEQ_BODY + WEFT__WIRE_STATS_MAX)
+    return WEFT_EFRAMESIZE;
+  if (body == -3 && *flen < REST + SEQ_BODY)
+    return WEFT_EPROTO;
   if (len < WEFT__WIRE_HEADER)
     return 0;
   /* Only MSG items carry descriptors, at most one per item. */
   uint64_t nfds = rd_be(buf + 6, 2);
-  if ((body >= 0 && nfds != 0) || nfds > WEFT__WIRE_MAX_XFER)
+  if ((body != -1 && nfds != 0) || nfds > WEFT__WIRE_MAX_XFER)
     return WEFT_EPROTO;
   return 0;
 }
@@ -111,6 +121,9 @@ static void parse_fixed(const uint8_t *body, weft__wire_frame_t *out) {
   case WEFT__WIRE_CREDIT:
     out->credit_msgs = (uint32_t)rd_be(body, 4);
     out->credit_bytes = rd_be(body + 4, 8);
+    break;
+  case WEFT__WIRE_STATS_REQ:
+    out->stats_seq = (uint32_t)rd_be(body, 4);
     break;
   default: /* CLOSE: two's complement, as every platform weft runs on */
     out->reason = (int32_t)(uint32_t)rd_be(body, 4);
@@ -186,6 +199,7 @@ static void clear_frame(weft__wire_frame_t *out) {
   out->credit_msgs = 0;
   out->credit_bytes = 0;
   out->reason = 0;
+  out->stats_seq = 0;
   out->nxfer = 0;
   out->payload = NULL;
   out->payload_len = 0;
@@ -212,6 +226,12 @@ int weft__wire_parse(const uint8_t *buf, size_t len, uint32_t max_frame,
   clear_frame(out);
   out->type = buf[5];
   out->nfds = (uint16_t)rd_be(buf + 6, 2);
+  if (out->type == WEFT__WIRE_STATS) {
+    out->stats_seq = (uint32_t)rd_be(buf + WEFT__WIRE_HEADER, 4);
+    out->payload = buf + WEFT__WIRE_HEADER + SEQ_BODY;
+    out->payload_len = total - WEFT__WIRE_HEADER - SEQ_BODY;
+    return (int)total;
+  }
   if (out->type != WEFT__WIRE_MSG) {
     parse_fixed(buf + WEFT__WIRE_HEADER, out);
     return (int)total;
@@ -262,6 +282,28 @@ int weft__wire_put_close(uint8_t *out, size_t cap, int32_t reason) {
   uint8_t *p = put_header(out, REST + CLOSE_BODY, WEFT__WIRE_CLOSE, 0);
   wr_be(p, (uint32_t)reason, 4);
   return WEFT__WIRE_HEADER + CLOSE_BODY;
+}
+
+int weft__wire_put_stats_req(uint8_t *out, size_t cap, uint32_t seq) {
+  if (out == NULL)
+    return WEFT_EINVAL;
+  if (cap < WEFT__WIRE_HEADER + SEQ_BODY)
+    return UV_ENOBUFS;
+  uint8_t *p = put_header(out, REST + SEQ_BODY, WEFT__WIRE_STATS_REQ, 0);
+  wr_be(p, seq, 4);
+  return WEFT__WIRE_HEADER + SEQ_BODY;
+}
+
+int weft__wire_put_stats_head(uint8_t *out, size_t cap, uint32_t seq, size_t len) {
+  if (out == NULL)
+    return WEFT_EINVAL;
+  if (len > WEFT__WIRE_STATS_MAX)
+    return WEFT_EFRAMESIZE;
+  if (cap < WEFT__WIRE_HEADER + SEQ_BODY)
+    return UV_ENOBUFS;
+  uint8_t *p = put_header(out, (uint32_t)(REST + SEQ_BODY + len), WEFT__WIRE_STATS, 0);
+  wr_be(p, seq, 4);
+  return WEFT__WIRE_HEADER + SEQ_BODY;
 }
 
 static size_t item_size(uint8_t kind) {

@@ -21,6 +21,11 @@
  *     CREDIT  u32 msgs, u64 bytes   (the receiver consumed this much: the sender
  *                                    may send that much more)
  *     CLOSE   i32 reason             (0: closed by the peer's program)
+ *     STATS_REQ  u32 seq              (the parent asks for the child's metrics)
+ *     STATS      u32 seq, then the child's metrics snapshot (metrics_remote.c),
+ *                at most WEFT__WIRE_STATS_MAX bytes: the answer to STATS_REQ seq
+ *   STATS_REQ and STATS are control frames, like CREDIT: outside the credit
+ *   window, never delivered to a port, no fds.
  *
  * The decoder checks the length against max_frame before it allocates
  * anything, and every count against the bytes that remain. */
@@ -39,8 +44,15 @@ enum {
   WEFT__WIRE_HELLO = 1,
   WEFT__WIRE_MSG = 2,
   WEFT__WIRE_CREDIT = 3,
-  WEFT__WIRE_CLOSE = 4
+  WEFT__WIRE_CLOSE = 4,
+  WEFT__WIRE_STATS_REQ = 5,
+  WEFT__WIRE_STATS = 6
 };
+
+/* The largest metrics snapshot a STATS frame may carry (after its seq): a
+ * longer one is refused from its header (WEFT_EFRAMESIZE), before anything
+ * is allocated for it. */
+#define WEFT__WIRE_STATS_MAX (256u * 1024u)
 
 enum { WEFT__WIRE_X_INLINE = 1, WEFT__WIRE_X_MEMFD = 2, WEFT__WIRE_X_SOCKET = 3 };
 
@@ -61,6 +73,8 @@ typedef struct {
   uint64_t credit_bytes;
   /* CLOSE */
   int32_t reason;
+  /* STATS_REQ, STATS (whose snapshot is payload / payload_len) */
+  uint32_t stats_seq;
   /* MSG */
   uint16_t nxfer;
   weft__wire_xfer_t xfer[WEFT__WIRE_MAX_XFER]; /* first nxfer valid */
@@ -112,6 +126,10 @@ int weft__wire_put_hello(uint8_t *out, size_t cap, uint32_t max_frame, uint32_t 
                          uint64_t window_bytes);
 int weft__wire_put_credit(uint8_t *out, size_t cap, uint32_t msgs, uint64_t bytes);
 int weft__wire_put_close(uint8_t *out, size_t cap, int32_t reason);
+int weft__wire_put_stats_req(uint8_t *out, size_t cap, uint32_t seq);
+/* The head of a STATS frame (header and seq) whose snapshot of len bytes
+ * follows; WEFT_EFRAMESIZE if len > WEFT__WIRE_STATS_MAX. */
+int weft__wire_put_stats_head(uint8_t *out, size_t cap, uint32_t seq, size_t len);
 
 /* MSG frames are written in parts so that inline buffers and the payload need
  * no staging copy: the head (header, nxfer, the descriptors), then the bytes

@@ -40,7 +40,7 @@ static int parse_guarded(const uint8_t *bytes, size_t n, uint32_t max, size_t *n
       assert_true(fr.xfer[i].data + fr.xfer[i].len <= g.bytes + rc);
       fr.xfer[i].data = bytes + (fr.xfer[i].data - g.bytes);
     }
-    if (fr.type == WEFT__WIRE_MSG) {
+    if (fr.type == WEFT__WIRE_MSG || fr.type == WEFT__WIRE_STATS) {
       assert_true(fr.payload >= g.bytes && fr.payload + fr.payload_len == g.bytes + rc);
       fr.payload = bytes + (fr.payload - g.bytes);
     }
@@ -332,7 +332,7 @@ static void bad_type(void **state) {
   (void)state;
   uint8_t b[24];
   assert_int_equal(weft__wire_put_hello(b, sizeof b, 1, 2, 3), 24);
-  const uint8_t types[] = {0, 5, 255};
+  const uint8_t types[] = {0, 7, 255};
   for (size_t i = 0; i < sizeof types; i++) {
     b[5] = types[i];
     for (size_t k = 6; k <= sizeof b; k++)
@@ -362,6 +362,39 @@ static void fixed_frames_wrong_size(void **state) {
     for (size_t k = 8; k <= 8 + t[i].body; k++)
       expect_err(b, k, WEFT_EPROTO);
   }
+}
+
+/* The metrics control frames: a request, and an answer whose snapshot is
+ * bounded by WEFT__WIRE_STATS_MAX, refused from its header when longer
+ * (before the transport sizes a buffer for it), and never with fds. */
+static void stats_frames(void **state) {
+  (void)state;
+  uint8_t b[64];
+  assert_int_equal(weft__wire_put_stats_req(b, sizeof b, 77), 12);
+  assert_int_equal(parse_guarded(b, 12, MAXF, NULL), 12);
+  assert_int_equal(fr.type, WEFT__WIRE_STATS_REQ);
+  assert_int_equal(fr.stats_seq, 77);
+  assert_int_equal(weft__wire_put_stats_head(b, sizeof b, 9, 3), 12);
+  memcpy(b + 12, "abc", 3);
+  assert_int_equal(parse_guarded(b, 15, MAXF, NULL), 15);
+  assert_int_equal(fr.type, WEFT__WIRE_STATS);
+  assert_int_equal(fr.stats_seq, 9);
+  assert_int_equal(fr.payload_len, 3);
+  assert_memory_equal(fr.payload, "abc", 3);
+  assert_int_equal(weft__wire_put_stats_head(b, sizeof b, 9, 0), 12); /* empty: allowed */
+  assert_int_equal(parse_guarded(b, 12, MAXF, NULL), 12);
+  assert_int_equal(fr.payload_len, 0);
+  assert_int_equal(weft__wire_put_stats_head(b, sizeof b, 1, WEFT__WIRE_STATS_MAX + 1),
+                   WEFT_EFRAMESIZE);
+  put_hdr(b, 4 + 4 + WEFT__WIRE_STATS_MAX + 1, 1, WEFT__WIRE_STATS, 0);
+  for (size_t k = 6; k <= 12; k++) /* known from the type byte */
+    expect_err(b, k, WEFT_EFRAMESIZE);
+  put_hdr(b, 4 + 3, 1, WEFT__WIRE_STATS, 0); /* shorter than its seq */
+  expect_err(b, 8, WEFT_EPROTO);
+  put_hdr(b, 4 + 8, 1, WEFT__WIRE_STATS, 1); /* fds */
+  expect_err(b, 8, WEFT_EPROTO);
+  put_hdr(b, 4 + 5, 1, WEFT__WIRE_STATS_REQ, 0); /* a request is exactly its seq */
+  expect_err(b, 6, WEFT_EPROTO);
 }
 
 static void nfds_mismatch(void **state) {
@@ -550,6 +583,7 @@ int main(void) {
       cmocka_unit_test(bad_version),
       cmocka_unit_test(bad_type),
       cmocka_unit_test(fixed_frames_wrong_size),
+      cmocka_unit_test(stats_frames),
       cmocka_unit_test(nfds_mismatch),
       cmocka_unit_test(too_many_items),
       cmocka_unit_test(items_past_end),

@@ -61,6 +61,13 @@ typedef struct {
   double utilization;       /* busy share of the last full second (1 - idle/elapsed) */
   uint64_t age_ns;          /* time since this publication (when the snapshot was taken) */
   weft_metrics_hist_t delay; /* loop delay since the start or the last reset */
+  /* Where it runs: pid 0 and child "" for this process; for a child
+   * process's own context (reported over its channel, see "Child
+   * processes" below) the child's pid and name. age_ns then counts from the
+   * child's publication: the child's age of it when it answered plus the
+   * time since its answer came. */
+  int pid;
+  char child[32];
 } weft_metrics_ctx_t;
 
 typedef enum { WEFT_METRIC_COUNTER = 0, WEFT_METRIC_GAUGE = 1 } weft_metric_type_t;
@@ -75,6 +82,8 @@ typedef struct {
   char label_value[32];
   weft_metric_type_t type;
   double value;
+  int pid;                  /* 0 and "": this process; else the child that published it */
+  char child[32];
 } weft_metrics_value_t;
 
 typedef struct {
