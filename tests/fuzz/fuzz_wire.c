@@ -64,6 +64,15 @@ static size_t rebuild(void) {
     return (size_t)weft__wire_put_close(rebuilt, sizeof rebuilt, fr.reason);
   case WEFT__WIRE_MSG:
     return rebuild_msg();
+  case WEFT__WIRE_STATS_REQ:
+    return (size_t)weft__wire_put_stats_req(rebuilt, sizeof rebuilt, fr.stats_seq);
+  case WEFT__WIRE_STATS: {
+    int head = weft__wire_put_stats_head(rebuilt, sizeof rebuilt, fr.stats_seq, fr.payload_len);
+    if (head <= 0 || fr.payload_len > sizeof rebuilt - (size_t)head)
+      fail("put_stats_head refused a parsed STATS");
+    memcpy(rebuilt + head, fr.payload, fr.payload_len);
+    return (size_t)head + fr.payload_len;
+  }
   default:
     fail("parse returned an unknown type");
     return 0;
@@ -80,6 +89,11 @@ static void check_frame(const uint8_t *f, size_t n) {
     check_inside(fr.payload, fr.payload_len, f, n);
     if (weft__wire_msg_size(fr.xfer, fr.nxfer, fr.payload_len) != n)
       fail("msg_size disagrees with the parsed size");
+  }
+  if (fr.type == WEFT__WIRE_STATS) {
+    if (fr.payload_len > WEFT__WIRE_STATS_MAX)
+      fail("STATS over its bound");
+    check_inside(fr.payload, fr.payload_len, f, n);
   }
   if (rebuild() != n || memcmp(rebuilt, f, n) != 0)
     fail("re-encoded frame differs from the input");
