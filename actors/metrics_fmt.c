@@ -325,3 +325,79 @@ int weft_metrics_json(const weft_metrics_snapshot_t *s, char **out, size_t *len)
   sb_printf(&b, "]}\n");
   return sb_finish(&b, out, len);
 }
+
+/* ---- ports (weft_metrics_ports) ------------------------------------------------ */
+
+typedef struct {
+  const char *name, *type, *help;
+  size_t off;     /* of a uint64_t, or of a bool when flag */
+  bool flag;
+} port_family_t;
+
+#define P(field) offsetof(weft_metrics_port_t, field)
+static const port_family_t port_families[] = {
+    {"weft_port_queue_depth", "gauge", "Messages waiting in the port.", P(queue_depth), false},
+    {"weft_port_queue_bytes", "gauge", "Weight of the messages waiting in the port.",
+     P(queue_bytes), false},
+    {"weft_port_queue_peak", "gauge", "Most messages seen waiting (sampled).", P(queue_peak),
+     false},
+    {"weft_port_hwm_messages", "gauge", "The port's bound in messages.", P(hwm_msgs), false},
+    {"weft_port_hwm_bytes", "gauge", "The port's bound in bytes.", P(hwm_bytes), false},
+    {"weft_port_dropped_total", "counter", "Messages that reached the port, not delivered.",
+     P(dropped), false},
+    {"weft_port_full", "gauge", "1 while a poster waits for the port's drain.", P(full), true},
+    {"weft_port_stalled", "gauge", "1 while messages wait undelivered (stopped, in transit).",
+     P(stalled), true},
+};
+#undef P
+
+static double port_field(const weft_metrics_port_t *p, const port_family_t *f) {
+  if (f->flag) {
+    bool b;
+    memcpy(&b, (const char *)p + f->off, sizeof(b));
+    return b ? 1 : 0;
+  }
+  uint64_t v;
+  memcpy(&v, (const char *)p + f->off, sizeof(v));
+  return (double)v;
+}
+
+int weft_metrics_ports_prometheus(const weft_metrics_port_t *ports, size_t n, char **out,
+                                  size_t *len) {
+  if ((ports == NULL && n > 0) || out == NULL || len == NULL)
+    return WEFT_EINVAL;
+  sb_t b = {0};
+  sb_grow(&b, 0);
+  for (size_t f = 0; f < sizeof(port_families) / sizeof(port_families[0]); f++) {
+    const port_family_t *fam = &port_families[f];
+    prom_head(&b, fam->name, fam->type, fam->help);
+    for (size_t i = 0; i < n; i++) {
+      sb_printf(&b, "%s{ctx=\"", fam->name);
+      prom_label(&b, ports[i].ctx);
+      sb_printf(&b, "\",port=\"%016" PRIx64 "\"} %.17g\n", ports[i].id,
+                port_field(&ports[i], fam));
+    }
+  }
+  return sb_finish(&b, out, len);
+}
+
+int weft_metrics_ports_json(const weft_metrics_port_t *ports, size_t n, char **out, size_t *len) {
+  if ((ports == NULL && n > 0) || out == NULL || len == NULL)
+    return WEFT_EINVAL;
+  sb_t b = {0};
+  sb_putc(&b, '[');
+  for (size_t i = 0; i < n; i++) {
+    const weft_metrics_port_t *p = &ports[i];
+    sb_printf(&b, "%s{\"id\":\"%016" PRIx64 "\",\"ctx\":", i ? "," : "", p->id);
+    json_str(&b, p->ctx);
+    sb_printf(&b,
+              ",\"queue_depth\":%" PRIu64 ",\"queue_bytes\":%" PRIu64 ",\"queue_peak\":%" PRIu64
+              ",\"hwm_msgs\":%" PRIu64 ",\"hwm_bytes\":%" PRIu64 ",\"dropped\":%" PRIu64
+              ",\"full\":%s,\"stalled\":%s,\"closed\":%s,\"peer_closed\":%s}",
+              p->queue_depth, p->queue_bytes, p->queue_peak, p->hwm_msgs, p->hwm_bytes,
+              p->dropped, p->full ? "true" : "false", p->stalled ? "true" : "false",
+              p->closed ? "true" : "false", p->peer_closed ? "true" : "false");
+  }
+  sb_putc(&b, ']');
+  return sb_finish(&b, out, len);
+}

@@ -47,7 +47,12 @@ struct conn_s {
   size_t url_len;
   char url[URL_MAX + 1];
   bool url_long;
+  bool served;                 /* the request is complete: what still comes is discarded */
   bool answered;               /* a response is written or being written */
+  bool prom, head_only;        /* what it asked for */
+  bool want_ports;             /* ?ports=1: the per-port tables too */
+  size_t ports_top;            /* ?top=N: the fullest N ports only (0: all) */
+  int ports_tries;             /* tables asked for, not there yet: retries so far */
   bool closing;
   int handles;                 /* 2 until both are closed */
   uv_write_t wr;
@@ -132,6 +137,7 @@ static const char *reason(int code) {
   case 414: return "URI Too Long";
   case 431: return "Request Header Fields Too Large";
   case 500: return "Internal Server Error";
+  case 503: return "Service Unavailable";
   default: return "Service Unavailable";
   }
 }
@@ -170,37 +176,127 @@ static void respond(conn_t *c, int code, const char *type, char *body, size_t le
     conn_close(c);
 }
 
-/* The request is complete: answer it from a fresh snapshot. */
-static void serve(conn_t *c) {
-  unsigned method = c->parser.method;
-  bool head = method == HTTP_HEAD;
-  if (method != HTTP_GET && !head) {
-    respond(c, 405, NULL, NULL, 0, false);
-    return;
+/* Port tables are kept only on demand: the first request for them turns
+ * them on, and they appear at the contexts' next collection (100 ms). */
+#define PORTS_RETRY_MS 150
+#define PORTS_TRIES 6
+
+/* The ports, in the answer's format, after text (the snapshot's): JSON
+ * gets a "ports" member, Prometheus the weft_port_* families. */
+static int add_ports(conn_t *c, char **text, size_t *len, const weft_metrics_port_t *ports,
+                     size_t n) {
+  char *more;
+  size_t mlen;
+  int err = c->prom ? weft_metrics_ports_prometheus(ports, n, &more, &mlen)
+                    : weft_metrics_ports_json(ports, n, &more, &mlen);
+  if (err)
+    return err;
+  size_t keep = *len;
+  if (!c->prom) /* the object's closing "}\n" goes after the member */
+    while (keep > 0 && (*text)[keep - 1] != '}')
+      keep--;
+  if (!c->prom && keep > 0)
+    keep--;
+  char *all = weft_malloc(keep + mlen + 16);
+  if (all == NULL) {
+    weft_free(more);
+    return WEFT_ENOMEM;
   }
-  char *q = strchr(c->url, '?');
-  if (q)
-    *q = '\0';
-  bool prom = strcmp(c->url, "/metrics") == 0;
-  bool json = strcmp(c->url, "/stats.json") == 0;
-  if (!prom && !json) {
-    respond(c, 404, NULL, NULL, 0, head);
+  memcpy(all, *text, keep);
+  size_t at = keep;
+  if (!c->prom) {
+    memcpy(all + at, ",\"ports\":", 9);
+    at += 9;
+  }
+  memcpy(all + at, more, mlen);
+  at += mlen;
+  if (!c->prom) {
+    memcpy(all + at, "}\n", 2);
+    at += 2;
+  }
+  all[at] = '\0';
+  weft_free(more);
+  weft_free(*text);
+  *text = all;
+  *len = at;
+  return 0;
+}
+
+static void answer(conn_t *c);
+
+static void on_ports_retry(uv_timer_t *t) { answer(t->data); }
+
+/* Answer from a fresh snapshot (and the port tables if asked). */
+static void answer(conn_t *c) {
+  if (c->answered || c->closing)
     return;
+  weft_runtime_t *rt = weft_ctx_runtime(c->h->ctx);
+  weft_metrics_port_t *ports = NULL;
+  size_t nports = 0;
+  int err = 0;
+  if (c->want_ports) {
+    err = weft_metrics_ports(rt, c->ports_top, &ports, &nports);
+    if (err == WEFT_EAGAIN && c->ports_tries++ < PORTS_TRIES) {
+      (void)uv_timer_start(&c->timer, on_ports_retry, PORTS_RETRY_MS, 0);
+      return;
+    }
+    if (err) {
+      respond(c, err == WEFT_EAGAIN ? 503 : 500, NULL, NULL, 0, c->head_only);
+      return;
+    }
   }
   weft_metrics_snapshot_t *s;
   char *text = NULL;
   size_t len = 0;
-  int err = weft_metrics_snapshot(weft_ctx_runtime(c->h->ctx), &s);
+  err = weft_metrics_snapshot(rt, &s);
   if (err == 0) {
-    err = prom ? weft_metrics_prometheus(s, &text, &len) : weft_metrics_json(s, &text, &len);
+    err = c->prom ? weft_metrics_prometheus(s, &text, &len) : weft_metrics_json(s, &text, &len);
     weft_metrics_snapshot_free(s);
   }
+  if (err == 0 && c->want_ports)
+    err = add_ports(c, &text, &len, ports, nports);
+  weft_free(ports);
   if (err) {
-    respond(c, 500, NULL, NULL, 0, head);
+    weft_free(text);
+    respond(c, 500, NULL, NULL, 0, c->head_only);
     return;
   }
-  respond(c, 200, prom ? "text/plain; version=0.0.4; charset=utf-8" : "application/json", text,
-          len, head);
+  respond(c, 200, c->prom ? "text/plain; version=0.0.4; charset=utf-8" : "application/json",
+          text, len, c->head_only);
+}
+
+/* ?ports=1 and ?top=N (other parameters are ignored). */
+static void parse_query(conn_t *c, char *q) {
+  char *save = NULL;
+  for (char *kv = strtok_r(q, "&", &save); kv != NULL; kv = strtok_r(NULL, "&", &save)) {
+    if (strcmp(kv, "ports=1") == 0)
+      c->want_ports = true;
+    else if (strncmp(kv, "top=", 4) == 0)
+      c->ports_top = (size_t)strtoul(kv + 4, NULL, 10);
+  }
+}
+
+/* The request is complete: check it, then answer. */
+static void serve(conn_t *c) {
+  unsigned method = c->parser.method;
+  c->served = true;
+  c->head_only = method == HTTP_HEAD;
+  if (method != HTTP_GET && !c->head_only) {
+    respond(c, 405, NULL, NULL, 0, false);
+    return;
+  }
+  char *q = strchr(c->url, '?');
+  if (q) {
+    *q = '\0';
+    parse_query(c, q + 1);
+  }
+  c->prom = strcmp(c->url, "/metrics") == 0;
+  bool json = strcmp(c->url, "/stats.json") == 0;
+  if (!c->prom && !json) {
+    respond(c, 404, NULL, NULL, 0, c->head_only);
+    return;
+  }
+  answer(c);
 }
 
 /* ---- parsing ---------------------------------------------------------------- */
@@ -256,12 +352,12 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
-  if (n == 0 || c->answered)
-    return; /* after the answer: discarded until EOF */
+  if (n == 0 || c->answered || c->served)
+    return; /* after the request: discarded until EOF */
   size_t used = http_parser_execute(&c->parser, &settings, buf->base, (size_t)n);
   enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-  if (c->answered)
-    return;
+  if (c->answered || c->served)
+    return; /* answered, or the answer waits for the port tables */
   if (e != HPE_OK || used != (size_t)n)
     parse_failed(c);
 }

@@ -119,6 +119,7 @@ static void on_sample(uv_timer_t *t) {
   if (now - cm->collected_ns >= COLLECT_NS) {
     cm->collected_ns = now;
     publish_queues(cm);
+    weft__metrics_ports_collect(cm, now);
     weft__metrics_collect(cm);
   }
   ST(cm->published_ns, now);
@@ -173,6 +174,7 @@ void weft__metrics_ctx_start(weft_ctx_t *ctx) {
 static void on_timer_closed(uv_handle_t *h) {
   weft__ctxm_t *cm = h->data;
   cm->ctx->handles_open--;
+  weft__metrics_ports_fini(cm);
   weft__free(cm);
 }
 

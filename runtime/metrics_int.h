@@ -40,8 +40,15 @@ typedef struct weft__ctxm_s {
   /* Under reg->lock. */
   weft_list_node_t node;       /* in reg->ctxs */
   char name[32];
+  /* Under reg->lock: the port table (metrics_ports.c), sorted by id, while
+   * it is wanted; NULL else. */
+  weft_metrics_port_t *ports;
+  size_t nports;
   /* Any thread sets it (relaxed); the owner clears it at its next sample. */
   _Atomic bool reset_req;
+  /* Any thread moves it on (relaxed): the owner publishes its port table at
+   * each collection until this time (uv_hrtime). */
+  _Atomic uint64_t ports_until;
   char pad_[WEFT__CACHELINE];
   /* Published (owner stores, snapshot loads; relaxed). */
   _Atomic uint64_t msgs_in, msgs_out, wakeups, spins_hit, undeliverable, ports_open;
@@ -75,6 +82,11 @@ struct weft_metrics_source_s {
   size_t nrval;
   uint64_t r_received_ns;
 };
+
+/* Publish cm's port table if it is wanted, else drop it (owner thread, at
+ * a collection); free it when cm goes (nobody else sees cm any more). */
+void weft__metrics_ports_collect(weft__ctxm_t *cm, uint64_t now);
+void weft__metrics_ports_fini(weft__ctxm_t *cm);
 
 /* Collect every source of cm (owner thread). */
 void weft__metrics_collect(weft__ctxm_t *cm);

@@ -541,6 +541,178 @@ static void child_source(void **state) {
   ktest_finish_runtime(cr.rt);
 }
 
+/* ---- ports on demand ------------------------------------------------------------------ */
+
+#define PK 50u
+#define PBIG 600u /* bytes: counted by the byte bound (512 or more) */
+
+typedef struct {
+  weft_runtime_t *rt;
+  weft_port_t *q[2], *r[2];
+  uv_timer_t poll;
+  uint64_t deadline, consumed;
+  int phase, eagain_first, rc_over;
+  bool timed_out;
+  weft_metrics_port_t one, one_full, in_table, top, drained;
+  size_t n_all, n_top;
+  char *prom;
+  atomic_bool stop;
+  atomic_uint_fast64_t reads, bad_reads;
+} ports_run_t;
+
+static ports_run_t pt;
+
+/* Another thread reads the stopped port while the loop runs: the depth is
+ * never above what was posted, the bound never changes under it. */
+static void port_reader(void *arg) {
+  (void)arg;
+  while (!atomic_load(&pt.stop)) {
+    weft_metrics_port_t o;
+    if (weft_metrics_port(pt.q[1], &o) != 0 || o.queue_depth > PK + 1 || o.hwm_msgs != PK + 1)
+      atomic_fetch_add(&pt.bad_reads, 1);
+    weft_metrics_port_t *all;
+    size_t n;
+    if (weft_metrics_ports(pt.rt, 0, &all, &n) == 0)
+      weft_free(all);
+    atomic_fetch_add(&pt.reads, 1);
+  }
+}
+
+static weft_msg_t *big_msg(uint64_t i) {
+  uint8_t p[PBIG] = {0xc5, (uint8_t)((PBIG - 3) >> 8), (uint8_t)(PBIG - 3)};
+  p[3] = (uint8_t)i;
+  weft_msg_t *m;
+  CHECK_RC(weft_msg_new(&m), 0);
+  CHECK_RC(weft_msg_set_payload(m, p, sizeof(p)), 0);
+  return m;
+}
+
+static void pt_consume(weft_port_t *p, weft_msg_t *m) {
+  (void)p;
+  weft_msg_free(m);
+  pt.consumed++;
+}
+
+static void pt_finish(void) {
+  uv_close((uv_handle_t *)&pt.poll, NULL);
+  for (int i = 0; i < 2; i++) {
+    weft_port_close(pt.q[i]);
+    weft_port_close(pt.r[i]);
+  }
+}
+
+static const weft_metrics_port_t *find_port(const weft_metrics_port_t *t, size_t n, uint64_t id) {
+  for (size_t i = 0; i < n; i++)
+    if (t[i].id == id)
+      return &t[i];
+  return NULL;
+}
+
+/* Phases: 0 the tables appear; 1 q[1] drained: its sampled peak stays. */
+static void pt_poll(uv_timer_t *t) {
+  (void)t;
+  if (uv_hrtime() > pt.deadline) {
+    pt.timed_out = true;
+    pt_finish();
+    return;
+  }
+  weft_metrics_port_t *all = NULL, *top = NULL;
+  size_t n = 0, ntop = 0;
+  if (weft_metrics_ports(pt.rt, 0, &all, &n) != 0)
+    return;
+  const weft_metrics_port_t *q = find_port(all, n, pt.one.id);
+  if (pt.phase == 0 && q != NULL && q->queue_depth == PK) {
+    pt.in_table = *q;
+    pt.n_all = n;
+    CHECK_RC(weft_metrics_ports(pt.rt, 1, &top, &ntop), 0);
+    if (top != NULL)
+      pt.top = top[0];
+    pt.n_top = ntop;
+    size_t len;
+    CHECK_RC(weft_metrics_ports_prometheus(all, n, &pt.prom, &len), 0);
+    weft_free(top);
+    CHECK_RC(weft_port_start(pt.q[1], pt_consume), 0);
+    pt.phase = 1;
+  } else if (pt.phase == 1 && q != NULL && pt.consumed == PK && q->queue_depth == 0) {
+    pt.drained = *q;
+    pt_finish();
+  }
+  weft_free(all);
+}
+
+static void ports_on_demand(void **state) {
+  (void)state;
+  memset(&pt, 0, sizeof(pt));
+  pt.rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(pt.rt);
+  weft_metrics_port_t *all;
+  size_t n;
+  pt.eagain_first = weft_metrics_ports(pt.rt, 0, &all, &n); /* turns the tables on */
+  assert_int_equal(weft_channel_new(ctx, pt.q), 0);
+  assert_int_equal(weft_channel_new(ctx, pt.r), 0);
+  assert_int_equal(weft_port_set_hwm(pt.q[1], PK + 1, 0), 0);
+  for (uint64_t i = 0; i < PK; i++) /* q[1] not started: they wait */
+    assert_int_equal(weft_port_post(pt.q[0], big_msg(i)), 0);
+  assert_int_equal(weft_port_post(pt.r[0], ktest_msg_u64(1)), 0); /* a smaller queue */
+  assert_int_equal(weft_metrics_port(pt.q[1], &pt.one), 0);
+  /* One more fills the bound; the next is refused: the port is full. */
+  weft_msg_t *m = big_msg(PK);
+  assert_int_equal(weft_port_post(pt.q[0], m), 0);
+  m = big_msg(PK + 1);
+  pt.rc_over = weft_port_post(pt.q[0], m);
+  weft_msg_free(m);
+  assert_int_equal(weft_metrics_port(pt.q[1], &pt.one_full), 0);
+  weft_msg_t *back;
+  assert_int_equal(weft_port_receive(pt.q[1], &back), 0); /* PK wait again */
+  weft_msg_free(back);
+  uv_thread_t tid;
+  assert_int_equal(uv_thread_create(&tid, port_reader, NULL), 0);
+  pt.deadline = uv_hrtime() + DEADLINE_NS;
+  uv_timer_init(weft_ctx_loop(ctx), &pt.poll);
+  uv_timer_start(&pt.poll, pt_poll, 10, 10);
+  assert_int_equal(weft_runtime_run(pt.rt), 0);
+  atomic_store(&pt.stop, true);
+  uv_thread_join(&tid);
+  fprintf(stderr,
+          "ports: first call %s; q[1] read at once depth %llu bytes %llu hwm %llu; over the "
+          "bound %s, full %d; table: %zu ports, q[1] depth %llu peak %llu stalled %d ctx %s; "
+          "top 1: %zu (depth %llu); drained: depth %llu peak %llu; %llu reads from another "
+          "thread (%llu bad)\n",
+          weft_err_name(pt.eagain_first), (unsigned long long)pt.one.queue_depth,
+          (unsigned long long)pt.one.queue_bytes, (unsigned long long)pt.one.hwm_msgs,
+          weft_err_name(pt.rc_over), pt.one_full.full, pt.n_all,
+          (unsigned long long)pt.in_table.queue_depth, (unsigned long long)pt.in_table.queue_peak,
+          pt.in_table.stalled, pt.in_table.ctx, pt.n_top, (unsigned long long)pt.top.queue_depth,
+          (unsigned long long)pt.drained.queue_depth, (unsigned long long)pt.drained.queue_peak,
+          (unsigned long long)atomic_load(&pt.reads), (unsigned long long)atomic_load(&pt.bad_reads));
+  assert_false(pt.timed_out);
+  assert_int_equal(pt.eagain_first, WEFT_EAGAIN);
+  assert_int_equal(pt.one.queue_depth, PK);
+  assert_int_equal(pt.one.queue_bytes, PK * PBIG);
+  assert_int_equal(pt.one.hwm_msgs, PK + 1);
+  assert_false(pt.one.full);
+  assert_int_equal(pt.rc_over, WEFT_EAGAIN);
+  assert_true(pt.one_full.full);
+  assert_string_equal(pt.in_table.ctx, "main");
+  assert_true(pt.in_table.stalled);
+  assert_true(pt.in_table.queue_peak >= PK);
+  assert_true(pt.n_all >= 4); /* q and r, both ends */
+  assert_int_equal(pt.n_top, 1);
+  assert_true(pt.top.id == pt.one.id);
+  assert_int_equal(pt.drained.queue_depth, 0);
+  assert_true(pt.drained.queue_peak >= PK); /* carried from table to table */
+  assert_int_equal(atomic_load(&pt.bad_reads), 0);
+  assert_true(atomic_load(&pt.reads) > 0);
+  char line[128];
+  snprintf(line, sizeof(line), "weft_port_queue_depth{ctx=\"main\",port=\"%016llx\"} %u\n",
+           (unsigned long long)pt.one.id, PK);
+  if (strstr(pt.prom, line) == NULL)
+    fail_msg("no %s in %s", line, pt.prom);
+  assert_non_null(strstr(pt.prom, "# TYPE weft_port_dropped_total counter\n"));
+  weft_free(pt.prom);
+  ktest_finish_runtime(pt.rt);
+}
+
 /* ---- off switch and argument errors ------------------------------------------------- */
 
 static void metrics_off(void **state) {
@@ -561,6 +733,13 @@ static void metrics_off(void **state) {
   assert_int_equal(weft_metrics_snapshot(NULL, &s), WEFT_EINVAL);
   assert_int_equal(weft_metrics_ctx_reset(NULL), WEFT_EINVAL);
   assert_int_equal(weft_metrics_ctx_name(ctx, NULL), WEFT_EINVAL);
+  weft_metrics_port_t *ports = (weft_metrics_port_t *)1;
+  size_t np = 9;
+  assert_int_equal(weft_metrics_ports(rt, 0, &ports, &np), 0); /* off: no tables, no ports */
+  assert_null(ports);
+  assert_int_equal(np, 0);
+  assert_int_equal(weft_metrics_ports(NULL, 0, &ports, &np), WEFT_EINVAL);
+  assert_int_equal(weft_metrics_port(NULL, &(weft_metrics_port_t){0}), WEFT_EINVAL);
   ktest_finish_runtime(rt);
 }
 
@@ -574,6 +753,7 @@ int main(void) {
       T(sources_and_formats),
       T(pool_source),
       T(child_source),
+      T(ports_on_demand),
       T(metrics_off),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

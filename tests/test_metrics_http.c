@@ -317,6 +317,102 @@ static void scrape_under_attack(void **state) {
   ktest_finish_runtime(hs.rt);
 }
 
+/* ---- per-port tables on request ------------------------------------------------ */
+
+#define PORT_K 37
+
+typedef struct {
+  weft_runtime_t *rt;
+  weft_metrics_http_t *http;
+  weft_port_t *q[2];
+  uv_async_t done;
+  int port;
+  bool closed;
+  int plain_status, json_status, prom_status;
+  bool plain_has_ports, json_has_one, json_depth, prom_family;
+  double prom_depth;
+  char *json_body;
+} ps_t;
+
+static ps_t ps;
+
+static void ports_done(uv_async_t *a) {
+  uv_close((uv_handle_t *)a, NULL);
+  weft_port_close(ps.q[0]);
+  weft_port_close(ps.q[1]);
+  CHECK_RC(weft_metrics_http_close(ps.http, on_http_closed, &ps.closed), 0);
+}
+
+static void ports_client(void *arg) {
+  (void)arg;
+  char *r = request(ps.port, GET("/metrics"), strlen(GET("/metrics")));
+  ps.plain_status = status_of(r);
+  ps.plain_has_ports = r && strstr(r, "weft_port_") != NULL;
+  free(r);
+  const char jreq[] = GET("/stats.json?ports=1&top=1");
+  r = request(ps.port, jreq, strlen(jreq));
+  ps.json_status = status_of(r);
+  if (r) {
+    const char *b = body_of(r), *arr = strstr(b, "\"ports\":[{");
+    ps.json_has_one = arr && strchr(arr, '}') && strstr(strchr(arr, '}'), "},{") == NULL &&
+                      strstr(b, "}]}\n") != NULL;
+    char want[64];
+    snprintf(want, sizeof(want), "\"ctx\":\"main\",\"queue_depth\":%d,", PORT_K);
+    ps.json_depth = arr && strstr(arr, want) != NULL;
+    ps.json_body = strdup(b);
+  }
+  free(r);
+  const char preq[] = GET("/metrics?ports=1");
+  r = request(ps.port, preq, strlen(preq));
+  ps.prom_status = status_of(r);
+  if (r) {
+    const char *b = body_of(r), *line = strstr(b, "weft_port_queue_depth{ctx=\"main\",port=\"");
+    ps.prom_family = strstr(b, "# TYPE weft_port_queue_depth gauge\n") != NULL &&
+                     strstr(b, "# TYPE weft_loop_delay_seconds summary\n") != NULL;
+    ps.prom_depth = -1;
+    for (; line != NULL; line = strstr(line + 1, "weft_port_queue_depth{ctx=\"main\",port=\"")) {
+      double v = strtod(strchr(line, '}') + 2, NULL);
+      if (v > ps.prom_depth)
+        ps.prom_depth = v;
+    }
+  }
+  free(r);
+  uv_async_send(&ps.done);
+}
+
+static void ports_on_request(void **state) {
+  (void)state;
+  memset(&ps, 0, sizeof(ps));
+  ps.rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(ps.rt);
+  assert_int_equal(weft_metrics_http_start(ctx, &(weft_metrics_http_options_t){0}, &ps.http), 0);
+  ps.port = weft_metrics_http_port(ps.http);
+  assert_int_equal(weft_channel_new(ctx, ps.q), 0);
+  for (int i = 0; i < PORT_K; i++) /* q[1] is never started: they wait */
+    assert_int_equal(weft_port_post(ps.q[0], ktest_msg_u64((uint64_t)i)), 0);
+  assert_int_equal(uv_async_init(weft_ctx_loop(ctx), &ps.done, ports_done), 0);
+  uv_thread_t tid;
+  assert_int_equal(uv_thread_create(&tid, ports_client, NULL), 0);
+  assert_int_equal(weft_runtime_run(ps.rt), 0);
+  uv_thread_join(&tid);
+  fprintf(stderr, "plain scrape %d (port families: %d); json?ports=1&top=1 %d: %.300s; "
+          "metrics?ports=1 %d, busiest port depth %.0f\n", ps.plain_status,
+          ps.plain_has_ports, ps.json_status, ps.json_body ? ps.json_body + strlen(ps.json_body) -
+          (strlen(ps.json_body) > 300 ? 300 : strlen(ps.json_body)) : "", ps.prom_status,
+          ps.prom_depth);
+  free(ps.json_body);
+  assert_true(ps.closed);
+  assert_int_equal(ps.plain_status, 200);
+  assert_false(ps.plain_has_ports); /* not by default */
+  assert_int_equal(ps.json_status, 200);
+  assert_true(ps.json_has_one);
+  assert_true(ps.json_depth);
+  assert_int_equal(ps.prom_status, 200);
+  assert_true(ps.prom_family);
+  assert_true(ps.prom_depth == PORT_K);
+  ktest_finish_runtime(ps.rt);
+}
+
 static void start_errors(void **state) {
   (void)state;
   weft_runtime_t *rt = ktest_new_runtime();
@@ -347,6 +443,7 @@ int main(void) {
   ktest_init();
   const struct CMUnitTest tests[] = {
       T(scrape_under_attack),
+      T(ports_on_request),
       T(start_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -115,6 +115,47 @@ WEFT_EXTERN int weft_metrics_reset(weft_runtime_t *rt);
  * kept). Thread of ctx. Returns 0, WEFT_EINVAL, WEFT_EWRONGTHREAD. */
 WEFT_EXTERN int weft_metrics_ctx_name(weft_ctx_t *ctx, const char *name);
 
+/* ---- ports, on demand ------------------------------------------------------ */
+
+/* One port's figures. Nothing here costs a message anything: they are read
+ * from what the mailbox keeps anyway (its queue count and weight, bounds,
+ * state), so there are no per-port message totals (a context's are in
+ * weft_metrics_ctx_t). */
+typedef struct {
+  uint64_t id;              /* the port's identity while it lives (same in every call) */
+  char ctx[32];             /* its context's name ("" while in transit) */
+  uint64_t queue_depth;     /* messages waiting */
+  uint64_t queue_bytes;     /* weight of those of 512 bytes or more (payload and owned
+                               buffers): what the byte bound counts */
+  uint64_t queue_peak;      /* most seen waiting at a context's collection since the
+                               tables were turned on (sampled; weft_metrics_port: the depth) */
+  uint64_t hwm_msgs;        /* its bounds: past them a post to it gets WEFT_EAGAIN */
+  uint64_t hwm_bytes;
+  uint64_t dropped;         /* messages that reached it and were not delivered (it
+                               closed first, or the transport dropped them) */
+  bool full;                /* a poster got WEFT_EAGAIN and waits for its drain */
+  bool stalled;             /* messages wait and are not being delivered (the port is
+                               stopped, or in transit) */
+  bool closed;              /* this end closed */
+  bool peer_closed;         /* the other end closed */
+} weft_metrics_port_t;
+
+/* weft_metrics_port: port's figures now. Any thread; the caller keeps port
+ * alive. Returns 0, WEFT_EINVAL. */
+WEFT_EXTERN int weft_metrics_port(weft_port_t *port, weft_metrics_port_t *out);
+
+/* weft_metrics_ports: every port of every context of rt, the fullest first
+ * (queue_depth, then queue_bytes), at most limit of them (0: all). Any
+ * thread, never waits for a loop: the tables are those the contexts
+ * published at their last collection. They are kept only on demand: a call
+ * turns them on for 10 s (each context then walks its ports every 100 ms, as
+ * it does for its queue depth), so the first call, or the first after a
+ * quiet spell, returns WEFT_EAGAIN: ask again after a collection (100 ms).
+ * Returns 0 and *out (free with weft_free; NULL when *n is 0), WEFT_EAGAIN,
+ * WEFT_EINVAL, WEFT_ENOMEM. With metrics off: 0 and no ports. */
+WEFT_EXTERN int weft_metrics_ports(weft_runtime_t *rt, size_t limit, weft_metrics_port_t **out,
+                                   size_t *n);
+
 /* ---- sources ------------------------------------------------------------- */
 
 typedef struct weft_metrics_source_s weft_metrics_source_t;
@@ -150,6 +191,13 @@ WEFT_EXTERN int weft_metrics_put(weft_metrics_source_t *src, const char *name,
  * weft_free), or WEFT_EINVAL / WEFT_ENOMEM. */
 WEFT_EXTERN int weft_metrics_prometheus(const weft_metrics_snapshot_t *s, char **out, size_t *len);
 WEFT_EXTERN int weft_metrics_json(const weft_metrics_snapshot_t *s, char **out, size_t *len);
+/* weft_metrics_ports_prometheus / _json: ports (from weft_metrics_ports)
+ * as the weft_port_* families (labels ctx and port, the id in hex) or as a
+ * JSON array. Same contract as above. */
+WEFT_EXTERN int weft_metrics_ports_prometheus(const weft_metrics_port_t *ports, size_t n,
+                                              char **out, size_t *len);
+WEFT_EXTERN int weft_metrics_ports_json(const weft_metrics_port_t *ports, size_t n, char **out,
+                                        size_t *len);
 
 #ifdef __cplusplus
 }
