@@ -174,7 +174,8 @@ int weft_metrics_ports(weft_runtime_t *rt, size_t limit, weft_metrics_port_t **o
   for (weft_list_node_t *l = weft_list_first(&reg->ctxs); t != NULL && l != NULL;
        l = weft_list_next(l)) {
     weft__ctxm_t *cm = WEFT_LIST_ENTRY(l, weft__ctxm_t, node);
-    memcpy(t + k, cm->ports, cm->nports * sizeof(*t));
+    if (cm->nports > 0)
+      memcpy(t + k, cm->ports, cm->nports * sizeof(*t));
     k += cm->nports;
   }
   uv_mutex_unlock(&reg->lock);
@@ -184,7 +185,8 @@ int weft_metrics_ports(weft_runtime_t *rt, size_t limit, weft_metrics_port_t **o
   }
   if (total > 0 && t == NULL)
     return WEFT_ENOMEM;
-  qsort(t, k, sizeof(*t), fullest_first);
+  if (k > 0)
+    qsort(t, k, sizeof(*t), fullest_first);
   *out = t;
   *n = limit && limit < k ? limit : k;
   return 0;

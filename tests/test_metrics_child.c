@@ -208,6 +208,7 @@ static run_t R;
 static void on_child_exit(weft_child_t *c, int64_t status, int sig) {
   (void)c;
   R.exited = true;
+  R.child = NULL; /* the handle is gone once this returns */
   R.status = status;
   R.sig = sig;
 }
@@ -226,7 +227,7 @@ static void on_child_port_closed(weft_port_t *p, const weft_port_close_info_t *i
 
 static void stop_polling(void) {
   uv_close((uv_handle_t *)&R.poll, NULL);
-  weft_port_t *p = weft_child_port(R.child);
+  weft_port_t *p = R.child ? weft_child_port(R.child) : NULL;
   if (p != NULL && !R.closed)
     weft_port_close(p); /* the child sees its channel end and exits */
 }
@@ -236,7 +237,7 @@ static bool past_deadline(void) {
     return false;
   R.timed_out = true;
   fprintf(stderr, "deadline passed in phase %d\n", R.phase);
-  if (R.phase >= 1 && R.phase <= 2)
+  if (R.phase >= 1 && R.phase <= 2 && R.child)
     (void)weft_child_kill(R.child, SIGCONT);
   stop_polling();
   return true;

@@ -144,7 +144,7 @@ static void shut_down(void) {
   if (R.sink)
     weft_port_close(R.sink);
   weft_node_close(R.a, NULL, NULL);
-  weft_port_t *kp = weft_child_port(R.kid);
+  weft_port_t *kp = R.kid ? weft_child_port(R.kid) : NULL;
   if (kp)
     weft_port_close(kp);
   CHECK_RC(weft_metrics_http_close(R.http, on_http_closed, &R.http_closed), 0);
@@ -154,6 +154,7 @@ static void on_kid_exit(weft_child_t *c, int64_t status, int sig) {
   (void)c;
   CHECK(status == 0 && sig == 0);
   R.kid_exited = true;
+  R.kid = NULL; /* the handle is gone once this returns */
 }
 
 static void on_top_output(weft_child_t *c, int fd, const char *p, size_t n) {
