@@ -18,6 +18,16 @@
  * which publishes named counters and gauges with weft_metrics_put. The
  * snapshot copies each source's last publication.
  *
+ * Child processes: a child running weft on a weft channel is asked for its
+ * own snapshot at each collection (a control frame its runtime answers: no
+ * code in the child); the parent keeps the last good answer in the child's
+ * source, so snapshots also hold the child's contexts and values, with pid
+ * and child set. Answers are bounded (256 KiB; a longer frame closes the
+ * channel with WEFT_EFRAMESIZE), one is asked for at a time (a stopped
+ * child keeps its last figures, their age growing), and one that does not
+ * decode is refused and counted (the child source's stats_rejected and
+ * stats_error). See docs/metrics.md.
+ *
  * Off switch: WEFT_METRICS=0 in the environment when the runtime is made: no
  * timer, no sampling, snapshots list no contexts. WEFT_METRICS_PERIOD_MS=n
  * sets the sampling period of a working loop (1 to 1000; default 10).
@@ -63,7 +73,7 @@ typedef struct {
   weft_metrics_hist_t delay; /* loop delay since the start or the last reset */
   /* Where it runs: pid 0 and child "" for this process; for a child
    * process's own context (reported over its channel, see "Child
-   * processes" below) the child's pid and name. age_ns then counts from the
+   * processes" above) the child's pid and name. age_ns then counts from the
    * child's publication: the child's age of it when it answered plus the
    * time since its answer came. */
   int pid;
