@@ -558,6 +558,7 @@ typedef struct {
   char *prom;
   atomic_bool stop;
   atomic_uint_fast64_t reads, bad_reads;
+  uv_thread_t reader;
 } ports_run_t;
 
 static ports_run_t pt;
@@ -594,6 +595,9 @@ static void pt_consume(weft_port_t *p, weft_msg_t *m) {
 }
 
 static void pt_finish(void) {
+  /* The reader holds q[1] by pointer: it stops before the ports go. */
+  atomic_store(&pt.stop, true);
+  uv_thread_join(&pt.reader);
   uv_close((uv_handle_t *)&pt.poll, NULL);
   for (int i = 0; i < 2; i++) {
     weft_port_close(pt.q[i]);
@@ -665,14 +669,11 @@ static void ports_on_demand(void **state) {
   weft_msg_t *back;
   assert_int_equal(weft_port_receive(pt.q[1], &back), 0); /* PK wait again */
   weft_msg_free(back);
-  uv_thread_t tid;
-  assert_int_equal(uv_thread_create(&tid, port_reader, NULL), 0);
+  assert_int_equal(uv_thread_create(&pt.reader, port_reader, NULL), 0);
   pt.deadline = uv_hrtime() + DEADLINE_NS;
   uv_timer_init(weft_ctx_loop(ctx), &pt.poll);
   uv_timer_start(&pt.poll, pt_poll, 10, 10);
-  assert_int_equal(weft_runtime_run(pt.rt), 0);
-  atomic_store(&pt.stop, true);
-  uv_thread_join(&tid);
+  assert_int_equal(weft_runtime_run(pt.rt), 0); /* pt_finish joined the reader */
   fprintf(stderr,
           "ports: first call %s; q[1] read at once depth %llu bytes %llu hwm %llu; over the "
           "bound %s, full %d; table: %zu ports, q[1] depth %llu peak %llu stalled %d ctx %s; "
