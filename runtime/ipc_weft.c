@@ -388,7 +388,9 @@ static int on_frame(weft__ipc_t *ipc, const weft__wire_frame_t *f, uint64_t at) 
   case WEFT__WIRE_STATS_REQ:
     if (!ipc->w.hello_seen)
       return WEFT_EPROTO;
-    return on_stats_req(ipc, f->stats_seq);
+    /* The side that asks (a parent: it takes answers) never answers, so a
+     * child cannot make its parent encode snapshots for it. */
+    return ipc->opts.on_stats ? 0 : on_stats_req(ipc, f->stats_seq);
   case WEFT__WIRE_STATS:
     if (!ipc->w.hello_seen)
       return WEFT_EPROTO;

@@ -7,7 +7,8 @@
  *            posts; it starts a worker and posts it K messages. Ends when
  *            the parent closes the channel.
  *   garbage  not weft (rawpeer): answers the parent's first STATS_REQ with
- *            bytes that are not a snapshot, then sends one message.
+ *            bytes that are not a snapshot, sends one message and a
+ *            STATS_REQ of its own (which a parent must not answer).
  *   huge     not weft: answers with a STATS header longer than the bound.
  *
  * Covered: the parent's snapshot shows the child's contexts labelled with
@@ -17,7 +18,7 @@
  * child's figures stay with a growing age, and fresh ones come after
  * SIGCONT; a garbage answer is rejected and named (stats_rejected,
  * stats_error{error="WEFT_EPROTO"}), the channel stays up (the message
- * after it arrives); an oversized answer closes the channel with
+ * after it arrives), a request from the child is not answered; an oversized answer closes the channel with
  * WEFT_EFRAMESIZE from its header, and the parent runs on.
  *
  * Waits poll snapshots from a timer with a bounded deadline; each test ends
@@ -122,6 +123,22 @@ static uint32_t wait_stats_req(int fd) {
   }
 }
 
+/* Reads frames until the parent hangs up: exit 0 then, or 46 if the parent
+ * answered a STATS_REQ of ours (a parent never does). */
+static void read_until_hangup(int fd) {
+  static uint8_t body[WEFT__WIRE_STATS_MAX + 64];
+  for (;;) {
+    uint8_t h[WEFT__WIRE_HEADER];
+    read_exact(fd, h, sizeof(h)); /* exits 0 at EOF */
+    uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+    if (len < 4 || len - 4 > sizeof(body))
+      exit(45);
+    read_exact(fd, body, len - 4);
+    if (h[5] == WEFT__WIRE_STATS)
+      exit(46);
+  }
+}
+
 static int raw_child(bool huge) {
   int fd = rawpeer_fd();
   rawpeer_hello(fd, 64, 1u << 20, -1);
@@ -140,7 +157,9 @@ static int raw_child(bool huge) {
       f[WEFT__WIRE_HEADER + 4 + i] = (uint8_t)(i * 37 + 1);
     size_t n = WEFT__WIRE_HEADER + 4 + junk;
     n += rawpeer_put_msg(f + n, sizeof(f) - n, 8); /* the channel still carries messages */
+    n += (size_t)weft__wire_put_stats_req(f + n, sizeof(f) - n, 1); /* asking the parent */
     rawpeer_send(fd, f, n, -1);
+    read_until_hangup(fd);
   }
   rawpeer_wait_hangup(fd, 30000);
   return 0;
@@ -380,6 +399,7 @@ static void garbage_answer_is_rejected(void **state) {
   assert_int_equal(R.got, 1);          /* the channel carried on */
   assert_int_equal(R.close_reason, 0); /* closed by us, not by the transport */
   assert_true(R.exited);
+  assert_int_equal(R.status, 0); /* 46: the parent answered the child's request */
   ktest_live_finish(R.rt);
 }
 
