@@ -19,7 +19,8 @@
  * SIGCONT; a garbage answer is rejected and named (stats_rejected,
  * stats_error{error="WEFT_EPROTO"}), the channel stays up (the message
  * after it arrives), a request from the child is not answered; an oversized answer closes the channel with
- * WEFT_EFRAMESIZE from its header, and the parent runs on.
+ * WEFT_EFRAMESIZE from its header, and the parent runs on; a Node.js child
+ * is never asked (its JSON channel carries on; it has no own figures).
  *
  * Waits poll snapshots from a timer with a bounded deadline; each test ends
  * with weft_runtime_free() == 0, no CHECK failed and nothing leaked. */
@@ -433,6 +434,77 @@ static void oversized_answer_closes_the_channel(void **state) {
   ktest_live_finish(R.rt);
 }
 
+/* ---- a Node.js child: seen from the parent only ------------------------------------ */
+
+static double nd_sent; /* the child source's messages_sent at the last poll */
+static bool nd_has_stats;
+static size_t nd_ctxs;
+
+static void node_poll(uv_timer_t *t) {
+  (void)t;
+  if (past_deadline())
+    return;
+  weft_metrics_snapshot_t *s;
+  if (weft_metrics_snapshot(R.rt, &s) != 0)
+    return;
+  nd_sent = child_value(s, R.pid, "messages_sent", NULL);
+  nd_has_stats |= child_value(s, R.pid, "stats_replies", NULL) >= 0;
+  for (size_t i = 0; i < s->nctx; i++)
+    nd_ctxs += s->ctx[i].pid == R.pid;
+  weft_metrics_snapshot_free(s);
+  weft_port_t *p = weft_child_port(R.child);
+  /* Each message goes once the previous one is echoed and a collection has
+   * published it: a request, if one were sent, went out before. */
+  if (R.phase == (int)R.got && nd_sent == (double)R.got && R.got < 3) {
+    weft_msg_t *m = ktest_msg_u64(R.got);
+    if (R.got == 2) { /* the last: the script disconnects and exits 0 */
+      weft_msg_free(m);
+      CHECK_RC(weft_msg_new(&m), 0);
+      CHECK_RC(weft_msg_put_map(m, 1), 0);
+      CHECK_RC(weft_msg_put_str(m, "op", "bye"), 0);
+    }
+    CHECK_RC(weft_port_post(p, m), 0);
+    R.phase++;
+  }
+  if (R.closed && R.exited) {
+    uv_close((uv_handle_t *)&R.poll, NULL);
+  }
+}
+
+static void node_child_is_seen_from_the_parent_only(void **state) {
+  (void)state;
+  if (WEFT_NODE_EXECUTABLE[0] == '\0')
+    skip();
+  memset(&R, 0, sizeof(R));
+  nd_sent = -1;
+  nd_has_stats = false;
+  nd_ctxs = 0;
+  R.rt = ktest_live_runtime_new(NULL);
+  weft_ctx_t *ctx = weft_runtime_main(R.rt);
+  const char *args[] = {WEFT_NODE_EXECUTABLE, WEFT_TEST_SOURCE_DIR "/tests/node/echo_child.js",
+                        NULL};
+  weft_child_options_t o = {.file = WEFT_NODE_EXECUTABLE, .args = args,
+                            .channel = WEFT_CHANNEL_NODE, .on_exit = on_child_exit,
+                            .on_message = on_child_msg};
+  assert_int_equal(weft_child_spawn(ctx, &o, &R.child), 0);
+  R.pid = weft_child_pid(R.child);
+  assert_int_equal(weft_port_on_close(weft_child_port(R.child), on_child_port_closed), 0);
+  R.deadline = uv_hrtime() + DEADLINE_NS;
+  uv_timer_init(weft_ctx_loop(ctx), &R.poll);
+  uv_timer_start(&R.poll, node_poll, 10, 10);
+  assert_int_equal(weft_runtime_run(R.rt), 0);
+  fprintf(stderr, "figure: Node.js child: %llu echoes, messages_sent %.0f, stats values %d, "
+          "own contexts %zu, close %s, exit %lld\n", (unsigned long long)R.got, nd_sent,
+          nd_has_stats, nd_ctxs, weft_err_name(R.close_reason), (long long)R.status);
+  assert_false(R.timed_out);
+  assert_int_equal(R.got, 2);
+  assert_false(nd_has_stats);
+  assert_int_equal(nd_ctxs, 0);
+  assert_int_equal(R.close_reason, WEFT_ECLOSED);
+  assert_int_equal(R.status, 0);
+  ktest_live_finish(R.rt);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_live_teardown)
 
 int main(int argc, char **argv) {
@@ -450,6 +522,7 @@ int main(int argc, char **argv) {
       T(working_child_counts_and_a_stopped_child),
       T(garbage_answer_is_rejected),
       T(oversized_answer_closes_the_channel),
+      T(node_child_is_seen_from_the_parent_only),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
