@@ -11,8 +11,9 @@
  *            STATS_REQ of its own (which a parent must not answer).
  *   huge     not weft: answers with a STATS header longer than the bound.
  *
- * Covered: the parent's snapshot shows the child's contexts labelled with
- * its pid and name, with the workload's exact counts (main N, worker-1 K),
+ * Covered: the parent's snapshot shows the child's contexts and sources
+ * labelled with its pid and name, with the workload's exact counts (main N,
+ * worker-1 K) and the child's own source value,
  * in Prometheus (child="work",pid="...") and JSON; a SIGSTOPped child: the
  * parent's snapshots and formats go on, its own loop keeps sampling, the
  * child's figures stay with a growing age, and fresh ones come after
@@ -78,6 +79,11 @@ static void work_worker_exit(weft_worker_t *w, int code) {
   weft_worker_release(w);
 }
 
+static void work_collect(weft_metrics_source_t *src, void *data) {
+  (void)data;
+  weft_metrics_put(src, "answer", "shard", "0", WEFT_METRIC_GAUGE, 42);
+}
+
 static int work_child(void) {
   weft_runtime_t *rt;
   if (weft_runtime_new(&rt, NULL) != 0)
@@ -88,13 +94,16 @@ static int work_child(void) {
     return 4;
   weft_worker_options_t o = {.entry = work_worker_entry, .on_exit = work_worker_exit,
                              .port_hwm_msgs = K + 10};
+  weft_metrics_source_t *src;
   if (weft_worker_spawn(ctx, &o, &work_w) != 0 || weft_port_on_close(pp, work_parent_closed) ||
-      weft_port_start(pp, work_parent_msg) != 0)
+      weft_port_start(pp, work_parent_msg) != 0 ||
+      weft_metrics_source_new(ctx, "test", "src", work_collect, NULL, &src) != 0)
     return 5;
   for (uint64_t i = 0; i < K; i++)
     if (weft_port_post(weft_worker_port(work_w), ktest_msg_u64(i)) != 0)
       return 6;
   int rc = weft_runtime_run(rt);
+  weft_metrics_source_free(src);
   return rc == 0 && weft_runtime_free(rt) == 0 ? 0 : 7;
 }
 
@@ -292,7 +301,10 @@ static void work_poll(uv_timer_t *t) {
   const weft_metrics_ctx_t *om = own_ctx(s, "main");
   double replies = child_value(s, R.pid, "stats_replies", NULL);
   double age = child_value(s, R.pid, "stats_age_seconds", NULL);
-  if (R.phase == 0 && cm && cw && cm->msgs_in == N && cw->msgs_in == K) {
+  bool src_seen = false;
+  for (size_t i = 0; i < s->nvalues; i++)
+    src_seen |= s->values[i].pid == R.pid && strcmp(s->values[i].kind, "test") == 0;
+  if (R.phase == 0 && cm && cw && cm->msgs_in == N && cw->msgs_in == K && src_seen) {
     size_t len;
     R.c_main = *cm;
     R.c_worker = *cw;
@@ -356,6 +368,11 @@ static void working_child_counts_and_a_stopped_child(void **state) {
            R.pid, N);
   if (strstr(R.json, line) == NULL)
     fail_msg("no %s in the JSON", line);
+  /* The child's own sources too. */
+  snprintf(line, sizeof(line), "weft_test_answer{test=\"src\",shard=\"0\",child=\"work\",pid=\"%d\"} 42\n",
+           R.pid);
+  if (strstr(R.prom, line) == NULL)
+    fail_msg("no line %s in the scrape", line);
   assert_true(R.scrapes_stopped > 0);
   assert_true(R.max_age >= STOPPED_AGE_S);
   /* The stopped child's figures are as old as the wait at least. */
