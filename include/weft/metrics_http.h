@@ -5,6 +5,10 @@
  * a context's own loop (127.0.0.1 unless told otherwise) and answers:
  *   GET /metrics     the Prometheus text format (weft_metrics_prometheus)
  *   GET /stats.json  the same snapshot as JSON (weft_metrics_json; tools/weft-top)
+ * with ?ports=1 either adds every port (weft_metrics_ports: the weft_port_*
+ * families, or a "ports" member), &top=N only the N fullest; the first such
+ * request waits on timers (never blocking the loop) for the tables to be
+ * published, at most about a second, else 503.
  * HEAD is answered like GET without the body. Anything else gets an error
  * and the connection is closed: an unknown path 404, another method 405, a
  * request line or headers over max_header_bytes 431, a malformed request
