@@ -54,8 +54,8 @@ struct weft_child_s {
 /* ---- metrics: the child as its parent sees it ------------------------------ */
 
 /* A weft child answers the request that each collection sends (one at a
- * time: a child that does not answer, stopped or busy, costs one frame) with
- * its own snapshot; the last good one stays in the source, with its age.
+ * time; one unanswered for a second is made again: weft__ipc_stats_request)
+ * with its own snapshot; the last good one stays in the source, with its age.
  * An answer that does not decode, or that nobody asked for, is counted and
  * named (stats_rejected, stats_error) and changes nothing else. */
 static void child_stats(weft__ipc_t *ipc, const uint8_t *p, size_t n, int err, void *data) {

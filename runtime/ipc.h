@@ -52,9 +52,12 @@ int weft__ipc_open(weft_ctx_t *ctx, int fd, const weft__ipc_options_t *opts,
                    weft__ipc_t **out, weft_port_t **user_port);
 
 /* Ask the peer (a weft process) for its metrics snapshot (STATS_REQ), if
- * the channel is up and no request waits for its answer: one at a time, so
- * a peer that never answers (stopped) costs one frame. The answer comes to
- * opts.on_stats. Owner thread. Returns true if a request went out. */
+ * the channel is up and the last request was answered, or went out more
+ * than a second ago with nothing of ours left unwritten (so a peer that
+ * stops reading, stopped or wedged, costs what the socket buffer holds, at
+ * 12 bytes a second). The answer comes to opts.on_stats; an answer to an
+ * earlier request that is still unanswered is taken too. Owner thread.
+ * Returns true if a request went out. */
 bool weft__ipc_stats_request(weft__ipc_t *ipc);
 
 /* Close the socket now (the process is gone, or the runtime ends); B closes
@@ -157,7 +160,8 @@ struct weft__ipc_s {
     struct weft__ipc_scratch_s *scratch; /* one frame (parsed or being written), made on
                                             first use */
     uint32_t stats_seq;                  /* the last STATS_REQ sent */
-    bool stats_waiting;                  /* its answer has not come */
+    uint32_t stats_answered;             /* the last one answered */
+    uint64_t stats_sent_ns;              /* when stats_seq went out */
   } w;
   /* node codec (ipc_node.c) only */
   struct {

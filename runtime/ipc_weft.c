@@ -329,24 +329,34 @@ static int on_stats_req(weft__ipc_t *ipc, uint32_t seq) {
   return err;
 }
 
+#define STATS_RESEND_NS 1000000000ull /* an unanswered request is made again after 1 s */
+
+/* An answer is taken if it answers a request made since the last answer
+ * (seqs are compared as distances back from the last request sent). */
 static void on_stats(weft__ipc_t *ipc, const weft__wire_frame_t *f) {
-  bool asked = ipc->w.stats_waiting && f->stats_seq == ipc->w.stats_seq;
+  uint32_t back = ipc->w.stats_seq - f->stats_seq;
+  uint32_t open = ipc->w.stats_seq - ipc->w.stats_answered;
+  bool asked = back < open;
   if (asked)
-    ipc->w.stats_waiting = false;
+    ipc->w.stats_answered = f->stats_seq;
   if (ipc->opts.on_stats)
     ipc->opts.on_stats(ipc, f->payload, f->payload_len, asked ? 0 : WEFT_EPROTO, ipc->opts.data);
 }
 
 bool weft__ipc_stats_request(weft__ipc_t *ipc) {
   uint8_t buf[WEFT__WIRE_HEADER + 4];
-  if (ipc->codec != &weft__ipc_weft_codec || !ipc->w.hello_seen || ipc->w.stats_waiting ||
-      ipc->closed || ipc->sent_close || ipc->fd < 0 || ipc->poll_closing)
+  if (ipc->codec != &weft__ipc_weft_codec || !ipc->w.hello_seen || ipc->closed ||
+      ipc->sent_close || ipc->fd < 0 || ipc->poll_closing)
     return false;
+  uint64_t now = uv_hrtime();
+  if (ipc->w.stats_answered != ipc->w.stats_seq &&
+      (now - ipc->w.stats_sent_ns < STATS_RESEND_NS || ipc->out_bytes > 0))
+    return false; /* one waits for its answer */
   int n = weft__wire_put_stats_req(buf, sizeof(buf), ipc->w.stats_seq + 1);
   if (n <= 0 || weft__ipc_write(ipc, buf, (size_t)n) != 0)
     return false;
   ipc->w.stats_seq++;
-  ipc->w.stats_waiting = true;
+  ipc->w.stats_sent_ns = now;
   (void)weft__ipc_flush(ipc);
   return true;
 }

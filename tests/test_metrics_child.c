@@ -45,7 +45,7 @@
 #define N 300u
 #define K 700u
 #define DEADLINE_NS (30ull * 1000000000u)
-#define STOPPED_AGE_S 0.5
+#define STOPPED_AGE_S 1.5 /* past the 1 s after which a request is made again */
 
 static const char *self_argv0;
 
@@ -331,6 +331,7 @@ static void work_poll(uv_timer_t *t) {
     }
   } else if (R.phase == 2 && replies > R.replies_at_stop + 1 && age >= 0 && age < R.max_age) {
     R.replies_after = replies;
+    R.rejected = child_value(s, R.pid, "stats_rejected", NULL);
     stop_polling();
   }
   weft_metrics_snapshot_free(s);
@@ -347,11 +348,11 @@ static void working_child_counts_and_a_stopped_child(void **state) {
           "figure: child %d: main in=%llu (posted %u), worker-1 in=%llu (posted %u), "
           "p99 delay %.3f ms; stopped: %llu scrapes, answer age up to %.2f s, child main "
           "age %.2f s, own main samples %llu -> %llu; after SIGCONT %.0f answers (%.0f at "
-          "stop)\n",
+          "stop), %.0f rejected\n",
           R.pid, (unsigned long long)R.c_main.msgs_in, N, (unsigned long long)R.c_worker.msgs_in,
           K, R.c_main.delay.p99_ns / 1e6, (unsigned long long)R.scrapes_stopped, R.max_age,
           R.child_age_stopped / 1e9, (unsigned long long)R.own_count_at_stop,
-          (unsigned long long)R.own_count_stopped, R.replies_after, R.replies_at_stop);
+          (unsigned long long)R.own_count_stopped, R.replies_after, R.replies_at_stop, R.rejected);
   assert_false(R.timed_out);
   assert_true(R.exited);
   assert_int_equal(R.status, 0);
@@ -379,6 +380,8 @@ static void working_child_counts_and_a_stopped_child(void **state) {
   assert_true(R.child_age_stopped >= (uint64_t)(STOPPED_AGE_S * 1e9));
   /* The parent's own loop went on sampling while the child was stopped. */
   assert_true(R.own_count_stopped > R.own_count_at_stop);
+  /* The answers to the requests made while it was stopped are all taken. */
+  assert_true(R.rejected == 0);
   weft_free(R.prom);
   weft_free(R.json);
   ktest_live_finish(R.rt);
