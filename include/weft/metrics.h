@@ -23,11 +23,10 @@
  * code in the child); the parent keeps the last good answer in the child's
  * source, so snapshots also hold the child's contexts and values, with pid
  * and child set. Answers are bounded (256 KiB; a longer frame closes the
- * channel with WEFT_EFRAMESIZE), a child that does not answer is asked
- * again once a second at most (it keeps its last figures, their age
- * growing), and one that does not
- * decode is refused and counted (the child source's stats_rejected and
- * stats_error). See docs/metrics.md.
+ * channel with WEFT_EFRAMESIZE); a child that does not answer is asked
+ * again once a second at most and keeps its last figures, their age
+ * growing; an answer that does not decode is refused and counted (the
+ * child source's stats_rejected and stats_error). See docs/metrics.md.
  *
  * Off switch: WEFT_METRICS=0 in the environment when the runtime is made: no
  * timer, no sampling, snapshots list no contexts. WEFT_METRICS_PERIOD_MS=n
