@@ -111,6 +111,14 @@ static void child_metrics(weft_metrics_source_t *src, void *data) {
     return;
   weft_metrics_put(src, "messages_received", NULL, NULL, WEFT_METRIC_COUNTER,
                    (double)c->ipc->w.posted_msgs);
+  /* The window: what the child still lets the parent send, and whether
+   * the parent's posts wait for its credit. */
+  weft_metrics_put(src, "credit_messages", NULL, NULL, WEFT_METRIC_GAUGE,
+                   (double)c->ipc->w.credit_msgs);
+  weft_metrics_put(src, "credit_bytes", NULL, NULL, WEFT_METRIC_GAUGE,
+                   (double)c->ipc->w.credit_bytes);
+  weft_metrics_put(src, "waiting_for_credit", NULL, NULL, WEFT_METRIC_GAUGE,
+                   c->ipc->b_stopped ? 1 : 0);
   child_stats_values(src, c);
   (void)weft__ipc_stats_request(c->ipc);
 }

@@ -19,7 +19,9 @@
  * child's figures stay with a growing age, and fresh ones come after
  * SIGCONT; a garbage answer is rejected and named (stats_rejected,
  * stats_error{error="WEFT_EPROTO"}), the channel stays up (the message
- * after it arrives), a request from the child is not answered; an oversized answer closes the channel with
+ * after it arrives), a request from the child is not answered, and the
+ * window the parent spent on it shows (credit 0, waiting for credit; a
+ * working child's is whole again once it consumed all); an oversized answer closes the channel with
  * WEFT_EFRAMESIZE from its header, and the parent runs on; a Node.js child
  * is never asked (its JSON channel carries on; it has no own figures).
  *
@@ -45,6 +47,7 @@
 #define N 300u
 #define K 700u
 #define DEADLINE_NS (30ull * 1000000000u)
+#define RAW_WINDOW 64u /* the messages a raw child lets the parent send */
 #define STOPPED_AGE_S 1.5 /* past the 1 s after which a request is made again */
 
 static const char *self_argv0;
@@ -151,7 +154,7 @@ static void read_until_hangup(int fd) {
 
 static int raw_child(bool huge) {
   int fd = rawpeer_fd();
-  rawpeer_hello(fd, 64, 1u << 20, -1);
+  rawpeer_hello(fd, RAW_WINDOW, 1u << 20, -1);
   uint32_t seq = wait_stats_req(fd);
   uint8_t f[256];
   if (huge) {
@@ -229,7 +232,7 @@ typedef struct {
   uint64_t own_count_at_stop, own_count_stopped, child_age_stopped;
   uint64_t scrapes_stopped;
   /* raw */
-  double rejected, eproto, child_ctxs;
+  double rejected, eproto, child_ctxs, credit, waiting;
 } run_t;
 
 static run_t R;
@@ -304,7 +307,11 @@ static void work_poll(uv_timer_t *t) {
   bool src_seen = false;
   for (size_t i = 0; i < s->nvalues; i++)
     src_seen |= s->values[i].pid == R.pid && strcmp(s->values[i].kind, "test") == 0;
-  if (R.phase == 0 && cm && cw && cm->msgs_in == N && cw->msgs_in == K && src_seen) {
+  /* Once the child consumed all N, its whole window is back: 4096, the default. */
+  double credit = child_value(s, R.pid, "credit_messages", NULL);
+  double waiting = child_value(s, R.pid, "waiting_for_credit", NULL);
+  if (R.phase == 0 && cm && cw && cm->msgs_in == N && cw->msgs_in == K && src_seen &&
+      credit == 4096 && waiting == 0) {
     size_t len;
     R.c_main = *cm;
     R.c_worker = *cw;
@@ -401,7 +408,9 @@ static void garbage_poll(uv_timer_t *t) {
   R.child_ctxs = 0;
   for (size_t i = 0; i < s->nctx; i++)
     R.child_ctxs += s->ctx[i].pid == R.pid;
-  if (R.rejected >= 1 && R.eproto == 1 && R.got == 1)
+  R.credit = child_value(s, R.pid, "credit_messages", NULL);
+  R.waiting = child_value(s, R.pid, "waiting_for_credit", NULL);
+  if (R.rejected >= 1 && R.eproto == 1 && R.got == 1 && R.credit == 0 && R.waiting == 1)
     stop_polling();
   weft_metrics_snapshot_free(s);
 }
@@ -409,15 +418,21 @@ static void garbage_poll(uv_timer_t *t) {
 static void garbage_answer_is_rejected(void **state) {
   (void)state;
   spawn("garbage", on_child_msg);
+  /* The raw child grants 64 messages and never gives credit back: these
+   * spend the window, and the parent's posts then wait for credit. */
+  for (uint64_t i = 0; i < RAW_WINDOW; i++)
+    assert_int_equal(weft_port_post(weft_child_port(R.child), ktest_msg_u64(i)), 0);
   uv_timer_start(&R.poll, garbage_poll, 10, 10);
   assert_int_equal(weft_runtime_run(R.rt), 0);
   fprintf(stderr, "figure: garbage answer: rejected %.0f, stats_error{WEFT_EPROTO} %.0f, "
-          "child contexts shown %.0f, messages after it %llu, close reason %s\n", R.rejected,
-          R.eproto, R.child_ctxs, (unsigned long long)R.got, weft_err_name(R.close_reason));
+          "child contexts shown %.0f, messages after it %llu, close reason %s; window spent: "
+          "credit %.0f, waiting %.0f\n", R.rejected, R.eproto, R.child_ctxs,
+          (unsigned long long)R.got, weft_err_name(R.close_reason), R.credit, R.waiting);
   assert_false(R.timed_out);
   assert_true(R.rejected == 1 && R.eproto == 1);
   assert_true(R.child_ctxs == 0);
   assert_int_equal(R.got, 1);          /* the channel carried on */
+  assert_true(R.credit == 0 && R.waiting == 1);
   assert_int_equal(R.close_reason, 0); /* closed by us, not by the transport */
   assert_true(R.exited);
   assert_int_equal(R.status, 0); /* 46: the parent answered the child's request */
