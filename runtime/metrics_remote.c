@@ -17,8 +17,8 @@
  *                   loop_age_ns age_ns) u64 x 7 (delay count min max mean p50 p90 p99)
  *   nval x VAL_REC: kind[16] source[48] name[48] label_key[16] label_value[32]
  *                   child[32] i32 pid u8 type u8[3] 0 u64 value
- * A child's own grandchildren keep their labels (pid != 0); the rest get
- * the child's.
+ * A child's records get its pid and name; its own children's records
+ * (pid != 0) keep their pid and are named under it.
  *
  * Threads: encode on any thread; decode on the source's context. */
 #include <string.h>
@@ -142,11 +142,19 @@ int weft__metrics_encode(weft_runtime_t *rt, uint8_t **out, size_t *len) {
 
 /* ---- decode (the parent) ---------------------------------------------------------- */
 
+/* A record of the child itself gets its pid and name; one of a grandchild
+ * keeps the pid the child reports and is named under the child
+ * ("work/kid"), so that no child can pass its figures off as another
+ * process's. */
 static void label(int *pid, char *child, int rpid, const char *name) {
-  if (*pid != 0 && child[0] != '\0')
-    return; /* a grandchild, labelled by the child */
-  *pid = rpid;
-  snprintf(child, 32, "%s", name);
+  char nested[32];
+  if (*pid == 0 || child[0] == '\0') {
+    *pid = rpid;
+    snprintf(child, 32, "%s", name);
+    return;
+  }
+  memcpy(nested, child, sizeof(nested));
+  snprintf(child, 32, "%.15s/%.15s", name, nested);
 }
 
 static void get_ctx(const uint8_t **p, weft_metrics_ctx_t *c) {

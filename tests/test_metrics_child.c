@@ -10,6 +10,8 @@
  *            bytes that are not a snapshot, sends one message and a
  *            STATS_REQ of its own (which a parent must not answer).
  *   huge     not weft: answers with a STATS header longer than the bound.
+ *   nested   not weft: answers with a hand-made snapshot whose second
+ *            context claims to be another process's (pid 1, "init").
  *
  * Covered: the parent's snapshot shows the child's contexts and sources
  * labelled with its pid and name, with the workload's exact counts (main N,
@@ -23,7 +25,8 @@
  * window the parent spent on it shows (credit 0, waiting for credit; a
  * working child's is whole again once it consumed all); an oversized answer closes the channel with
  * WEFT_EFRAMESIZE from its header, and the parent runs on; a Node.js child
- * is never asked (its JSON channel carries on; it has no own figures).
+ * is never asked (its JSON channel carries on; it has no own figures); a
+ * child's report of another process is named under the child.
  *
  * Waits poll snapshots from a timer with a bounded deadline; each test ends
  * with weft_runtime_free() == 0, no CHECK failed and nothing leaked. */
@@ -150,6 +153,39 @@ static void read_until_hangup(int fd) {
     if (h[5] == WEFT__WIRE_STATS)
       exit(46);
   }
+}
+
+/* A snapshot by hand (metrics_remote.c's format): two contexts named
+ * "main", one its own (pid 0, msgs_in 9), one claiming to be process 1
+ * "init" (msgs_in 7). */
+#define CTX_REC 224
+static size_t hand_snapshot(uint8_t *p) {
+  memset(p, 0, 8 + 2 * CTX_REC);
+  p[0] = 1; /* version */
+  weft__wire_be16(p + 2, 2);
+  for (int i = 0; i < 2; i++) {
+    uint8_t *r = p + 8 + i * CTX_REC;
+    memcpy(r, "main", 4);
+    if (i == 0) {
+      memcpy(r + 32, "init", 4);
+      weft__wire_be32(r + 64, 1);
+    }
+    weft__wire_be64(r + 72, i == 0 ? 7 : 9); /* msgs_in */
+  }
+  return 8 + 2 * CTX_REC;
+}
+
+static int raw_child_nested(void) {
+  int fd = rawpeer_fd();
+  rawpeer_hello(fd, RAW_WINDOW, 1u << 20, -1);
+  uint32_t seq = wait_stats_req(fd);
+  uint8_t f[WEFT__WIRE_HEADER + 4 + 8 + 2 * CTX_REC];
+  size_t n = hand_snapshot(f + WEFT__WIRE_HEADER + 4);
+  weft__wire_header(f, (uint32_t)(4 + 4 + n), WEFT__WIRE_VERSION, WEFT__WIRE_STATS, 0);
+  weft__wire_be32(f + WEFT__WIRE_HEADER, seq);
+  rawpeer_send(fd, f, WEFT__WIRE_HEADER + 4 + n, -1);
+  read_until_hangup(fd);
+  return 0;
 }
 
 static int raw_child(bool huge) {
@@ -540,6 +576,44 @@ static void node_child_is_seen_from_the_parent_only(void **state) {
   ktest_live_finish(R.rt);
 }
 
+/* ---- a child's own children are named under it ------------------------------------ */
+
+static weft_metrics_ctx_t nested_own, nested_grand;
+
+static void nested_poll(uv_timer_t *t) {
+  (void)t;
+  if (past_deadline())
+    return;
+  weft_metrics_snapshot_t *s;
+  if (weft_metrics_snapshot(R.rt, &s) != 0)
+    return;
+  const weft_metrics_ctx_t *own = child_ctx(s, R.pid, "main"), *grand = child_ctx(s, 1, "main");
+  if (own && grand) {
+    nested_own = *own;
+    nested_grand = *grand;
+    stop_polling();
+  }
+  weft_metrics_snapshot_free(s);
+}
+
+static void grandchildren_are_named_under_their_child(void **state) {
+  (void)state;
+  spawn("nested", on_child_msg);
+  uv_timer_start(&R.poll, nested_poll, 10, 10);
+  assert_int_equal(weft_runtime_run(R.rt), 0);
+  fprintf(stderr, "figure: nested: own main child=\"%s\" pid %d in=%llu; claimed pid 1 "
+          "child=\"%s\" in=%llu\n", nested_own.child, nested_own.pid,
+          (unsigned long long)nested_own.msgs_in, nested_grand.child,
+          (unsigned long long)nested_grand.msgs_in);
+  assert_false(R.timed_out);
+  assert_string_equal(nested_own.child, "nested");
+  assert_int_equal(nested_own.msgs_in, 9);
+  assert_string_equal(nested_grand.child, "nested/init");
+  assert_int_equal(nested_grand.msgs_in, 7);
+  assert_int_equal(R.status, 0);
+  ktest_live_finish(R.rt);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_live_teardown)
 
 int main(int argc, char **argv) {
@@ -552,12 +626,15 @@ int main(int argc, char **argv) {
     return raw_child(false);
   if (entry != NULL && strcmp(entry, "huge") == 0)
     return raw_child(true);
+  if (entry != NULL && strcmp(entry, "nested") == 0)
+    return raw_child_nested();
   ktest_init();
   const struct CMUnitTest tests[] = {
       T(working_child_counts_and_a_stopped_child),
       T(garbage_answer_is_rejected),
       T(oversized_answer_closes_the_channel),
       T(node_child_is_seen_from_the_parent_only),
+      T(grandchildren_are_named_under_their_child),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
