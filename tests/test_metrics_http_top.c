@@ -5,9 +5,11 @@
  * b on a worker thread) that exchanged a known number of messages.
  *
  * The screen must show: the main row; under CHILDREN the child's line, the
- * age of its answer and its own main and worker-1 rows; under NODES a line
+ * age of its answer and its own main and worker-1 rows, then the child's own
+ * child (a grandchild, as the child reported it); under NODES a line
  * per peer with the exact message counts each way. Skipped when node is not
- * installed. This binary is also the child (WEFT_ENTRY=kid).
+ * installed. This binary is also the child (WEFT_ENTRY=kid) and its child
+ * (grandkid).
  *
  * Waits poll snapshots from a timer with a bounded deadline; weft-top gets
  * a 60 s budget of its own (it exits after two fetches 300 ms apart). */
@@ -35,11 +37,27 @@ static const char *self_argv0;
 /* ---- the child: a weft program with a worker ------------------------------------ */
 
 static weft_worker_t *kid_w;
+static weft_child_t *grandkid;
+static const char *const *self_args(void);
+
+/* The grandchild: a weft program that ends when its channel does. */
+static weft_port_message_cb kid_drop_cb(void);
+static int grandkid_main(void) {
+  weft_runtime_t *rt;
+  if (weft_runtime_new(&rt, NULL) != 0)
+    return 3;
+  weft_port_t *pp = weft_runtime_parent_port(rt);
+  if (pp == NULL || weft_port_start(pp, kid_drop_cb()) != 0)
+    return 4;
+  return weft_runtime_run(rt) == 0 && weft_runtime_free(rt) == 0 ? 0 : 6;
+}
 
 static void kid_drop(weft_port_t *p, weft_msg_t *m) {
   (void)p;
   weft_msg_free(m);
 }
+
+static weft_port_message_cb kid_drop_cb(void) { return kid_drop; }
 
 static int kid_worker(weft_ctx_t *ctx, weft_msg_t *msg) {
   (void)msg;
@@ -50,6 +68,15 @@ static void kid_parent_closed(weft_port_t *p, const weft_port_close_info_t *info
   (void)p;
   (void)info;
   weft_worker_terminate(kid_w);
+  if (grandkid != NULL && weft_child_port(grandkid) != NULL)
+    weft_port_close(weft_child_port(grandkid)); /* it ends with its channel */
+}
+
+static void grandkid_exit(weft_child_t *c, int64_t status, int sig) {
+  (void)c;
+  (void)status;
+  (void)sig;
+  grandkid = NULL;
 }
 
 static void kid_worker_exit(weft_worker_t *w, int code) {
@@ -64,8 +91,11 @@ static int kid_main(void) {
   weft_port_t *pp = weft_runtime_parent_port(rt);
   weft_worker_options_t o = {.entry = kid_worker, .on_exit = kid_worker_exit,
                              .port_hwm_msgs = K + 10};
+  weft_child_options_t go = {.entry_name = "grandkid", .args = self_args(),
+                             .on_exit = grandkid_exit};
   if (pp == NULL || weft_worker_spawn(weft_runtime_main(rt), &o, &kid_w) != 0 ||
-      weft_port_on_close(pp, kid_parent_closed) != 0 || weft_port_start(pp, kid_drop) != 0)
+      weft_port_on_close(pp, kid_parent_closed) != 0 || weft_port_start(pp, kid_drop) != 0 ||
+      weft_child_spawn(weft_runtime_main(rt), &go, &grandkid) != 0)
     return 4;
   for (uint64_t i = 0; i < K; i++)
     if (weft_port_post(weft_worker_port(kid_w), ktest_msg_u64(i)) != 0)
@@ -215,14 +245,16 @@ static void poll_cb(uv_timer_t *t) {
   weft_metrics_snapshot_t *s;
   if (weft_metrics_snapshot(R.rt, &s) != 0)
     return;
-  bool kid_worker_seen = false;
-  for (size_t i = 0; i < s->nctx; i++)
+  bool kid_worker_seen = false, grandkid_seen = false;
+  for (size_t i = 0; i < s->nctx; i++) {
     kid_worker_seen |= s->ctx[i].pid == R.kid_pid && strcmp(s->ctx[i].name, "worker-1") == 0 &&
                        s->ctx[i].msgs_in == K;
+    grandkid_seen |= strcmp(s->ctx[i].child, "kid/grandkid") == 0;
+  }
   bool nodes_seen = node_value(s, "a", "peer_messages_sent", "b") == NM &&
                     node_value(s, "b", "peer_messages_received", "a") == NM;
   weft_metrics_snapshot_free(s);
-  if (kid_worker_seen && nodes_seen)
+  if (kid_worker_seen && grandkid_seen && nodes_seen)
     start_top();
 }
 
@@ -280,7 +312,8 @@ static void weft_top_shows_children_and_peers(void **state) {
   assert_false(R.timed_out);
   assert_true(R.top_exited && R.kid_exited && R.http_closed);
   assert_int_equal(R.top_status, 0);
-  assert_true(strstr(R.screen, "(+2 in children)") != NULL);
+  assert_true(strstr(R.screen, "(+3 in children)") != NULL);
+  assert_true(has_line(R.screen, "  kid/grandkid  ", "(reported by its parent)"));
   assert_true(has_line(R.screen, "main ", "["));
   char who[64];
   snprintf(who, sizeof(who), "  child-%d ", R.kid_pid);
@@ -304,6 +337,8 @@ int main(int argc, char **argv) {
   const char *entry = getenv("WEFT_ENTRY");
   if (entry != NULL && strcmp(entry, "kid") == 0)
     return kid_main();
+  if (entry != NULL && strcmp(entry, "grandkid") == 0)
+    return grandkid_main();
   ktest_init();
   const struct CMUnitTest tests[] = {
       T(weft_top_shows_children_and_peers),
