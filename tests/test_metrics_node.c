@@ -4,8 +4,10 @@
  * 1000-byte buffer on every other one) to a port "sink" published by node
  * "b" on a worker thread of the same runtime, over 127.0.0.1. One snapshot
  * then shows, exactly, N messages and their bytes sent by a to peer b and
- * received by b from peer a, the channels open per peer, the credit stalls,
- * and the Prometheus lines labelled by peer.
+ * received by b from peer a, the channels open per peer, no credit stall,
+ * and the Prometheus lines labelled by peer. Then a floods a port of b that
+ * takes only 16 and is never read: the channel runs out of credit, and the
+ * stall shows.
  *
  * Waits poll snapshots from a timer with a bounded deadline; the test ends
  * with weft_runtime_free() == 0, no CHECK failed and nothing leaked. */
@@ -27,6 +29,8 @@
 #define PAYLOAD 102u /* bin8 of 100 bytes */
 #define BUF 1000u
 #define DEADLINE_NS (30ull * 1000000000u)
+#define SLOW_HWM 16u
+#define SLOW_POSTS 1100u /* past the node's default window (1024) */
 
 static char a_url[64]; /* written before the worker starts */
 static atomic_uint_fast64_t sunk;
@@ -34,7 +38,9 @@ static atomic_uint_fast64_t sunk;
 typedef struct {
   weft_runtime_t *rt;
   weft_node_t *a;
-  weft_port_t *sink;
+  weft_port_t *sink, *slow;
+  int phase;
+  double stalls_after, sent_after, received_after;
   uv_timer_t poll;
   uint64_t deadline;
   bool sent, seen, timed_out;
@@ -57,24 +63,37 @@ static void b_closed(weft_node_t *node, void *data) {
   weft_worker_exit(data, 0);
 }
 
-static void b_monitor(weft_node_t *node, const char *peer, bool up, int reason, void *data) {
+static weft_port_t *slow[2]; /* b's: slow[1] is never started, bound SLOW_HWM */
+
+static void b_closed_slow(weft_node_t *node, void *data) {
+  weft_port_close(slow[0]);
+  weft_port_close(slow[1]);
+  b_closed(node, data);
+}
+
+static void b_monitor_slow(weft_node_t *node, const char *peer, bool up, int reason,
+                           void *data) {
   (void)peer;
   (void)reason;
   if (!up)
-    weft_node_close(node, b_closed, data);
+    weft_node_close(node, b_closed_slow, data);
 }
 
 static int b_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
   (void)msg;
   const char *peers[] = {a_url, NULL};
-  weft_node_options_t o = {.name = "b", .peers = peers, .on_monitor = b_monitor, .data = ctx};
+  weft_node_options_t o = {.name = "b", .peers = peers, .on_monitor = b_monitor_slow,
+                           .data = ctx};
   weft_node_t *node;
   if (weft_node_start(ctx, &o, &node) != 0)
     return 1;
   weft_port_t *sink;
-  if (weft_actor_spawn(ctx, sink_cb, NULL, &sink) != 0)
+  if (weft_actor_spawn(ctx, sink_cb, NULL, &sink) != 0 || weft_channel_new(ctx, slow) != 0 ||
+      weft_port_set_hwm(slow[1], SLOW_HWM, 0) != 0)
     return 1;
-  return weft_node_publish(node, "sink", sink) == 0 ? 0 : 1;
+  return weft_node_publish(node, "sink", sink) == 0 && weft_node_publish(node, "slow", slow[0]) == 0
+             ? 0
+             : 1;
 }
 
 /* ---- node a, on the main context ---------------------------------------------------- */
@@ -112,6 +131,17 @@ static void on_sink(weft_node_t *node, int status, weft_port_t *port, void *data
   R.sent = true;
 }
 
+static void on_slow(weft_node_t *node, int status, weft_port_t *port, void *data) {
+  (void)node;
+  (void)data;
+  CHECK_RC(status, 0);
+  if (status != 0)
+    return;
+  R.slow = port;
+  for (uint64_t i = 0; i < SLOW_POSTS; i++)
+    CHECK_RC(weft_port_post(port, ktest_msg_u64(0)), 0);
+}
+
 static void a_monitor(weft_node_t *node, const char *peer, bool up, int reason, void *data) {
   (void)reason;
   (void)data;
@@ -141,6 +171,8 @@ static void finish(void) {
   uv_close((uv_handle_t *)&R.poll, NULL);
   if (R.sink)
     weft_port_close(R.sink);
+  if (R.slow)
+    weft_port_close(R.slow);
   weft_node_close(R.a, NULL, NULL); /* b sees a go, closes, its worker exits */
 }
 
@@ -156,6 +188,15 @@ static void poll_cb(uv_timer_t *t) {
   weft_metrics_snapshot_t *s;
   if (weft_metrics_snapshot(R.rt, &s) != 0)
     return;
+  if (R.phase == 1) { /* the slow port's channel runs out of credit */
+    R.stalls_after = val(s, "a", "peer_credit_stalls", "b");
+    R.sent_after = val(s, "a", "peer_messages_sent", "b");
+    R.received_after = val(s, "b", "peer_messages_received", "a");
+    weft_metrics_snapshot_free(s);
+    if (R.stalls_after >= 1 && R.sent_after == R.received_after && R.sent_after > N)
+      finish();
+    return;
+  }
   double want = N * (double)PAYLOAD + (N / 2) * (double)BUF;
   R.a_msgs = val(s, "a", "peer_messages_sent", "b");
   R.a_bytes = val(s, "a", "peer_bytes_sent", "b");
@@ -170,8 +211,10 @@ static void poll_cb(uv_timer_t *t) {
     R.seen = true;
   }
   weft_metrics_snapshot_free(s);
-  if (R.seen)
-    finish();
+  if (R.seen) {
+    R.phase = 1;
+    CHECK_RC(weft_node_lookup(R.a, "b", "slow", 5000, on_slow, NULL), 0);
+  }
 }
 
 static void on_b_exit(weft_worker_t *w, int code) {
@@ -205,7 +248,12 @@ static void peer_figures_are_exact(void **state) {
   assert_false(R.timed_out);
   assert_true(R.seen);
   assert_true(R.a_chans >= 1 && R.b_chans >= 1);
-  assert_true(R.a_stalls >= 0);
+  assert_true(R.a_stalls == 0); /* the sink's channel never ran out of credit */
+  fprintf(stderr, "figure: %u posts to a port that takes %u: a's credit stalls %.0f, sent %.0f, "
+          "b received %.0f\n", SLOW_POSTS, SLOW_HWM, R.stalls_after, R.sent_after,
+          R.received_after);
+  assert_true(R.stalls_after >= 1);
+  assert_true(R.sent_after < N + SLOW_POSTS); /* held back by the window */
   char line[160];
   snprintf(line, sizeof(line), "weft_node_peer_messages_sent_total{node=\"a\",peer=\"b\"} %u\n",
            N);
