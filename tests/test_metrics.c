@@ -685,7 +685,8 @@ static void ports_on_demand(void **state) {
           (unsigned long long)pt.in_table.queue_depth, (unsigned long long)pt.in_table.queue_peak,
           pt.in_table.stalled, pt.in_table.ctx, pt.n_top, (unsigned long long)pt.top.queue_depth,
           (unsigned long long)pt.drained.queue_depth, (unsigned long long)pt.drained.queue_peak,
-          (unsigned long long)atomic_load(&pt.reads), (unsigned long long)atomic_load(&pt.bad_reads));
+          (unsigned long long)atomic_load(&pt.reads),
+          (unsigned long long)atomic_load(&pt.bad_reads));
   assert_false(pt.timed_out);
   assert_int_equal(pt.eagain_first, WEFT_EAGAIN);
   assert_int_equal(pt.one.queue_depth, PK);

@@ -413,8 +413,8 @@ static void working_child_counts_and_a_stopped_child(void **state) {
   if (strstr(R.json, line) == NULL)
     fail_msg("no %s in the JSON", line);
   /* The child's own sources too. */
-  snprintf(line, sizeof(line), "weft_test_answer{test=\"src\",shard=\"0\",child=\"work\",pid=\"%d\"} 42\n",
-           R.pid);
+  snprintf(line, sizeof(line),
+           "weft_test_answer{test=\"src\",shard=\"0\",child=\"work\",pid=\"%d\"} 42\n", R.pid);
   if (strstr(R.prom, line) == NULL)
     fail_msg("no line %s in the scrape", line);
   assert_true(R.scrapes_stopped > 0);

@@ -53,7 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (size_t i = 0; i < src.nrval; i++) {
     const weft_metrics_value_t *v = &src.rval[i];
     if (!terminated(v->kind, sizeof v->kind) || !terminated(v->name, sizeof v->name) ||
-        !terminated(v->source, sizeof v->source) || !terminated(v->label_key, sizeof v->label_key) ||
+        !terminated(v->source, sizeof v->source) ||
+        !terminated(v->label_key, sizeof v->label_key) ||
         !terminated(v->label_value, sizeof v->label_value) || v->pid == 0 ||
         (v->type != WEFT_METRIC_COUNTER && v->type != WEFT_METRIC_GAUGE))
       fail("a value record out of shape");
