@@ -14,11 +14,10 @@
  * becomes a sealed memfd only when it leaves the process
  * (weft__buf_memfd_export), by a copy if it was anonymous.
  * Threads: a handle is used by one thread at a time; only mem->refs, the
- * cache (under its mutex) and the memfd demand (a relaxed hint) are touched
+ * cache (buf_cache.c, lock-free) and the memfd demand (a relaxed hint) are touched
  * by several threads at once. */
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -43,29 +42,14 @@ static weft_buf_t *handle_new(int kind) {
 
 /* Big owned buffers (weft_buf_new of WEFT__BUF_MEMFD_MIN or more) are page
  * mappings: anonymous memory, or a memfd mapping while memfds are in demand
- * (below). Either kind, freed in-process, is kept for reuse: a program that
- * moves a fresh 16 MiB buffer per message to a worker then makes no system
- * call per buffer (mmap + munmap, or memfd_create + ftruncate + mmap +
- * munmap + close, cost 10-100 us on a loaded VM). At most CACHE_SLOTS
- * mappings, exact sizes, fd -1 for anonymous ones. Those kept with their
- * pages ("resident") hold at most CACHE_BYTES in all; an anonymous one past
- * that gives its pages back (MADV_DONTNEED: one system call on the freeing
- * thread, none on the allocating one, zero-filled on next touch) and keeps
- * only its address range; a memfd one past it is closed. */
-#define CACHE_SLOTS 64
-#define CACHE_BYTES ((size_t)256 << 20)
-
-static struct {
-  pthread_mutex_t lock;
-  size_t bytes; /* of the resident slots */
-  int n;
-  struct {
-    int fd;
-    void *map;
-    size_t len;
-    bool resident;
-  } slot[CACHE_SLOTS];
-} cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+ * (below). Either kind, freed in-process, goes to the cache (buf_cache.c) for
+ * reuse. When the cache has no anonymous mapping of the size asked for, one
+ * mmap makes room for up to CARVE of them (CARVE_BYTES of address space at
+ * most): the caller gets the first, the cache the others, unused (no pages,
+ * not resident), so that the first buffers of a stream cost one system call
+ * per CARVE instead of one each. */
+#define CARVE WEFT__BUF_CARVE
+#define CARVE_BYTES WEFT__BUF_CARVE_BYTES
 
 /* Memfd demand. A fresh buffer is anonymous memory, with no fd, unless big
  * buffers have lately gone to other processes: each export of a buffer made
@@ -97,73 +81,8 @@ static size_t page_round(size_t len) {
   return (len + pg - 1) & ~(pg - 1);
 }
 
-/* A kept mapping of map_len bytes: a memfd one if want_fd, else either kind;
- * a resident one first, so that the budget frees up and the next free keeps
- * its pages without a system call. */
-static bool cache_take(size_t map_len, bool want_fd, int *fd, void **map) {
-  int pick = -1;
-  pthread_mutex_lock(&cache.lock);
-  for (int i = 0; i < cache.n; i++) {
-    if (cache.slot[i].len != map_len || (want_fd && cache.slot[i].fd < 0))
-      continue;
-    pick = i;
-    if (cache.slot[i].resident)
-      break;
-  }
-  if (pick >= 0) {
-    *fd = cache.slot[pick].fd;
-    *map = cache.slot[pick].map;
-    if (cache.slot[pick].resident)
-      cache.bytes -= map_len;
-    cache.slot[pick] = cache.slot[--cache.n];
-  }
-  pthread_mutex_unlock(&cache.lock);
-  return pick >= 0;
-}
-
-static void cache_insert(int fd, void *map, size_t map_len, bool resident) {
-  cache.slot[cache.n].fd = fd;
-  cache.slot[cache.n].map = map;
-  cache.slot[cache.n].len = map_len;
-  cache.slot[cache.n].resident = resident;
-  cache.n++;
-  if (resident)
-    cache.bytes += map_len;
-}
-
-/* Keeps a freed mapping for reuse; false if the caller must release it. */
-static bool cache_put(int fd, void *map, size_t map_len) {
-  pthread_mutex_lock(&cache.lock);
-  bool full = cache.n == CACHE_SLOTS;
-  bool resident = !full && cache.bytes + map_len <= CACHE_BYTES;
-  if (resident)
-    cache_insert(fd, map, map_len, true);
-  pthread_mutex_unlock(&cache.lock);
-  if (resident)
-    return true;
-  if (full || fd >= 0)
-    return false;
-  /* Its pages go back before anyone can take it again. */
-  if (madvise(map, map_len, MADV_DONTNEED) != 0)
-    return false;
-  pthread_mutex_lock(&cache.lock);
-  bool kept = cache.n < CACHE_SLOTS;
-  if (kept)
-    cache_insert(-1, map, map_len, false);
-  pthread_mutex_unlock(&cache.lock);
-  return kept;
-}
-
 void weft__buf_cache_trim(void) {
-  pthread_mutex_lock(&cache.lock);
-  while (cache.n > 0) {
-    cache.n--;
-    munmap(cache.slot[cache.n].map, cache.slot[cache.n].len);
-    if (cache.slot[cache.n].fd >= 0)
-      close(cache.slot[cache.n].fd);
-  }
-  cache.bytes = 0;
-  pthread_mutex_unlock(&cache.lock);
+  weft__bufcache_trim();
   atomic_store_explicit(&demand, 0, memory_order_relaxed);
 }
 
@@ -186,6 +105,28 @@ fail_close:;
   return err;
 }
 
+/* A new anonymous mapping of map_len bytes, and up to CARVE - 1 more of the
+ * same size for the cache, all from one mmap. */
+static int anon_make(size_t map_len, void **map) {
+  size_t k = CARVE_BYTES / map_len;
+  if (k > CARVE)
+    k = CARVE;
+  uint8_t *p = MAP_FAILED;
+  if (k > 1) /* may be refused where a single one is not (strict overcommit) */
+    p = mmap(NULL, k * map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    k = 1;
+    p = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+      return (-errno);
+  }
+  for (size_t i = 1; i < k; i++)
+    if (!weft__bufcache_put_unused(p + i * map_len, map_len))
+      munmap(p + i * map_len, map_len);
+  *map = p;
+  return 0;
+}
+
 /* b's bytes: len bytes of a kept or new page mapping, a memfd one if
  * want_fd. Fails (and the caller falls back to the heap) where mmap or
  * memfd_create is refused. */
@@ -193,16 +134,10 @@ static int block_alloc(weft_buf_t *b, size_t len, bool want_fd) {
   size_t map_len = page_round(len);
   int fd = -1;
   void *p;
-  if (!cache_take(map_len, want_fd, &fd, &p)) {
-    if (want_fd) {
-      int err = memfd_make(map_len, &fd, &p);
-      if (err)
-        return err;
-    } else {
-      p = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (p == MAP_FAILED)
-        return (-errno);
-    }
+  if (!weft__bufcache_take(map_len, want_fd, &fd, &p)) {
+    int err = want_fd ? memfd_make(map_len, &fd, &p) : anon_make(map_len, &p);
+    if (err)
+      return err;
   }
   b->data = p;
   b->len = len;
@@ -231,10 +166,11 @@ int weft__buf_new_memfd(weft_buf_t **out, size_t len) {
 /* Releases an owned buffer's bytes, whatever holds them. */
 static void owned_release(weft_buf_t *buf) {
   if (buf->anon_block) {
-    if (!cache_put(-1, buf->data, buf->map_len))
+    if (!weft__bufcache_put(-1, buf->data, buf->map_len))
       munmap(buf->data, buf->map_len);
   } else if (buf->is_memfd) {
-    if (buf->data != NULL && !buf->private_map && cache_put(buf->memfd, buf->data, buf->map_len))
+    if (buf->data != NULL && !buf->private_map &&
+        weft__bufcache_put(buf->memfd, buf->data, buf->map_len))
       return;
     if (buf->data != NULL)
       munmap(buf->data, buf->map_len);

@@ -109,6 +109,30 @@ int weft__buf_from_memfd(int fd, size_t len, weft_buf_t **out);
  * (weft_runtime_free). */
 void weft__buf_cache_trim(void);
 
+/* The mappings of big owned buffers kept for reuse (buf_cache.c): at most
+ * WEFT__BUF_CACHE_SLOTS mappings, of which those that keep their pages
+ * hold at most WEFT__BUF_CACHE_BYTES. Any thread; no lock.
+ * take: a kept mapping of exactly map_len bytes (a memfd one if want_fd),
+ * resident ones first; false if there is none.
+ * put: keeps a freed mapping (fd -1: anonymous), with its pages if the
+ * budget allows, else (anonymous only) after giving them back; false if the
+ * caller must release it.
+ * put_unused: keeps a never-used anonymous mapping, not resident.
+ * trim: releases every kept mapping.
+ * stats: how many are kept and the bytes of the resident ones (tests). */
+#define WEFT__BUF_CACHE_SLOTS 64
+#define WEFT__BUF_CACHE_BYTES ((size_t)256 << 20)
+/* A new anonymous big buffer maps room for up to WEFT__BUF_CARVE of its size
+ * (WEFT__BUF_CARVE_BYTES in all at most) and leaves the others in the cache,
+ * unused (buf.c). */
+#define WEFT__BUF_CARVE 8u
+#define WEFT__BUF_CARVE_BYTES ((size_t)16 << 20)
+bool weft__bufcache_take(size_t map_len, bool want_fd, int *fd, void **map);
+bool weft__bufcache_put(int fd, void *map, size_t map_len);
+bool weft__bufcache_put_unused(void *map, size_t map_len);
+void weft__bufcache_trim(void);
+void weft__bufcache_stats(int *mappings, size_t *resident_bytes);
+
 /* Moves src's bytes into a new handle; src becomes detached. Owned only. */
 int weft__buf_move(weft_buf_t *src, weft_buf_t **out);
 

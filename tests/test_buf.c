@@ -2,7 +2,9 @@
  * is released exactly once, also when four threads drop handles at once; an
  * allocation-failure sweep over every constructor; big buffers hold no fd
  * until one leaves the process, the first such export copies into a sealed
- * memfd and the next buffers are memfds that leave without a copy. */
+ * memfd and the next buffers are memfds that leave without a copy; the cache
+ * of big mappings keeps to its bounds, maps fresh ones in batches and never
+ * hands a mapping out twice while two threads make and free at once. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -548,6 +551,240 @@ static void reuse_past_the_budget_keeps_no_pages(void **state) {
   weft__buf_cache_trim();
 }
 
+/* The cache's own count: mappings kept and bytes of the resident ones. */
+static void cache_stats(int *kept, size_t *resident) { weft__bufcache_stats(kept, resident); }
+
+/* The first fresh 1 MiB buffer maps room for WEFT__BUF_CARVE of them with one
+ * mmap: the other 7 wait in the cache, unused (no pages, not counted in the
+ * resident budget), and the next 7 buffers are those, adjacent to the
+ * first. A buffer too big to carve leaves nothing behind. */
+static void fresh_mappings_come_in_batches(void **state) {
+  (void)state;
+  weft__buf_cache_trim();
+  enum { K = WEFT__BUF_CARVE };
+  weft_buf_t *b[K];
+  int kept;
+  size_t resident;
+  assert_int_equal(weft_buf_new(&b[0], BIGLEN), 0);
+  cache_stats(&kept, &resident);
+  if (kept != K - 1 || resident != 0)
+    fail_msg("after one fresh %zu-byte buffer the cache holds %d mappings, %zu resident bytes "
+             "(want %d unused, 0 resident)", BIGLEN, kept, resident, K - 1);
+  uint8_t *lo = weft_buf_ptr(b[0]);
+  for (int i = 1; i < K; i++) {
+    assert_int_equal(weft_buf_new(&b[i], BIGLEN), 0);
+    uint8_t *p = weft_buf_ptr(b[i]);
+    if (p <= lo || p >= lo + K * BIGLEN)
+      fail_msg("buffer %d at %p is not in the first one's mapping [%p, %p)", i, (void *)p,
+               (void *)lo, (void *)(lo + K * BIGLEN));
+    memset(p, i, BIGLEN); /* each piece is a whole, writable buffer */
+  }
+  memset(lo, 0, BIGLEN);
+  for (int i = 1; i < K; i++)
+    assert_int_equal(((uint8_t *)weft_buf_ptr(b[i]))[BIGLEN - 1], i);
+  cache_stats(&kept, &resident);
+  assert_int_equal(kept, 0);
+  for (int i = 0; i < K; i++)
+    weft_buf_free(b[i]);
+  cache_stats(&kept, &resident);
+  assert_int_equal(kept, K);
+  assert_int_equal(resident, K * BIGLEN); /* freed after use: kept with their pages */
+  weft__buf_cache_trim();
+  cache_stats(&kept, &resident);
+  assert_int_equal(kept, 0);
+  assert_int_equal(resident, 0);
+
+  weft_buf_t *big;
+  assert_int_equal(weft_buf_new(&big, (size_t)64 << 20), 0);
+  cache_stats(&kept, &resident);
+  assert_int_equal(kept, 0);
+  weft_buf_free(big);
+  weft__buf_cache_trim();
+}
+
+/* A burst of more buffers than the cache has slots: freed, the cache keeps
+ * WEFT__BUF_CACHE_SLOTS of them and releases the rest; its resident bytes
+ * never pass WEFT__BUF_CACHE_BYTES; the next burst reuses what it kept; trim
+ * (weft_runtime_free) gives everything back. */
+static void cache_holds_at_most_its_bounds(void **state) {
+  (void)state;
+  weft__buf_cache_trim();
+  enum { N = WEFT__BUF_CACHE_SLOTS + 5 * WEFT__BUF_CARVE }; /* whole batches: none left unused */
+  static weft_buf_t *b[N];
+  static void *first[N];
+  int kept;
+  size_t resident;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(weft_buf_new(&b[i], BIGLEN), 0);
+    first[i] = weft_buf_ptr(b[i]);
+  }
+  for (int i = 0; i < N; i++)
+    weft_buf_free(b[i]);
+  cache_stats(&kept, &resident);
+  if (kept != WEFT__BUF_CACHE_SLOTS || resident > WEFT__BUF_CACHE_BYTES)
+    fail_msg("%d freed %zu-byte buffers: the cache keeps %d mappings, %zu resident bytes "
+             "(want %d, at most %zu)", N, BIGLEN, kept, resident, WEFT__BUF_CACHE_SLOTS,
+             WEFT__BUF_CACHE_BYTES);
+  /* Released ones are gone from the address space (mincore: ENOMEM). */
+  int mapped = 0;
+  for (int i = 0; i < N; i++) {
+    unsigned char vec;
+    mapped += mincore(first[i], (size_t)sysconf(_SC_PAGESIZE), &vec) == 0;
+  }
+  if (mapped != WEFT__BUF_CACHE_SLOTS)
+    fail_msg("%d of %d freed buffers are still mapped (want the cache's %d)", mapped, N,
+             WEFT__BUF_CACHE_SLOTS);
+
+  /* Bigger buffers, touched: the resident budget holds (16 MiB each, 20 of
+   * them: 16 keep their pages, 4 only their range). */
+  weft__buf_cache_trim();
+  enum { M = 20 };
+  const size_t len = (size_t)16 << 20;
+  for (int i = 0; i < M; i++) {
+    assert_int_equal(weft_buf_new(&b[i], len), 0);
+    memset(weft_buf_ptr(b[i]), 1, len);
+  }
+  for (int i = 0; i < M; i++)
+    weft_buf_free(b[i]);
+  cache_stats(&kept, &resident);
+  assert_int_equal(kept, M);
+  if (resident != WEFT__BUF_CACHE_BYTES)
+    fail_msg("%d freed, touched 16 MiB buffers: %zu resident bytes kept (want the budget, %zu)",
+             M, resident, WEFT__BUF_CACHE_BYTES);
+  weft__buf_cache_trim();
+  cache_stats(&kept, &resident);
+  assert_int_equal(kept, 0);
+  assert_int_equal(resident, 0);
+}
+
+/* Two threads make big buffers and hand them to each other to free (the
+ * stream pattern, both ways at once, several sizes), with no lock in the
+ * cache: no mapping is ever handed out twice. Each buffer carries its
+ * maker's stamp at both ends, checked by the receiver before it frees it and
+ * by the maker after a yield: a mapping given to two live buffers would
+ * show the other's stamp. */
+#define XCH_ROUNDS 3000
+#define XCH_RING 16
+
+typedef struct {
+  uv_mutex_t lock;
+  weft_buf_t *ring[XCH_RING];
+  uint64_t stamp[XCH_RING];
+  int head, n;
+} xch_ring_t;
+
+typedef struct {
+  int id;
+  xch_ring_t *out, *in;
+  _Atomic int *done; /* threads past their last round */
+  uint64_t bad, made, freed;
+} xch_t;
+
+static void stamp_put(weft_buf_t *b, uint64_t st) {
+  uint8_t *p = weft_buf_ptr(b);
+  memcpy(p, &st, sizeof(st));
+  memcpy(p + weft_buf_len(b) - sizeof(st), &st, sizeof(st));
+}
+
+static bool stamp_ok(weft_buf_t *b, uint64_t st) {
+  uint64_t x, y;
+  uint8_t *p = weft_buf_ptr(b);
+  memcpy(&x, p, sizeof(x));
+  memcpy(&y, p + weft_buf_len(b) - sizeof(y), sizeof(y));
+  return x == st && y == st;
+}
+
+/* Frees what the other thread sent so far. */
+static void xch_drain(xch_t *x) {
+  xch_ring_t *r = x->in;
+  uv_mutex_lock(&r->lock);
+  while (r->n > 0) {
+    weft_buf_t *b = r->ring[r->head];
+    uint64_t st = r->stamp[r->head];
+    r->head = (r->head + 1) % XCH_RING;
+    r->n--;
+    uv_mutex_unlock(&r->lock);
+    if (!stamp_ok(b, st))
+      x->bad++;
+    weft_buf_free(b);
+    x->freed++;
+    uv_mutex_lock(&r->lock);
+  }
+  uv_mutex_unlock(&r->lock);
+}
+
+static void xch_run(void *arg) {
+  xch_t *x = arg;
+  static const size_t sizes[] = {256u << 10, 1u << 20, 3u << 20};
+  for (uint64_t i = 0; i < XCH_ROUNDS; i++) {
+    weft_buf_t *b;
+    if (weft_buf_new(&b, sizes[(i + (uint64_t)x->id) % 3]) != 0) {
+      x->bad++;
+      continue;
+    }
+    uint64_t st = ((uint64_t)x->id << 48) | i;
+    stamp_put(b, st);
+    sched_yield();
+    if (!stamp_ok(b, st))
+      x->bad++;
+    x->made++;
+    xch_ring_t *r = x->out;
+    uv_mutex_lock(&r->lock);
+    while (r->n == XCH_RING) { /* free what came in while the other side catches up */
+      uv_mutex_unlock(&r->lock);
+      xch_drain(x);
+      sched_yield();
+      uv_mutex_lock(&r->lock);
+    }
+    int slot = (r->head + r->n) % XCH_RING;
+    r->ring[slot] = b;
+    r->stamp[slot] = st;
+    r->n++;
+    uv_mutex_unlock(&r->lock);
+    xch_drain(x);
+  }
+  /* Keep freeing until the other thread has made its last one too. */
+  atomic_fetch_add(x->done, 1);
+  while (atomic_load(x->done) < 2) {
+    xch_drain(x);
+    sched_yield();
+  }
+}
+
+static void cache_never_hands_a_mapping_twice(void **state) {
+  (void)state;
+  weft__buf_cache_trim();
+  xch_ring_t ring[2];
+  memset(ring, 0, sizeof(ring));
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(uv_mutex_init(&ring[i].lock), 0);
+  }
+  _Atomic int done = 0;
+  xch_t x[2] = {{.id = 1, .out = &ring[0], .in = &ring[1], .done = &done},
+                {.id = 2, .out = &ring[1], .in = &ring[0], .done = &done}};
+  uv_thread_t tid[2];
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uv_thread_create(&tid[i], xch_run, &x[i]), 0);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uv_thread_join(&tid[i]), 0);
+  for (int i = 0; i < 2; i++) /* what is left in flight */
+    xch_drain(&x[i]);
+  for (int i = 0; i < 2; i++) {
+    if (x[i].bad)
+      fail_msg("thread %d: %llu of %llu buffers showed another buffer's stamp", x[i].id,
+               (unsigned long long)x[i].bad, (unsigned long long)x[i].made);
+    assert_int_equal(x[i].made, XCH_ROUNDS);
+    uv_mutex_destroy(&ring[i].lock);
+  }
+  assert_int_equal(x[0].freed + x[1].freed, 2 * XCH_ROUNDS);
+  int kept;
+  size_t resident;
+  cache_stats(&kept, &resident);
+  assert_true(kept <= WEFT__BUF_CACHE_SLOTS);
+  assert_true(resident <= WEFT__BUF_CACHE_BYTES);
+  weft__buf_cache_trim();
+}
+
 static int build_new_big(weft_buf_t **out) { return weft_buf_new(out, BIGLEN); }
 
 static int build_new(weft_buf_t **out) { return weft_buf_new(out, 128); }
@@ -617,6 +854,9 @@ int main(void) {
       cmocka_unit_test_teardown(export_copies_once_then_not, no_leaks),
       cmocka_unit_test_teardown(export_other_kinds, no_leaks),
       cmocka_unit_test_teardown(reuse_past_the_budget_keeps_no_pages, no_leaks),
+      cmocka_unit_test_teardown(fresh_mappings_come_in_batches, no_leaks),
+      cmocka_unit_test_teardown(cache_holds_at_most_its_bounds, no_leaks),
+      cmocka_unit_test_teardown(cache_never_hands_a_mapping_twice, no_leaks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
