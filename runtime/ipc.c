@@ -19,6 +19,11 @@
 #include "ipc.h"
 
 #define CHUNK_MIN (64u * 1024u)
+/* A frame with fds starts a chunk of its own. A small one: malloc serves it
+ * from its bins. At CHUNK_MIN it came from the heap's top and, freed once
+ * sent, made glibc trim the heap and grow it again for the next one: two brk
+ * (with their page faults) per buffer sent to a child. */
+#define FDS_CHUNK_MIN (4u * 1024u)
 #define READ_MIN (64u * 1024u)
 #define READS_PER_EVENT 16
 #define TEARDOWN_FLUSH_MS 2000
@@ -72,7 +77,7 @@ int weft__ipc_write_frame_fds(weft__ipc_t *ipc, const void *head, size_t n, cons
     return WEFT_ETRANSFER;
   if (ipc->poll_closing)
     return WEFT_ECLOSED;
-  weft__ipc_chunk_t *c = chunk_new(n > CHUNK_MIN ? n : CHUNK_MIN);
+  weft__ipc_chunk_t *c = chunk_new(n > FDS_CHUNK_MIN ? n : FDS_CHUNK_MIN);
   if (c == NULL)
     return WEFT_ENOMEM;
   memcpy(c->data, head, n);

@@ -15,6 +15,14 @@
 static atomic_long outstanding;
 static atomic_ullong calls;
 static atomic_long countdown = -1; /* calls left before the failing one */
+static atomic_size_t largest;
+
+static void note_size(size_t n) {
+  size_t l = atomic_load_explicit(&largest, memory_order_relaxed);
+  while (n > l && !atomic_compare_exchange_weak_explicit(&largest, &l, n, memory_order_relaxed,
+                                                         memory_order_relaxed))
+    ;
+}
 
 /* One allocation call: true if it must fail. */
 static bool alloc_call_fails(void) {
@@ -34,6 +42,7 @@ static void count(void *p, long delta) {
 }
 
 static void *t_malloc(size_t n) {
+  note_size(n);
   if (alloc_call_fails())
     return NULL;
   void *p = malloc(n);
@@ -42,6 +51,7 @@ static void *t_malloc(size_t n) {
 }
 
 static void *t_calloc(size_t count_, size_t n) {
+  note_size(count_ * n);
   if (alloc_call_fails())
     return NULL;
   void *p = calloc(count_, n);
@@ -50,6 +60,7 @@ static void *t_calloc(size_t count_, size_t n) {
 }
 
 static void *t_realloc(void *p, size_t n) {
+  note_size(n);
   if (alloc_call_fails())
     return NULL;
   if (p != NULL && n == 0) {
@@ -81,6 +92,14 @@ long testutil_alloc_outstanding(void) {
 
 uint64_t testutil_alloc_calls(void) {
   return atomic_load_explicit(&calls, memory_order_relaxed);
+}
+
+size_t testutil_alloc_largest(void) {
+  return atomic_load_explicit(&largest, memory_order_relaxed);
+}
+
+void testutil_alloc_largest_reset(void) {
+  atomic_store_explicit(&largest, 0, memory_order_relaxed);
 }
 
 void testutil_alloc_fail_after(long n) {

@@ -26,6 +26,11 @@ long testutil_alloc_outstanding(void);
 /* testutil_alloc_calls: allocation calls (malloc, calloc, realloc) so far. */
 uint64_t testutil_alloc_calls(void);
 
+/* testutil_alloc_largest: the largest single allocation (malloc, calloc,
+ * realloc) since testutil_alloc_largest_reset, in bytes. */
+size_t testutil_alloc_largest(void);
+void testutil_alloc_largest_reset(void);
+
 /* testutil_alloc_fail_after: the n-th allocation call from now (0: the next
  * one) returns NULL; the calls after it succeed again. -1 disarms. */
 void testutil_alloc_fail_after(long n);
