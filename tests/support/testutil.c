@@ -15,13 +15,12 @@
 static atomic_long outstanding;
 static atomic_ullong calls;
 static atomic_long countdown = -1; /* calls left before the failing one */
-static atomic_size_t largest;
+static atomic_size_t big_size = SIZE_MAX; /* testutil_alloc_big_reset's */
+static atomic_ullong big_calls;
 
 static void note_size(size_t n) {
-  size_t l = atomic_load_explicit(&largest, memory_order_relaxed);
-  while (n > l && !atomic_compare_exchange_weak_explicit(&largest, &l, n, memory_order_relaxed,
-                                                         memory_order_relaxed))
-    ;
+  if (n >= atomic_load_explicit(&big_size, memory_order_relaxed))
+    atomic_fetch_add_explicit(&big_calls, 1, memory_order_relaxed);
 }
 
 /* One allocation call: true if it must fail. */
@@ -94,12 +93,13 @@ uint64_t testutil_alloc_calls(void) {
   return atomic_load_explicit(&calls, memory_order_relaxed);
 }
 
-size_t testutil_alloc_largest(void) {
-  return atomic_load_explicit(&largest, memory_order_relaxed);
+uint64_t testutil_alloc_big_count(void) {
+  return atomic_load_explicit(&big_calls, memory_order_relaxed);
 }
 
-void testutil_alloc_largest_reset(void) {
-  atomic_store_explicit(&largest, 0, memory_order_relaxed);
+void testutil_alloc_big_reset(size_t at_least) {
+  atomic_store_explicit(&big_size, at_least, memory_order_relaxed);
+  atomic_store_explicit(&big_calls, 0, memory_order_relaxed);
 }
 
 void testutil_alloc_fail_after(long n) {

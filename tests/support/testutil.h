@@ -26,10 +26,10 @@ long testutil_alloc_outstanding(void);
 /* testutil_alloc_calls: allocation calls (malloc, calloc, realloc) so far. */
 uint64_t testutil_alloc_calls(void);
 
-/* testutil_alloc_largest: the largest single allocation (malloc, calloc,
- * realloc) since testutil_alloc_largest_reset, in bytes. */
-size_t testutil_alloc_largest(void);
-void testutil_alloc_largest_reset(void);
+/* testutil_alloc_big_count: allocation calls (malloc, calloc, realloc) of
+ * at least the size given to testutil_alloc_big_reset since that call. */
+uint64_t testutil_alloc_big_count(void);
+void testutil_alloc_big_reset(size_t at_least);
 
 /* testutil_alloc_fail_after: the n-th allocation call from now (0: the next
  * one) returns NULL; the calls after it succeed again. -1 disarms. */
