@@ -14,8 +14,8 @@
  * becomes a sealed memfd only when it leaves the process
  * (weft__buf_memfd_export), by a copy if it was anonymous.
  * Threads: a handle is used by one thread at a time; only mem->refs, the
- * cache (buf_cache.c, lock-free) and the memfd demand (a relaxed hint) are touched
- * by several threads at once. */
+ * cache (buf_cache.c, lock-free) and the memfd demand (a relaxed hint) are
+ * touched by several threads at once. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -58,9 +58,10 @@ static weft_buf_t *handle_new(int kind) {
  * (weft__buf_memfd_demand), and each big weft_buf_new while it is above zero
  * takes one and makes a memfd-backed buffer, which a later export sends
  * without a copy. A stream of buffers to a child thus copies none (or only
- * its first, if the channel has been quiet for 64 big buffers); a program that moves buffers between threads only never
- * holds an fd per buffer. Relaxed: a hint read and written by any thread,
- * ordering nothing; a lost update costs at most one copy. */
+ * its first, if the channel has been quiet for 64 big buffers); a program
+ * that moves buffers between threads only never holds an fd per buffer.
+ * Relaxed: a hint read and written by any thread, ordering nothing; a lost
+ * update costs at most one copy. */
 #define DEMAND_RUN WEFT__BUF_DEMAND_RUN
 static _Atomic unsigned demand;
 

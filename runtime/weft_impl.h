@@ -76,7 +76,7 @@ struct weft_buf_s {
   void *opaque;
   weft__bufmem_t *mem;       /* shared: the refcounted memory */
   bool own_alloc;            /* owned: data was allocated by weft (free with weft__free) */
-  bool anon_block;           /* owned: data is an anonymous mapping of map_len bytes (weft_buf_new) */
+  bool anon_block;           /* owned: data is an anonymous mapping of map_len bytes */
   bool is_memfd;             /* owned: data is a mapping of memfd (or unmapped, data NULL) */
   bool private_map;          /* owned memfd: a private (copy-on-write) mapping of a received fd */
   int memfd;
