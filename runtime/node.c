@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <mbedtls/md.h>
 
@@ -92,8 +93,7 @@ void weft__node_wext(node_conn_t *c, const uint8_t *p, size_t n) {
   c->wtotal += n;
 }
 
-/* The batch's iovs from wsent on: at most NODE_SEGS. */
-static unsigned batch_iov(const node_conn_t *c, nng_iov *iov) {
+unsigned weft__node_batch_iov(const node_conn_t *c, nng_iov *iov) {
   size_t skip = c->wsent;
   unsigned k = 0;
   for (unsigned i = 0; i < c->nsegs; i++) {
@@ -114,6 +114,8 @@ static unsigned batch_iov(const node_conn_t *c, nng_iov *iov) {
 /* The send in flight is done (IDLE), or not: then ask its completion to
  * bring us back (WANT). Returns true if the caller may send now. */
 static bool tx_idle_or_want(node_conn_t *c) {
+  if (c->loop_io) /* the loop's own writer: a partly written batch waits for room */
+    return !c->tx_mid;
   int st = atomic_load_explicit(&c->tx_state, memory_order_acquire); /* DONE: its task comes */
   while (st == TX_BUSY || st == TX_PING)
     if (atomic_compare_exchange_weak_explicit(&c->tx_state, &st,
@@ -201,7 +203,7 @@ void weft__node_kick(node_conn_t *c) {
  * wrong: a message's way out costs no wake-up of its sender. */
 static void send_rest(node_conn_t *c, bool fresh) {
   nng_iov iov[NODE_SEGS];
-  unsigned niov = batch_iov(c, iov);
+  unsigned niov = weft__node_batch_iov(c, iov);
   /* The completion marks the send done from inside its callback: the aio is
    * nng's until that callback has returned (almost always long since). */
   if (fresh)
@@ -218,10 +220,9 @@ static void send_rest(node_conn_t *c, bool fresh) {
   nng_stream_send(c->s, c->tx_aio);
 }
 
-/* Write the control frames, then the channels' frames, in one batch. */
-static void flush_now(node_conn_t *c) {
-  if (c->state == CONN_DEAD || !tx_idle_or_want(c))
-    return;
+/* Start a batch: the control frames, then the channels' frames. False if
+ * there is nothing to write (or the connection failed). */
+static bool batch_start(node_conn_t *c) {
   weft__nchan_held_free(c); /* the last batch is over */
   c->wlen = c->wsent = c->wtotal = 0;
   c->nsegs = c->next_in_place = 0;
@@ -231,7 +232,7 @@ static void flush_now(node_conn_t *c) {
       uint8_t *p = weft__realloc(c->wbuf, c->ctl_len);
       if (p == NULL) {
         conn_fail(c, WEFT_ENOMEM);
-        return;
+        return false;
       }
       c->wbuf = p;
       c->wcap = c->ctl_len;
@@ -243,17 +244,64 @@ static void flush_now(node_conn_t *c) {
   if (c->state == CONN_UP)
     weft__nchan_fill(c, BATCH_BYTES);
   if (c->wtotal == 0)
-    return;
+    return false;
   atomic_store_explicit(&c->last_tx_ns, uv_hrtime(), memory_order_relaxed);
   c->node->stats.bytes_out += c->wtotal;
-  if (c->s == NULL) {
-    /* a detached connection (fuzzing): what it writes goes nowhere */
-    c->wlen = c->wtotal = 0;
-    c->nsegs = 0;
-    weft__nchan_held_free(c);
-    return;
+  return true;
+}
+
+/* A batch is written whole (loop transport): hang up after a REFUSE, else
+ * tell whether more waits. */
+static bool batch_over(node_conn_t *c) {
+  weft__nchan_held_free(c);
+  if (c->refusing && c->ctl_len == 0) {
+    conn_fail(c, c->refusing); /* the REFUSE is out */
+    return false;
   }
-  send_rest(c, true);
+  return c->ctl_len > 0 || !weft_list_empty(&c->ready) || !weft_list_empty(&c->due);
+}
+
+#define LOOP_BATCHES 4 /* per turn; then the flush task takes the rest */
+
+/* Write the control frames, then the channels' frames, in batches. The loop
+ * transport writes them now, while the socket takes them; nng's from its
+ * own threads. */
+static void flush_now(node_conn_t *c) {
+  if (c->state == CONN_DEAD || !tx_idle_or_want(c))
+    return;
+  for (unsigned round = 0;; round++) {
+    if (!batch_start(c))
+      return;
+    if (!c->loop_io) {
+      if (c->s == NULL) {
+        /* a detached connection (fuzzing): what it writes goes nowhere */
+        c->wlen = c->wtotal = 0;
+        c->nsegs = 0;
+        weft__nchan_held_free(c);
+        return;
+      }
+      send_rest(c, true);
+      return;
+    }
+    int rv = weft__nio_write(c);
+    if (rv == UV_EAGAIN)
+      return; /* the socket's room brings us back (weft__node_sent) */
+    if (rv != 0) {
+      conn_fail(c, WEFT_EPEERDIED);
+      return;
+    }
+    if (!batch_over(c))
+      return;
+    if (round + 1 == LOOP_BATCHES) {
+      weft__node_kick(c); /* let the loop's other work run between batches */
+      return;
+    }
+  }
+}
+
+void weft__node_sent(node_conn_t *c) {
+  if (c->state != CONN_DEAD && batch_over(c))
+    flush_now(c);
 }
 
 static node_conn_t *conn_of(weft__task_t *t, size_t off) {
@@ -344,7 +392,7 @@ static bool mac_equal(const uint8_t *a, const uint8_t *b) {
 static void refuse(node_conn_t *c, int reason) {
   if (c->refusing)
     return;
-  uint8_t *p = c->s != NULL ? weft__node_ctl(c, WEFT__NET_HEAD + 4) : NULL;
+  uint8_t *p = c->s != NULL || c->loop_io ? weft__node_ctl(c, WEFT__NET_HEAD + 4) : NULL;
   if (p == NULL) {
     conn_fail(c, reason);
     return;
@@ -454,6 +502,8 @@ static void conn_up(node_conn_t *c) {
   c->up_ns = uv_hrtime();
   if (c->s != NULL)
     nng_sleep_aio(c->ping_ms / 2 ? c->ping_ms / 2 : 1, c->ping_timer);
+  else if (c->loop_io)
+    weft__nio_pinger_add(c);
   n->stats.connects++;
   n->stats.peers_up++;
   if (c->dialer != NULL) {
@@ -546,9 +596,7 @@ static int on_frame(node_conn_t *c, const weft__net_frame_t *f) {
 /* Read into rbuf; while a DATA body is coming (rbuf is then empty: the
  * parse took all of it), first into the body's message itself, for the
  * bytes it lacks, so they are not copied again. */
-static void recv_more(node_conn_t *c) {
-  nng_aio_wait(c->rx_aio); /* the last completion's callback has returned */
-  nng_iov iov[NODE_SEGS];
+unsigned weft__node_rx_iov(node_conn_t *c, nng_iov *iov) {
   unsigned k = 0;
   c->rx_direct = 0;
   if (c->rx_left > 0 && c->rlen == 0) {
@@ -564,8 +612,15 @@ static void recv_more(node_conn_t *c) {
    * the next read goes in place again. Any other frame ends this. */
   if (c->rx_big && iov[k].iov_len > DIRECT_TAIL)
     iov[k].iov_len = DIRECT_TAIL;
+  return k + 1;
+}
+
+static void recv_more(node_conn_t *c) {
+  nng_aio_wait(c->rx_aio); /* the last completion's callback has returned */
+  nng_iov iov[NODE_SEGS];
+  unsigned k = weft__node_rx_iov(c, iov);
   c->rx_busy = true;
-  nng_aio_set_iov(c->rx_aio, k + 1, iov);
+  nng_aio_set_iov(c->rx_aio, k, iov);
   nng_stream_recv(c->s, c->rx_aio);
 }
 
@@ -637,34 +692,43 @@ static void on_rx_task(weft__task_t *t) {
     conn_maybe_free(c);
     return;
   }
-  size_t got = nng_aio_count(c->rx_aio);
-  size_t direct = got < c->rx_direct ? got : c->rx_direct;
-  c->rx_direct = 0;
   c->rx_busy = false;
-  c->node->stats.bytes_in += got;
-  c->rlen += got - direct;
-  int err = direct > 0 ? weft__nchan_body(c, NULL, direct) : 0; /* already in place */
-  if (err) {
-    conn_fail(c, err);
-    conn_maybe_free(c);
-    return;
-  }
-  conn_parse(c);
-  if (c->state == CONN_DEAD) {
+  if (!weft__node_conn_got(c, nng_aio_count(c->rx_aio))) {
     conn_maybe_free(c);
     return;
   }
   recv_more(c);
 }
 
+bool weft__node_conn_got(node_conn_t *c, size_t got) {
+  size_t direct = got < c->rx_direct ? got : c->rx_direct;
+  c->rx_direct = 0;
+  c->node->stats.bytes_in += got;
+  c->rlen += got - direct;
+  int err = direct > 0 ? weft__nchan_body(c, NULL, direct) : 0; /* already in place */
+  if (err) {
+    conn_fail(c, err);
+    return false;
+  }
+  conn_parse(c);
+  return c->state != CONN_DEAD;
+}
+
 /* ---- connections -------------------------------------------------------------- */
 
-static void conn_new(weft_node_t *n, nng_stream *s, node_dialer_t *d) {
+/* A connection on an nng stream s, on a socket fd (>= 0: the loop
+ * transport), or on nothing (detached). Takes s or fd, even on failure. */
+static void conn_new(weft_node_t *n, nng_stream *s, int fd, node_dialer_t *d) {
   node_conn_t *c = weft__calloc(1, sizeof(*c));
+  bool nng = fd < 0;
+  if (c != NULL)
+    c->node = n;
   if (c == NULL || (c->rbuf = weft__malloc(RBUF_CAP)) == NULL ||
-      nng_aio_alloc(&c->rx_aio, on_rx, c) != 0 || nng_aio_alloc(&c->tx_aio, on_tx, c) != 0 ||
-      nng_aio_alloc(&c->ping_aio, on_ping_sent, c) != 0 ||
-      nng_aio_alloc(&c->ping_timer, on_ping_timer, c) != 0) {
+      (nng && (nng_aio_alloc(&c->rx_aio, on_rx, c) != 0 ||
+               nng_aio_alloc(&c->tx_aio, on_tx, c) != 0 ||
+               nng_aio_alloc(&c->ping_aio, on_ping_sent, c) != 0 ||
+               nng_aio_alloc(&c->ping_timer, on_ping_timer, c) != 0)) ||
+      (!nng && weft__nio_conn_start(c, fd) != 0)) {
     if (c != NULL) {
       nng_aio_free(c->rx_aio);
       nng_aio_free(c->tx_aio);
@@ -674,9 +738,13 @@ static void conn_new(weft_node_t *n, nng_stream *s, node_dialer_t *d) {
     }
     if (s != NULL)
       nng_stream_free(s);
+    if (fd >= 0)
+      close(fd);
     return;
   }
-  c->node = n;
+  c->loop_io = !nng;
+  if (nng)
+    c->fd = -1;
   c->s = s;
   c->dialer = d;
   c->rcap = RBUF_CAP;
@@ -710,12 +778,16 @@ static void conn_new(weft_node_t *n, nng_stream *s, node_dialer_t *d) {
   if (s != NULL)
     recv_more(c);
   flush_now(c);
+  if (c->state == CONN_DEAD) /* the loop transport writes at once */
+    conn_maybe_free(c);
 }
+
+void weft__node_conn_fd(weft_node_t *n, int fd, node_dialer_t *d) { conn_new(n, NULL, fd, d); }
 
 /* ---- a connection without a stream, fed by hand (the fuzz targets) ---------- */
 
 node_conn_t *weft__node_conn_detached(weft_node_t *n) {
-  conn_new(n, NULL, NULL);
+  conn_new(n, NULL, -1, NULL);
   weft_list_node_t *l = weft_list_last(&n->conns);
   return l ? WEFT_LIST_ENTRY(l, node_conn_t, link) : NULL;
 }
@@ -748,9 +820,12 @@ static void conn_fail(node_conn_t *c, int reason) {
   c->state = CONN_DEAD;
   c->fail_reason = reason;
   atomic_store_explicit(&c->ping_stop, true, memory_order_release);
-  nng_aio_stop(c->ping_timer); /* waits for a tick under way; none after it */
+  if (c->ping_timer != NULL)
+    nng_aio_stop(c->ping_timer); /* waits for a tick under way; none after it */
   if (c->s != NULL)
     nng_stream_close(c->s); /* the aios in flight complete with an error */
+  if (c->loop_io)
+    weft__nio_conn_close(c); /* off the pinger's list; the socket closes */
   if (c->dialer != NULL) {
     c->dialer->conn = NULL;
     c->dialer->next_ns = uv_hrtime() + (uint64_t)c->dialer->backoff_ms * 1000000u;
@@ -777,9 +852,17 @@ static void conn_fail(node_conn_t *c, int reason) {
 
 void weft__node_conn_fail(node_conn_t *c, int reason) { conn_fail(c, reason); }
 
+void weft__node_conn_gone(node_conn_t *c, int reason) {
+  conn_fail(c, reason);
+  conn_maybe_free(c);
+}
+
+void weft__node_conn_maybe_free(node_conn_t *c) { conn_maybe_free(c); }
+
 static void conn_maybe_free(node_conn_t *c) {
   /* a send in flight is asked to bring us back when it ends */
-  if (c->state != CONN_DEAD || c->rx_busy || c->flush_queued || !tx_idle_or_want(c))
+  if (c->state != CONN_DEAD || c->rx_busy || c->flush_queued || c->io_open ||
+      (!c->loop_io && !tx_idle_or_want(c)))
     return;
   weft_node_t *n = c->node;
   weft_list_remove(&n->conns, &c->link);
@@ -817,7 +900,7 @@ static void on_accept_task(weft__task_t *t) {
     if (n->closing)
       nng_stream_free(s);
     else
-      conn_new(n, s, NULL);
+      conn_new(n, s, -1, NULL);
   }
   if (n->closing || rv == NNG_ECLOSED) {
     node_maybe_done(n);
@@ -830,6 +913,10 @@ static void on_accept_task(weft__task_t *t) {
 
 static void dial(node_dialer_t *d) {
   d->busy = true;
+  if (d->loop_io) {
+    weft__nio_dial(d);
+    return;
+  }
   nng_aio_wait(d->aio); /* the last dial's callback has returned */
   nng_stream_dialer_dial(d->d, d->aio);
 }
@@ -851,9 +938,14 @@ static void on_dial_task(weft__task_t *t) {
     return;
   }
   if (rv == 0) {
-    conn_new(n, nng_aio_get_output(d->aio, 0), d);
+    conn_new(n, nng_aio_get_output(d->aio, 0), -1, d);
     return;
   }
+  weft__node_dial_failed(d);
+}
+
+void weft__node_dial_failed(node_dialer_t *d) {
+  weft_node_t *n = d->node;
   n->stats.dial_failures++;
   d->next_ns = uv_hrtime() + (uint64_t)d->backoff_ms * 1000000u;
   d->backoff_ms = d->backoff_ms * 2 > n->opts.redial_max_ms ? n->opts.redial_max_ms
@@ -916,9 +1008,11 @@ static void on_tick(uv_timer_t *t) {
       conn_fail(c, c->refusing ? c->refusing : UV_ETIMEDOUT);
       conn_maybe_free(c);
     } else if (c->state == CONN_UP && silent_too_long(c, now, rx, hb, hs) &&
-               !atomic_load_explicit(&c->rx_ready, memory_order_relaxed)) {
-      /* (a receive that completed while this loop was busy is not silence:
-       * more may wait behind it, unread) */
+               !atomic_load_explicit(&c->rx_ready, memory_order_relaxed) &&
+               !(c->loop_io && weft__nio_has_input(c))) {
+      /* (a receive that completed while this loop was busy is not silence,
+       * nor are bytes waiting in the socket: more may wait behind them,
+       * unread) */
       conn_fail(c, WEFT_EPEERDIED);
       conn_maybe_free(c);
     }
@@ -928,6 +1022,9 @@ static void on_tick(uv_timer_t *t) {
     if (!d->busy && !d->parked && d->conn == NULL && now >= d->next_ns)
       dial(d);
   }
+  for (size_t i = 0; i < n->nlisteners; i++)
+    if (n->listeners[i].paused)
+      weft__nio_listen_resume(&n->listeners[i]);
   for (l = weft_list_first(&n->lookups); l; l = next) {
     next = weft_list_next(l);
     node_lookup_t *lk = WEFT_LIST_ENTRY(l, node_lookup_t, link);
@@ -1059,6 +1156,12 @@ static size_t count_urls(const char *const *urls) {
 static int make_listener(weft_node_t *n, node_listener_t *l, const char *url) {
   l->node = n;
   l->task.fn = on_accept_task;
+  l->fd = -1;
+  if (n->opts.transport != WEFT_NODE_TRANSPORT_NNG) {
+    int err = weft__nio_listen(l, url);
+    if (err <= 0)
+      return err;
+  }
   int rv = nng_stream_listener_alloc(&l->l, url);
   if (rv == 0) /* see make_dialer */
     (void)nng_stream_listener_set_bool(l->l, NNG_OPT_TCP_NODELAY, true);
@@ -1079,8 +1182,18 @@ static int make_dialer(weft_node_t *n, node_dialer_t *d, const char *url) {
   d->node = n;
   d->task.fn = on_dial_task;
   d->backoff_ms = n->opts.redial_min_ms;
+  d->fd = -1;
   d->url = weft__strdup(url);
-  int rv = d->url ? nng_stream_dialer_alloc(&d->d, url) : NNG_ENOMEM;
+  if (d->url == NULL)
+    return WEFT_ENOMEM;
+  if (n->opts.transport != WEFT_NODE_TRANSPORT_NNG) {
+    int err = weft__nio_parse(url, &d->addr);
+    if (err <= 0) {
+      d->loop_io = err == 0;
+      return err;
+    }
+  }
+  int rv = nng_stream_dialer_alloc(&d->d, url);
   /* nng's streams start with Nagle on (its SP transports turn it off): a
    * small frame sent while another is unacknowledged would wait for the
    * peer's delayed ACK, up to 40 ms per request/reply. Not a TCP URL (ipc):
@@ -1104,13 +1217,18 @@ static void node_free(weft_node_t *n) {
     nng_aio_free(n->listeners[i].aio);
     if (n->listeners[i].l)
       nng_stream_listener_free(n->listeners[i].l);
+    if (n->listeners[i].fd >= 0) /* bound, never watched (a start that failed) */
+      close(n->listeners[i].fd);
+    weft__free(n->listeners[i].path);
   }
   for (size_t i = 0; i < n->ndialers; i++) {
     nng_aio_free(n->dialers[i].aio);
     if (n->dialers[i].d)
       nng_stream_dialer_free(n->dialers[i].d);
     weft__free(n->dialers[i].url);
+    weft__free(n->dialers[i].addr.name);
   }
+  weft__nio_pinger_stop(n);
   if (n->tls_server)
     nng_tls_config_free(n->tls_server);
   if (n->tls_client)
@@ -1136,6 +1254,8 @@ static void on_tick_closed(uv_handle_t *h) {
 /* Once nothing of the node is in flight, close the tick; its close callback
  * frees the node. Until then the running tick keeps the loop alive, so the
  * completions nng still owes us are taken. */
+void weft__node_maybe_done(weft_node_t *n) { node_maybe_done(n); }
+
 static void node_maybe_done(weft_node_t *n) {
   if (!n->closing || n->closed_cb_done || !weft_list_empty(&n->conns) ||
       !weft_list_empty(&n->pubs) || !weft_list_empty(&n->events) ||
@@ -1156,9 +1276,13 @@ static void node_shutdown(weft_node_t *n) {
   for (size_t i = 0; i < n->nlisteners; i++)
     if (n->listeners[i].l)
       nng_stream_listener_close(n->listeners[i].l);
+    else if (n->listeners[i].loop_io)
+      weft__nio_listen_close(&n->listeners[i]);
   for (size_t i = 0; i < n->ndialers; i++)
     if (n->dialers[i].d)
       nng_stream_dialer_close(n->dialers[i].d);
+    else if (n->dialers[i].loop_io)
+      weft__nio_dial_close(&n->dialers[i]);
   weft_list_node_t *l, *next;
   for (l = weft_list_first(&n->conns); l; l = next) {
     next = weft_list_next(l);
@@ -1251,11 +1375,22 @@ int weft_node_start(weft_ctx_t *ctx, const weft_node_options_t *opts, weft_node_
   if (!err) {
     n->nlisteners = nl;
     n->ndialers = nd;
+    for (size_t i = 0; i < nl; i++)
+      n->listeners[i].fd = -1;
+    for (size_t i = 0; i < nd; i++)
+      n->dialers[i].fd = -1;
   }
   for (size_t i = 0; !err && i < nl; i++)
     err = make_listener(n, &n->listeners[i], opts->listen[i]);
   for (size_t i = 0; !err && i < nd; i++)
     err = make_dialer(n, &n->dialers[i], opts->peers[i]);
+  bool loop_io = false;
+  for (size_t i = 0; i < n->nlisteners; i++)
+    loop_io |= n->listeners[i].loop_io;
+  for (size_t i = 0; i < n->ndialers; i++)
+    loop_io |= n->dialers[i].loop_io;
+  if (!err && loop_io)
+    err = weft__nio_pinger_start(n);
   if (err) {
     node_free(n);
     return err;
@@ -1272,7 +1407,10 @@ int weft_node_start(weft_ctx_t *ctx, const weft_node_options_t *opts, weft_node_
   weft__ctx_closer_add(ctx, &n->closer);
   for (size_t i = 0; i < nl; i++) {
     n->listeners[i].busy = true;
-    nng_stream_listener_accept(n->listeners[i].l, n->listeners[i].aio);
+    if (n->listeners[i].loop_io)
+      weft__nio_listen_start(&n->listeners[i]);
+    else
+      nng_stream_listener_accept(n->listeners[i].l, n->listeners[i].aio);
   }
   for (size_t i = 0; i < nd; i++)
     dial(&n->dialers[i]);

@@ -951,7 +951,7 @@ static long emit_frame(node_chan_t *ch, size_t room) {
       max = UINT32_MAX - WEFT__NET_HEAD;
     uint8_t *src = NULL;
     uint64_t seg = 0;
-    bool in_place = c->s != NULL && c->next_in_place < NODE_IN_PLACE &&
+    bool in_place = (c->s != NULL || c->loop_io) && c->next_in_place < NODE_IN_PLACE &&
                     stream_at(m, ch->cur_off, &src, &seg) && seg >= IN_PLACE_MIN;
     n = (size_t)(left < max ? left : max);
     if (in_place && n > seg)

@@ -2,11 +2,17 @@
  * node.c (nodes, connections, handshake, names, lookups) and node_chan.c
  * (channels: messages, chunks, credits, close).
  *
- * A node lives on one context. Each connection is an nng byte stream (tcp,
- * ipc or tls+tcp) carrying netwire.h frames. nng completes its I/O on its
- * own threads; the completion callbacks only record the result and post a
- * task to the node's context (weft__ctx_post_task), where everything else
- * runs. One receive and one send are in flight per connection at most.
+ * A node lives on one context. Each connection carries netwire.h frames
+ * over one of two transports:
+ *  - the loop's (node_io.c; tcp:// and ipc:// by default): a non-blocking
+ *    socket watched by a uv_poll_t of the node's loop, read and written
+ *    there. Its only other thread is the node's pinger, which writes PING
+ *    frames between two frames (under io_lock) while the loop is busy.
+ *  - nng's byte streams (tls+tcp://, or every URL on request): nng
+ *    completes its I/O on its own threads; the completion callbacks only
+ *    record the result and post a task to the node's context
+ *    (weft__ctx_post_task), where everything else runs. One receive and one
+ *    send are in flight per connection at most.
  *
  * A channel is known on each side by a key: the id its allocator gave it,
  * with bit 63 set when the other side allocated it. Kinds:
@@ -26,6 +32,8 @@
 
 #include <nng/nng.h>
 #include <nng/supplemental/tls/tls.h>
+
+#include <sys/socket.h>
 
 #include "netwire.h"
 #include "weft_impl.h"
@@ -118,9 +126,31 @@ typedef struct {
   struct weft_node_watch_s *only; /* NULL: on_monitor and every watch */
 } node_event_t;
 
+/* A tcp:// or ipc:// address for the loop transport: an address (sa), or
+ * a host name to resolve (name, port; sa_len 0). */
+typedef struct {
+  struct sockaddr_storage sa;
+  socklen_t sa_len;
+  char *name;      /* tcp with a host name: resolved at each dial */
+  char port[8];
+  bool ipc;
+} node_addr_t;
+
+/* node_io.c's stages of a dial */
+enum { DIAL_IDLE = 0, DIAL_RESOLVING = 1, DIAL_CONNECTING = 2, DIAL_CLOSING = 3 };
+
 typedef struct {
   struct weft_node_s *node;
   char *url;
+  /* the loop transport (loop_io): the address, and the dial under way */
+  bool loop_io;
+  node_addr_t addr;
+  int stage;              /* DIAL_* */
+  uv_getaddrinfo_t gai;
+  struct addrinfo *ai, *ai_next; /* resolved; the next one to try */
+  int fd;                 /* connecting (-1: none) */
+  uv_poll_t io;
+  int connect_err;
   nng_stream_dialer *d;
   nng_aio *aio;
   weft__task_t task;
@@ -137,8 +167,13 @@ typedef struct {
   nng_stream_listener *l;
   nng_aio *aio;
   weft__task_t task;
-  bool busy;
+  bool busy;              /* an accept in flight (nng), or io open (loop) */
   int port;
+  /* the loop transport (loop_io) */
+  bool loop_io, io_open, paused;
+  int fd;                 /* listening socket (-1: none) */
+  uv_poll_t io;
+  char *path;             /* ipc: the socket file, removed at close */
 } node_listener_t;
 
 enum { CONN_HANDSHAKE = 0, CONN_UP = 1, CONN_DEAD = 2 };
@@ -181,6 +216,22 @@ struct node_conn_s {
   _Atomic uint64_t last_tx_ns; /* the loop's sends and nng's pings write it */
   uint64_t started_ns;
   uint64_t up_ns; /* when the handshake ended here (loop thread) */
+  /* The loop transport (node_io.c), loop_io: the loop reads and writes fd
+   * from io's callbacks; a batch the socket did not take whole waits for it
+   * to have room (tx_mid). The pinger (another thread) writes PINGs on fd
+   * only between frames: the loop writes, and both read or write tx_mid and
+   * ping_rest, under the node's io_lock; the pinger reaches the connection
+   * only while it is on node->pinged (under io_lock), which it leaves before
+   * fd is closed. */
+  bool loop_io;
+  bool io_open;            /* io initialised, its close callback not run yet */
+  int fd;                  /* -1: none */
+  uv_poll_t io;
+  int io_events;           /* watched: UV_READABLE, UV_WRITABLE */
+  bool tx_mid;             /* io_lock: a batch is partly written */
+  uint8_t ping_rest;       /* io_lock: bytes of a PING still to write */
+  bool pinged;             /* io_lock: on node->pinged */
+  weft_list_node_t ping_link;
   nng_aio *ping_aio, *ping_timer; /* the pinger: nng's threads only */
   _Atomic bool ping_stop;
   /* handshake */
@@ -256,6 +307,15 @@ struct weft_node_s {
   void *close_data;
   weft_node_stats_t stats;
   weft_metrics_source_t *metrics; /* node_metrics.c; NULL with metrics off */
+  /* The loop transport's pinger thread (node_io.c) and what it shares with
+   * the loop: io_lock guards pinged, pinger_stop and each loop connection's
+   * writes (see node_conn_s). */
+  bool pinger_on;
+  uv_mutex_t io_lock;
+  uv_cond_t pinger_cond;
+  uv_thread_t pinger;
+  bool pinger_stop;        /* io_lock */
+  weft_list_t pinged;      /* io_lock: loop connections that are up (ping_link) */
 };
 
 /* node_metrics.c: publish the node's figures (and per peer its channels) in
@@ -284,6 +344,55 @@ void weft__node_lookup_done(node_lookup_t *lk, int status, weft_port_t *port);
 node_conn_t *weft__node_conn_detached(struct weft_node_s *n);
 int weft__node_conn_feed(node_conn_t *c, const uint8_t *p, size_t len);
 void weft__node_conn_release(node_conn_t *c);
+
+/* The reading side, for either transport: the iovs of the next read (at
+ * most NODE_SEGS: a DATA body's message memory first, then rbuf), and the
+ * bytes that came into them. got returns false if the connection is dead
+ * now (the caller then lets it be freed). */
+unsigned weft__node_rx_iov(node_conn_t *c, nng_iov *iov);
+bool weft__node_conn_got(node_conn_t *c, size_t got);
+/* The batch's iovs from wsent on: at most NODE_SEGS. */
+unsigned weft__node_batch_iov(const node_conn_t *c, nng_iov *iov);
+/* The loop transport wrote the last batch whole: go on with what is queued. */
+void weft__node_sent(node_conn_t *c);
+/* A connection on a socket (loop transport): accepted (d NULL) or dialled. */
+void weft__node_conn_fd(struct weft_node_s *n, int fd, node_dialer_t *d);
+/* Fail c for reason, and free it once nothing of it is in flight. */
+void weft__node_conn_gone(node_conn_t *c, int reason);
+void weft__node_conn_maybe_free(node_conn_t *c);
+void weft__node_dial_failed(node_dialer_t *d);
+void weft__node_maybe_done(struct weft_node_s *n);
+
+/* ---- node_io.c: the loop transport ------------------------------------------ */
+/* Parse url: 0 and *a for tcp://host:port and ipc://path, 1 for a URL the
+ * loop transport leaves to nng (another scheme), or an error (UV_EINVAL). */
+int weft__nio_parse(const char *url, node_addr_t *a);
+/* Bind and listen (phase one of a start: nothing watched yet): 0, 1 (leave
+ * it to nng: a host name), or an error. start watches it (phase two);
+ * close stops it (busy until its close callback). resume: after the
+ * accepts paused (out of descriptors), try again. */
+int weft__nio_listen(node_listener_t *l, const char *url);
+void weft__nio_listen_start(node_listener_t *l);
+void weft__nio_listen_close(node_listener_t *l);
+void weft__nio_listen_resume(node_listener_t *l);
+/* A dial: resolve if need be, connect; busy until it ends. */
+void weft__nio_dial(node_dialer_t *d);
+void weft__nio_dial_close(node_dialer_t *d);
+/* Watch the connected socket fd for c: 0, or an error (fd stays the caller's). */
+int weft__nio_conn_start(node_conn_t *c, int fd);
+/* Write the batch from wsent: 0 (all of it), UV_EAGAIN (the rest goes when
+ * the socket has room: weft__node_sent then), or an error. */
+int weft__nio_write(node_conn_t *c);
+/* Stop c's I/O: off the pinger's list, the socket closed from io's close
+ * callback (then weft__node_conn_maybe_free). */
+void weft__nio_conn_close(node_conn_t *c);
+/* Bytes wait unread in c's socket. */
+bool weft__nio_has_input(const node_conn_t *c);
+/* The pinger: start (phase one), put a connection that came up on its
+ * list, stop and join (the node's end). */
+int weft__nio_pinger_start(struct weft_node_s *n);
+void weft__nio_pinger_add(node_conn_t *c);
+void weft__nio_pinger_stop(struct weft_node_s *n);
 
 /* ---- node_chan.c ---------------------------------------------------------- */
 node_chan_t *weft__nchan_get(node_conn_t *c, uint64_t key);

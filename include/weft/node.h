@@ -88,6 +88,23 @@ typedef void (*weft_node_lookup_cb)(weft_node_t *node, int status, weft_port_t *
 
 typedef void (*weft_node_close_cb)(weft_node_t *node, void *data);
 
+/* Who reads and writes a connection's bytes (both speak the same protocol:
+ * nodes with different transports talk to each other).
+ *  - WEFT_NODE_TRANSPORT_DEFAULT: for tcp:// and ipc:// URLs, the node's
+ *    own loop: non-blocking sockets watched by the loop, read and written
+ *    from its callbacks, so a message costs the receiving loop one wake-up
+ *    and no other thread. One helper thread per node (the pinger) sends a
+ *    PING on a connection that sent nothing for half a heartbeat, between
+ *    two frames, while the loop is busy with a long turn. tls+tcp:// URLs,
+ *    and listen URLs whose host is a name rather than an address, go
+ *    through nng (below).
+ *  - WEFT_NODE_TRANSPORT_NNG: every URL through nng's byte streams: nng's
+ *    threads move the bytes and post to the loop; its timer thread pings. */
+typedef enum {
+  WEFT_NODE_TRANSPORT_DEFAULT = 0,
+  WEFT_NODE_TRANSPORT_NNG = 1
+} weft_node_transport_t;
+
 typedef struct {
   const char *name;          /* required: 1 to 64 bytes, unique among the nodes that meet */
   const char *const *listen; /* NULL-terminated URLs to listen on (tcp://, ipc://, tls+tcp://);
@@ -117,6 +134,8 @@ typedef struct {
   uint64_t window_bytes;     /* 0: 8 MiB (one message may overshoot it by its own size) */
   uint64_t max_msg;          /* largest message accepted, payload plus buffers; 0: 64 MiB */
   uint32_t max_channels;     /* channels a peer may have open here; 0: 65536 */
+  weft_node_transport_t transport; /* who moves the bytes of tcp:// and ipc:// connections;
+                                      0 (WEFT_NODE_TRANSPORT_DEFAULT): the node's own loop */
   weft_node_monitor_cb on_monitor; /* may be NULL */
   void *data;                /* for on_monitor */
 } weft_node_options_t;

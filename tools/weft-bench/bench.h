@@ -54,6 +54,10 @@ int bench_service_pingpong(const bench_args_t *args);
 /* weft-bench --service-peer URL: the provider node of service_pingpong
  * (service.c). Returns the exit code. */
 int bench_service_peer_main(const char *url);
+/* The node transport of the remote_* and service_* shapes (both processes):
+ * nng's if WEFT_BENCH_TRANSPORT=nng is in the environment (their rows are
+ * then "impl":"weft-nng"), else the default (the node's loop). */
+weft_node_transport_t bench_node_transport(void);
 
 /* If this process was started as a child by a child_* shape, run its part
  * and return true with the exit code in *code (child.c). */

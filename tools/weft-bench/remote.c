@@ -110,7 +110,8 @@ int bench_remote_peer_main(const char *url) {
     return 1;
   weft_ctx_t *ctx = weft_runtime_main(rt);
   const char *peers[] = {url, NULL};
-  weft_node_options_t o = {.name = "peer", .peers = peers, .on_monitor = peer_monitor};
+  weft_node_options_t o = {.name = "peer", .peers = peers, .on_monitor = peer_monitor,
+                           .transport = bench_node_transport()};
   weft_node_t *node;
   int err = weft_node_start(ctx, &o, &node);
   struct {
@@ -342,7 +343,8 @@ static int remote_run(const char *shape, const char *actor, uint64_t n, void (*g
   }
   weft_ctx_t *ctx = weft_runtime_main(rt);
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.name = "bench", .listen = listen, .on_monitor = bench_monitor};
+  weft_node_options_t o = {.name = "bench", .listen = listen, .on_monitor = bench_monitor,
+                           .transport = bench_node_transport()};
   err = weft_node_start(ctx, &o, &run.node);
   char exe[4096], url[64];
   size_t sz = sizeof(exe);

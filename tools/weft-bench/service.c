@@ -50,7 +50,8 @@ int bench_service_peer_main(const char *url) {
   if (weft_runtime_new(&rt, NULL) != 0)
     return 1;
   const char *peers[] = {url, NULL};
-  weft_node_options_t o = {.name = "svcpeer", .peers = peers, .on_monitor = peer_monitor};
+  weft_node_options_t o = {.name = "svcpeer", .peers = peers, .on_monitor = peer_monitor,
+                           .transport = bench_node_transport()};
   weft_node_t *node;
   weft_service_t *svc;
   int err = weft_node_start(weft_runtime_main(rt), &o, &node);
@@ -208,7 +209,8 @@ int bench_service_pingpong(const bench_args_t *a) {
   }
   weft_ctx_t *ctx = weft_runtime_main(rt);
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.name = "bench", .listen = listen};
+  weft_node_options_t o = {.name = "bench", .listen = listen,
+                           .transport = bench_node_transport()};
   /* The provider is found within rescan_ms of its node coming up. */
   weft_service_client_options_t co = {.service = SVC_NAME, .timeout_ms = 10000,
                                       .wait_ms = 10000, .rescan_ms = 100,

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -49,9 +50,20 @@ double bench_percentile(double *v, size_t n, double p) {
   return v[i < n ? i : n - 1];
 }
 
+weft_node_transport_t bench_node_transport(void) {
+  const char *t = getenv("WEFT_BENCH_TRANSPORT");
+  return t != NULL && strcmp(t, "nng") == 0 ? WEFT_NODE_TRANSPORT_NNG
+                                            : WEFT_NODE_TRANSPORT_DEFAULT;
+}
+
 void bench_emit(const char *shape, int rep, const char *fields, ...) {
   va_list ap;
-  printf("{\"shape\":\"%s\",\"impl\":\"weft\",\"rep\":%d,", shape, rep);
+  /* the node shapes through nng's transport are their own row */
+  bool nng = strncmp(shape, "remote_", 7) == 0 || strncmp(shape, "service_", 8) == 0
+                 ? bench_node_transport() == WEFT_NODE_TRANSPORT_NNG
+                 : false;
+  printf("{\"shape\":\"%s\",\"impl\":\"%s\",\"rep\":%d,", shape, nng ? "weft-nng" : "weft",
+         rep);
   va_start(ap, fields);
   vprintf(fields, ap);
   va_end(ap);
