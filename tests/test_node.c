@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "ktest.h"
+#include "nodetest.h"
 #include "testutil.h"
 #include "weft.h"
 
@@ -353,7 +354,8 @@ static int peer_main(int argc, char **argv) {
   alarm(SANITIZED ? 400 : 150); /* never outlive a hung runner */
   const char *dial[4] = {0}, *listen[2] = {0};
   size_t nd = 0;
-  weft_node_options_t o = {.on_monitor = peer_monitor};
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .on_monitor = peer_monitor};
   uint32_t hwm_msgs = 0;
   size_t hwm_bytes = 0;
   snprintf(P.name, sizeof(P.name), "%s", argv[2]);
@@ -645,7 +647,8 @@ static void world_start(const weft_runtime_options_t *ro, const char *url_spec, 
     hb = 5000; /* TSan's loop turns outlast a 1 s heartbeat under load */
 #endif
   W.hb = hb;
-  weft_node_options_t o = {.name = "A", .listen = listen, .on_monitor = on_monitor,
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .name = "A", .listen = listen, .on_monitor = on_monitor,
                            .heartbeat_ms = hb};
   int rc = weft_node_start(W.ctx, &o, &W.node);
   if (rc != 0)
@@ -1372,7 +1375,8 @@ static void new_incarnation_after_restart(void **state) {
   W.ctx = weft_runtime_main(W.rt);
   W.loop = weft_ctx_loop(W.ctx);
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.name = "A", .listen = listen, .on_monitor = log_monitor};
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .name = "A", .listen = listen, .on_monitor = log_monitor};
   assert_int_equal(weft_node_start(W.ctx, &o, &W.node), 0);
   snprintf(W.url, sizeof(W.url), "tcp://127.0.0.1:%d", weft_node_port(W.node, 0));
   kid_t *b = kid_start(0, "B", false, NULL);

@@ -3,10 +3,12 @@
  * Node "a" (main context) and node "b" (a worker thread) run with a 200 ms
  * heartbeat. Once b is up, a's loop is blocked for 1.5 s (7.5 heartbeats) in
  * a callback, as a slow handler or a big checksum would. Neither side may
- * take the other for dead: a's pings go out from nng's timer thread while
- * its loop is busy, and a's own check does not count a receive that
- * completed during the turn (and waits to be read) as silence. Without
- * either, b drops a after 200 ms, or a drops b as soon as its loop runs. */
+ * take the other for dead: a's pings go out from another thread while its
+ * loop is busy (the node's pinger with the loop transport, nng's timer
+ * thread with nng's), and a's own check does not count bytes that came
+ * during the turn (and wait to be read) as silence. Without either, b drops
+ * a after 200 ms, or a drops b as soon as its loop runs. Runs on both
+ * transports (test_node_longturn_nng). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -19,6 +21,7 @@
 
 #include <weft.h>
 
+#include "nodetest.h"
 #include "testutil.h"
 
 #define HEARTBEAT_MS 200
@@ -51,7 +54,8 @@ static void b_monitor(weft_node_t *node, const char *peer, bool up, int reason, 
 static int b_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
   (void)msg;
   const char *peers[] = {a_url, NULL};
-  weft_node_options_t o = {.name = "b", .peers = peers, .on_monitor = b_monitor, .data = ctx,
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .name = "b", .peers = peers, .on_monitor = b_monitor, .data = ctx,
                            .heartbeat_ms = HEARTBEAT_MS};
   weft_node_t *node;
   return weft_node_start(ctx, &o, &node) == 0 ? 0 : 1;
@@ -94,7 +98,8 @@ static void a_long_loop_turn_does_not_drop_the_peers(void **state) {
   assert_int_equal(weft_runtime_new(&rt, NULL), 0);
   weft_ctx_t *ctx = weft_runtime_main(rt);
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.name = "a", .listen = listen, .on_monitor = a_monitor,
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .name = "a", .listen = listen, .on_monitor = a_monitor,
                            .heartbeat_ms = HEARTBEAT_MS};
   assert_int_equal(weft_node_start(ctx, &o, &a_node), 0);
   snprintf(a_url, sizeof(a_url), "tcp://127.0.0.1:%d", weft_node_port(a_node, 0));

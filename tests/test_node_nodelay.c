@@ -1,6 +1,7 @@
 /* test_node_nodelay.c: node connections send small frames at once.
  *
- * nng's byte streams start with Nagle's algorithm on. A node sends many
+ * Sockets start with Nagle's algorithm on (nng's byte streams too). A node
+ * sends many
  * small frames (an answer, then a credit): with Nagle the second waits until
  * the first is acknowledged, and the peer delays its ACK (40 ms on Linux),
  * so a request/reply across nodes took ~40 ms instead of well under 1 ms
@@ -8,7 +9,7 @@
  * ends of a TCP node connection, the dialed and the accepted, must have
  * TCP_NODELAY set. Checked on the sockets themselves (this process holds
  * both ends: node "a" on the main context, node "b" on a worker thread), not
- * by timing. */
+ * by timing, on both transports (test_node_nodelay_nng). */
 #include <dirent.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -25,6 +26,7 @@
 
 #include <weft.h>
 
+#include "nodetest.h"
 #include "testutil.h"
 
 static char a_url[64];  /* written before the worker starts, read by it */
@@ -73,7 +75,8 @@ static void b_monitor(weft_node_t *node, const char *peer, bool up, int reason, 
 static int b_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
   (void)msg;
   const char *peers[] = {a_url, NULL};
-  weft_node_options_t o = {.name = "b", .peers = peers, .on_monitor = b_monitor, .data = ctx};
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .name = "b", .peers = peers, .on_monitor = b_monitor, .data = ctx};
   weft_node_t *node;
   return weft_node_start(ctx, &o, &node) == 0 ? 0 : 1;
 }
@@ -101,7 +104,8 @@ static void both_ends_of_a_tcp_node_connection_have_nodelay(void **state) {
   assert_int_equal(weft_runtime_new(&rt, NULL), 0);
   weft_ctx_t *ctx = weft_runtime_main(rt);
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.name = "a", .listen = listen, .on_monitor = a_monitor};
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .name = "a", .listen = listen, .on_monitor = a_monitor};
   weft_node_t *a;
   assert_int_equal(weft_node_start(ctx, &o, &a), 0);
   a_port = weft_node_port(a, 0);

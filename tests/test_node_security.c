@@ -11,7 +11,11 @@
  *    node's loop): a wrong version, an oversized frame length, garbage, a
  *    stall in the handshake, a message before the handshake, a flood past
  *    the window, credit it was never owed, channel ids out of order or
- *    reused.
+ *    reused, frames sent one byte per read, a peer that stops reading while
+ *    srv sends it 16 MiB.
+ *  - a node on the other transport (interop: loop and nng, tcp:// and ipc://).
+ * Runs on the default transport (the node's loop) and, as
+ * test_node_security_nng, on nng's.
  * After each one, a well-behaved node still looks "echo" up and gets an
  * answer. Every wait is for an event, with a deadline; every test ends with
  * the runtimes freed and no allocation outstanding.
@@ -38,6 +42,7 @@
 #include <unistd.h>
 
 #include "netwire.h"
+#include "nodetest.h"
 #include "testutil.h"
 #include "weft.h"
 
@@ -168,6 +173,7 @@ typedef struct {
   const char *cert, *key, *ca, *server_name;
   bool verify;
   uint32_t lookup_ms;
+  bool other_transport; /* the one nodetest_transport() is not (interop) */
   /* results */
   int start_err;
   int lookup_status;
@@ -226,8 +232,12 @@ static void *peer_main(void *arg) {
     return NULL;
   }
   const char *peers[] = {p->url, NULL};
-  weft_node_options_t o = {.name = p->name, .peers = peers, .redial_min_ms = 20,
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .name = p->name, .peers = peers, .redial_min_ms = 20,
                            .redial_max_ms = 200};
+  if (p->other_transport)
+    o.transport = o.transport == WEFT_NODE_TRANSPORT_NNG ? WEFT_NODE_TRANSPORT_DEFAULT
+                                                         : WEFT_NODE_TRANSPORT_NNG;
   if (p->secret) {
     o.secret = p->secret;
     o.secret_len = strlen(p->secret);
@@ -313,7 +323,8 @@ static int no_leaks(void **state) {
 static void secret_same_connects(void **state) {
   (void)state;
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.listen = listen, .secret = "s3cret", .secret_len = 6};
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .listen = listen, .secret = "s3cret", .secret_len = 6};
   srv_start(&o);
   peer_t p = {.name = "good", .secret = "s3cret"};
   tcp_url(p.url, sizeof(p.url));
@@ -329,7 +340,8 @@ static void secret_same_connects(void **state) {
 static void secret_wrong_is_refused_both_sides(void **state) {
   (void)state;
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.listen = listen, .secret = "s3cret", .secret_len = 6};
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .listen = listen, .secret = "s3cret", .secret_len = 6};
   srv_start(&o);
   peer_t p = {.name = "intruder", .secret = "guess"};
   tcp_url(p.url, sizeof(p.url));
@@ -348,7 +360,8 @@ static void secret_on_one_side_only_is_refused(void **state) {
   (void)state;
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
   /* the listener has a secret, the dialer none */
-  weft_node_options_t o = {.listen = listen, .secret = "s3cret", .secret_len = 6};
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .listen = listen, .secret = "s3cret", .secret_len = 6};
   srv_start(&o);
   peer_t p = {.name = "nosecret"};
   tcp_url(p.url, sizeof(p.url));
@@ -435,7 +448,8 @@ static int tls_teardown(void **state) {
  * plain one (listener 1) for the raw checks. */
 static void tls_srv_start(void) {
   const char *listen[] = {"tls+tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.listen = listen,
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .listen = listen,
                            .tls_cert_file = tls_path("srv.pem"),
                            .tls_key_file = tls_path("srv.key"),
                            .tls_ca_file = tls_path("ca.pem"),
@@ -713,7 +727,8 @@ static void expect_dropped_up(raw_t *r, uint64_t errors_before, int reason) {
 
 static void raw_srv_start(void) {
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.listen = listen};
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .listen = listen};
   srv_start(&o);
 }
 
@@ -797,7 +812,8 @@ static void raw_garbage_is_dropped(void **state) {
 static void raw_stall_in_handshake_is_dropped(void **state) {
   (void)state;
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t o = {.listen = listen, .handshake_ms = 200};
+  weft_node_options_t o = {.transport = nodetest_transport(),
+                           .listen = listen, .handshake_ms = 200};
   srv_start(&o);
   char url[64];
   tcp_url(url, sizeof(url));
@@ -945,6 +961,135 @@ static void raw_channel_ids_out_of_order_or_reused(void **state) {
   srv_stop();
 }
 
+/* ---- the transport: a peer that dribbles, a peer that stops reading, interop ------------ */
+
+static bool srv_bytes_in_past(void *arg);
+
+/* Send p one byte at a time, each after srv has read the one before (its
+ * bytes_in says so): every frame comes in pieces, across many reads. */
+static void raw_dribble(raw_t *r, const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint64_t want = srv_stats().bytes_in + 1;
+    assert_true(raw_send(r, p + i, 1));
+    if (!pump_until(srv_bytes_in_past, &want, WAIT_MS))
+      fail_msg("srv did not read byte %zu of %zu within %u ms", i, n, WAIT_MS);
+  }
+}
+
+/* A peer that sends its handshake, an answer and a lookup one byte per read:
+ * srv puts the frames together and serves it as any other. */
+static void raw_dribbled_frames_are_taken(void **state) {
+  (void)state;
+  raw_srv_start();
+  raw_t *r = raw_connect();
+  raw_expect(r, WEFT__NET_HELLO);
+  uint8_t b[256], nonce[WEFT__NET_NONCE] = {0};
+  size_t n = weft__net_put_hello(b, 0, 7, nonce, 64, 1u << 20, 1u << 20, 1000, "drip", 4);
+  raw_dribble(r, b, n);
+  assert_true(weft_node_is_up(S.node, "drip"));
+  /* srv asks it for "x": the answer comes byte by byte too */
+  S.found_done = false;
+  assert_int_equal(weft_node_lookup(S.node, "drip", "x", WAIT_MS, on_srv_found, NULL), 0);
+  raw_expect(r, WEFT__NET_LOOKUP);
+  size_t k = weft__net_put_simple(b, WEFT__NET_FOUND, r->f.chan ^ WEFT__NET_OWN_BIT);
+  raw_dribble(r, b, k);
+  assert_true(pump_until(srv_found_done, NULL, WAIT_MS));
+  assert_int_equal(S.found_status, 0);
+  /* and it looks "echo" up, byte by byte: srv answers FOUND */
+  k = weft__net_put_lookup(b, 1 | WEFT__NET_OWN_BIT, "echo", 4); /* (ids as its writer sees them) */
+  raw_dribble(r, b, k);
+  raw_expect(r, WEFT__NET_FOUND);
+  assert_int_equal(r->f.chan, 1);
+  fprintf(stderr, "  dribble (%s): %zu frames' bytes taken one per read; srv up with it, "
+                  "lookups answered both ways\n",
+          nodetest_transport_name(), n + 2 * k);
+  weft_port_close(S.found);
+  raw_free(r);
+  char url[64];
+  tcp_url(url, sizeof(url));
+  expect_served(url);
+  srv_stop();
+}
+
+static bool srv_bytes_out_past(void *arg) { return srv_stats().bytes_out >= *(uint64_t *)arg; }
+
+/* A peer that takes a 16 MiB buffer's channel and then stops reading: srv's
+ * socket fills and its writer waits for room, but its loop goes on serving
+ * others; memory stays within the buffer's own; closing srv with the write
+ * half done ends cleanly (no hang, nothing leaked). */
+static void raw_stops_reading_while_srv_sends_16mib(void **state) {
+  (void)state;
+  const char *listen[] = {"tcp://127.0.0.1:0", NULL};
+  weft_node_options_t o = {.transport = nodetest_transport(), .listen = listen,
+                           .heartbeat_ms = 30000}; /* the raw peer sends no pings */
+  srv_start(&o);
+  uint64_t chan;
+  raw_t *r = raw_up("deaf", &chan);
+  long rss0 = rss_kib();
+  const size_t big = 16u << 20;
+  weft_buf_t *buf;
+  assert_int_equal(weft_buf_new(&buf, big), 0);
+  memset(weft_buf_ptr(buf), 0xd5, big);
+  weft_msg_t *m;
+  assert_int_equal(weft_msg_new(&m), 0);
+  weft_msg_put_map(m, 1);
+  weft_msg_put_u64(m, "big", 1);
+  assert_int_equal(weft_msg_add_buf(m, buf), 0);
+  weft_buf_free(buf); /* detached: the bytes moved into m */
+  assert_int_equal(weft_port_post(S.found, m), 0);
+  /* srv's batches start (bytes_out counts them); the socket then fills */
+  uint64_t some = 1u << 20;
+  assert_true(pump_until(srv_bytes_out_past, &some, WAIT_MS));
+  char url[64];
+  tcp_url(url, sizeof(url));
+  expect_served(url); /* another peer, while this one's bytes wait */
+  expect_served(url);
+  long rss1 = rss_kib();
+  weft_node_stats_t st = srv_stats();
+  fprintf(stderr, "  deaf peer (%s): srv queued %llu KiB for it (the socket took what it "
+                  "could), served 2 others meanwhile; RSS %ld -> %ld KiB\n",
+          nodetest_transport_name(), (unsigned long long)(st.bytes_out / 1024), rss0, rss1);
+  assert_true(rss1 - rss0 < 40 * 1024); /* the buffer (16 MiB) and change */
+  assert_true(weft_node_is_up(S.node, "deaf"));
+  srv_stop(); /* with the write half done: the close completes, nothing leaks */
+  assert_true(S.found_closed);
+  raw_free(r);
+}
+
+/* A loop-transport node and an nng-transport node speak the same protocol:
+ * srv on this test's transport, the peer on the other one, over tcp:// and
+ * ipc://, both ways (the peer dials; srv's answer comes back). */
+static void transports_interoperate(void **state) {
+  (void)state;
+  char dir[] = "/tmp/weft-interop.XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char ipc[160];
+  snprintf(ipc, sizeof(ipc), "ipc://%s/srv.sock", dir);
+  const char *listen[] = {"tcp://127.0.0.1:0", ipc, NULL};
+  weft_node_options_t o = {.transport = nodetest_transport(), .listen = listen};
+  srv_start(&o);
+  peer_t p = {.other_transport = true};
+  snprintf(p.name, sizeof(p.name), "other-tcp");
+  tcp_url(p.url, sizeof(p.url));
+  peer_run(&p);
+  if (p.lookup_status != 0 || !p.answered)
+    fail_msg("tcp: a %s peer was not served by a %s node: lookup %s, answered %d",
+             nodetest_transport() == WEFT_NODE_TRANSPORT_NNG ? "loop" : "nng",
+             nodetest_transport_name(), weft_err_name(p.lookup_status), p.answered);
+  peer_t q = {.other_transport = true};
+  snprintf(q.name, sizeof(q.name), "other-ipc");
+  snprintf(q.url, sizeof(q.url), "%s", ipc);
+  peer_run(&q);
+  if (q.lookup_status != 0 || !q.answered)
+    fail_msg("ipc: the other transport's peer was not served: lookup %s, answered %d",
+             weft_err_name(q.lookup_status), q.answered);
+  srv_stop();
+  char path[200];
+  snprintf(path, sizeof(path), "%s/srv.sock", dir);
+  assert_int_equal(access(path, F_OK), -1); /* the listener removed its socket file */
+  assert_int_equal(rmdir(dir), 0);
+}
+
 /* ---- DATA frames: a body that goes straight into the message ---------------------------- */
 
 /* A first MSG frame on chan: a 1-byte payload and one buffer of buf_len
@@ -973,7 +1118,9 @@ static void raw_body(raw_t *r, size_t n, uint8_t v) {
   }
 }
 
-static bool srv_bytes_in_past(void *arg) { return srv_stats().bytes_in >= *(uint64_t *)arg; }
+static bool srv_bytes_in_past(void *arg) {
+  return srv_stats().bytes_in >= *(uint64_t *)arg;
+}
 
 /* A DATA frame that lies: with no message in progress, longer than what the
  * message lacks (only its header is sent: srv must not wait for the body),
@@ -1170,14 +1317,16 @@ static int sweep_once(long k, bool *fired) {
   }
   w.ctx = weft_runtime_main(w.rt);
   const char *listen[] = {"tcp://127.0.0.1:0", NULL};
-  weft_node_options_t oa = {.name = "a", .listen = listen, .redial_min_ms = 10,
+  weft_node_options_t oa = {.transport = nodetest_transport(),
+                            .name = "a", .listen = listen, .redial_min_ms = 10,
                             .redial_max_ms = 50};
   err = weft_node_start(w.ctx, &oa, &w.a);
   if (err == 0) {
     char url[64];
     snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", weft_node_port(w.a, 0));
     const char *peers[] = {url, NULL};
-    weft_node_options_t ob = {.name = "b", .peers = peers, .redial_min_ms = 10,
+    weft_node_options_t ob = {.transport = nodetest_transport(),
+                              .name = "b", .peers = peers, .redial_min_ms = 10,
                               .redial_max_ms = 50};
     err = weft_node_start(w.ctx, &ob, &w.b);
   }
@@ -1246,6 +1395,11 @@ int main(void) {
       cmocka_unit_test_teardown(raw_data_lies_are_dropped, no_leaks),
       cmocka_unit_test_teardown(raw_dies_mid_data_body, no_leaks),
       cmocka_unit_test_teardown(raw_channel_closed_mid_data_body, no_leaks),
+      cmocka_unit_test_teardown(raw_dribbled_frames_are_taken, no_leaks),
+      cmocka_unit_test_teardown(raw_stops_reading_while_srv_sends_16mib, no_leaks),
+  };
+  const struct CMUnitTest interop[] = {
+      cmocka_unit_test_teardown(transports_interoperate, no_leaks),
   };
   const struct CMUnitTest oom[] = {
       cmocka_unit_test_teardown(node_allocation_failure_sweep, no_leaks),
@@ -1253,6 +1407,7 @@ int main(void) {
   int rc = cmocka_run_group_tests_name("secret", secret, NULL, NULL);
   rc += cmocka_run_group_tests_name("tls", tls, tls_setup, tls_teardown);
   rc += cmocka_run_group_tests_name("raw", raw, NULL, NULL);
+  rc += cmocka_run_group_tests_name("interop", interop, NULL, NULL);
   rc += cmocka_run_group_tests_name("oom", oom, NULL, NULL);
   return rc;
 }
