@@ -198,6 +198,15 @@ void weft__node_kick(node_conn_t *c) {
   weft__ctx_post_task(c->node->ctx, &c->flush_task);
 }
 
+/* Credit below half the window waits for a batch to ride on: the sender
+ * still has the other half, and a message is most often answered on the
+ * same connection within the turn. The tick writes what is left. */
+void weft__node_kick_credit(node_conn_t *c, uint32_t msgs, uint64_t bytes) {
+  const weft_node_options_t *o = &c->node->opts;
+  if ((uint64_t)msgs * 2 >= o->window_msgs || bytes * 2 >= o->window_bytes)
+    weft__node_kick(c);
+}
+
 /* A send's completion wakes the loop only when the loop asked for it (WANT:
  * more to write, or a REFUSE to follow by the hang-up) or something went
  * wrong: a message's way out costs no wake-up of its sender. */
@@ -1015,6 +1024,8 @@ static void on_tick(uv_timer_t *t) {
        * unread) */
       conn_fail(c, WEFT_EPEERDIED);
       conn_maybe_free(c);
+    } else if (c->state == CONN_UP && !weft_list_empty(&c->due)) {
+      weft__node_kick(c); /* credit that found no batch to ride on */
     }
   }
   for (size_t i = 0; i < n->ndialers; i++) {

@@ -342,8 +342,9 @@ static void due_add(node_chan_t *ch, uint32_t msgs, uint64_t bytes) {
   if (!ch->in_due && ch->conn != NULL) {
     ch->in_due = true;
     weft_list_push_back(&ch->conn->due, &ch->due_link);
-    weft__node_kick(ch->conn);
   }
+  if (ch->conn != NULL)
+    weft__node_kick_credit(ch->conn, ch->due_msgs, ch->due_bytes);
 }
 
 /* Credit what a's program consumed: handed to it less what it still holds

@@ -333,6 +333,11 @@ void weft__node_wput(node_conn_t *c, size_t n);
 void weft__node_wext(node_conn_t *c, const uint8_t *p, size_t n);
 /* Write what is queued as soon as the send in flight (if any) is done. */
 void weft__node_kick(node_conn_t *c);
+/* A channel owes msgs / bytes of credit: written at once from half the
+ * window on; below that it goes with the next batch (most often the answer
+ * the message asked for: one write and one wake-up of the peer instead of
+ * two) or from the tick. */
+void weft__node_kick_credit(node_conn_t *c, uint32_t msgs, uint64_t bytes);
 /* Tear the connection down: every channel fails with reason. */
 void weft__node_conn_fail(node_conn_t *c, int reason);
 node_pub_t *weft__node_find_pub(struct weft_node_s *n, const char *name, size_t len);

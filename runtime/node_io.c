@@ -39,6 +39,10 @@
 
 #define ACCEPTS_PER_TURN 32
 #define READS_PER_TURN 16
+/* A turn stops reading past this: what was read gets delivered and
+ * credited (and the other connections' turns come) before more is taken,
+ * as nng's one receive in flight per connection paced it. */
+#define READ_BYTES_PER_TURN (256u * 1024u)
 #define PINGER_MAX_WAIT_MS 250u
 
 static const uint8_t PING_FRAME[WEFT__NET_HEAD] = {0, 0, 0, WEFT__NET_HEAD - 4, WEFT__NET_PING};
@@ -358,9 +362,12 @@ static unsigned to_iovec(const nng_iov *in, unsigned k, struct iovec *out, size_
   return k;
 }
 
-/* Read while the socket has bytes (a bounded number of times per turn). */
+/* Read while the socket has bytes (a bounded number of times and bytes
+ * per turn: the poll is level-triggered, the rest comes next turn). */
 static void conn_read(node_conn_t *c) {
-  for (int i = 0; i < READS_PER_TURN && c->state != CONN_DEAD; i++) {
+  size_t total = 0;
+  for (int i = 0; i < READS_PER_TURN && total < READ_BYTES_PER_TURN && c->state != CONN_DEAD;
+       i++) {
     nng_iov niov[NODE_SEGS];
     struct iovec iov[NODE_SEGS];
     size_t want;
@@ -377,6 +384,7 @@ static void conn_read(node_conn_t *c) {
       return;
     }
     atomic_store_explicit(&c->last_rx_ns, uv_hrtime(), memory_order_relaxed);
+    total += (size_t)got;
     if (!weft__node_conn_got(c, (size_t)got)) {
       weft__node_conn_maybe_free(c);
       return;
