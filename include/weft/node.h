@@ -1,5 +1,5 @@
 /* weft/node.h: distribution. A context becomes a node: it has a name,
- * listens on nng URLs and dials its peers, and its ports reach actors on
+ * listens on URLs (tcp://, ipc://, tls+tcp://) and dials its peers, and its ports reach actors on
  * other nodes (other processes, other machines) as they reach a worker.
  *
  * Model (Erlang distribution's, with weft's ports):
@@ -36,10 +36,12 @@
  *    (so sent = delivered + that count), and the monitor callback says so
  *    (with WEFT_EPEERDIED whatever the cause: a peer that closed its node in
  *    order, one that died, or one dropped for breaking the protocol, whose
- *    channels close with the protocol error). Pings go out from nng's timer
- *    thread whenever nothing else went out for half a heartbeat, and the
- *    time of the last receive is stamped on nng's thread too: a long turn of
- *    the node's loop (a slow callback) is not mistaken for a dead node.
+ *    channels close with the protocol error). Pings go out from another
+ *    thread (the node's pinger, or nng's timer thread: see
+ *    weft_node_transport_t) whenever nothing else went out for half a
+ *    heartbeat, and bytes that came during a long turn of the node's loop
+ *    are not taken for silence: a slow callback is not mistaken for a dead
+ *    node, on either side.
  *    A peer that comes back is a new connection (and, if it restarted, a new
  *    incarnation): old ports stay closed, names are looked up again.
  *  - Security: every byte from the network is untrusted. Frames are limited
@@ -55,9 +57,10 @@
  *
  * Threads: a node lives on the context that started it; every function here
  * is called on that context's thread and every callback runs there, from its
- * loop. nng's own threads only move bytes and wake the context: no user
- * callback ever runs on them. A started node keeps its loop alive until
- * weft_node_close. */
+ * loop. The other threads (the pinger; libuv's pool resolving host names;
+ * nng's threads for its transport) only move bytes, send pings and wake the
+ * context: no user callback ever runs on them. A started node keeps its loop
+ * alive until weft_node_close. */
 #ifndef WEFT_NODE_H
 #define WEFT_NODE_H
 
@@ -159,10 +162,10 @@ typedef struct {
 /* weft_node_start: makes the calling thread's context ctx a node: listens
  * on opts->listen, dials opts->peers. Returns 0 and *out, or WEFT_EINVAL (no
  * or bad name, NULL out), WEFT_EWRONGTHREAD (ctx is not the calling thread's),
- * WEFT_ENOMEM, or the error of a listen that failed (an nng error mapped to
- * UV_EADDRINUSE, UV_EINVAL (bad URL), UV_ENOTSUP (unknown scheme, or TLS not
- * built into nng), UV_ENOENT (a TLS file missing), ...): then nothing is
- * left. Dials happen in the background: a peer not up yet is not an error.
+ * WEFT_ENOMEM, or the error of a listen that failed (UV_EADDRINUSE,
+ * UV_EINVAL (bad URL), UV_ENOTSUP (unknown scheme, or TLS not built into
+ * nng), UV_ENOENT (a TLS file missing), UV_EACCES, ...), or of the pinger
+ * thread's start: then nothing is left. Dials happen in the background: a peer not up yet is not an error.
  * The options' strings are copied. */
 WEFT_EXTERN int weft_node_start(weft_ctx_t *ctx, const weft_node_options_t *opts,
                                 weft_node_t **out);

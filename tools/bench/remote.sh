@@ -3,6 +3,9 @@
 # remote_pingpong, remote_transfer) beside their peers, Erlang distribution
 # (tools/bench/erlang/dist.sh) and nng's own pair1 over tcp (weft-nng-floor),
 # all between two processes on 127.0.0.1, with ratios and the goals of issue 11.
+# weft runs twice: on its default transport (the node's loop reads and writes
+# the sockets) and as weft-nng (WEFT_BENCH_TRANSPORT=nng: nng's byte streams),
+# so the table compares the two transports within one run.
 #
 #   tools/bench/remote.sh [--quick] [--repeat R] [--out FILE]
 #   tools/bench/remote.sh --report FILE     # the table again, from a results file
@@ -109,6 +112,10 @@ run_one() {
       fi
       cmd=("$BIN" "$shape" --n "$(n_for "$shape" weft)")
       [ "$shape" = remote_transfer ] && cmd+=(--size 16m) ;;
+    weft-nng)
+      "$BIN" --help 2>/dev/null | grep -q "^  $shape " || { mark weft-nng "$shape" "$rep" "not built yet"; return; }
+      cmd=(env WEFT_BENCH_TRANSPORT=nng "$BIN" "$shape" --n "$(n_for "$shape" weft)")
+      [ "$shape" = remote_transfer ] && cmd+=(--size 16m) ;;
     erlang) cmd=("$DIST" "$shape" --n "$(n_for "$shape" erlang)" --rep "$rep") ;;
     nng) cmd=("$FLOOR" "$shape" --n "$(n_for "$shape" nng)" --rep "$rep") ;;
   esac
@@ -177,8 +184,8 @@ report() {
       }
     }
     END {
-      print "| shape | weft | erlang | nng pair1 | ratio weft/erlang | goal | met? |"
-      print "|---|---|---|---|---|---|---|"
+      print "| shape | weft | weft-nng | erlang | nng pair1 | weft/weft-nng | weft/erlang | goal | met? |"
+      print "|---|---|---|---|---|---|---|---|---|"
       split("oneway batch p50 p99 xfer", order, " ")
       label["oneway"] = "one-way {seq, tag}, msgs/s"
       label["batch"] = "one-way, records/s in 64 KiB nng messages"
@@ -191,14 +198,16 @@ report() {
         w = vals[row, "weft"] != "" ? med(vals[row, "weft"]) : ""
         e = vals[row, "erlang"] != "" ? med(vals[row, "erlang"]) : ""
         p = vals[row, "nng"] != "" ? med(vals[row, "nng"]) : ""
+        wn = vals[row, "weft-nng"] != "" ? med(vals[row, "weft-nng"]) : ""
         ratio = (w != "" && e != "" && e > 0) ? sprintf("%.2f", w / e) : "-"
+        rn = (w != "" && wn != "" && wn > 0) ? sprintf("%.2f", w / wn) : "-"
         met = "-"
         if (row == "oneway" && w != "" && e != "") met = (w >= 4 * e) ? "yes" : "no"
         if (row == "p50" && w != "" && p != "") met = (w <= 1.1 * p) ? "yes" : "no"
         if (row == "xfer" && w != "" && e != "") met = (w <= e) ? "yes" : "no"
         nn = cell(row, "nng")
         if (row == "batch" && vals["batch_mb", "nng"] != "") nn = nn ", " fmt(med(vals["batch_mb", "nng"])) " MB/s"
-        printf "| %s | %s | %s | %s | %s | %s | %s |\n", label[row], cell(row, "weft"), cell(row, "erlang"), nn, ratio, (row in goal) ? goal[row] : "-", met
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", label[row], cell(row, "weft"), cell(row, "weft-nng"), cell(row, "erlang"), nn, rn, ratio, (row in goal) ? goal[row] : "-", met
       }
     }' "$1"
 }
@@ -214,8 +223,8 @@ main() {
   local load0 start=$SECONDS rep shape impl order
   load0="$(cut -d' ' -f1-3 /proc/loadavg)"
   for ((rep = 0; rep < REPEAT; rep++)); do
-    order="weft erlang nng"
-    ((rep % 2)) && order="nng erlang weft"
+    order="weft weft-nng erlang nng"
+    ((rep % 2)) && order="nng erlang weft-nng weft"
     for shape in "${SHAPES[@]}"; do
       for impl in $order; do
         run_one "$impl" "$shape" "$rep"
