@@ -1090,6 +1090,32 @@ static void transports_interoperate(void **state) {
   assert_int_equal(rmdir(dir), 0);
 }
 
+/* IPv6 loopback both ways ([::1]:0 takes a free port, reported at once), and
+ * a peer that dials a host name (resolved off the loop: localhost). */
+static void ipv6_and_host_names(void **state) {
+  (void)state;
+  const char *listen[] = {"tcp://[::1]:0", "tcp://127.0.0.1:0", NULL};
+  weft_node_options_t o = {.transport = nodetest_transport(), .listen = listen};
+  srv_start(&o);
+  assert_true(weft_node_port(S.node, 0) > 0);
+  assert_true(weft_node_port(S.node, 1) > 0);
+  peer_t p = {0};
+  snprintf(p.name, sizeof(p.name), "six");
+  snprintf(p.url, sizeof(p.url), "tcp://[::1]:%d", weft_node_port(S.node, 0));
+  peer_run(&p);
+  if (p.lookup_status != 0 || !p.answered)
+    fail_msg("[::1]: not served: lookup %s, answered %d", weft_err_name(p.lookup_status),
+             p.answered);
+  peer_t q = {0};
+  snprintf(q.name, sizeof(q.name), "named");
+  snprintf(q.url, sizeof(q.url), "tcp://localhost:%d", weft_node_port(S.node, 1));
+  peer_run(&q);
+  if (q.lookup_status != 0 || !q.answered)
+    fail_msg("localhost: not served: lookup %s, answered %d", weft_err_name(q.lookup_status),
+             q.answered);
+  srv_stop();
+}
+
 /* ---- DATA frames: a body that goes straight into the message ---------------------------- */
 
 /* A first MSG frame on chan: a 1-byte payload and one buffer of buf_len
@@ -1400,6 +1426,7 @@ int main(void) {
   };
   const struct CMUnitTest interop[] = {
       cmocka_unit_test_teardown(transports_interoperate, no_leaks),
+      cmocka_unit_test_teardown(ipv6_and_host_names, no_leaks),
   };
   const struct CMUnitTest oom[] = {
       cmocka_unit_test_teardown(node_allocation_failure_sweep, no_leaks),

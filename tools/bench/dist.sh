@@ -19,13 +19,16 @@
 #     service_pingpong): p50 (goal weft <= Erlang), beside weft-bench
 #     remote_pingpong (a bare message round trip across nodes, the
 #     transport the service rides on): the service's own cost is their
-#     ratio (goal <= 1.10).
+#     ratio (goal <= 1.10). Both weft shapes run again as weft-nng
+#     (WEFT_BENCH_TRANSPORT=nng: nng's transport instead of the node's loop).
 #
-#   tools/bench/dist.sh [--quick] [--repeat R] [--duration S] [--connections C]
-#                       [--work N] [--out FILE]
+#   tools/bench/dist.sh [--quick] [--service-only] [--repeat R] [--duration S]
+#                       [--connections C] [--work N] [--n N] [--out FILE]
 #   tools/bench/dist.sh --report FILE   # the table again, from a results file
 #
 #   --quick          1 repetition, 3 s steady runs, 10 s of kills (5 kills)
+#   --service-only   only the service shapes (3.): no HTTP, no nginx or wrk
+#   --n N            service shapes: round trips per run (default 20000)
 #   --repeat R       repetitions (default 3), the order of weft and its peer
 #                    reversed on every other one; medians with (min-max)
 #   --duration S     steady wrk duration (default 10)
@@ -57,23 +60,26 @@ KILL_EVERY=2
 CONNS=32
 WORK=1000
 SVC_N=20000
+SVC_ONLY=0
 OUT=""
 REPORT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; REPEAT=1; DUR=3; KILL_S=10; SVC_N=3000 ;;
+    --service-only) SVC_ONLY=1 ;;
+    --n) SVC_N="${2:?--n needs a count}"; shift ;;
     --repeat) REPEAT="${2:?--repeat needs a count}"; shift ;;
     --duration) DUR="${2:?--duration needs seconds}"; shift ;;
     --connections) CONNS="${2:?--connections needs a count}"; shift ;;
     --work) WORK="${2:?--work needs a count}"; shift ;;
     --out) OUT="${2:?--out needs a file}"; shift ;;
     --report) REPORT="${2:?--report needs a file}"; shift ;;
-    -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "dist.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
-for v in "$REPEAT" "$DUR" "$CONNS" "$WORK"; do
+for v in "$REPEAT" "$DUR" "$CONNS" "$WORK" "$SVC_N"; do
   case "$v" in ''|*[!0-9]*|0) echo "dist.sh: counts and durations are integers > 0" >&2; exit 2 ;; esac
 done
 
@@ -150,6 +156,15 @@ report() {
         if (row == "failed" && ("weft" in kills)) lab = lab ", " kills["weft"] " kills per run"
         printf "| %s | %s | %s %s | %s | %s | %s |\n", lab, cell(row, "weft"), peer, cell(row, peer), ratio, (row in goal) ? goal[row] : "-", met
       }
+      # The same shapes on the nng transport (same run).
+      if (vals["svc", "weft-nng"] != "") {
+        w = vals["svc", "weft"] != "" ? med(vals["svc", "weft"]) : ""
+        q = med(vals["svc", "weft-nng"])
+        printf "|   service call p50 us, weft-nng (nng transport) | %s | erlang %s | %s | - | - |\n", cell("svc", "weft-nng"), cell("svc", "erlang"), (vals["svc", "erlang"] != "") ? sprintf("%.2f", q / med(vals["svc", "erlang"])) : "-"
+        if (w != "") printf "|   weft / weft-nng, service call p50 | %.2f | - | - | - | - |\n", w / q
+      }
+      if (vals["port", "weft-nng"] != "")
+        printf "|   bare round trip p50 us, weft-nng | %s | - | - | - | - |\n", cell("port", "weft-nng")
       # What the service adds to the transport it rides on (same run).
       if (vals["svc", "weft"] != "" && vals["port", "weft"] != "") {
         r = med(vals["svc", "weft"]) / med(vals["port", "weft"])
@@ -174,10 +189,12 @@ install_pkg() {
 need_cmd() { command -v "$1" >/dev/null 2>&1 || install_pkg "$2"; }
 need_file() { [ -e "$1" ] || install_pkg "$2"; }
 
-need_cmd wrk wrk
-need_cmd nginx nginx-light
+if [ "$SVC_ONLY" = 0 ]; then
+  need_cmd wrk wrk
+  need_cmd nginx nginx-light
+  need_file /usr/include/http_parser.h libhttp-parser-dev
+fi
 need_cmd erl erlang-base
-need_file /usr/include/http_parser.h libhttp-parser-dev
 
 say "configuring and building $BUILD_DIR"
 if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then
@@ -185,7 +202,11 @@ if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then
 else
   cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >&2 || exit 1
 fi
-cmake --build "$BUILD_DIR" -j2 --target dist_gateway weft-bench weft-http-backend >&2 || exit 1
+if [ "$SVC_ONLY" = 1 ]; then
+  cmake --build "$BUILD_DIR" -j2 --target weft-bench >&2 || exit 1
+else
+  cmake --build "$BUILD_DIR" -j2 --target dist_gateway weft-bench weft-http-backend >&2 || exit 1
+fi
 GATEWAY="$BUILD_DIR/examples/dist_gateway"
 HTTPBE="$BUILD_DIR/tools/weft-http-backend"
 BENCH="$BUILD_DIR/tools/weft-bench"
@@ -408,8 +429,11 @@ run_http() {
 # port round trip across nodes: the part of the service call that is transport).
 run_service() {
   local impl="$1" shape="$2" rep="$3" cmd tmp
-  if [ "$impl" = weft ]; then cmd=("$BENCH" "$shape" --n "$SVC_N")
-  else cmd=("$ERLDIST" "$shape" --n "$SVC_N" --rep "$rep"); fi
+  case "$impl" in
+    weft) cmd=("$BENCH" "$shape" --n "$SVC_N") ;;
+    weft-nng) cmd=(env WEFT_BENCH_TRANSPORT=nng "$BENCH" "$shape" --n "$SVC_N") ;;
+    *) cmd=("$ERLDIST" "$shape" --n "$SVC_N" --rep "$rep") ;;
+  esac
   say "rep $rep: ${cmd[*]}"
   tmp="$TMP/svc.out"
   if ! timeout -k 10 "$RUN_TIMEOUT" "${cmd[@]}" >"$tmp" 2>>"$OUT.log"; then
@@ -423,11 +447,13 @@ run_service() {
 load0="$(cut -d' ' -f1-3 /proc/loadavg)"
 start=$SECONDS
 for ((rep = 0; rep < REPEAT; rep++)); do
-  order="weft nginx"
-  ((rep % 2)) && order="nginx weft"
-  for impl in $order; do run_http "$impl" "$rep"; done
-  order="weft erlang"
-  ((rep % 2)) && order="erlang weft"
+  if [ "$SVC_ONLY" = 0 ]; then
+    order="weft nginx"
+    ((rep % 2)) && order="nginx weft"
+    for impl in $order; do run_http "$impl" "$rep"; done
+  fi
+  order="weft weft-nng erlang"
+  ((rep % 2)) && order="erlang weft-nng weft"
   for impl in $order; do
     run_service "$impl" service_pingpong "$rep"
     run_service "$impl" remote_pingpong "$rep"
@@ -435,7 +461,11 @@ for ((rep = 0; rep < REPEAT; rep++)); do
 done
 say "done in $((SECONDS - start)) s; JSON lines in $OUT"
 echo
+if [ "$SVC_ONLY" = 1 ]; then
+  echo "weft-bench service_pingpong and remote_pingpong (weft: the node loop's transport; weft-nng: nng's) vs Erlang/OTP $(erl -noshell -eval 'io:put_chars(erlang:system_info(otp_release)), halt().') gen_server:call, 127.0.0.1, --n $SVC_N, $REPEAT repetition(s), $(nproc) CPUs, load average at start ${load0}, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+else
 echo "weft (examples/dist_gateway, weft-bench service_pingpong) vs nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') and Erlang/OTP $(erl -noshell -eval 'io:put_chars(erlang:system_info(otp_release)), halt().'), 127.0.0.1, wrk -t1 -c$CONNS keep-alive ${DUR}s, $WORK SHA-256 rounds per request, $REPEAT repetition(s)$([ "$QUICK" = 1 ] && echo ', --quick'), $(nproc) CPUs, load average at start ${load0}, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
 echo
 report "$OUT"
 exit "$FAILED"
