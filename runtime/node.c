@@ -1308,6 +1308,19 @@ static void node_shutdown(weft_node_t *n) {
   node_maybe_done(n);
 }
 
+/* The context, about to sleep, spins a while for work: bytes on one of the
+ * loop transport's sockets end the spin too, so an answer that comes within
+ * it is read at once rather than after the spin and a kernel wake-up. */
+static bool node_input_ready(weft__closer_t *cl) {
+  weft_node_t *n = (weft_node_t *)(void *)((char *)cl - offsetof(weft_node_t, closer));
+  for (weft_list_node_t *l = weft_list_first(&n->conns); l; l = weft_list_next(l)) {
+    node_conn_t *c = WEFT_LIST_ENTRY(l, node_conn_t, link);
+    if (c->loop_io && c->state != CONN_DEAD && weft__nio_readable(c))
+      return true;
+  }
+  return false;
+}
+
 static void on_ctx_close(weft__closer_t *cl) {
   weft_node_t *n = (weft_node_t *)(void *)((char *)cl - offsetof(weft_node_t, closer));
   if (!n->closing)
@@ -1415,6 +1428,7 @@ int weft_node_start(weft_ctx_t *ctx, const weft_node_options_t *opts, weft_node_
   every = every < 10 ? 10 : every > 250 ? 250 : every;
   uv_timer_start(&n->tick, on_tick, every, every);
   n->closer.close = on_ctx_close;
+  n->closer.input_ready = node_input_ready;
   weft__ctx_closer_add(ctx, &n->closer);
   for (size_t i = 0; i < nl; i++) {
     n->listeners[i].busy = true;

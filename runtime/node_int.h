@@ -391,8 +391,10 @@ int weft__nio_write(node_conn_t *c);
 /* Stop c's I/O: off the pinger's list, the socket closed from io's close
  * callback (then weft__node_conn_maybe_free). */
 void weft__nio_conn_close(node_conn_t *c);
-/* Bytes wait unread in c's socket. */
+/* Bytes wait unread in c's socket. readable: or its end (a read would not
+ * block; what the context's spin asks). */
 bool weft__nio_has_input(const node_conn_t *c);
+bool weft__nio_readable(const node_conn_t *c);
 /* The pinger: start (phase one), put a connection that came up on its
  * list, stop and join (the node's end). */
 int weft__nio_pinger_start(struct weft_node_s *n);

@@ -394,6 +394,11 @@ static void conn_read(node_conn_t *c) {
   }
 }
 
+bool weft__nio_readable(const node_conn_t *c) {
+  char byte;
+  return c->fd >= 0 && recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
+}
+
 bool weft__nio_has_input(const node_conn_t *c) {
   int n = 0;
   return c->fd >= 0 && ioctl(c->fd, FIONREAD, &n) == 0 && n > 0;

@@ -58,6 +58,10 @@ int bench_service_peer_main(const char *url);
  * nng's if WEFT_BENCH_TRANSPORT=nng is in the environment (their rows are
  * then "impl":"weft-nng"), else the default (the node's loop). */
 weft_node_transport_t bench_node_transport(void);
+/* Their runtimes' options (both processes): NULL (the defaults), or with
+ * spin_us from WEFT_BENCH_SPIN_US (-1: a context sleeps at once when it has
+ * no work, instead of spinning up to 50 us for more). */
+const weft_runtime_options_t *bench_node_runtime_options(void);
 
 /* If this process was started as a child by a child_* shape, run its part
  * and return true with the exit code in *code (child.c). */

@@ -106,7 +106,7 @@ static void peer_monitor(weft_node_t *node, const char *peer, bool up, int reaso
 
 int bench_remote_peer_main(const char *url) {
   weft_runtime_t *rt;
-  if (weft_runtime_new(&rt, NULL) != 0)
+  if (weft_runtime_new(&rt, bench_node_runtime_options()) != 0)
     return 1;
   weft_ctx_t *ctx = weft_runtime_main(rt);
   const char *peers[] = {url, NULL};
@@ -336,7 +336,7 @@ static int remote_run(const char *shape, const char *actor, uint64_t n, void (*g
   if (lat && (run.lat = calloc(n, sizeof(double))) == NULL)
     return bench_fail(shape, "setup", WEFT_ENOMEM);
   weft_runtime_t *rt;
-  int err = weft_runtime_new(&rt, NULL);
+  int err = weft_runtime_new(&rt, bench_node_runtime_options());
   if (err) {
     free(run.lat);
     return bench_fail(shape, "weft_runtime_new", err);

@@ -47,7 +47,7 @@ static void peer_monitor(weft_node_t *node, const char *peer, bool up, int reaso
 
 int bench_service_peer_main(const char *url) {
   weft_runtime_t *rt;
-  if (weft_runtime_new(&rt, NULL) != 0)
+  if (weft_runtime_new(&rt, bench_node_runtime_options()) != 0)
     return 1;
   const char *peers[] = {url, NULL};
   weft_node_options_t o = {.name = "svcpeer", .peers = peers, .on_monitor = peer_monitor,
@@ -202,7 +202,7 @@ int bench_service_pingpong(const bench_args_t *a) {
   if ((sv.lat = calloc(2 * sv.n, sizeof(double))) == NULL)
     return bench_fail(shape, "setup", WEFT_ENOMEM);
   weft_runtime_t *rt;
-  int err = weft_runtime_new(&rt, NULL);
+  int err = weft_runtime_new(&rt, bench_node_runtime_options());
   if (err) {
     free(sv.lat);
     return bench_fail(shape, "weft_runtime_new", err);

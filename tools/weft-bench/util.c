@@ -50,6 +50,15 @@ double bench_percentile(double *v, size_t n, double p) {
   return v[i < n ? i : n - 1];
 }
 
+const weft_runtime_options_t *bench_node_runtime_options(void) {
+  static weft_runtime_options_t o;
+  const char *v = getenv("WEFT_BENCH_SPIN_US");
+  if (v == NULL)
+    return NULL;
+  o.spin_us = (int32_t)atoi(v);
+  return &o;
+}
+
 weft_node_transport_t bench_node_transport(void) {
   const char *t = getenv("WEFT_BENCH_TRANSPORT");
   return t != NULL && strcmp(t, "nng") == 0 ? WEFT_NODE_TRANSPORT_NNG
