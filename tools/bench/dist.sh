@@ -144,6 +144,7 @@ report() {
       for (k = 1; k <= n; k++) {
         row = order[k]
         peer = (row == "svc" || row == "port") ? "erlang" : "nginx"
+        if (vals[row, "weft"] == "" && vals[row, peer] == "" && !((row, "weft") in why)) continue
         w = vals[row, "weft"] != "" ? med(vals[row, "weft"]) : ""
         p = vals[row, peer] != "" ? med(vals[row, peer]) : ""
         ratio = (w != "" && p != "" && p > 0) ? sprintf("%.2f", w / p) : "-"
