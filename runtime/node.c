@@ -1,19 +1,24 @@
 /* node.c: nodes (weft/node.h): listeners, dialers, connections, the
- * handshake, heartbeats, names and lookups. Channels are node_chan.c's.
+ * handshake, heartbeats, names and lookups. Channels are node_chan.c's; the
+ * loop transport's sockets are node_io.c's.
  *
- * Connections are nng byte streams (nng_stream_*), not SP sockets: pair1
- * takes one peer per socket, and its polyamorous mode drops a message when a
- * peer's queue is full; a stream gives one ordered connection per peer and
- * leaves framing, flow control and loss accounting to us. Every frame is
- * limited to WEFT__NET_MAX_FRAME by the parser before anything is allocated
- * (the role NNG_OPT_RECVMAXSZ plays for SP sockets).
+ * Connections are byte streams, not SP sockets: pair1 takes one peer per
+ * socket, and its polyamorous mode drops a message when a peer's queue is
+ * full; a stream gives one ordered connection per peer and leaves framing,
+ * flow control and loss accounting to us. Every frame is limited to
+ * WEFT__NET_MAX_FRAME by the parser before anything is allocated (the role
+ * NNG_OPT_RECVMAXSZ plays for SP sockets). Two transports move the bytes
+ * (node_int.h): the node's loop itself (node_io.c; tcp:// and ipc:// by
+ * default), or nng's byte streams (nng_stream_*: tls+tcp://, or every URL on
+ * request). Everything above the bytes is shared: batches, parsing, the
+ * handshake, credits.
  *
- * Threads: nng completes each aio on its own threads; the callbacks below
- * only stamp the time of a receive and post a task to the node's context.
- * Each connection has at most one receive and one send in flight, each
- * listener one accept, each dialer one dial, so a task is never queued
- * twice. A structure is freed only once its aios are idle and its tasks
- * have run. */
+ * Threads: with nng, nng completes each aio on its own threads; the
+ * callbacks below only stamp the time of a receive and post a task to the
+ * node's context. Each connection has at most one receive and one send in
+ * flight, each listener one accept, each dialer one dial, so a task is never
+ * queued twice. A structure is freed only once its aios are idle (or its
+ * loop handles closed) and its tasks have run. */
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
