@@ -1,14 +1,17 @@
 /* test_node_longturn.c: a long turn of a node's loop is not a dead node.
  *
  * Node "a" (main context) and node "b" (a worker thread) run with a 200 ms
- * heartbeat. Once b is up, a's loop is blocked for 1.5 s (7.5 heartbeats) in
- * a callback, as a slow handler or a big checksum would. Neither side may
+ * heartbeat. Once b is up and has answered a lookup (so each has heard the
+ * other since the handshake), a's loop is blocked for 1.5 s (7.5 heartbeats)
+ * in a callback, as a slow handler or a big checksum would. Neither side may
  * take the other for dead: a's pings go out from another thread while its
  * loop is busy (the node's pinger with the loop transport, nng's timer
  * thread with nng's), and a's own check does not count bytes that came
- * during the turn (and wait to be read) as silence. Without either, b drops
- * a after 200 ms, or a drops b as soon as its loop runs. Runs on both
- * transports (test_node_longturn_nng). */
+ * during the turn (and wait to be read) as silence. Without the pings, b
+ * drops a after 200 ms (the test fails with the loop transport's pinger
+ * off). Before the lookup, b would judge a by the handshake deadline (5 s)
+ * and the turn would prove nothing. Runs on both transports
+ * (test_node_longturn_nng). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -33,6 +36,7 @@ static _Atomic bool a_closing;
 static int a_saw_b_down, a_saw_b_up;
 static weft_node_t *a_node;
 static uv_timer_t after;
+static int lookup_status = 1;
 
 /* ---- node b, on a worker thread ---------------------------------------------- */
 
@@ -70,6 +74,18 @@ static void on_after(uv_timer_t *t) {
   weft_node_close(a_node, NULL, NULL);
 }
 
+static void on_looked_up(weft_node_t *node, int status, weft_port_t *port, void *data) {
+  (void)node;
+  (void)port;
+  (void)data;
+  lookup_status = status;
+  uint64_t until = uv_hrtime() + (uint64_t)TURN_MS * 1000000u;
+  while (uv_hrtime() < until) {
+  } /* the long turn */
+  uv_timer_init(weft_ctx_loop(weft_ctx_current()), &after);
+  uv_timer_start(&after, on_after, 3 * HEARTBEAT_MS, 0);
+}
+
 static void a_monitor(weft_node_t *node, const char *peer, bool up, int reason, void *data) {
   (void)node;
   (void)reason;
@@ -80,11 +96,10 @@ static void a_monitor(weft_node_t *node, const char *peer, bool up, int reason, 
     return;
   }
   a_saw_b_up++;
-  uint64_t until = uv_hrtime() + (uint64_t)TURN_MS * 1000000u;
-  while (uv_hrtime() < until) {
-  } /* the long turn */
-  uv_timer_init(weft_ctx_loop(weft_ctx_current()), &after);
-  uv_timer_start(&after, on_after, 3 * HEARTBEAT_MS, 0);
+  /* First a asks b something: b then has heard a past the handshake and
+   * judges it by the heartbeat (until then the handshake deadline, 5 s,
+   * bounds the wait, and the turn would prove nothing about the pings). */
+  assert_int_equal(weft_node_lookup(node, "b", "nothing", 2000, on_looked_up, NULL), 0);
 }
 
 static void on_b_exit(weft_worker_t *w, int code) {
@@ -108,6 +123,7 @@ static void a_long_loop_turn_does_not_drop_the_peers(void **state) {
   assert_int_equal(weft_worker_spawn(ctx, &wo, &w), 0);
   assert_int_equal(weft_runtime_run(rt), 0);
   assert_int_equal(a_saw_b_up, 1);
+  assert_int_equal(lookup_status, WEFT_ENOENTRY); /* b answered: it heard a */
   if (atomic_load(&b_saw_a_down) != 0 || a_saw_b_down != 0)
     fail_msg("a %d ms loop turn with a %d ms heartbeat: b took a for dead %d time(s), a took "
              "b for dead %d time(s)",
