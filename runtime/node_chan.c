@@ -575,11 +575,11 @@ static int start_msg(node_chan_t *ch, const weft__net_frame_t *f) {
   return 0;
 }
 
-/* Copy n bytes at offset off of the data stream (payload, then each buffer)
- * between the message and p: in (to msg) or out (from msg). */
-static void stream_copy(weft_msg_t *m, uint64_t off, uint8_t *p, size_t n, bool in) {
+/* The segment of the data stream (payload, then each buffer) at off: its
+ * bytes from there, and how many. False past the end. */
+static bool stream_at(weft_msg_t *m, uint64_t off, uint8_t **p, uint64_t *n) {
   uint64_t base = 0;
-  for (int i = -1; n > 0 && i < (int)m->nxfer; i++) {
+  for (int i = -1; i < (int)m->nxfer; i++) {
     uint8_t *seg;
     uint64_t len;
     if (i < 0) {
@@ -592,16 +592,29 @@ static void stream_copy(weft_msg_t *m, uint64_t off, uint8_t *p, size_t n, bool 
       continue;
     }
     if (off < base + len) {
-      size_t k = (size_t)(base + len - off < n ? base + len - off : n);
-      if (in)
-        memcpy(seg + (off - base), p, k);
-      else
-        memcpy(p, seg + (off - base), k);
-      p += k;
-      off += k;
-      n -= k;
+      *p = seg + (off - base);
+      *n = base + len - off;
+      return true;
     }
     base += len;
+  }
+  return false;
+}
+
+/* Copy n bytes at offset off of the data stream (payload, then each buffer)
+ * between the message and p: in (to msg) or out (from msg). */
+static void stream_copy(weft_msg_t *m, uint64_t off, uint8_t *p, size_t n, bool in) {
+  uint8_t *seg;
+  uint64_t len;
+  while (n > 0 && stream_at(m, off, &seg, &len)) {
+    size_t k = (size_t)(len < n ? len : n);
+    if (in)
+      memcpy(seg, p, k);
+    else
+      memcpy(p, seg, k);
+    p += k;
+    off += k;
+    n -= k;
   }
 }
 
@@ -628,31 +641,6 @@ static int on_msg(node_chan_t *ch, const weft__net_frame_t *f) {
   return deliver(ch, m);
 }
 
-/* The segment of the data stream (payload, then each buffer) at off: its
- * bytes from there, and how many. False past the end. */
-static bool stream_at(weft_msg_t *m, uint64_t off, uint8_t **p, uint64_t *n) {
-  uint64_t base = 0;
-  for (int i = -1; i < (int)m->nxfer; i++) {
-    uint8_t *seg;
-    uint64_t len;
-    if (i < 0) {
-      seg = m->data;
-      len = m->len;
-    } else if (m->xfer[i].kind == WEFT_XFER_BUF) {
-      seg = m->xfer[i].u.buf->data;
-      len = m->xfer[i].u.buf->len;
-    } else {
-      continue;
-    }
-    if (off < base + len) {
-      *p = seg + (off - base);
-      *n = base + len - off;
-      return true;
-    }
-    base += len;
-  }
-  return false;
-}
 
 int weft__nchan_data(node_conn_t *c, const weft__net_frame_t *f) {
   node_chan_t *ch = weft__nchan_get(c, f->chan);
