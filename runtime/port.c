@@ -674,6 +674,26 @@ static uint32_t drain_stopped(weft_ctx_t *ctx, weft_port_t *p, bool *more) {
   return n;
 }
 
+/* A poster waits for room (want_drain) while we deliver: the count is
+ * settled once per turn, so without this the drain event would be raised
+ * only when the turn ends, usually with the queue empty, and the poster's
+ * wake-up would then leave both sides idle (a drain per window measured
+ * about a wake-up each: half the time of 1 MiB buffers moved back to back).
+ * Raised as the queue crosses half, the poster refills while we still have
+ * half a window to deliver. Only taken while a poster waits: a relaxed load
+ * per message otherwise. Returns how many of `unsettled` it settled. */
+static int64_t settle_mid_turn(weft_ctx_t *ctx, weft_port_t *p, int64_t unsettled) {
+  int64_t left = atomic_load_explicit(&p->pending, memory_order_relaxed) - unsettled;
+  int64_t bytes = atomic_load_explicit(&p->pending_bytes, memory_order_relaxed);
+  if (left >= (int64_t)(hwm_msgs(p) / 2) || (size_t)(bytes > 0 ? bytes : 0) >= hwm_bytes(p) / 2)
+    return 0;  /* not below half on both bounds yet (check_drain's test) */
+  int64_t old = atomic_fetch_sub_explicit(&p->pending, unsettled, memory_order_acq_rel);
+  if ((uint64_t)old > ctx->queue_peak)
+    ctx->queue_peak = (uint64_t)old;
+  check_drain(p, old - unsettled);
+  return unsettled;
+}
+
 uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more) {
   weft_ctx_t *ctx = weft__ctx_tls();
   *more = false;
@@ -688,7 +708,7 @@ uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more) {
     return drain_stopped(ctx, p, more);
   if (budget > PORT_TURN_MAX)
     budget = PORT_TURN_MAX;
-  int64_t n = 0;
+  int64_t n = 0, settled = 0;
   while ((uint32_t)n < budget && !atomic_load_explicit(&ctx->stop, memory_order_relaxed)) {
     int r = deliver_one(ctx, p);
     if (r == 0)
@@ -696,9 +716,11 @@ uint32_t weft__port_drain(weft_port_t *p, uint32_t budget, bool *more) {
     n++;
     if (r < 0)
       break;
+    if (atomic_load_explicit(&p->want_drain, memory_order_relaxed))
+      settled += settle_mid_turn(ctx, p, n - settled);
   }
-  int64_t old = atomic_fetch_sub_explicit(&p->pending, n, memory_order_acq_rel);
-  int64_t remaining = old - n;
+  int64_t old = atomic_fetch_sub_explicit(&p->pending, n - settled, memory_order_acq_rel);
+  int64_t remaining = old - (n - settled);
   if ((uint64_t)old > ctx->queue_peak)
     ctx->queue_peak = (uint64_t)old;
   if (n)

@@ -452,6 +452,139 @@ static void many_posters_one_bound(void **state) {
   ktest_finish_runtime(rt);
 }
 
+/* ---- the drain comes while the consumer still has half a window ------------ */
+
+/* A worker fills main's port (bound MT_HWM) and waits for its drain; main
+ * then consumes and, with a quarter of the window still queued, blocks in
+ * its callback until the worker's drain callback ran. The drain is due as
+ * the queue crosses half, not when main's delivery turn ends (which would be
+ * after the whole window: a poster woken only then finds its consumer idle,
+ * and both wait a wake-up). Without it main waits out the deadline. */
+
+#define MT_HWM 64
+#define MT_BLOCK_AT (MT_HWM / 2 + MT_HWM / 4)
+
+static struct {
+  weft_port_t *parent, *side;
+  weft_msg_t *held;
+  uint64_t next;
+} mw;
+
+static struct {
+  uv_mutex_t lock;
+  uv_cond_t cond;
+  bool drained;
+  uint64_t left_at_drain;  /* messages main had not taken when the drain ran */
+  _Atomic uint64_t got;
+} mt;
+
+static struct {
+  weft_worker_t *w;
+  bool waited;
+  int exits, code;
+} mm;
+
+static void mw_on_drain(weft_port_t *port) {
+  CHECK(port == mw.parent);
+  uv_mutex_lock(&mt.lock);
+  mt.drained = true;
+  mt.left_at_drain = MT_HWM - atomic_load(&mt.got);
+  uv_cond_signal(&mt.cond);
+  uv_mutex_unlock(&mt.lock);
+  weft_msg_free(mw.held);
+  mw.held = NULL;
+  CHECK_RC(weft_port_close(mw.side), 0);
+  CHECK_RC(weft_port_close(mw.parent), 0);
+}
+
+static void mw_on_parent_msg(weft_port_t *port, weft_msg_t *m) {
+  (void)port;
+  weft_msg_free(m);
+  CHECK(!"main sends nothing on the parent port");
+}
+
+static int mw_entry(weft_ctx_t *ctx, weft_msg_t *data) {
+  memset(&mw, 0, sizeof(mw));
+  CHECK_RC(weft_msg_take_port(data, 0, &mw.side), 0);
+  mw.parent = weft_ctx_parent_port(ctx);
+  CHECK_RC(weft_port_on_drain(mw.parent, mw_on_drain), 0);
+  CHECK_RC(weft_port_start(mw.parent, mw_on_parent_msg), 0);
+  for (int i = 0; i <= MT_HWM + 1; i++) {
+    weft_msg_t *m = ktest_msg_u64(mw.next);
+    int rc = weft_port_post(mw.parent, m);
+    if (rc == WEFT_EAGAIN) {
+      mw.held = m;
+      CHECK_RC(weft_port_post(mw.side, ktest_msg_u64(mw.next)), 0);  /* "blocked" */
+      return 0;
+    }
+    CHECK_RC(rc, 0);
+    mw.next++;
+  }
+  CHECK(!"the bound never refused a post");
+  return 0;
+}
+
+static void mm_on_msg(weft_port_t *port, weft_msg_t *m) {
+  (void)port;
+  CHECK(ktest_msg_value(m) == atomic_load(&mt.got));
+  weft_msg_free(m);
+  uint64_t got = atomic_fetch_add(&mt.got, 1) + 1;
+  if (got != MT_BLOCK_AT)
+    return;
+  /* A quarter of the window is still queued here: the poster must hear. */
+  uint64_t deadline = uv_hrtime() + 10 * 1000000000ull;
+  uv_mutex_lock(&mt.lock);
+  while (!mt.drained && uv_hrtime() < deadline)
+    (void)uv_cond_timedwait(&mt.cond, &mt.lock, 100 * 1000000ull);
+  mm.waited = mt.drained;
+  uv_mutex_unlock(&mt.lock);
+  CHECK(mm.waited);
+}
+
+static void mm_on_side(weft_port_t *port, weft_msg_t *m) {
+  (void)port;
+  CHECK(ktest_msg_value(m) == MT_HWM);  /* the worker filled the window exactly */
+  weft_msg_free(m);
+  CHECK_RC(weft_port_start(weft_worker_port(mm.w), mm_on_msg), 0);
+}
+
+static void mm_on_exit(weft_worker_t *w, int code) {
+  (void)w;
+  mm.exits++;
+  mm.code = code;
+}
+
+static void drain_comes_before_the_queue_empties(void **state) {
+  (void)state;
+  weft_runtime_t *rt = ktest_new_runtime();
+  weft_ctx_t *ctx = weft_runtime_main(rt);
+  memset(&mm, 0, sizeof(mm));
+  mt.drained = false;
+  mt.left_at_drain = 0;
+  atomic_store(&mt.got, 0);
+  assert_int_equal(uv_mutex_init(&mt.lock), 0);
+  assert_int_equal(uv_cond_init(&mt.cond), 0);
+  weft_port_t *side[2];
+  assert_int_equal(weft_channel_new(ctx, side), 0);
+  assert_int_equal(weft_port_start(side[1], mm_on_side), 0);
+  weft_msg_t *data = ktest_msg_u64(0);
+  assert_int_equal(weft_msg_add_port(data, side[0]), 0);
+  weft_worker_options_t o = {.entry = mw_entry, .msg = data, .on_exit = mm_on_exit,
+                             .port_hwm_msgs = MT_HWM};
+  assert_int_equal(weft_worker_spawn(ctx, &o, &mm.w), 0);
+  assert_int_equal(weft_runtime_run(rt), 0);
+  printf("  drain ran with %llu of %d messages still queued\n",
+         (unsigned long long)mt.left_at_drain, MT_HWM);
+  assert_true(mm.waited);
+  assert_true(mt.left_at_drain >= MT_HWM - MT_BLOCK_AT);
+  assert_int_equal(atomic_load(&mt.got), MT_HWM);
+  assert_int_equal(mm.exits, 1);
+  assert_int_equal(mm.code, 0);
+  uv_cond_destroy(&mt.cond);
+  uv_mutex_destroy(&mt.lock);
+  ktest_finish_runtime(rt);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
@@ -462,6 +595,7 @@ int main(void) {
       T(eagain_and_drain_across_threads),
       T(many_posters_one_bound),
       T(drain_reaches_unstarted_poster),
+      T(drain_comes_before_the_queue_empties),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
