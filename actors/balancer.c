@@ -33,6 +33,7 @@
  *
  * Threads: the balancer's context thread only. */
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -286,6 +287,24 @@ static void stop_listening(weft_balancer_t *b) {
     unlink(b->opts.path);
 }
 
+/* Reuseport: once every listener listens, an eBPF program in the group hands
+ * connections to them in turn (balancer_bpf.c); if the process may not load
+ * one, or the option turns it off, the kernel's hash spreads them as before.
+ * The group stays as it is while the balancer serves: its listeners are only
+ * closed by stop_listening, and each one is always accepted from (by its
+ * worker, or by the balancer's poll while that worker is away), so a turn
+ * never names a socket nobody accepts from. Once they close, their turns
+ * find no socket and fall back to the hash over those still open. */
+static void steer(weft_balancer_t *b) {
+  const char *why = b->opts.policy != WEFT_BALANCER_REUSEPORT ? "not the reuseport policy"
+                    : b->opts.reuseport_hash ? "turned off (reuseport_hash)"
+                                             : NULL;
+  if (why == NULL)
+    b->steered = weft__bal_steer(b->lis, b->nlis, b->steer_why, sizeof(b->steer_why)) == 0;
+  else
+    snprintf(b->steer_why, sizeof(b->steer_why), "%s", why);
+}
+
 static int open_listeners(weft_balancer_t *b) {
   bool rp = b->opts.policy == WEFT_BALANCER_REUSEPORT;
   if (rp && b->opts.path)
@@ -315,6 +334,8 @@ static int open_listeners(weft_balancer_t *b) {
   }
   b->port = port;
   b->nlis = i;
+  if (err == 0)
+    steer(b);
   return err;
 }
 
@@ -545,5 +566,9 @@ int weft_balancer_port(const weft_balancer_t *b) { return b ? b->port : 0; }
 uint64_t weft_balancer_accepted(const weft_balancer_t *b) { return b ? b->accepted : 0; }
 bool weft_balancer_listening(const weft_balancer_t *b) { return b && !b->lis_closed; }
 bool weft_balancer_gave_up(const weft_balancer_t *b) { return b && b->gave_up; }
+bool weft_balancer_steered(const weft_balancer_t *b) { return b && b->steered; }
+const char *weft_balancer_steer_reason(const weft_balancer_t *b) {
+  return b == NULL ? "no balancer" : b->steered ? NULL : b->steer_why;
+}
 weft_sup_t *weft_balancer_supervisor(const weft_balancer_t *b) { return b ? b->sup : NULL; }
 void *weft_balancer_data(const weft_balancer_t *b) { return b ? b->opts.data : NULL; }

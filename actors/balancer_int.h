@@ -189,6 +189,8 @@ struct weft_balancer_s {
   size_t insts;          /* instances alive */
   size_t handles;        /* poll handles not yet closed */
   weft_metrics_source_t *metrics; /* balancer_metrics.c; NULL with metrics off */
+  bool steered;          /* reuseport: the steering program is attached (balancer_bpf.c) */
+  char steer_why[192];   /* else why not, for weft_balancer_steer_reason */
 };
 
 /* balancer_metrics.c: publish the balancer's figures in the runtime's
@@ -237,5 +239,15 @@ int weft__bal_gate_claim(inst_t *in);
 /* weft__bal_inst_down: the worker exited: folds its counts into the slot and
  * re-hands what it had not acknowledged. */
 void weft__bal_inst_down(inst_t *in);
+
+/* ---- reuseport steering (balancer_bpf.c) ----------------------------------- */
+
+/* weft__bal_steer: attaches to the SO_REUSEPORT group of the n listeners in
+ * lis (bound and listening, in bind order) an eBPF program that hands new
+ * connections to lis[0..n-1] in turn. All or nothing: returns 0, or a
+ * negative errno (EPERM without CAP_BPF/CAP_NET_ADMIN, ENOSYS, EINVAL or
+ * EACCES from the verifier ...) with a one-line reason in why (cap bytes;
+ * the group then keeps the kernel's hash). No fd is kept either way. */
+int weft__bal_steer(const listener_t *lis, size_t n, char *why, size_t cap);
 
 #endif /* WEFT_BALANCER_INT_H */

@@ -9,7 +9,8 @@
  *                      SCHED_RR;
  *   LEAST_CONNECTIONS  the worker with fewest open connections gets the next;
  *   REUSEPORT          one listening socket per worker, SO_REUSEPORT set
- *                      before bind; the kernel spreads, each worker accepts;
+ *                      before bind; each worker accepts; spread in turn
+ *                      (an eBPF program) or by the kernel's hash (below);
  *   SHARED             one listening socket that every worker accepts from,
  *                      like SCHED_NONE, kept even (below).
  *
@@ -58,6 +59,9 @@
  * exits once its last connection closed, or is stopped after the deadline.
  * Rolling reload: each worker in turn is replaced; the new one reports ready
  * before the old one drains; listeners stay open throughout.
+ *
+ * REUSEPORT spreads in turn where the process may attach an eBPF program to
+ * the listeners' group (weft_balancer_steered), else by the kernel's hash.
  *
  * reuseport and net.ipv4.tcp_migrate_req: since the balancer never closes a
  * listener while it serves, a worker's exit does not reset its queue whatever
@@ -130,6 +134,10 @@ typedef struct {
   weft_balancer_give_up_cb on_give_up;  /* too many restarts: the workers are down and
                                           the listeners closed; NULL: the balancer
                                           closes itself */
+  bool reuseport_hash;            /* REUSEPORT: true leaves the spread to the kernel's
+                                     hash; false (default): connections in turn, by an
+                                     eBPF program, where the process may load one
+                                     (weft_balancer_steered) */
   void *data;
 } weft_balancer_options_t;
 
@@ -188,6 +196,19 @@ WEFT_EXTERN int weft_balancer_port(const weft_balancer_t *b);
 WEFT_EXTERN bool weft_balancer_listening(const weft_balancer_t *b);
 /* weft_balancer_gave_up: true once its supervisor gave up. */
 WEFT_EXTERN bool weft_balancer_gave_up(const weft_balancer_t *b);
+/* weft_balancer_steered: true if the REUSEPORT listeners are steered: an
+ * eBPF program (BPF_PROG_TYPE_SK_REUSEPORT) attached to their group when they
+ * were opened hands new connections to them in turn, so N connections made one
+ * after another land N/workers on each. It needs CAP_BPF and CAP_NET_ADMIN
+ * (or CAP_SYS_ADMIN) and a kernel of 5.12 or later; false for the other
+ * policies, with reuseport_hash set, or when the kernel refused (then the
+ * kernel's hash of the addresses and ports spreads them, as without it).
+ * weft_balancer_steer_reason: NULL when steered, else why not, one line
+ * ("bpf(BPF_PROG_LOAD): Operation not permitted", "turned off
+ * (reuseport_hash)" ...), valid while b is. Thread of b's context (read
+ * only). */
+WEFT_EXTERN bool weft_balancer_steered(const weft_balancer_t *b);
+WEFT_EXTERN const char *weft_balancer_steer_reason(const weft_balancer_t *b);
 /* weft_balancer_accepted: connections accepted by the balancer itself. */
 WEFT_EXTERN uint64_t weft_balancer_accepted(const weft_balancer_t *b);
 WEFT_EXTERN weft_sup_t *weft_balancer_supervisor(const weft_balancer_t *b);
