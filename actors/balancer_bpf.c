@@ -71,13 +71,22 @@ static int map_new(unsigned type, unsigned value_size, unsigned n) {
   return (int)sys_bpf(BPF_MAP_CREATE, &a);
 }
 
-/* The last non-empty line of a verifier log (its verdict), in place. */
+/* The verifier's verdict: the last line of its log that is not a summary
+ * ("processed N insns ...", "verification time ..."), cut in place; NULL if
+ * none. */
 static const char *log_tail(char *log) {
-  size_t len = strlen(log);
-  while (len > 0 && (log[len - 1] == '\n' || log[len - 1] == ' '))
-    log[--len] = '\0';
-  char *nl = strrchr(log, '\n');
-  return len == 0 ? NULL : nl ? nl + 1 : log;
+  for (;;) {
+    size_t len = strlen(log);
+    while (len > 0 && (log[len - 1] == '\n' || log[len - 1] == ' '))
+      log[--len] = '\0';
+    if (len == 0)
+      return NULL;
+    char *nl = strrchr(log, '\n');
+    char *line = nl ? nl + 1 : log;
+    if (strncmp(line, "processed ", 10) != 0 && strncmp(line, "verification time", 17) != 0)
+      return line;
+    *line = '\0';
+  }
 }
 
 static int prog_load(int counter, int socks, uint32_t n, char *why, size_t cap) {
