@@ -1,6 +1,7 @@
 /* test_balancer_reuseport.c: the steering of WEFT_BALANCER_REUSEPORT
  * (actors/balancer_bpf.c) on real loopback TCP, IPv4 and IPv6, with worker
- * threads.
+ * threads (and processes). This binary is also the worker process
+ * (WEFT_CHANNEL_FD set).
  *
  * - In turn: a client thread opens N connections one after another (each
  *   greeted by its worker, which names itself, before the next is made, so
@@ -9,8 +10,9 @@
  *   each, for W = 2 and 3, on 127.0.0.1 and on ::1, and connection i must
  *   have gone to the same worker as i - W. The kernel's hash gives exactly
  *   even now and then (60 over 2: about 1 run in 10), in turn never, so these
- *   fail without the program. Skipped, with the reason, where the process
- *   may not load eBPF.
+ *   fail without the program. Also with 2 worker processes (exact counts;
+ *   they hold duplicates of the same listeners). Skipped, with the reason,
+ *   where the process may not load eBPF.
  * - Fallback: with reuseport_hash set, and with CAP_BPF, CAP_SYS_ADMIN and
  *   CAP_NET_ADMIN dropped from the calling thread's effective set (bpf() is
  *   refused: EPERM), the balancer is not steered, says why, and still serves
@@ -35,6 +37,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -55,6 +58,7 @@ typedef struct {
   weft_balancer_t *b;
   const char *host;
   unsigned workers;
+  bool processes;         /* worker processes (the "http" entry) */
   int n;
   int fds[MAXC];
   char ids[MAXC][ID_LEN + 1];  /* the worker that greeted each connection */
@@ -139,8 +143,16 @@ static int id_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
 static void *client(void *arg) {
   (void)arg;
   int port = weft_balancer_port(T_.b);  /* set before on_ready, read-only since */
+  static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
   for (int i = 0; i < T_.n; i++) {
     int fd = T_.fds[i] = connect_to(T_.host, port);
+    if (T_.processes) {  /* the test's HTTP server: answered, no identity */
+      char buf[256];
+      if (fd < 0 || write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1 ||
+          baltest_read_reply(fd, buf, sizeof(buf)) <= 0)
+        T_.failed++;
+      continue;
+    }
     size_t len = 0;
     while (fd >= 0 && len < ID_LEN) {
       ssize_t r = recv(fd, T_.ids[i] + len, ID_LEN - len, 0);
@@ -208,11 +220,11 @@ static bool ipv6_loopback(void) {
 
 /* Runs the clients against a reuseport balancer of `workers` threads on host;
  * returns whether it was steered (its reason in why). */
-static bool run_turns(const char *host, unsigned workers, int n, bool hash, char *why,
-                      size_t cap) {
+static bool run_turns(const char *host, unsigned workers, bool processes, int n, bool hash,
+                      char *why, size_t cap) {
   weft_runtime_t *rt = baltest_new_runtime();
   memset(&T_, 0, sizeof(T_));
-  T_.host = host, T_.workers = workers, T_.n = n;
+  T_.host = host, T_.workers = workers, T_.n = n, T_.processes = processes;
   for (int i = 0; i < MAXC; i++)
     T_.fds[i] = -1;
   uv_loop_t *loop = weft_ctx_loop(weft_runtime_main(rt));
@@ -222,7 +234,9 @@ static bool run_turns(const char *host, unsigned workers, int n, bool hash, char
       .host = host,
       .policy = WEFT_BALANCER_REUSEPORT,
       .workers = workers,
-      .worker = {.entry = id_entry},
+      .worker = {.kind = processes ? WEFT_SUP_PROCESS : WEFT_SUP_THREAD,
+                 .entry = processes ? NULL : id_entry,
+                 .entry_name = "http"},
       .drain_timeout_ms = 10000,
       .on_ready = on_turn_ready,
       .reuseport_hash = hash,
@@ -235,7 +249,8 @@ static bool run_turns(const char *host, unsigned workers, int n, bool hash, char
   assert_int_equal(weft_runtime_run(rt), 0);
   if (T_.thread_started)
     pthread_join(T_.thread, NULL);
-  fprintf(stderr, "%s, %u workers, %d connections, %s:", host, workers, n,
+  fprintf(stderr, "%s, %u worker %s, %d connections, %s:", host, workers,
+          processes ? "processes" : "threads", n,
           steered ? "steered" : why);
   for (unsigned i = 0; i < workers; i++)
     fprintf(stderr, " %llu", (unsigned long long)T_.conns[i]);
@@ -247,14 +262,14 @@ static bool run_turns(const char *host, unsigned workers, int n, bool hash, char
   return steered;
 }
 
-static void in_turn(const char *host, unsigned workers) {
+static void in_turn(const char *host, unsigned workers, bool processes) {
   if (strchr(host, ':') && !ipv6_loopback()) {
     fprintf(stderr, "skipped: no IPv6 loopback (::1)\n");
     skip();
   }
   char why[256];
   int n = 60;
-  if (!run_turns(host, workers, n, false, why, sizeof(why))) {
+  if (!run_turns(host, workers, processes, n, false, why, sizeof(why))) {
     fprintf(stderr, "skipped: reuseport is not steered here: %s\n", why);
     skip();
   }
@@ -264,6 +279,8 @@ static void in_turn(const char *host, unsigned workers) {
               (unsigned long long)T_.conns[i], n / (int)workers);
   for (unsigned i = 0; i < workers; i++)
     assert_int_equal(T_.conns[i], n / workers);
+  if (processes)
+    return;  /* their HTTP server does not name itself */
   /* In turn, not just even: the first W went to W different workers, and
    * connection i to the same one as i - W. */
   for (unsigned i = 0; i < workers; i++)
@@ -277,22 +294,29 @@ static void in_turn(const char *host, unsigned workers) {
 
 static void ipv4_two_workers_in_turn(void **state) {
   (void)state;
-  in_turn("127.0.0.1", 2);
+  in_turn("127.0.0.1", 2, false);
 }
 
 static void ipv4_three_workers_in_turn(void **state) {
   (void)state;
-  in_turn("127.0.0.1", 3);
+  in_turn("127.0.0.1", 3, false);
 }
 
 static void ipv6_two_workers_in_turn(void **state) {
   (void)state;
-  in_turn("::1", 2);
+  in_turn("::1", 2, false);
 }
 
 static void ipv6_three_workers_in_turn(void **state) {
   (void)state;
-  in_turn("::1", 3);
+  in_turn("::1", 3, false);
+}
+
+/* Worker processes get a duplicate of their listener (SCM_RIGHTS): the same
+ * socket, so the same turn. */
+static void ipv4_two_processes_in_turn(void **state) {
+  (void)state;
+  in_turn("127.0.0.1", 2, true);
 }
 
 /* ---- fallback: the kernel's hash ----------------------------------------------- */
@@ -300,7 +324,7 @@ static void ipv6_three_workers_in_turn(void **state) {
 static void hash_when_turned_off(void **state) {
   (void)state;
   char why[256];
-  assert_false(run_turns("127.0.0.1", 2, 60, true, why, sizeof(why)));
+  assert_false(run_turns("127.0.0.1", 2, false, 60, true, why, sizeof(why)));
   assert_non_null(strstr(why, "reuseport_hash"));
 }
 
@@ -325,7 +349,7 @@ static void hash_without_capabilities(void **state) {
   cap_clear(d, CAP_NET_ADMIN);
   assert_int_equal(caps(false, d), 0);
   char why[256];
-  bool steered = run_turns("127.0.0.1", 2, 60, false, why, sizeof(why));
+  bool steered = run_turns("127.0.0.1", 2, false, 60, false, why, sizeof(why));
   assert_int_equal(caps(false, saved), 0);  /* the permitted set still has them */
   assert_false(steered);
   fprintf(stderr, "reason: %s\n", why);
@@ -448,6 +472,8 @@ static void reload_under_load(void **state) {
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
+  if (getenv("WEFT_CHANNEL_FD") != NULL)  /* a worker process */
+    return baltest_worker_main();
   signal(SIGPIPE, SIG_IGN);
   ktest_init();
   const struct CMUnitTest tests[] = {
@@ -455,6 +481,7 @@ int main(void) {
       T(ipv4_three_workers_in_turn),
       T(ipv6_two_workers_in_turn),
       T(ipv6_three_workers_in_turn),
+      T(ipv4_two_processes_in_turn),
       T(hash_when_turned_off),
       T(hash_without_capabilities),
       T(not_steered_other_policies),
