@@ -90,7 +90,7 @@ n_for() {
     floor_spsc)     full="- 200000";        quick="- 50000" ;;
     oneway)         full="2000000 1000000"; quick="200000 100000" ;;
     pingpong)       full="200000 30000";    quick="20000 5000" ;;
-    transfer)       full="1000 1000";       quick="100 100" ;;
+    transfer)       full="20000 1000";      quick="2000 100" ;;
     spawn)          full="200 100";         quick="50 20" ;;
     actor_spawn)    full="1000000 1000000"; quick="100000 100000" ;;
     actor_pingpong) full="2000000 2000000"; quick="200000 200000" ;;
