@@ -29,6 +29,7 @@
 #define _GNU_SOURCE /* memmem */
 #endif
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,31 +43,105 @@
 
 /* ---- the worker: one connection = one weft_conn_t + a read buffer -------- */
 
+/* Deadlines, as nginx's timer tree and Node's timer lists keep them: not a
+ * uv_timer per connection (a malloc, a heap insert and delete per request,
+ * and a close that costs the loop one more iteration), but one list per
+ * duration (the header timeout, the keep-alive timeout, the two drain
+ * delays) and one timer per worker loop. A list's durations are all alike,
+ * so appending keeps it sorted by deadline: setting or clearing a deadline
+ * is O(1) and touches no timer unless the new deadline comes before the one
+ * the timer is set for. The timer fires at the earliest head; a head that
+ * has moved on since makes it fire early once, and it re-arms. */
+enum { DL_HEADER, DL_KEEPALIVE, DL_DRAIN_IDLE, DL_DRAIN_FIRST, DL_KINDS };
+
+typedef struct dl_node_s dl_node_t;
+struct dl_node_s {
+  dl_node_t *prev, *next; /* in sweep.lists[kind]; both NULL: no deadline */
+  uint64_t due;           /* uv_now() time */
+};
+
 typedef struct {
   weft_conn_t conn;  /* first member: the balancer allocates the whole struct */
-  uv_timer_t *timer; /* the header or keep-alive deadline; its own memory, as it
-                        closes after the connection's memory is gone */
+  dl_node_t dl;      /* the header or keep-alive deadline, if any */
   char buf[4096];
   size_t len;
   uint64_t served;
   bool nodelay;
+  bool counted; /* in sweep.conns (on_connection ran and had a timer) */
 } http_conn_t;
 
 /* Set by main() before any worker starts (a worker process parses the same
  * argv), read-only afterwards. */
 static uint64_t header_timeout_ms = 60000, keepalive_timeout_ms = 75000;
 
-static void on_timeout(uv_timer_t *t) {
-  http_conn_t *c = t->data;
-  weft_conn_close(&c->conn);
+/* One per worker loop (a worker context runs on its own thread). The timer
+ * lives while the loop has connections: made by the first, closed after the
+ * last (a worker that exits leaves nothing open behind it). */
+static _Thread_local struct {
+  dl_node_t lists[DL_KINDS]; /* circular, the list head as sentinel */
+  uv_timer_t *timer;         /* NULL while there are no connections */
+  size_t conns;
+} sweep;
+
+static http_conn_t *conn_of_dl(dl_node_t *n) {
+  return (http_conn_t *)(void *)((char *)n - offsetof(http_conn_t, dl));
 }
 
-/* The connection's one deadline: ms from now (0: none). */
-static void deadline(http_conn_t *c, uint64_t ms) {
-  if (ms)
-    uv_timer_start(c->timer, on_timeout, ms, 0);
-  else
-    uv_timer_stop(c->timer);
+static void dl_unlink(dl_node_t *n) {
+  if (n->next == NULL)
+    return;
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->prev = n->next = NULL;
+}
+
+/* The timer's due time: the earliest head (false: every list is empty). */
+static bool dl_earliest(uint64_t *due) {
+  bool any = false;
+  for (int k = 0; k < DL_KINDS; k++) {
+    dl_node_t *h = &sweep.lists[k];
+    if (h->next != h && (!any || h->next->due < *due))
+      *due = h->next->due, any = true;
+  }
+  return any;
+}
+
+static void on_sweep(uv_timer_t *t);
+
+static void sweep_arm(uint64_t due) {
+  uint64_t now = uv_now(sweep.timer->loop);
+  (void)uv_timer_start(sweep.timer, on_sweep, due > now ? due - now : 0, 0);
+}
+
+/* Closes every connection whose deadline has passed (their on_close unlinks
+ * them, later: unlink first), then waits for the next one. */
+static void on_sweep(uv_timer_t *t) {
+  uint64_t now = uv_now(t->loop);
+  for (int k = 0; k < DL_KINDS; k++) {
+    dl_node_t *h = &sweep.lists[k];
+    while (h->next != h && h->next->due <= now) {
+      http_conn_t *c = conn_of_dl(h->next);
+      dl_unlink(&c->dl);
+      weft_conn_close(&c->conn);
+    }
+  }
+  uint64_t due = 0;
+  if (dl_earliest(&due))
+    sweep_arm(due);
+}
+
+/* The connection's one deadline: ms from now in list kind (ms 0: none). */
+static void deadline(http_conn_t *c, int kind, uint64_t ms) {
+  dl_unlink(&c->dl);
+  if (ms == 0)
+    return;  /* an earlier head that went away: the timer fires early once */
+  dl_node_t *h = &sweep.lists[kind];
+  c->dl.due = uv_now(c->conn.h.stream.loop) + ms;
+  c->dl.prev = h->prev, c->dl.next = h;
+  h->prev->next = &c->dl, h->prev = &c->dl;
+  if (!uv_is_active((uv_handle_t *)sweep.timer) ||
+      uv_timer_get_due_in(sweep.timer) > ms)
+    sweep_arm(c->dl.due);
 }
 
 static const char OK[] = "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello world\n";
@@ -95,7 +170,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
    * head must be complete within the header timeout (however slowly the
    * bytes come: no reset per read, so a slow sender cannot hold it open). */
   if (c->len == 0 && c->served > 0)
-    deadline(c, header_timeout_ms);
+    deadline(c, DL_HEADER, header_timeout_ms);
   c->len += (size_t)n;
   uint64_t served = c->served;
   char *end;
@@ -121,26 +196,37 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     return;
   }
   if (c->served != served)  /* answered: idle until the next request, or one begun */
-    deadline(c, c->len == 0 ? keepalive_timeout_ms : header_timeout_ms);
+    deadline(c, c->len == 0 ? DL_KEEPALIVE : DL_HEADER,
+             c->len == 0 ? keepalive_timeout_ms : header_timeout_ms);
 }
 
 static void on_connection(weft_conn_t *conn) {
   http_conn_t *c = (http_conn_t *)conn;
-  c->timer = malloc(sizeof(*c->timer));
-  if (c->timer == NULL) {
-    weft_conn_close(conn);
-    return;
+  if (sweep.timer == NULL) {
+    sweep.timer = malloc(sizeof(*sweep.timer));
+    if (sweep.timer == NULL) {
+      weft_conn_close(conn);  /* on_close: not counted in sweep.conns */
+      return;
+    }
+    (void)uv_timer_init(conn->h.stream.loop, sweep.timer);  /* cannot fail */
+    for (int k = 0; k < DL_KINDS; k++)
+      sweep.lists[k].prev = sweep.lists[k].next = &sweep.lists[k];
   }
-  uv_timer_init(conn->h.stream.loop, c->timer);
-  c->timer->data = c;
-  deadline(c, header_timeout_ms);  /* the first request head, from the connect */
+  sweep.conns++;
+  c->counted = true;
+  deadline(c, DL_HEADER, header_timeout_ms);  /* the first request head, from the connect */
   uv_read_start(&conn->h.stream, on_alloc, on_read);
 }
 
 static void on_close(weft_conn_t *conn) {
   http_conn_t *c = (http_conn_t *)conn;
-  if (c->timer)
-    uv_close((uv_handle_t *)c->timer, (uv_close_cb)free);
+  if (!c->counted)
+    return;  /* never opened here, or no memory for the timer */
+  dl_unlink(&c->dl);
+  if (--sweep.conns == 0) {
+    uv_close((uv_handle_t *)sweep.timer, (uv_close_cb)free);
+    sweep.timer = NULL;
+  }
 }
 
 /* Bytes the kernel holds for us that we have not read yet. */
@@ -162,9 +248,9 @@ static bool bytes_waiting(uv_stream_t *s) {
 #define DRAIN_IDLE_MS 200
 #define DRAIN_FIRST_MS 500
 
-static void drain_deadline(http_conn_t *c, uint64_t ms, uint64_t timeout_ms) {
+static void drain_deadline(http_conn_t *c, int kind, uint64_t ms, uint64_t timeout_ms) {
   if (timeout_ms == 0 || timeout_ms > ms)
-    deadline(c, ms);
+    deadline(c, kind, ms);
 }
 
 static void on_drain(weft_conn_t *conn) {
@@ -172,9 +258,9 @@ static void on_drain(weft_conn_t *conn) {
   if (c->len > 0 || bytes_waiting(&conn->h.stream))
     return;
   if (c->served > 0)
-    drain_deadline(c, DRAIN_IDLE_MS, keepalive_timeout_ms);
+    drain_deadline(c, DL_DRAIN_IDLE, DRAIN_IDLE_MS, keepalive_timeout_ms);
   else
-    drain_deadline(c, DRAIN_FIRST_MS, header_timeout_ms);
+    drain_deadline(c, DL_DRAIN_FIRST, DRAIN_FIRST_MS, header_timeout_ms);
 }
 
 static int http_worker(weft_ctx_t *ctx, weft_msg_t *msg) {

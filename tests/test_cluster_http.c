@@ -13,7 +13,10 @@
  *   timeouts  with --header-timeout-ms 200 --keepalive-timeout-ms 300: a
  *             silent connection and one with half a request line are
  *             closed after the header timeout, an idle kept-alive one after
- *             the keep-alive timeout, and an active one stays open.
+ *             the keep-alive timeout, and an active one stays open;
+ *   many      100 silent connections, and 100 idle after a request, made
+ *             in turns: each is closed after its own timeout (one timer
+ *             per worker sweeps them all), none before it.
  *
  * Bounded: every wait has a deadline (a hang is a failure), the server is
  * SIGKILLed if it outlives its test. Skipped when the examples are not
@@ -437,6 +440,58 @@ static void timeouts(void **state) {
   assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* ---- many deadlines at once ----------------------------------------------------------- */
+
+#define MANY 100
+
+static void many_timeouts(void **state) {
+  (void)state;
+  server_t s;
+  const char *flags[] = {"--workers", "2", "--header-timeout-ms", "300",
+                         "--keepalive-timeout-ms", "600", NULL};
+  server_start(&s, flags);
+  char buf[1024];
+  int silent[MANY], idle[MANY];
+  uint64_t t0 = now_ms();
+  for (int i = 0; i < MANY; i++) {
+    assert_int_equal(baltest_connect(s.port, 5000, &silent[i]), 0);
+    assert_int_equal(baltest_connect(s.port, 5000, &idle[i]), 0);
+    assert_true(request(idle[i], REQ, buf, sizeof(buf)));
+  }
+  uint64_t t_made = now_ms();
+  /* none is closed before the first timeout could have passed */
+  int early = 0, silent_closed = 0, idle_closed = 0;
+  uint64_t last_silent = 0, last_idle = 0;
+  for (int i = 0; i < MANY; i++) {
+    struct pollfd p = {.fd = silent[i], .events = POLLIN};
+    early += now_ms() < t0 + 250 && poll(&p, 1, 0) == 1;
+  }
+  for (int i = 0; i < MANY; i++) {
+    if (ms_until_closed(silent[i], 5000) >= 0)
+      silent_closed++, last_silent = now_ms();
+  }
+  for (int i = 0; i < MANY; i++) {
+    if (ms_until_closed(idle[i], 5000) >= 0)
+      idle_closed++, last_idle = now_ms();
+  }
+  for (int i = 0; i < MANY; i++)
+    close(silent[i]), close(idle[i]);
+  kill(s.pid, SIGTERM);
+  int st = server_wait(&s, 10000);
+  fprintf(stderr, "many: %d connections made in %llu ms; silent %d/%d closed (last at %llu ms), "
+          "idle %d/%d closed (last at %llu ms), %d early\n", 2 * MANY,
+          (unsigned long long)(t_made - t0), silent_closed, MANY,
+          (unsigned long long)(last_silent - t0), idle_closed, MANY,
+          (unsigned long long)(last_idle - t0), early);
+  assert_int_equal(silent_closed, MANY);
+  assert_int_equal(idle_closed, MANY);
+  assert_int_equal(early, 0);
+  /* each closed after its own timeout: the last silent one was made at
+   * t_made at the latest, the last idle one answered then */
+  assert_true(last_silent >= t0 + 300 && last_idle >= t0 + 600);
+  assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -444,6 +499,7 @@ int main(void) {
       cmocka_unit_test(sigterm_refuses_and_finishes),
       cmocka_unit_test(sighup_reloads),
       cmocka_unit_test(timeouts),
+      cmocka_unit_test(many_timeouts),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
