@@ -19,6 +19,22 @@
  * closing, or the gate's patience (it stops polling the listener only once
  * the listener shows a connection while it is paused).
  *
+ * Wake-one: libuv registers a polled fd for every waiter, so each
+ * connection on the shared listener woke every sleeping worker, and all but
+ * one found nothing to accept (per request, under wrk -c64 with two
+ * workers: 0.6 accept4 failing with EAGAIN, one epoll_wait and about 0.7
+ * context switches more than nginx, whose workers register their listener
+ * with EPOLLEXCLUSIVE). Once libuv has registered the listener (its first
+ * event), a worker replaces that registration in its loop's epoll
+ * (uv_backend_fd) by one with EPOLLEXCLUSIVE: the kernel then wakes one
+ * sleeping worker per connection (every worker that is busy still sees it
+ * when it next polls). The handle stays started, so libuv never touches the
+ * registration again; the event carries the same data libuv's would (the
+ * fd). A paused worker must not be the one woken: it takes its
+ * registration out (EPOLL_CTL_DEL) when it pauses and puts it back when it
+ * resumes, one system call each. Where EPOLLEXCLUSIVE is refused, the
+ * plain registration is put back and nothing else changes.
+ *
  * Lifetime: the object goes when the parent port has closed and every handle
  * of its own (check, timer, listener, connections) has closed. If the port
  * closes first (the balancer went away, or the context ends), everything is
@@ -29,6 +45,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -63,7 +80,9 @@ struct weft_balancer_worker_s {
   uv_poll_t wpoll;            /* on our entry's eventfd (the balancer's) */
   uv_timer_t patience;        /* runs while paused */
   bool gated, paused, forced;
-  bool armed;                 /* lpoll is started */
+  bool armed;                 /* lpoll is started (excl: lfd is in the epoll) */
+  bool excl;                  /* lfd's registration is ours, with EPOLLEXCLUSIVE */
+  bool excl_tried;            /* take_registration ran */
   weft_list_t conns;          /* weft_conn_t.link_ */
   size_t live;
   int handles;                /* our handles not yet closed */
@@ -140,14 +159,56 @@ static void on_timer(uv_timer_t *h) {
 
 static void on_gated_readable(uv_poll_t *h, int status, int events);
 
+/* lfd in the loop's epoll, waking one waiter per event (see the top). */
+static int epoll_excl(weft_balancer_worker_t *w, int op) {
+  struct epoll_event e;
+  memset(&e, 0, sizeof(e));
+  e.events = EPOLLIN | EPOLLEXCLUSIVE;
+  e.data.fd = w->lfd;  /* what libuv looks its watcher up by */
+  return epoll_ctl(uv_backend_fd(w->loop), op, w->lfd, &e);
+}
+
+/* Called at the first event (libuv has registered lfd by then). */
+static void take_registration(weft_balancer_worker_t *w) {
+  struct epoll_event e;
+  memset(&e, 0, sizeof(e));
+  w->excl_tried = true;
+  if (epoll_ctl(uv_backend_fd(w->loop), EPOLL_CTL_DEL, w->lfd, &e) != 0)
+    return;
+  w->excl = epoll_excl(w, EPOLL_CTL_ADD) == 0;
+  if (!w->excl) {  /* as libuv had it: UV_READABLE | UV_DISCONNECT */
+    e.events = EPOLLIN | EPOLLRDHUP;
+    e.data.fd = w->lfd;
+    (void)epoll_ctl(uv_backend_fd(w->loop), EPOLL_CTL_ADD, w->lfd, &e);
+  }
+}
+
+static void arm(weft_balancer_worker_t *w) {
+  if (w->excl)  /* libuv's handle never stopped */
+    w->armed = epoll_excl(w, EPOLL_CTL_ADD) == 0;
+  else  /* libuv's uv_poll_start is an epoll DEL and an ADD */
+    w->armed = uv_poll_start(&w->lpoll, UV_READABLE | UV_DISCONNECT, on_gated_readable) == 0;
+}
+
+static void disarm(weft_balancer_worker_t *w) {
+  if (w->armed && w->excl) {
+    struct epoll_event e;
+    memset(&e, 0, sizeof(e));
+    (void)epoll_ctl(uv_backend_fd(w->loop), EPOLL_CTL_DEL, w->lfd, &e);
+  } else if (w->armed) {
+    uv_poll_stop(&w->lpoll);
+  }
+  w->armed = false;
+}
+
 static void gate_resume(weft_balancer_worker_t *w, bool force) {
   if (!w->paused || !w->lis_open)
     return;
   w->paused = false;
   w->forced = force;
   uv_timer_stop(&w->patience);
-  if (!w->armed) /* libuv's uv_poll_start is an epoll DEL and an ADD */
-    w->armed = uv_poll_start(&w->lpoll, UV_READABLE | UV_DISCONNECT, on_gated_readable) == 0;
+  if (!w->armed)
+    arm(w);
 }
 
 /* Paused for WEFT__GATE_PATIENCE_MS: if connections still wait, the eligible
@@ -176,16 +237,14 @@ static void on_gate_wake(uv_poll_t *h, int status, int events) {
  * must leave to the others (on_gated_readable stops it then): under short
  * connections most pauses end, by a close or a peer's wake-up, before that,
  * and a pause then costs no system call instead of three (uv_poll_stop's
- * epoll DEL, then uv_poll_start's DEL and ADD). */
+ * epoll DEL, then uv_poll_start's DEL and ADD). With EPOLLEXCLUSIVE it is
+ * taken out at once: a paused worker asleep would take the wake-up meant
+ * for one that may accept. */
 static void gate_pause(weft_balancer_worker_t *w) {
   w->paused = true;
+  if (w->excl)  /* registered, we could be the one woken: take it out */
+    disarm(w);
   uv_timer_start(&w->patience, on_patience, WEFT__GATE_PATIENCE_MS, 0);
-}
-
-static void disarm(weft_balancer_worker_t *w) {
-  if (w->armed)
-    uv_poll_stop(&w->lpoll);
-  w->armed = false;
 }
 
 /* One of the connections we accepted closed: we may be the least loaded
@@ -339,6 +398,8 @@ static void on_gated_readable(uv_poll_t *h, int status, int events) {
     disarm(w);
     return;
   }
+  if (!w->excl_tried && w->armed)
+    take_registration(w);
   bool force = w->forced, took = false;
   w->forced = false;
   for (int i = 0; status == 0 && i < GATE_BATCH && w->lis_open && !w->paused; i++) {
