@@ -542,9 +542,9 @@ static void wake_one(const char *policy, double max_per_conn) {
     assert_true(request(fd, REQ_CLOSE, buf, sizeof(buf)));
     close(fd);
   }
-  long before[8], after[8];
+  long before[8], after[8];  /* the workers (and, under TSan, its own thread) */
   int n = worker_switches(s.pid, before, 8);
-  assert_int_equal(n, 2);
+  assert_true(n >= 2);
   int answered = 0;
   for (int i = 0; i < SEQ; i++) {
     int fd;
@@ -553,12 +553,15 @@ static void wake_one(const char *policy, double max_per_conn) {
     answered -= ms_until_closed(fd, 5000) < 0;  /* closed after its answer */
     close(fd);
   }
-  assert_int_equal(worker_switches(s.pid, after, 8), 2);
+  assert_int_equal(worker_switches(s.pid, after, 8), n);
   long d0 = after[0] - before[0], d1 = after[1] - before[1];
+  for (int i = 2; i < n; i++)
+    d1 += after[i] - before[i];
   kill(s.pid, SIGTERM);
   int st = server_wait(&s, 10000);
   fprintf(stderr, "wake-one %s: %d connections one at a time, %d answered; worker threads' "
-          "voluntary context switches %ld and %ld\n", policy, SEQ, answered, d0, d1);
+          "voluntary context switches %ld (%.2f per connection)\n", policy, SEQ, answered,
+          d0 + d1, (double)(d0 + d1) / SEQ);
   assert_int_equal(answered, SEQ);
   assert_true((double)(d0 + d1) < max_per_conn * SEQ);
   assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
