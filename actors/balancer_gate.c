@@ -144,6 +144,20 @@ void weft__gate_wake_eligible(weft__gate_t *g, size_t self) {
       wake(g, j);
 }
 
+void weft__gate_pass(weft__gate_t *g, size_t self) {
+  for (size_t j = 0; j < g->n; j++) {
+    if (j == self || !atomic_load(&g->e[j].active) || !weft__gate_eligible(g, j))
+      continue;
+    if (atomic_load(&g->e[j].paused)) {
+      wake(g, j);
+    } else {
+      uint64_t v = 1;
+      ssize_t n = write(g->e[j].efd, &v, sizeof(v));
+      (void)n;  /* saturated: readable anyway */
+    }
+  }
+}
+
 void weft__gate_wake_all(weft__gate_t *g) {
   for (size_t j = 0; j < g->n; j++)
     if (atomic_load(&g->e[j].paused))

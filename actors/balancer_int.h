@@ -118,6 +118,11 @@ bool weft__gate_pause(weft__gate_t *g, size_t i);
 /* weft__gate_wake_eligible: after entry self accepted: wakes each paused
  * entry that may accept now. */
 void weft__gate_wake_eligible(weft__gate_t *g, size_t self);
+/* weft__gate_pass: entry self was the one woken (EPOLLEXCLUSIVE) for a
+ * connection it may not take: wakes every other active entry that may
+ * (paused ones as weft__gate_wake_eligible does, the others with a plain
+ * eventfd write: they try to accept once). */
+void weft__gate_pass(weft__gate_t *g, size_t self);
 /* weft__gate_wake_all: wakes every paused entry. */
 void weft__gate_wake_all(weft__gate_t *g);
 /* weft__gate_leave: entry i no longer accepts (drain, exit): cleared, and

@@ -32,7 +32,9 @@
  * registration again; the event carries the same data libuv's would (the
  * fd). A paused worker must not be the one woken: it takes its
  * registration out (EPOLL_CTL_DEL) when it pauses and puts it back when it
- * resumes, one system call each. Where EPOLLEXCLUSIVE is refused, the
+ * resumes, one system call each. A worker woken for a connection that the
+ * gate does not let it take passes the wake-up on (weft__gate_pass): the
+ * kernel woke no one else for it. Where EPOLLEXCLUSIVE is refused, the
  * plain registration is put back and nothing else changes.
  *
  * Lifetime: the object goes when the parent port has closed and every handle
@@ -230,6 +232,10 @@ static void on_gate_wake(uv_poll_t *h, int status, int events) {
   uint64_t v;
   ssize_t n = read(w->gate->e[w->gidx].efd, &v, sizeof(v));
   (void)n;  /* EAGAIN: another reader... none; a stale wake-up: harmless */
+  if (!w->paused && w->armed && w->lis_open) {  /* passed on by a peer (gate_pass) */
+    on_gated_readable(&w->lpoll, 0, UV_READABLE);
+    return;
+  }
   gate_resume(w, false);  /* the accept re-checks the gate */
 }
 
@@ -405,6 +411,8 @@ static void on_gated_readable(uv_poll_t *h, int status, int events) {
   for (int i = 0; status == 0 && i < GATE_BATCH && w->lis_open && !w->paused; i++) {
     if (!force && !weft__gate_eligible(w->gate, w->gidx) && weft__gate_pause(w->gate, w->gidx)) {
       gate_pause(w);
+      if (w->excl)  /* the kernel woke us, maybe us alone, for what waits */
+        weft__gate_pass(w->gate, w->gidx);
       break;
     }
     int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);

@@ -18,9 +18,11 @@
  *             sharing a listener (shared, round robin): each wakes one
  *             worker, not both (EPOLLEXCLUSIVE): the workers' voluntary
  *             context switches (woken for the connection, for its request)
- *             stay below what waking both costs (measured before: 2.7-3.1
- *             per connection; after: shared 1.1-1.3, round robin, whose
- *             gate pauses a worker after each turn, about 2);
+ *             stay near reuseport's in the same run (a listener per
+ *             worker: one woken per connection). On a quiet machine,
+ *             waking both added about 1.5 per connection (2.7-3.1 against
+ *             reuseport's 1.2); under load the workers sleep less and it
+ *             adds less (0.7 seen): the test tells them apart when quiet;
  *   many      100 silent connections, and 100 idle after a request, made
  *             in turns: each is closed after its own timeout (one timer
  *             per worker sweeps them all), none before it.
@@ -530,7 +532,8 @@ static int worker_switches(pid_t pid, long *out, int max) {
 
 #define SEQ 200
 
-static void wake_one(const char *policy, double max_per_conn) {
+/* The worker threads' voluntary context switches per connection. */
+static double wake_one(const char *policy) {
   server_t s;
   const char *flags[] = {"--workers", "2", "--policy", policy, NULL};
   server_start(&s, flags);
@@ -563,18 +566,27 @@ static void wake_one(const char *policy, double max_per_conn) {
           "voluntary context switches %ld (%.2f per connection)\n", policy, SEQ, answered,
           d0 + d1, (double)(d0 + d1) / SEQ);
   assert_int_equal(answered, SEQ);
-  assert_true((double)(d0 + d1) < max_per_conn * SEQ);
   assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  return (double)(d0 + d1) / SEQ;
 }
 
+/* Beside reuseport in the same run (a listener per worker: one worker woken
+ * per connection, the floor): how many switches a connection costs depends
+ * on the machine's load (whether its request is there when it is
+ * accepted), waking both workers adds about one. */
 static void wake_one_shared(void **state) {
   (void)state;
-  wake_one("shared", 1.8);
+  double floor = wake_one("reuseport"), shared = wake_one("shared");
+  fprintf(stderr, "wake-one: shared %.2f per connection, reuseport %.2f\n", shared, floor);
+  assert_true(shared < floor + 0.9);
 }
 
 static void wake_one_round_robin(void **state) {
   (void)state;
-  wake_one("round_robin", 2.5);
+  /* round robin's gate pauses a worker after each turn: a wake-up more */
+  double floor = wake_one("reuseport"), rr = wake_one("round_robin");
+  fprintf(stderr, "wake-one: round robin %.2f per connection, reuseport %.2f\n", rr, floor);
+  assert_true(rr < floor + 1.2);
 }
 
 int main(void) {
