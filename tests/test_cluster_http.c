@@ -539,29 +539,34 @@ static double wake_one(const char *policy) {
   server_start(&s, flags);
   char buf[1024];
   /* a first request on each side, so that both workers run and poll */
+  int warm = 0;
   for (int i = 0; i < 4; i++) {
     int fd;
-    assert_int_equal(baltest_connect(s.port, 5000, &fd), 0);
-    assert_true(request(fd, REQ_CLOSE, buf, sizeof(buf)));
+    if (baltest_connect(s.port, 5000, &fd) != 0)
+      continue;
+    warm += request(fd, REQ_CLOSE, buf, sizeof(buf));
     close(fd);
   }
   long before[8], after[8];  /* the workers (and, under TSan, its own thread) */
   int n = worker_switches(s.pid, before, 8);
-  assert_true(n >= 2);
   int answered = 0;
   for (int i = 0; i < SEQ; i++) {
     int fd;
-    assert_int_equal(baltest_connect(s.port, 5000, &fd), 0);
+    if (baltest_connect(s.port, 5000, &fd) != 0)
+      continue;
     answered += request(fd, REQ_CLOSE, buf, sizeof(buf));
     answered -= ms_until_closed(fd, 5000) < 0;  /* closed after its answer */
     close(fd);
   }
-  assert_int_equal(worker_switches(s.pid, after, 8), n);
+  int n_after = worker_switches(s.pid, after, 8);
+  kill(s.pid, SIGTERM);  /* before any assertion: a failed one leaves no server behind */
+  int st = server_wait(&s, 10000);
+  assert_int_equal(warm, 4);
+  assert_true(n >= 2);
+  assert_int_equal(n_after, n);
   long d0 = after[0] - before[0], d1 = after[1] - before[1];
   for (int i = 2; i < n; i++)
     d1 += after[i] - before[i];
-  kill(s.pid, SIGTERM);
-  int st = server_wait(&s, 10000);
   fprintf(stderr, "wake-one %s: %d connections one at a time, %d answered; worker threads' "
           "voluntary context switches %ld (%.2f per connection)\n", policy, SEQ, answered,
           d0 + d1, (double)(d0 + d1) / SEQ);
