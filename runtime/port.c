@@ -681,7 +681,14 @@ static uint32_t drain_stopped(weft_ctx_t *ctx, weft_port_t *p, bool *more) {
  * about a wake-up each: half the time of 1 MiB buffers moved back to back).
  * Raised as the queue crosses half, the poster refills while we still have
  * half a window to deliver. Only taken while a poster waits: a relaxed load
- * per message otherwise. Returns how many of `unsettled` it settled. */
+ * per message otherwise. Ordering: the loads of want_drain, pending and
+ * pending_bytes here are relaxed hints that order nothing; a flag or count
+ * seen late only leaves the drain to the end of the turn, as before.
+ * check_drain re-reads want_drain seq_cst (pairing with the poster's store
+ * and re-check in post) and takes it with an acq_rel exchange, and the
+ * fetch_sub below is acq_rel like the one at the end of the turn (pairs with
+ * count_n's fetch_add: the token hand-over depends on it). Returns how many
+ * of `unsettled` it settled. */
 static int64_t settle_mid_turn(weft_ctx_t *ctx, weft_port_t *p, int64_t unsettled) {
   int64_t left = atomic_load_explicit(&p->pending, memory_order_relaxed) - unsettled;
   int64_t bytes = atomic_load_explicit(&p->pending_bytes, memory_order_relaxed);
