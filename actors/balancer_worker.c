@@ -34,7 +34,7 @@
  * registration out (EPOLL_CTL_DEL) when it pauses and puts it back when it
  * resumes, one system call each. A worker woken for a connection that the
  * gate does not let it take passes the wake-up on (weft__gate_pass): the
- * kernel woke no one else for it. Where EPOLLEXCLUSIVE is refused, the
+ * kernel woke no one else for it (listener_waiting says when). Where EPOLLEXCLUSIVE is refused, the
  * plain registration is put back and nothing else changes.
  *
  * Lifetime: the object goes when the parent port has closed and every handle
@@ -213,6 +213,18 @@ static void gate_resume(weft_balancer_worker_t *w, bool force) {
     arm(w);
 }
 
+/* With EPOLLEXCLUSIVE the kernel woke us, maybe us alone, for what waits:
+ * a worker that pauses without taking it passes the wake-up on. One that
+ * took a connection first passes it on only if another still waits (it
+ * came while we were being woken and woke no one else; one that comes after
+ * our registration is out wakes another worker itself). Without the check
+ * the peer was woken for every connection we took alone and found nothing
+ * (a context switch and a failed accept4 per connection). */
+static bool listener_waiting(weft_balancer_worker_t *w) {
+  struct pollfd p = {.fd = w->lfd, .events = POLLIN};
+  return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
 /* Paused for WEFT__GATE_PATIENCE_MS: if connections still wait, the eligible
  * workers took nothing for that long (a loop blocked): take one batch
  * regardless. If none wait, resume under the gate (a free batch later would
@@ -221,8 +233,7 @@ static void on_patience(uv_timer_t *h) {
   weft_balancer_worker_t *w = h->data;
   unsigned one = 1;
   atomic_compare_exchange_strong(&w->gate->e[w->gidx].paused, &one, 0);
-  struct pollfd p = {.fd = w->lfd, .events = POLLIN};
-  gate_resume(w, poll(&p, 1, 0) == 1 && (p.revents & POLLIN));
+  gate_resume(w, listener_waiting(w));
 }
 
 static void on_gate_wake(uv_poll_t *h, int status, int events) {
@@ -411,7 +422,7 @@ static void on_gated_readable(uv_poll_t *h, int status, int events) {
   for (int i = 0; status == 0 && i < GATE_BATCH && w->lis_open && !w->paused; i++) {
     if (!force && !weft__gate_eligible(w->gate, w->gidx) && weft__gate_pause(w->gate, w->gidx)) {
       gate_pause(w);
-      if (w->excl)  /* the kernel woke us, maybe us alone, for what waits */
+      if (w->excl && (!took || listener_waiting(w)))  /* see listener_waiting */
         weft__gate_pass(w->gate, w->gidx);
       break;
     }
