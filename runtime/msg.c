@@ -9,8 +9,8 @@
  *
  * Invariants: data == inline_data or a heap block of cap bytes; len <= cap.
  * err is the first build error; once set, the packer ignores further writes
- * (the payload is cut short and posting fails with err). view_zone != NULL
- * means view holds the decoded payload; any change to the payload drops it.
+ * (the payload is cut short and posting fails with err). view != NULL
+ * holds the decoded payload; any change to the payload drops it.
  * xfer[0..nxfer) are the transfer items, kind 0 once taken.
  *
  * Threads: a message is used by the one thread that owns it. Posting hands it
@@ -45,8 +45,11 @@
 #define VIEW_MAX_DEPTH 32
 
 void weft__msg_view_drop(weft_msg_t *m) {
-  msgpack_zone_free(m->view_zone);
-  m->view_zone = NULL;
+  if (m->view == NULL)
+    return;
+  msgpack_zone_destroy(&m->view->zone);
+  weft__free(m->view);
+  m->view = NULL;
 }
 
 /* Makes room for need more payload bytes. Returns 0 or an error code. */
@@ -83,7 +86,7 @@ static uint8_t *room(weft_msg_t *m, size_t n) {
       return NULL;
     }
   }
-  if (m->view_zone != NULL)
+  if (m->view != NULL)
     weft__msg_view_drop(m);
   return m->data + m->len;
 }
@@ -156,7 +159,7 @@ static void poison_freed(weft_msg_t *msg) {
   msg->err = WEFT_ETAKEN;
   msg->nxfer = msg->capxfer = 0;
   msg->xfer = NULL;
-  msg->view_zone = NULL;
+  msg->view = NULL;
   weft__msg_poison(msg, true);
 }
 
@@ -170,7 +173,7 @@ int weft_msg_new(weft_msg_t **out) {
   weft__msg_poison(m, false); /* a recycled struct of checked mode */
 #endif
   atomic_store_explicit(&m->life, WEFT__MSG_LIVE, memory_order_relaxed);
-  /* Every field but inline_data and view, which are written before read. */
+  /* Every field but inline_data, which is written before it is read. */
   atomic_init(&m->node.next, NULL);
   m->data = m->inline_data;
   m->len = 0;
@@ -181,7 +184,7 @@ int weft_msg_new(weft_msg_t **out) {
   m->capxfer = 0;
   m->xfer = NULL;
   msgpack_packer_init(&m->pk, m, payload_write);
-  m->view_zone = NULL;
+  m->view = NULL;
   *out = m;
   return 0;
 }
@@ -222,7 +225,7 @@ void weft_msg_free(weft_msg_t *msg) {
     check_free(msg);
   for (uint16_t i = 0; i < msg->nxfer; i++)
     xfer_release(&msg->xfer[i]);
-  if (msg->view_zone != NULL)
+  if (msg->view != NULL)
     weft__msg_view_drop(msg);
   if (msg->data != msg->inline_data)
     weft__free(msg->data);
@@ -260,7 +263,7 @@ int weft_msg_set_payload(weft_msg_t *msg, const void *data, size_t len) {
   msg->len = (uint32_t)len;
   msg->err = 0;
   msg->open_map = 0;
-  if (msg->view_zone != NULL)
+  if (msg->view != NULL)
     weft__msg_view_drop(msg);
   return 0;
 }
@@ -521,7 +524,7 @@ int weft_msg_end_map(weft_msg_t *msg) {
   }
   msg->open_map = rd_u32(head + 1);
   put_be(head, 0xdf, n / 2, 4);
-  if (msg->view_zone != NULL)
+  if (msg->view != NULL)
     weft__msg_view_drop(msg);
   return 0;
 }
@@ -531,26 +534,31 @@ int weft_msg_end_map(weft_msg_t *msg) {
 int weft_msg_view(weft_msg_t *msg, const msgpack_object **out) {
   if (msg == NULL || out == NULL)
     return WEFT_EINVAL;
-  if (msg->view_zone == NULL) {
+  if (msg->view == NULL) {
     /* Checked first with msgpack-c's own nesting limit, so msgpack_unpack
      * neither fails for depth (it would say "no memory") nor sizes its arrays
      * from counts the bytes cannot back. */
     int rc = weft__mp_check(msg->data, msg->len, VIEW_MAX_DEPTH);
     if (rc != 0)
       return rc;
-    msgpack_zone *zone = msgpack_zone_new(VIEW_ZONE_CHUNK);
-    if (zone == NULL)
+    weft__view_t *v = weft__malloc(sizeof(*v));
+    if (v == NULL)
       return WEFT_ENOMEM;
+    if (!msgpack_zone_init(&v->zone, VIEW_ZONE_CHUNK)) {
+      weft__free(v);
+      return WEFT_ENOMEM;
+    }
     size_t off = 0;
     msgpack_unpack_return r =
-        msgpack_unpack((const char *)msg->data, msg->len, &off, zone, &msg->view);
+        msgpack_unpack((const char *)msg->data, msg->len, &off, &v->zone, &v->obj);
     if (r != MSGPACK_UNPACK_SUCCESS || off != msg->len) {
-      msgpack_zone_free(zone);
+      msgpack_zone_destroy(&v->zone);
+      weft__free(v);
       return r == MSGPACK_UNPACK_NOMEM_ERROR ? WEFT_ENOMEM : WEFT_EPROTO;
     }
-    msg->view_zone = zone;
+    msg->view = v;
   }
-  *out = &msg->view;
+  *out = &msg->view->obj;
   return 0;
 }
 

@@ -10,12 +10,22 @@
  * without a context is pushed back alone. The owner takes everything handed
  * back with one exchange when its local list runs dry.
  *
+ * Structs are WEFT__MSG_SIZE bytes on a cache-line boundary (weft_impl.h):
+ * msg_alloc takes a line more from the allocator and keeps how far it moved
+ * the start in the byte before the struct (the allocator may be the user's,
+ * with no aligned variant). With glibc's 16-byte alignment a struct shared
+ * a line with its neighbour, which the other core could be reading.
+ *
+ * Pools also recycle packs (port.c), see below.
+ *
  * Pools live in a static table and are never freed: a context adopts a free
  * pool at start and gives it back at its end, so a straggler handing a message
  * back to a pool whose context is gone is always safe. weft_runtime_free trims
  * (frees the cached structs of) every pool no context owns.
  *
- * Threads: `returned` and `state` are shared; the rest belongs to the owner. */
+ * Threads: `returned`, `packs_back` and `state` are shared (pushed by any
+ * thread with a release CAS, taken whole by the owner with an acquire
+ * exchange); the rest belongs to the owner. */
 #include "weft_impl.h"
 
 #define POOL_MAX 512
@@ -27,10 +37,12 @@ enum { POOL_FREE = 0, POOL_OWNED = 1 };
 
 struct weft__msgpool_s {
   _Atomic(weft__qnode_t *) returned; /* Treiber stack of chains (release/acquire) */
+  _Atomic(weft__qnode_t *) packs_back; /* our packs, emptied, back home (the same) */
   _Atomic int state;                 /* POOL_FREE / POOL_OWNED (acq_rel CAS) */
   char pad_[WEFT__CACHELINE];
   weft__qnode_t *local;              /* owner only */
   uint32_t nlocal;
+  weft__qnode_t *packs;              /* owner only: packs to fill */
   struct {
     weft__msgpool_t *pool;
     weft__qnode_t *head, *tail;
@@ -39,6 +51,22 @@ struct weft__msgpool_s {
 };
 
 static weft__msgpool_t pools[POOL_MAX];
+
+/* A struct on a cache-line boundary: the byte before it says how far past
+ * the allocation's start it is (1..64). */
+static weft_msg_t *msg_alloc(void) {
+  uint8_t *raw = weft__malloc(WEFT__MSG_SIZE + WEFT__CACHELINE);
+  if (raw == NULL)
+    return NULL;
+  uint8_t *m = (uint8_t *)(((uintptr_t)raw + WEFT__CACHELINE) & ~(uintptr_t)(WEFT__CACHELINE - 1));
+  m[-1] = (uint8_t)(m - raw);
+  return (weft_msg_t *)(void *)m;
+}
+
+static void msg_release(void *p) {
+  uint8_t *m = p;
+  weft__free(m - m[-1]);
+}
 
 static weft__qnode_t *next_of(weft__qnode_t *n) {
   return atomic_load_explicit(&n->next, memory_order_relaxed);
@@ -71,7 +99,7 @@ static void give_back(weft__msgpool_t *pool, weft__qnode_t *head, weft__qnode_t 
 static void free_chain(weft__qnode_t *n) {
   while (n != NULL) {
     weft__qnode_t *next = next_of(n);
-    weft__free(n);
+    msg_release(n);
     n = next;
   }
 }
@@ -92,6 +120,14 @@ void weft__msgpool_flush(weft__msgpool_t *self) {
     flush_slot(self, i);
 }
 
+static void free_packs(weft__qnode_t *n) {
+  while (n != NULL) {
+    weft__qnode_t *next = next_of(n);
+    weft__free(n);
+    n = next;
+  }
+}
+
 void weft__msgpool_release(weft__msgpool_t *self) {
   if (self == NULL)
     return;
@@ -99,14 +135,19 @@ void weft__msgpool_release(weft__msgpool_t *self) {
   free_chain(self->local);
   self->local = NULL;
   self->nlocal = 0;
+  free_packs(self->packs);
+  self->packs = NULL;
   free_chain(atomic_exchange_explicit(&self->returned, NULL, memory_order_acquire));
+  free_packs(atomic_exchange_explicit(&self->packs_back, NULL, memory_order_acquire));
   atomic_store_explicit(&self->state, POOL_FREE, memory_order_release);
 }
 
 void weft__msgpool_trim(void) {
   for (int i = 0; i < POOL_MAX; i++)
-    if (atomic_load_explicit(&pools[i].state, memory_order_acquire) == POOL_FREE)
+    if (atomic_load_explicit(&pools[i].state, memory_order_acquire) == POOL_FREE) {
       free_chain(atomic_exchange_explicit(&pools[i].returned, NULL, memory_order_acquire));
+      free_packs(atomic_exchange_explicit(&pools[i].packs_back, NULL, memory_order_acquire));
+    }
 }
 
 static weft__msgpool_t *my_pool(void) {
@@ -118,7 +159,7 @@ weft_msg_t *weft__msgpool_get(void) {
   weft__msgpool_t *self = my_pool();
   weft_msg_t *m;
   if (self == NULL) {
-    m = weft__malloc(sizeof(*m));
+    m = msg_alloc();
     if (m)
       m->origin = NULL;
     return m;
@@ -133,7 +174,7 @@ weft_msg_t *weft__msgpool_get(void) {
     if (self->nlocal)
       self->nlocal--;
   } else {
-    m = weft__malloc(sizeof(*m));
+    m = msg_alloc();
     if (m == NULL)
       return NULL;
   }
@@ -145,13 +186,13 @@ void weft__msgpool_put(weft_msg_t *m) {
   weft__msgpool_t *origin = m->origin;
   weft__qnode_t *n = &m->node;
   if (origin == NULL) {
-    weft__free(m);
+    msg_release(m);
     return;
   }
   weft__msgpool_t *self = my_pool();
   if (self == origin) {
     if (self->nlocal >= LOCAL_MAX) {
-      weft__free(m);
+      msg_release(m);
       return;
     }
     set_next(n, self->local);
@@ -185,4 +226,39 @@ void weft__msgpool_put(weft_msg_t *m) {
   self->slot[i].head = n;
   if (++self->slot[i].n >= BATCH)
     flush_slot(self, i);
+}
+
+/* ---- packs (port.c) ------------------------------------------------------
+ * Blocks of one size that a context fills and another empties: each goes
+ * back to the pool of the context that filled it, so a stream reuses the
+ * same few and takes no allocator lock per pack (glibc's arena lock and bins
+ * would bounce between the two cores). */
+
+void *weft__msgpool_pack_get(weft__msgpool_t **home, size_t size) {
+  weft__msgpool_t *self = my_pool();
+  *home = self;
+  if (self != NULL) {
+    if (self->packs == NULL)
+      self->packs = atomic_exchange_explicit(&self->packs_back, NULL, memory_order_acquire);
+    weft__qnode_t *n = self->packs;
+    if (n != NULL) {
+      self->packs = next_of(n);
+      return n;
+    }
+  }
+  return weft__malloc(size);
+}
+
+void weft__msgpool_pack_put(weft__msgpool_t *home, void *pack) {
+  if (home == NULL) {
+    weft__free(pack);
+    return;
+  }
+  weft__qnode_t *n = pack;
+  weft__qnode_t *old = atomic_load_explicit(&home->packs_back, memory_order_relaxed);
+  do {
+    set_next(n, old);
+    /* release: the filler's acquire exchange sees that we are done with it */
+  } while (!atomic_compare_exchange_weak_explicit(&home->packs_back, &old, n,
+                                                  memory_order_release, memory_order_relaxed));
 }

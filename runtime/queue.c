@@ -61,6 +61,16 @@ weft__qnode_t *weft__mpsc_pop(weft__mpsc_t *q) {
   return NULL;
 }
 
+weft__qnode_t *weft__mpsc_peek(weft__mpsc_t *q) {
+  weft__qnode_t *head = q->head;
+  if (head != &q->stub)
+    return head; /* published: it was read from a next with acquire */
+  weft__qnode_t *next = atomic_load_explicit(&head->next, memory_order_acquire);
+  if (next != NULL)
+    q->head = next; /* past the stub, as pop would go */
+  return next;
+}
+
 bool weft__mpsc_empty(weft__mpsc_t *q) {
   return q->head == &q->stub &&
          atomic_load_explicit(&q->tail, memory_order_seq_cst) == &q->stub;

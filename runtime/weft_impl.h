@@ -44,9 +44,10 @@ typedef struct {
   weft__qnode_t stub;
 } weft__mpsc_t;
 
-/* What travels in which queue: a port's inbox holds only messages (their
- * first member is the node); a context's ready queue holds only ports (their
- * sched_node); its task queue only weft__task_t. Events without a node (the
+/* What travels in which queue: a port's inbox holds messages and packs of
+ * small messages (port.c; the first member of each is the node); a
+ * context's ready queue holds only ports (their sched_node); its task queue
+ * only weft__task_t. Events without a node (the
  * peer closed, the peer's queue drained) are bits in the port's state. */
 
 void weft__mpsc_init(weft__mpsc_t *q);
@@ -55,6 +56,9 @@ void weft__mpsc_push(weft__mpsc_t *q, weft__qnode_t *n);
  * all) with one exchange and one release store: FIFO among themselves. */
 void weft__mpsc_push_chain(weft__mpsc_t *q, weft__qnode_t *first, weft__qnode_t *last);
 weft__qnode_t *weft__mpsc_pop(weft__mpsc_t *q);
+/* The node pop would return next, left in place (consumer only); it may be
+ * there while pop still says NULL (the push after it is half done). */
+weft__qnode_t *weft__mpsc_peek(weft__mpsc_t *q);
 bool weft__mpsc_empty(weft__mpsc_t *q); /* consumer only; may say false while a push completes */
 
 /* ---- buffers (buf.c) ----------------------------------------------------- */
@@ -147,7 +151,30 @@ typedef struct {
   } u;
 } weft__xfer_t;
 
-#define WEFT__MSG_INLINE 40
+/* Asks for the cache line at p, to be written soon: on x86-64 PREFETCHW
+ * (GCC's __builtin_prefetch emits a read prefetch there unless built for a
+ * CPU with it; processors without it execute it as a NOP), elsewhere the
+ * compiler's write prefetch. */
+static inline void weft__prefetch_w(const void *p) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+#else
+  __builtin_prefetch(p, 1);
+#endif
+}
+
+/* A message struct is two cache lines on a cache-line boundary (msgpool.c):
+ * it travels between two cores once each way per message, and a struct that
+ * shared a line with its neighbour (glibc's 16-byte alignment) made the
+ * producer writing one and the consumer reading the other fight over it. */
+#define WEFT__MSG_SIZE 128
+#define WEFT__MSG_INLINE 48
+
+/* weft_msg_view's decoded payload: one allocation, freed whole. */
+typedef struct {
+  msgpack_object obj;
+  msgpack_zone zone;
+} weft__view_t;
 
 struct weft_msg_s {
   weft__qnode_t node;        /* first: a message is a queue node */
@@ -165,10 +192,10 @@ struct weft_msg_s {
   uint16_t capxfer;
   weft__xfer_t *xfer;
   msgpack_packer pk;
-  msgpack_zone *view_zone;   /* weft_msg_view cache */
-  msgpack_object view;
+  weft__view_t *view;        /* weft_msg_view cache, or NULL */
   uint8_t inline_data[WEFT__MSG_INLINE];
 };
+_Static_assert(sizeof(struct weft_msg_s) == WEFT__MSG_SIZE, "a message is two cache lines");
 
 /* Checked mode: ownership mistakes are reported at the call. A message is
  * LIVE (its owner may use it), QUEUED (posted: the receiver's until it is
@@ -205,6 +232,10 @@ void weft__msgpool_flush(weft__msgpool_t *pool);   /* hand batched structs back 
 void weft__msgpool_trim(void);                     /* free what unowned pools cache */
 weft_msg_t *weft__msgpool_get(void);               /* a struct; sets origin */
 void weft__msgpool_put(weft_msg_t *m);             /* back to its origin */
+/* A pack of size bytes (port.c; always the same size), from this thread's
+ * pool if it has one spare; *home: where it goes back (NULL: freed). */
+void *weft__msgpool_pack_get(weft__msgpool_t **home, size_t size);
+void weft__msgpool_pack_put(weft__msgpool_t *home, void *pack); /* any thread */
 
 /* Free msg's weft_msg_view cache (a post drops it: a queue counts payload
  * and buffers, and a decoded view of 2 KiB or more would ride uncounted). */
@@ -408,6 +439,7 @@ struct weft_ctx_s {
     weft_port_t *to;                       /* NULL when empty */
     weft__qnode_t *head, *tail;
     uint32_t n, room;                      /* room: n may grow to it (bound and batch size) */
+    struct weft__pack_s *pack;             /* the tail, while it is a pack with room */
   } out;
   int32_t spin_max_ns;
   int32_t spin_ns;                         /* adaptive spin budget */

@@ -507,11 +507,11 @@ static void posted_message_sheds_its_view(void **state) {
   assert_int_equal(weft_msg_put_u64(m, "seq", 7), 0);
   const msgpack_object *view = NULL;
   assert_int_equal(weft_msg_view(m, &view), 0);
-  assert_non_null(m->view_zone);
+  assert_non_null(m->view);
   assert_int_equal(weft_port_post(p[0], m), 0); /* msgpack-c's zone is freed here */
   weft_msg_t *got = NULL;
   assert_int_equal(weft_port_receive(p[1], &got), 0);
-  assert_null(got->view_zone);
+  assert_null(got->view);
   uint64_t v = 0;
   assert_int_equal(weft_msg_get_u64(got, "seq", &v), 0);
   assert_int_equal(v, 7);

@@ -1172,7 +1172,8 @@ static void decode_alloc_failure_sweep(void **state) {
       "{\"cmd\":\"NODE_CLUSTER\",\"key\":\"k\",\"act\":\"online\",\"seq\":1,\"pad\":\"" 
       "0123456789012345678901234567890123456789\"}",
       "{\"cmd\":\"NODE_HANDLE_ACK\"}",
-      "[\"0123456789012345678901234567890123456789\",{\"type\":\"Buffer\",\"data\":[1]}]",
+      "[\"0123456789012345678901234567890123456789012345678901234567890123\",{\"type\":"
+      "\"Buffer\",\"data\":[1]}]",
   };
   static const long want_allocs[] = {8, 7, 4, 5}; /* out, frames, keys, message, strings */
   for (size_t l = 0; l < sizeof(lines) / sizeof(lines[0]); l++) {

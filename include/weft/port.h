@@ -144,7 +144,9 @@ WEFT_EXTERN int weft_port_post(weft_port_t *port, weft_msg_t *msg);
 /* weft_port_receive: take the next message without a loop (like Node's
  * receiveMessageOnPort). Owner thread, or any thread for a port taken out of a
  * message and not yet bound. Returns 0 and sets *out (caller owns it),
- * WEFT_ENOENT if none is waiting, WEFT_ECLOSED if closed and empty. */
+ * WEFT_ENOENT if none is waiting, WEFT_ECLOSED if closed and empty,
+ * WEFT_ENOMEM if the next message could not be made (small messages travel
+ * packed and each is made again on receipt): it stays queued; call again. */
 WEFT_EXTERN int weft_port_receive(weft_port_t *port, weft_msg_t **out);
 
 /* weft_port_close: close this end (and so the channel). Idempotent. Owner
