@@ -10,12 +10,6 @@
  * without a context is pushed back alone. The owner takes everything handed
  * back with one exchange when its local list runs dry.
  *
- * Structs are WEFT__MSG_SIZE bytes on a cache-line boundary (weft_impl.h):
- * msg_alloc takes a line more from the allocator and keeps how far it moved
- * the start in the byte before the struct (the allocator may be the user's,
- * with no aligned variant). With glibc's 16-byte alignment a struct shared
- * a line with its neighbour, which the other core could be reading.
- *
  * Pools also recycle packs (port.c), see below.
  *
  * Pools live in a static table and are never freed: a context adopts a free
@@ -52,22 +46,6 @@ struct weft__msgpool_s {
 
 static weft__msgpool_t pools[POOL_MAX];
 
-/* A struct on a cache-line boundary: the byte before it says how far past
- * the allocation's start it is (1..64). */
-static weft_msg_t *msg_alloc(void) {
-  uint8_t *raw = weft__malloc(WEFT__MSG_SIZE + WEFT__CACHELINE);
-  if (raw == NULL)
-    return NULL;
-  uint8_t *m = (uint8_t *)(((uintptr_t)raw + WEFT__CACHELINE) & ~(uintptr_t)(WEFT__CACHELINE - 1));
-  m[-1] = (uint8_t)(m - raw);
-  return (weft_msg_t *)(void *)m;
-}
-
-static void msg_release(void *p) {
-  uint8_t *m = p;
-  weft__free(m - m[-1]);
-}
-
 static weft__qnode_t *next_of(weft__qnode_t *n) {
   return atomic_load_explicit(&n->next, memory_order_relaxed);
 }
@@ -99,7 +77,7 @@ static void give_back(weft__msgpool_t *pool, weft__qnode_t *head, weft__qnode_t 
 static void free_chain(weft__qnode_t *n) {
   while (n != NULL) {
     weft__qnode_t *next = next_of(n);
-    msg_release(n);
+    weft__free(n);
     n = next;
   }
 }
@@ -159,7 +137,7 @@ weft_msg_t *weft__msgpool_get(void) {
   weft__msgpool_t *self = my_pool();
   weft_msg_t *m;
   if (self == NULL) {
-    m = msg_alloc();
+    m = weft__malloc(sizeof(*m));
     if (m)
       m->origin = NULL;
     return m;
@@ -174,7 +152,7 @@ weft_msg_t *weft__msgpool_get(void) {
     if (self->nlocal)
       self->nlocal--;
   } else {
-    m = msg_alloc();
+    m = weft__malloc(sizeof(*m));
     if (m == NULL)
       return NULL;
   }
@@ -186,13 +164,13 @@ void weft__msgpool_put(weft_msg_t *m) {
   weft__msgpool_t *origin = m->origin;
   weft__qnode_t *n = &m->node;
   if (origin == NULL) {
-    msg_release(m);
+    weft__free(m);
     return;
   }
   weft__msgpool_t *self = my_pool();
   if (self == origin) {
     if (self->nlocal >= LOCAL_MAX) {
-      msg_release(m);
+      weft__free(m);
       return;
     }
     set_next(n, self->local);

@@ -163,10 +163,9 @@ static inline void weft__prefetch_w(const void *p) {
 #endif
 }
 
-/* A message struct is two cache lines on a cache-line boundary (msgpool.c):
- * it travels between two cores once each way per message, and a struct that
- * shared a line with its neighbour (glibc's 16-byte alignment) made the
- * producer writing one and the consumer reading the other fight over it. */
+/* A message struct is 128 bytes (the decoded view lives outside it, the
+ * inline area takes what is left): small, since a struct that crosses to
+ * another core travels there and back in cache lines. */
 #define WEFT__MSG_SIZE 128
 #define WEFT__MSG_INLINE 48
 
@@ -195,7 +194,7 @@ struct weft_msg_s {
   weft__view_t *view;        /* weft_msg_view cache, or NULL */
   uint8_t inline_data[WEFT__MSG_INLINE];
 };
-_Static_assert(sizeof(struct weft_msg_s) == WEFT__MSG_SIZE, "a message is two cache lines");
+_Static_assert(sizeof(struct weft_msg_s) == WEFT__MSG_SIZE, "a message is 128 bytes");
 
 /* Checked mode: ownership mistakes are reported at the call. A message is
  * LIVE (its owner may use it), QUEUED (posted: the receiver's until it is
