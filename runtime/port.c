@@ -749,6 +749,12 @@ static int deliver_one(weft_ctx_t *ctx, weft_port_t *p) {
  * a message), the token follows it; p's flags now belong to the new owner
  * and must not be read here. Returns true if p is still ctx's. */
 static bool still_ours(weft_port_t *p, weft_ctx_t *ctx) {
+  /* Without the lock while it is: an owner changes only on the owner's
+   * thread (detach, finish) or from NULL (attach), so a port of ctx stays
+   * ctx's until this thread moves it, and this thread is not moving it. One
+   * locked exchange less per delivery turn (a tenth of an actor hop). */
+  if (atomic_load_explicit(&p->owner, memory_order_relaxed) == ctx)
+    return true;
   lock(p);
   weft_ctx_t *owner = atomic_load_explicit(&p->owner, memory_order_relaxed);
   if (owner == ctx) {
