@@ -32,19 +32,6 @@
 #include "weft.h"
 #include "weft_impl.h"
 
-#define WAIT_NS 10000000000ull /* a flag the other side must set: 10 s at most */
-
-/* Spin (yielding) until *flag is non-zero or WAIT_NS passed. */
-static bool wait_flag(atomic_int *flag) {
-  uint64_t deadline = uv_hrtime() + WAIT_NS;
-  while (!atomic_load(flag)) {
-    if (uv_hrtime() > deadline)
-      return false;
-    sched_yield();
-  }
-  return true;
-}
-
 static void expect_close_code_0(weft_worker_t *w, int code) {
   (void)w;
   CHECK(code == 0);
@@ -161,7 +148,7 @@ static int bd_entry(weft_ctx_t *ctx, weft_msg_t *data) {
   CHECK_RC(weft_port_set_hwm(port, HWM, 0), 0);
   CHECK_RC(weft_port_start(port, bd_on_worker_msg), 0);
   CHECK_RC(weft_port_post(port, ktest_msg_u64(OP_READY)), 0);
-  CHECK(wait_flag(&bd.release)); /* not taking anything until main is done */
+  CHECK(ktest_wait_flag(&bd.release)); /* not taking anything until main is done */
   return 0;
 }
 
@@ -339,7 +326,7 @@ static void cb_on_main_msg(weft_port_t *port, weft_msg_t *m) {
   for (uint64_t i = 0; i < K; i++)
     CHECK_RC(weft_port_post(port, ktest_msg_u64(i)), 0);
   CHECK_RC(weft_port_close(port), 0);
-  CHECK(wait_flag(&cb.closed));
+  CHECK(ktest_wait_flag(&cb.closed));
 }
 
 static void batch_close_follows_pending_batch(void **state) {
@@ -373,7 +360,7 @@ static int cp_entry(weft_ctx_t *ctx, weft_msg_t *data) {
   weft_port_t *port = weft_ctx_parent_port(ctx);
   CHECK_RC(weft_port_start(port, cb_on_worker_msg), 0);
   CHECK_RC(weft_port_post(port, ktest_msg_u64(OP_READY)), 0);
-  CHECK(wait_flag(&cb.posted));
+  CHECK(ktest_wait_flag(&cb.posted));
   CHECK_RC(weft_port_close(port), 0);
   atomic_store(&cb.closed, 1);
   return 0;
@@ -385,7 +372,7 @@ static void cp_on_main_msg(weft_port_t *port, weft_msg_t *m) {
     CHECK_RC(weft_port_post(port, ktest_msg_u64(i)), 0);
   cb.pending_early = atomic_load(&weft__port_peer(port)->pending);
   atomic_store(&cb.posted, 1);
-  CHECK(wait_flag(&cb.closed));
+  CHECK(ktest_wait_flag(&cb.closed));
 }
 
 static void batch_to_closed_peer_counts_undelivered(void **state) {

@@ -31,19 +31,9 @@
 #include "weft.h"
 #include "weft_impl.h"
 
-#define WAIT_NS 10000000000ull /* a flag the other side must set: 10 s at most */
 #define OP_READY UINT64_MAX
 #define FULL 64u /* posts that fill one batch (published when full) */
 
-static bool wait_flag(atomic_int *flag) {
-  uint64_t deadline = uv_hrtime() + WAIT_NS;
-  while (!atomic_load(flag)) {
-    if (uv_hrtime() > deadline)
-      return false;
-    sched_yield();
-  }
-  return true;
-}
 
 static void expect_close_code_0(weft_worker_t *w, int code) {
   (void)w;
@@ -256,7 +246,7 @@ static int rc_entry(weft_ctx_t *ctx, weft_msg_t *data) {
   (void)data;
   weft_port_t *port = weft_ctx_parent_port(ctx);
   CHECK_RC(weft_port_post(port, ktest_msg_u64(OP_READY)), 0);
-  CHECK(wait_flag(&rc.posted)); /* the full batch is published */
+  CHECK(ktest_wait_flag(&rc.posted)); /* the full batch is published */
   for (uint64_t i = 0; i < TAKEN; i++) {
     weft_msg_t *m = NULL;
     CHECK_RC(weft_port_receive(port, &m), 0);

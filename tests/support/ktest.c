@@ -177,3 +177,13 @@ uint64_t ktest_post_retry(weft_port_t *p, weft_msg_t *m) {
     sched_yield();
   }
 }
+
+bool ktest_wait_flag(atomic_int *flag) {
+  uint64_t deadline = uv_hrtime() + 10000000000ull;
+  while (!atomic_load(flag)) {
+    if (uv_hrtime() > deadline)
+      return false;
+    sched_yield();
+  }
+  return true;
+}

@@ -95,4 +95,8 @@ uint64_t ktest_msg_value(weft_msg_t *m);
  * Returns the number of EAGAINs met. */
 uint64_t ktest_post_retry(weft_port_t *p, weft_msg_t *m);
 
+/* ktest_wait_flag: spins (yielding) until *flag is non-zero, at most 10 s
+ * (a flag another thread must set). Returns false on timeout. */
+bool ktest_wait_flag(atomic_int *flag);
+
 #endif /* WEFT_KTEST_H */
