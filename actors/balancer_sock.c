@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -132,6 +133,10 @@ int weft__bal_listen(const weft_balancer_options_t *o, int port, bool reuseport,
   if (!o->path && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
     goto fail_errno;
   if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+    goto fail_errno;
+  /* 1 s: the kernel accepts a silent client at its first SYN-ACK retransmission */
+  if (!o->path && o->defer_accept &&
+      setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one)) != 0)
     goto fail_errno;
   if (bind(fd, (struct sockaddr *)&ss, len) != 0)
     goto fail_errno;

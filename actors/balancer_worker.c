@@ -11,13 +11,25 @@
  * of our own listener: reporting each would wake the balancer's thread once
  * per connection, a third of the CPU a short connection costs).
  *
+ * A listener (every policy's, when the HELLO carries one) is polled here and
+ * accepted from with accept4, at most ACCEPT_BATCH per wake-up: not through
+ * a libuv listener, whose connections can only be had as opened handles.
+ * With on_first_data, a new connection's first bytes are read before its
+ * handle is opened (open_conn): one closed in the callback never gets one
+ * (no FIONBIO, no epoll ADD or DEL; weft_conn_close closes the socket and
+ * closes the handle, which has no fd, for on_close to follow as usual).
+ *
  * Worker threads of round robin, least connections and shared get the
  * accept gate's table with their HELLO
- * (balancer_gate.c): they poll the listening socket themselves and accept
- * at most GATE_BATCH per wake-up while the gate lets them; a paused worker
+ * (balancer_gate.c): they accept while the gate lets them; a paused worker
  * waits for a wake-up on its entry's eventfd, one of its own connections
  * closing, or the gate's patience (it stops polling the listener only once
- * the listener shows a connection while it is paused).
+ * the listener shows a connection while it is paused). A connection counts
+ * closed in the gate when weft_conn_close is called (its socket closes
+ * then), not after the loop's closing phase: one served and closed within
+ * on_first_data must not make its worker look busier than its peers while
+ * it accepts on (it did: two syscalls more per connection, pausing and
+ * resuming).
  *
  * Wake-one: libuv registers a polled fd for every waiter, so each
  * connection on the shared listener woke every sleeping worker, and all but
@@ -54,7 +66,7 @@
 #include "balancer_int.h"
 
 #define REPORT_MS 100
-#define GATE_BATCH 16  /* connections accepted per wake-up at most */
+#define ACCEPT_BATCH 16  /* connections accepted per wake-up at most */
 
 struct weft_balancer_worker_s {
   weft_ctx_t *ctx;
@@ -66,22 +78,17 @@ struct weft_balancer_worker_s {
   uint64_t rep_taken, rep_accepted, rep_closed, rep_reqs;
   uv_check_t check;
   uv_timer_t timer;
-  union {
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } lis;
   bool lis_open, pipe;
-  bool accept_later;          /* libuv holds a connection we had no memory for */
-  /* the gated listener (shared worker threads): lis is not used */
-  weft_buf_t *gbuf;           /* our handle of the gate table, or NULL */
-  weft__gate_t *gate;         /* its bytes */
+  /* the listener, when we have one; the gate when we accept through one */
+  weft_buf_t *gbuf;           /* our handle of the gate table, or NULL (no gate) */
+  weft__gate_t *gate;         /* its bytes, or NULL */
   size_t gidx;                /* our entry */
   int lfd;                    /* the listening socket (ours) */
   uv_poll_t lpoll;            /* on lfd; stopped lazily while paused (armed) */
-  uv_poll_t wpoll;            /* on our entry's eventfd (the balancer's) */
-  uv_timer_t patience;        /* runs while paused */
-  bool gated, paused, forced;
+  uv_poll_t wpoll;            /* gated: on our entry's eventfd (the balancer's) */
+  uv_timer_t patience;        /* runs while paused (gate, or out of fds) */
+  char *first;                /* on_first_data's buffer, or NULL */
+  bool paused, forced;
   bool armed;                 /* lpoll is started (excl: lfd is in the epoll) */
   bool excl;                  /* lfd's registration is ours, with EPOLLEXCLUSIVE */
   bool excl_tried;            /* take_registration ran */
@@ -93,6 +100,7 @@ struct weft_balancer_worker_s {
 static void maybe_free(weft_balancer_worker_t *w) {
   if (w->port == NULL && w->handles == 0) {
     weft_buf_free(w->gbuf);
+    weft_free(w->first);
     weft_free(w);
   }
 }
@@ -148,18 +156,14 @@ static void soon(weft_balancer_worker_t *w) {
     uv_check_start(&w->check, on_check);
 }
 
-static void accept_one(weft_balancer_worker_t *w);
-
 static void on_timer(uv_timer_t *h) {
   weft_balancer_worker_t *w = h->data;
-  if (w->accept_later && !uv_is_closing((uv_handle_t *)&w->lis))
-    accept_one(w);
   report(w);
 }
 
 /* ---- the gate (balancer_gate.c) ---------------------------------------------------- */
 
-static void on_gated_readable(uv_poll_t *h, int status, int events);
+static void on_readable(uv_poll_t *h, int status, int events);
 
 /* lfd in the loop's epoll, waking one waiter per event (see the top). */
 static int epoll_excl(weft_balancer_worker_t *w, int op) {
@@ -189,7 +193,7 @@ static void arm(weft_balancer_worker_t *w) {
   if (w->excl)  /* libuv's handle never stopped */
     w->armed = epoll_excl(w, EPOLL_CTL_ADD) == 0;
   else  /* libuv's uv_poll_start is an epoll DEL and an ADD */
-    w->armed = uv_poll_start(&w->lpoll, UV_READABLE | UV_DISCONNECT, on_gated_readable) == 0;
+    w->armed = uv_poll_start(&w->lpoll, UV_READABLE | UV_DISCONNECT, on_readable) == 0;
 }
 
 static void disarm(weft_balancer_worker_t *w) {
@@ -232,7 +236,8 @@ static bool listener_waiting(weft_balancer_worker_t *w) {
 static void on_patience(uv_timer_t *h) {
   weft_balancer_worker_t *w = h->data;
   unsigned one = 1;
-  atomic_compare_exchange_strong(&w->gate->e[w->gidx].paused, &one, 0);
+  if (w->gate)
+    atomic_compare_exchange_strong(&w->gate->e[w->gidx].paused, &one, 0);
   gate_resume(w, listener_waiting(w));
 }
 
@@ -244,14 +249,14 @@ static void on_gate_wake(uv_poll_t *h, int status, int events) {
   ssize_t n = read(w->gate->e[w->gidx].efd, &v, sizeof(v));
   (void)n;  /* EAGAIN: another reader... none; a stale wake-up: harmless */
   if (!w->paused && w->armed && w->lis_open) {  /* passed on by a peer (gate_pass) */
-    on_gated_readable(&w->lpoll, 0, UV_READABLE);
+    on_readable(&w->lpoll, 0, UV_READABLE);
     return;
   }
   gate_resume(w, false);  /* the accept re-checks the gate */
 }
 
 /* Paused, the listener stays polled until it shows a connection that we
- * must leave to the others (on_gated_readable stops it then): under short
+ * must leave to the others (on_readable stops it then): under short
  * connections most pauses end, by a close or a peer's wake-up, before that,
  * and a pause then costs no system call instead of three (uv_poll_stop's
  * epoll DEL, then uv_poll_start's DEL and ADD). With EPOLLEXCLUSIVE it is
@@ -298,8 +303,6 @@ static void on_conn_closed(uv_handle_t *h) {
   weft_balancer_worker_t *w = c->worker;
   unlink_conn(w, c);
   w->closed++;
-  if (w->gate && !c->handed_)
-    gate_conn_closed(w);
   if (w->opts.on_close)
     w->opts.on_close(c);
   if (c->handed_)
@@ -310,18 +313,38 @@ static void on_conn_closed(uv_handle_t *h) {
   maybe_free(w);
 }
 
-/* A connection object that never became one (accept failed): not counted. */
-static void on_conn_discarded(uv_handle_t *h) {
-  weft_conn_t *c = (weft_conn_t *)(void *)h;
-  weft_balancer_worker_t *w = c->worker;
-  unlink_conn(w, c);
-  weft_free(c);
-  maybe_free(w);
+void weft_conn_close(weft_conn_t *c) {
+  if (c == NULL || uv_is_closing((uv_handle_t *)&c->h.stream))
+    return;
+  if (c->fd_ >= 0) {  /* in on_first_data: h was never opened (no fd, no epoll) */
+    close(c->fd_);
+    c->fd_ = -1;
+  }
+  uv_close((uv_handle_t *)&c->h.stream, on_conn_closed);  /* an opened socket closes now too */
+  /* The gate counts it closed now, not after the loop's closing phase: one
+   * served and closed within on_first_data must not make its worker look
+   * busier than its peers while it accepts on. */
+  if (c->worker->gate && !c->handed_)
+    gate_conn_closed(c->worker);
 }
 
-void weft_conn_close(weft_conn_t *c) {
-  if (c != NULL && !uv_is_closing((uv_handle_t *)&c->h.stream))
-    uv_close((uv_handle_t *)&c->h.stream, on_conn_closed);
+int weft_conn_try_write(weft_conn_t *c, const uv_buf_t bufs[], unsigned nbufs) {
+  if (c == NULL || (bufs == NULL && nbufs > 0) || uv_is_closing((uv_handle_t *)&c->h.stream))
+    return WEFT_EINVAL;
+  if (c->fd_ < 0)
+    return uv_try_write(&c->h.stream, bufs, nbufs);
+  struct iovec iov[16];
+  unsigned n = nbufs < 16 ? nbufs : 16;  /* a partial write, as the socket may make */
+  for (unsigned i = 0; i < n; i++)
+    iov[i].iov_base = bufs[i].base, iov[i].iov_len = bufs[i].len;
+  struct msghdr mh = {.msg_iov = iov, .msg_iovlen = n};
+  ssize_t r;
+  do
+    r = sendmsg(c->fd_, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (r < 0 && errno == EINTR);
+  if (r < 0)
+    return errno == EWOULDBLOCK ? UV_EAGAIN : -errno;
+  return r > INT32_MAX ? INT32_MAX : (int)r;
 }
 
 void weft_conn_request_done(weft_conn_t *c) {
@@ -335,6 +358,7 @@ static weft_conn_t *conn_new(weft_balancer_worker_t *w) {
   if (c == NULL)
     return NULL;
   c->worker = w;
+  c->fd_ = -1;
   /* libuv: both always succeed (no socket is made until the fd is opened). */
   if (w->pipe)
     (void)uv_pipe_init(w->loop, &c->h.pipe, 0);
@@ -344,6 +368,32 @@ static weft_conn_t *conn_new(weft_balancer_worker_t *w) {
   w->live++;
   w->handles++;
   return c;
+}
+
+/* A connection's socket (fd ours either way): its first bytes to
+ * on_first_data if they are there, then (unless it closed the connection)
+ * the handle opened for on_connection. */
+static void open_conn(weft_balancer_worker_t *w, weft_conn_t *c, int fd) {
+  if (w->first != NULL) {
+    ssize_t n;
+    do
+      n = recv(fd, w->first, WEFT_CONN_FIRST_DATA_MAX, 0);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+      c->fd_ = fd;
+      w->opts.on_first_data(c, w->first, (size_t)n);
+      if (c->fd_ < 0)
+        return;  /* closed there */
+      c->fd_ = -1;
+    }
+  }
+  int err = w->pipe ? uv_pipe_open(&c->h.pipe, fd) : uv_tcp_open(&c->h.tcp, fd);
+  if (err) {
+    close(fd);
+    weft_conn_close(c);
+    return;
+  }
+  w->opts.on_connection(c);
 }
 
 /* A connected fd from the balancer: open it here. The fd is ours either way. */
@@ -356,56 +406,31 @@ static void adopt(weft_balancer_worker_t *w, int fd) {
     w->closed++;
     return;
   }
-  int err = w->pipe ? uv_pipe_open(&c->h.pipe, fd) : uv_tcp_open(&c->h.tcp, fd);
-  if (err) {
-    close(fd);
-    weft_conn_close(c);
-    return;
-  }
   c->handed_ = true;
-  w->opts.on_connection(c);
+  open_conn(w, c, fd);
 }
 
-/* Until it is accepted, libuv keeps the connection and stops polling the
- * listener: without memory for it, try again at the next report tick. */
-static void accept_one(weft_balancer_worker_t *w) {
-  weft_conn_t *c = conn_new(w);
-  w->accept_later = c == NULL;
-  if (c == NULL)
-    return;
-  if (uv_accept(&w->lis.stream, &c->h.stream) != 0) {
-    uv_close((uv_handle_t *)&c->h.stream, on_conn_discarded);
-    return;
-  }
-  w->accepted++;
-  w->opts.on_connection(c);
-}
-
-/* A connection we accepted from the gated listener: open it here. */
+/* A connection we accepted from our listener: open it here. */
 static void adopt_accepted(weft_balancer_worker_t *w, int fd) {
   w->accepted++;
-  atomic_fetch_add(&w->gate->e[w->gidx].open, 1);
+  if (w->gate)
+    atomic_fetch_add(&w->gate->e[w->gidx].open, 1);
   weft_conn_t *c = conn_new(w);
   if (c == NULL) {
     close(fd);
     w->closed++;
-    gate_conn_closed(w);
+    if (w->gate)
+      gate_conn_closed(w);
     return;
   }
-  int err = w->pipe ? uv_pipe_open(&c->h.pipe, fd) : uv_tcp_open(&c->h.tcp, fd);
-  if (err) {
-    close(fd);
-    weft_conn_close(c);  /* counted closed, and in the gate */
-    return;
-  }
-  w->opts.on_connection(c);
+  open_conn(w, c, fd);  /* a failure there is counted closed, and in the gate */
 }
 
-/* The shared listener is readable: accept while the gate lets us, at most
- * GATE_BATCH (the others get their turn, and so does the rest of our loop). */
+/* The listener is readable: accept, with a gate while it lets us, at most
+ * ACCEPT_BATCH (the others get their turn, and so does the rest of our loop). */
 static void close_listener(weft_balancer_worker_t *w);
 
-static void on_gated_readable(uv_poll_t *h, int status, int events) {
+static void on_readable(uv_poll_t *h, int status, int events) {
   weft_balancer_worker_t *w = h->data;
   if (status < 0 || (events & UV_DISCONNECT)) {
     close_listener(w);  /* the balancer shut the listener down: it closes */
@@ -419,8 +444,9 @@ static void on_gated_readable(uv_poll_t *h, int status, int events) {
     take_registration(w);
   bool force = w->forced, took = false;
   w->forced = false;
-  for (int i = 0; status == 0 && i < GATE_BATCH && w->lis_open && !w->paused; i++) {
-    if (!force && !weft__gate_eligible(w->gate, w->gidx) && weft__gate_pause(w->gate, w->gidx)) {
+  for (int i = 0; i < ACCEPT_BATCH && w->lis_open && !w->paused; i++) {
+    if (w->gate && !force && !weft__gate_eligible(w->gate, w->gidx) &&
+        weft__gate_pause(w->gate, w->gidx)) {
       gate_pause(w);
       if (w->excl && (!took || listener_waiting(w)))  /* see listener_waiting */
         weft__gate_pass(w->gate, w->gidx);
@@ -444,16 +470,16 @@ static void on_gated_readable(uv_poll_t *h, int status, int events) {
     took = true;
     adopt_accepted(w, fd);
   }
-  if (took)
+  if (took && w->gate)
     weft__gate_wake_eligible(w->gate, w->gidx);
 }
 
-/* A listening fd with the gate's table: poll it ourselves. On failure fd is
- * closed and buf freed. */
-static int listen_gated(weft_balancer_worker_t *w, int fd, weft_buf_t *buf, size_t idx) {
-  weft__gate_t *g = weft__gate_of(buf);
-  int err = idx < g->n ? uv_poll_init_socket(w->loop, &w->lpoll, fd) : WEFT_EINVAL;
-  if (err == 0 && (err = uv_poll_init(w->loop, &w->wpoll, g->e[idx].efd)) != 0)
+/* A listening fd (with the gate's table when buf is not NULL): poll it
+ * ourselves. On failure fd is closed and buf freed. */
+static int listen_polled(weft_balancer_worker_t *w, int fd, weft_buf_t *buf, size_t idx) {
+  weft__gate_t *g = buf ? weft__gate_of(buf) : NULL;
+  int err = g == NULL || idx < g->n ? uv_poll_init_socket(w->loop, &w->lpoll, fd) : WEFT_EINVAL;
+  if (err == 0 && g && (err = uv_poll_init(w->loop, &w->wpoll, g->e[idx].efd)) != 0)
     close_own(w, (uv_handle_t *)&w->lpoll), w->handles++;
   if (err) {
     close(fd);
@@ -461,43 +487,20 @@ static int listen_gated(weft_balancer_worker_t *w, int fd, weft_buf_t *buf, size
     return err;
   }
   (void)uv_timer_init(w->loop, &w->patience);
-  uv_unref((uv_handle_t *)&w->wpoll);  /* the listener keeps the loop, as lis would */
   uv_unref((uv_handle_t *)&w->patience);
-  w->lpoll.data = w->wpoll.data = w->patience.data = w;
-  w->handles += 3;
+  w->lpoll.data = w->patience.data = w;
+  w->handles += 2;
   w->gbuf = buf, w->gate = g, w->gidx = idx, w->lfd = fd;
-  w->gated = w->lis_open = true;
-  atomic_store(&g->e[idx].active, 1);
-  (void)uv_poll_start(&w->wpoll, UV_READABLE, on_gate_wake);
-  w->armed = uv_poll_start(&w->lpoll, UV_READABLE | UV_DISCONNECT, on_gated_readable) == 0;
-  return 0;
-}
-
-static void on_listener_conn(uv_stream_t *s, int status) {
-  weft_balancer_worker_t *w = s->data;
-  if (status == 0 && !w->draining)
-    accept_one(w);
-}
-
-/* A listening fd from the balancer (shared or reuseport): accept from it. */
-static int listen_on(weft_balancer_worker_t *w, int fd) {
-  int err = w->pipe ? uv_pipe_init(w->loop, &w->lis.pipe, 0) : uv_tcp_init(w->loop, &w->lis.tcp);
-  if (err) {
-    close(fd);
-    return err;
-  }
-  w->handles++;
   w->lis_open = true;
-  w->lis.stream.data = w;
-  err = w->pipe ? uv_pipe_open(&w->lis.pipe, fd) : uv_tcp_open(&w->lis.tcp, fd);
-  if (err) {
-    close(fd);
-  } else {
-    err = uv_listen(&w->lis.stream, 511, on_listener_conn);
+  if (g) {
+    uv_unref((uv_handle_t *)&w->wpoll);  /* the listener keeps the loop */
+    w->wpoll.data = w;
+    w->handles++;
+    atomic_store(&g->e[idx].active, 1);
+    (void)uv_poll_start(&w->wpoll, UV_READABLE, on_gate_wake);
   }
-  if (err)
-    close_own(w, (uv_handle_t *)&w->lis);
-  return err;
+  w->armed = uv_poll_start(&w->lpoll, UV_READABLE | UV_DISCONNECT, on_readable) == 0;
+  return 0;
 }
 
 /* ---- drain and shutdown -------------------------------------------------------- */
@@ -508,14 +511,12 @@ static void close_listener(weft_balancer_worker_t *w) {
   if (!w->lis_open)
     return;
   w->lis_open = false;
-  if (!w->gated) {
-    close_own(w, (uv_handle_t *)&w->lis);
-    return;
+  if (w->gate) {
+    weft__gate_leave(w->gate, w->gidx);
+    close_own(w, (uv_handle_t *)&w->wpoll);
   }
-  weft__gate_leave(w->gate, w->gidx);
   close_own(w, (uv_handle_t *)&w->lpoll);  /* stops polling now: fd may go */
   close(w->lfd);
-  close_own(w, (uv_handle_t *)&w->wpoll);
   close_own(w, (uv_handle_t *)&w->patience);
 }
 
@@ -588,9 +589,9 @@ static void on_hello(weft_balancer_worker_t *w, weft_msg_t *m) {
       weft_buf_free(buf);
       return;  /* not ready (cannot happen: the balancer sends both) */
     }
-    if (listen_gated(w, fd, buf, (size_t)gate) != 0)
+    if (listen_polled(w, fd, buf, (size_t)gate) != 0)
       return;  /* not ready: the supervisor restarts a worker that never is */
-  } else if (weft_msg_take_socket(m, 0, &fd) == 0 && listen_on(w, fd) != 0) {
+  } else if (weft_msg_take_socket(m, 0, &fd) == 0 && listen_polled(w, fd, NULL, 0) != 0) {
     return;  /* not ready: the balancer keeps serving that listener */
   }
   weft_msg_t *r;
@@ -645,12 +646,17 @@ int weft_balancer_worker_start(weft_ctx_t *ctx, const weft_balancer_worker_optio
   weft_balancer_worker_t *w = weft_calloc(1, sizeof(*w));
   if (w == NULL)
     return WEFT_ENOMEM;
+  if (opts->on_first_data && (w->first = weft_malloc(WEFT_CONN_FIRST_DATA_MAX)) == NULL) {
+    weft_free(w);
+    return WEFT_ENOMEM;
+  }
   w->ctx = ctx;
   w->loop = weft_ctx_loop(ctx);
   w->port = port;
   w->opts = *opts;
   int err = weft_port_on_close(port, on_port_closed);
   if (err) {
+    weft_free(w->first);
     weft_free(w);
     return err;
   }
@@ -660,6 +666,7 @@ int weft_balancer_worker_start(weft_ctx_t *ctx, const weft_balancer_worker_optio
   if (err) {
     weft_port_on_close(port, NULL);
     weft_port_set_data(port, old_data);
+    weft_free(w->first);
     weft_free(w);
     return err;
   }

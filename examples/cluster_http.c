@@ -5,7 +5,14 @@
  *   cluster_http [--workers N] [--policy round_robin|least_connections|reuseport|shared]
  *                [--processes] [--host H] [--port P]
  *                [--header-timeout-ms MS] [--keepalive-timeout-ms MS]
- *                [--max-restarts N] [--restart-period-ms MS] [--demo]
+ *                [--max-restarts N] [--restart-period-ms MS] [--plain-accept] [--demo]
+ *
+ * Short connections, as nginx's `listen ... deferred`: the balancer accepts
+ * a connection once its request has arrived (defer_accept) and the worker
+ * answers it from the bytes read as it took the connection
+ * (on_first_data): a Connection: close request costs accept, read, write
+ * and close. --plain-accept turns both off (every connection goes through
+ * its libuv handle: three system calls more).
  *
  * Signals, as nginx: SIGHUP replaces the workers one at a time (a rolling
  * reload: no connection is refused); SIGINT / SIGTERM stop listening at
@@ -73,6 +80,7 @@ typedef struct {
 /* Set by main() before any worker starts (a worker process parses the same
  * argv), read-only afterwards. */
 static uint64_t header_timeout_ms = 60000, keepalive_timeout_ms = 75000;
+static bool plain_accept;  /* --plain-accept: no defer_accept, no on_first_data */
 
 /* One per worker loop (a worker context runs on its own thread). The timer
  * lives while the loop has connections: made by the first, closed after the
@@ -154,9 +162,47 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
   *b = uv_buf_init(c->buf + c->len, (unsigned)(sizeof(c->buf) - c->len));
 }
 
-/* Each complete request head ("\r\n\r\n") gets the answer. A reply is small:
- * uv_try_write sends it at once; if the socket is full we give up on the
- * connection (a real server would queue the rest with uv_write). */
+/* Answers each complete request head ("\r\n\r\n") in c->buf. A reply is
+ * small: weft_conn_try_write sends it at once; if the socket is full we give
+ * up on the connection (a real server would queue the rest with uv_write).
+ * Returns false when the connection was closed. */
+static bool serve(http_conn_t *c) {
+  char *end;
+  while ((end = memmem(c->buf, c->len, "\r\n\r\n", 4)) != NULL) {
+    size_t head = (size_t)(end + 4 - c->buf);
+    bool close = memmem(c->buf, head, "Connection: close", 17) != NULL ||
+                 weft_balancer_worker_draining(c->conn.worker);
+    uv_buf_t reply = close ? uv_buf_init((char *)OK_CLOSE, sizeof(OK_CLOSE) - 1)
+                           : uv_buf_init((char *)OK, sizeof(OK) - 1);
+    weft_conn_request_done(&c->conn);
+    c->served++;
+    if (weft_conn_try_write(&c->conn, &reply, 1) != (int)reply.len || close) {
+      weft_conn_close(&c->conn);
+      return false;
+    }
+    memmove(c->buf, c->buf + head, c->len - head);
+    c->len -= head;
+  }
+  if (c->len == sizeof(c->buf)) {  /* a request head larger than the buffer */
+    weft_conn_close(&c->conn);
+    return false;
+  }
+  return true;
+}
+
+/* Kept alive: no Nagle delay (as nginx). */
+static void no_delay(http_conn_t *c) {
+  if (!c->nodelay && c->served > 0 && c->conn.h.stream.type == UV_TCP)
+    c->nodelay = uv_tcp_nodelay(&c->conn.h.tcp, 1) == 0;
+}
+
+/* The deadline for what comes next: the rest of a request head begun, or
+ * the next request of an idle connection. */
+static void next_deadline(http_conn_t *c) {
+  deadline(c, c->len == 0 && c->served > 0 ? DL_KEEPALIVE : DL_HEADER,
+           c->len == 0 && c->served > 0 ? keepalive_timeout_ms : header_timeout_ms);
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   (void)b;
   http_conn_t *c = (http_conn_t *)s;
@@ -173,31 +219,26 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     deadline(c, DL_HEADER, header_timeout_ms);
   c->len += (size_t)n;
   uint64_t served = c->served;
-  char *end;
-  while ((end = memmem(c->buf, c->len, "\r\n\r\n", 4)) != NULL) {
-    size_t head = (size_t)(end + 4 - c->buf);
-    bool close = memmem(c->buf, head, "Connection: close", 17) != NULL ||
-                 weft_balancer_worker_draining(c->conn.worker);
-    uv_buf_t reply = close ? uv_buf_init((char *)OK_CLOSE, sizeof(OK_CLOSE) - 1)
-                           : uv_buf_init((char *)OK, sizeof(OK) - 1);
-    weft_conn_request_done(&c->conn);
-    c->served++;
-    if (uv_try_write(s, &reply, 1) != (int)reply.len || close) {
-      weft_conn_close(&c->conn);
-      return;
-    }
-    if (!c->nodelay && s->type == UV_TCP)  /* kept alive: no Nagle delay (as nginx) */
-      c->nodelay = uv_tcp_nodelay((uv_tcp_t *)s, 1) == 0;
-    memmove(c->buf, c->buf + head, c->len - head);
-    c->len -= head;
-  }
-  if (c->len == sizeof(c->buf)) {  /* a request head larger than the buffer */
-    weft_conn_close(&c->conn);
+  if (!serve(c))
+    return;
+  no_delay(c);
+  if (c->served != served)  /* answered: idle until the next request, or one begun */
+    next_deadline(c);
+}
+
+/* The connection's first bytes, read by the worker as it took the
+ * connection (the balancer defers the accept until they came): a short
+ * connection is answered and closed here without its handle ever being
+ * opened; one that lives on gets on_connection next. */
+static void on_first_data(weft_conn_t *conn, const char *data, size_t len) {
+  http_conn_t *c = (http_conn_t *)conn;
+  if (len > sizeof(c->buf)) {  /* a request head larger than the buffer */
+    weft_conn_close(conn);
     return;
   }
-  if (c->served != served)  /* answered: idle until the next request, or one begun */
-    deadline(c, c->len == 0 ? DL_KEEPALIVE : DL_HEADER,
-             c->len == 0 ? keepalive_timeout_ms : header_timeout_ms);
+  memcpy(c->buf, data, len);
+  c->len = len;
+  serve(c);
 }
 
 static void on_connection(weft_conn_t *conn) {
@@ -214,7 +255,8 @@ static void on_connection(weft_conn_t *conn) {
   }
   sweep.conns++;
   c->counted = true;
-  deadline(c, DL_HEADER, header_timeout_ms);  /* the first request head, from the connect */
+  no_delay(c);
+  next_deadline(c);  /* the first request head from the connect, or what on_first_data left */
   uv_read_start(&conn->h.stream, on_alloc, on_read);
 }
 
@@ -270,6 +312,7 @@ static int http_worker(weft_ctx_t *ctx, weft_msg_t *msg) {
       .on_connection = on_connection,
       .on_drain = on_drain,
       .on_close = on_close,
+      .on_first_data = plain_accept ? NULL : on_first_data,
   };
   return weft_balancer_worker_start(ctx, &o, NULL);
 }
@@ -431,7 +474,7 @@ static int usage(const char *argv0) {
           "usage: %s [--workers N] [--policy round_robin|least_connections|reuseport|shared]\n"
           "       [--processes] [--host H] [--port P] [--header-timeout-ms MS]\n"
           "       [--keepalive-timeout-ms MS] [--max-restarts N] [--restart-period-ms MS]\n"
-          "       [--metrics HOST:PORT] [--demo]\n", argv0);
+          "       [--metrics HOST:PORT] [--plain-accept] [--demo]\n", argv0);
   return 2;
 }
 
@@ -467,6 +510,8 @@ int main(int argc, char **argv) {
       demo_mode = true;
     else if (strcmp(argv[i], "--processes") == 0)
       o.worker.kind = WEFT_SUP_PROCESS;
+    else if (strcmp(argv[i], "--plain-accept") == 0)
+      plain_accept = true;
     else if (strcmp(argv[i], "--workers") == 0 && num_arg(argc, argv, &i, &v) && v > 0 &&
              v < 4096)
       o.workers = (unsigned)v;
@@ -493,6 +538,7 @@ int main(int argc, char **argv) {
       return usage(argv[0]);
   }
 
+  o.defer_accept = !plain_accept;
   weft_runtime_t *rt;
   weft_runtime_options_t ro = {.spin_us = -1};  /* workers mostly wait on sockets */
   if (weft_runtime_new(&rt, &ro) != 0)

@@ -139,6 +139,15 @@ typedef struct {
                                      eBPF program, where the process may load one
                                      (weft_balancer_steered) */
   void *data;
+  bool defer_accept;              /* TCP: a connection is accepted once its first bytes
+                                     arrived (TCP_DEFER_ACCEPT, nginx's `listen ...
+                                     deferred`), so the worker is woken once per
+                                     connection and its on_first_data gets them. Only
+                                     for protocols where the client speaks first (HTTP):
+                                     a client that connects and sends nothing is
+                                     accepted after about a second (the kernel's first
+                                     SYN-ACK retransmission), or when it sends. Ignored
+                                     for a Unix socket. */
 } weft_balancer_options_t;
 
 /* weft_balancer_new: binds and listens, then starts the workers. Thread of
@@ -222,7 +231,9 @@ WEFT_EXTERN bool weft_balancer_reuseport_migrates(void);
 
 /* A connection, allocated by the worker side with opts.conn_size bytes (a
  * user struct whose first member is a weft_conn_t). h is opened on the
- * worker's loop; h.stream.data and data are the user's. */
+ * worker's loop from on_connection on (in on_first_data it is not yet: use
+ * weft_conn_try_write and weft_conn_close there); h.stream.data and data are
+ * the user's. */
 typedef struct weft_conn_s {
   union {
     uv_stream_t stream;
@@ -233,6 +244,7 @@ typedef struct weft_conn_s {
   weft_balancer_worker_t *worker;
   weft_list_node_t link_;              /* private: in its worker's connections */
   bool handed_;                        /* private: came from the balancer */
+  int fd_;                             /* private: its socket until h is opened, else -1 */
 } weft_conn_t;
 
 /* Called on the worker's thread: a new connection (read it with
@@ -240,6 +252,8 @@ typedef struct weft_conn_s {
  * and when a connection's handle has closed (release what the user struct
  * holds; the memory itself goes after the callback). */
 typedef void (*weft_conn_cb)(weft_conn_t *conn);
+/* The first bytes of a connection (on_first_data): valid during the call. */
+typedef void (*weft_conn_data_cb)(weft_conn_t *conn, const char *data, size_t len);
 typedef void (*weft_balancer_worker_cb)(weft_balancer_worker_t *w);
 
 typedef struct {
@@ -256,7 +270,23 @@ typedef struct {
                                           loop runs out; handles of the program's own
                                           keep it until the drain deadline) */
   void *data;
+  weft_conn_data_cb on_first_data;  /* optional: a new connection's first bytes (below) */
 } weft_balancer_worker_options_t;
+
+/* on_first_data: the worker reads a new connection's first bytes (one recv
+ * of up to WEFT_CONN_FIRST_DATA_MAX bytes) as it takes the connection,
+ * before its handle is opened or registered with the loop, and gives them
+ * here. Answer with weft_conn_try_write; weft_conn_close here closes the
+ * socket at once, so a short connection served in this callback costs its
+ * accept, one read, one write and the close (a connection whose handle was
+ * opened costs three system calls more: libuv sets it non-blocking again,
+ * registers it with the loop's epoll and removes it at close). If it
+ * returns without closing, the handle is opened and on_connection follows
+ * (what was given here is not read again: keep what you need). When nothing
+ * has arrived yet (the read would block), the peer already closed or the
+ * read fails, on_connection comes alone and the read there tells. Pair with
+ * the balancer's defer_accept, so that the bytes are usually there. */
+#define WEFT_CONN_FIRST_DATA_MAX 16384
 
 /* weft_balancer_worker_start: makes the calling worker (thread or process) a
  * worker of the balancer that started it: takes over its parent port and
@@ -274,6 +304,13 @@ WEFT_EXTERN weft_port_t *weft_balancer_worker_port(const weft_balancer_worker_t 
 
 /* weft_conn_close: closes the connection (idempotent). Worker's thread. */
 WEFT_EXTERN void weft_conn_close(weft_conn_t *conn);
+/* weft_conn_try_write: writes what the socket takes now, without queueing
+ * (uv_try_write), whether the handle is opened yet or not (in on_first_data
+ * it is not; the write then never raises SIGPIPE). Returns the bytes
+ * written, UV_EAGAIN when the socket takes none now, or an error (UV_EPIPE,
+ * UV_ECONNRESET ..., WEFT_EINVAL for NULL or a closing connection).
+ * Worker's thread. */
+WEFT_EXTERN int weft_conn_try_write(weft_conn_t *conn, const uv_buf_t bufs[], unsigned nbufs);
 /* weft_conn_request_done: counts one request served on this connection. */
 WEFT_EXTERN void weft_conn_request_done(weft_conn_t *conn);
 

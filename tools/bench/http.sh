@@ -22,6 +22,8 @@
 #   --quick       --duration 3
 #   --only LIST   servers to run (default weft,node,nginx)
 #   --processes   weft workers as processes too (adds rows)
+#   --plain       weft with --plain-accept too (adds rows: every connection
+#                 through its libuv handle, no defer_accept, no on_first_data)
 #   --repeat R    R rounds of every run (default 1), interleaved so that the
 #                 machine's noise falls on every server alike; the table
 #                 gives medians (req/s min-max too)
@@ -31,6 +33,10 @@
 #                 $BUILD_DIR/http-<time>.jsonl); the chart goes beside it
 #                 (FILE without .jsonl, .svg: tools/bench/chart.js)
 #   --report FILE no runs: the table and the chart from FILE's JSON lines
+# cluster_http defers the accept until the request came and answers it from
+# the first read (defer_accept, on_first_data); nginx's equivalent is
+# `listen ... deferred`, off by default: with Connection: close an "nginx
+# deferred" row is added, nginx with it on, so that both are seen.
 # Installs wrk and nginx with apt-get when missing. Builds cluster_http
 # (Release) in $BUILD_DIR (default build-bench-http).
 set -uo pipefail
@@ -41,6 +47,7 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build-bench-http}"
 DUR=10
 ONLY="weft,node,nginx"
 PROCS=0
+PLAIN=0
 REPEAT=1
 WORKERS="1,2"
 MODES="keepalive,close"
@@ -52,13 +59,14 @@ while [ $# -gt 0 ]; do
     --quick) DUR=3 ;;
     --only) ONLY="${2:?--only needs a list}"; shift ;;
     --processes) PROCS=1 ;;
+    --plain) PLAIN=1 ;;
     --repeat) REPEAT="${2:?--repeat needs a count}"; shift ;;
     --workers) WORKERS="${2:?--workers needs a list}"; shift ;;
     --modes) MODES="${2:?--modes needs a list}"; shift ;;
     --out) OUT="${2:?--out needs a file}"; shift ;;
     --report) REPORT="${2:?--report needs a file}"; shift ;;
     *) echo "usage: $0 [--duration S] [--quick] [--only weft,node,nginx] [--processes]" \
-         "[--repeat R] [--workers LIST] [--modes LIST]" >&2; exit 2 ;;
+         "[--plain] [--repeat R] [--workers LIST] [--modes LIST]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -194,7 +202,7 @@ run_one() {
     "$label" "$workers" "$mode" "${rps:-0}" "$cpu" "$fairc" "$fair" "$errs" >&2
 }
 
-nginx_conf() {  # nginx_conf <workers>
+nginx_conf() {  # nginx_conf <workers> [deferred]
   cat > "$TMP/nginx.conf" << EOF
 worker_processes $1;
 daemon off;
@@ -205,7 +213,7 @@ http {
   access_log off;
   keepalive_requests 100000000;
   server {
-    listen 127.0.0.1:$PORT;
+    listen 127.0.0.1:$PORT${2:+ $2};
     location / { return 200 "hello world\n"; }
   }
 }
@@ -222,6 +230,10 @@ for mode in ${MODES//,/ }; do
           run_one "weft $pol processes" "$w" "$mode" "$CLUSTER_HTTP" --workers "$w" --policy "$pol" \
             --processes --port $((PORT + 1))
         fi
+        if [ "$PLAIN" = 1 ]; then
+          run_one "weft $pol plain-accept" "$w" "$mode" "$CLUSTER_HTTP" --workers "$w" \
+            --policy "$pol" --plain-accept --port $((PORT + 1))
+        fi
       done
     fi
     if [[ ",$ONLY," == *,node,* ]]; then
@@ -235,6 +247,12 @@ for mode in ${MODES//,/ }; do
       nginx_conf "$w"
       PORT=$((PORT - 1))
       run_one "nginx" "$w" "$mode" nginx -c "$TMP/nginx.conf" -p "$TMP"
+      if [ "$mode" = close ]; then
+        PORT=$((PORT + 1))
+        nginx_conf "$w" deferred
+        PORT=$((PORT - 1))
+        run_one "nginx deferred" "$w" "$mode" nginx -c "$TMP/nginx.conf" -p "$TMP"
+      fi
     fi
   done
 done
