@@ -20,6 +20,8 @@
  *   SYN-ACK retransmission) and served through on_connection; one that
  *   connects and closes without a byte is closed by the worker.
  * - worker processes of round_robin (handed fds) give the same answers.
+ * - on a Unix socket (no deferred accept there) both shapes are served and
+ *   a kept connection's handle is opened as a pipe after on_first_data.
  *
  * Bounded: fixed counts, every wait with a deadline (socket timeouts, the
  * ktest watchdog). Each test ends with weft_runtime_free() == 0 and nothing
@@ -38,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -135,6 +138,7 @@ static struct {
   int n;
   int ok, failed;
   char path;  /* the path every answer must name ('f' or 'h'), or 0: either */
+  const char *unix_path;  /* listen on this Unix socket instead of TCP */
   pthread_t thread;
   uv_async_t async;
   bool closed;
@@ -166,9 +170,23 @@ static bool expect_eof(int fd) {
   return recv(fd, &c, 1, 0) == 0;
 }
 
+/* A blocking connection to the Unix socket path, with 5 s timeouts, or -1. */
+static int connect_unix(const char *path) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct timeval tv = {.tv_sec = 5};
+  if (fd >= 0 && (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+                  connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
 static bool one_client(int port) {
-  int fd;
-  if (baltest_connect(port, 5000, &fd) != 0)
+  int fd = -1;
+  if (C_.unix_path ? (fd = connect_unix(C_.unix_path)) < 0 : baltest_connect(port, 5000, &fd) != 0)
     return false;
   bool ok = false;
   switch (C_.shape) {
@@ -223,16 +241,17 @@ static void on_ready(weft_balancer_t *b) {
   CHECK(pthread_create(&C_.thread, NULL, clients, NULL) == 0);
 }
 
-/* n clients of one shape against a balancer of 2 workers. */
-static void run(weft_balancer_policy_t policy, bool processes, bool defer, shape_t shape,
-                int n) {
+/* n clients of one shape against a balancer of 2 workers (on unix_path if
+ * not NULL). */
+static void run_on(weft_balancer_policy_t policy, bool processes, bool defer, shape_t shape,
+                   int n, const char *unix_path) {
   weft_runtime_t *rt = ktest_new_runtime();
   weft_runtime_register(rt, "first", first_entry);
   memset(&C_, 0, sizeof(C_));
   atomic_store(&n_first, 0), atomic_store(&n_first_bytes, 0), atomic_store(&n_conn, 0);
   atomic_store(&n_close, 0), atomic_store(&n_einval_after_close, 0);
-  C_.shape = shape, C_.n = n;
-  C_.path = defer ? 'f' : 0;  /* deferred: every first byte came with the accept */
+  C_.shape = shape, C_.n = n, C_.unix_path = unix_path;
+  C_.path = defer && !unix_path ? 'f' : 0;  /* deferred: every first byte came with the accept */
   uv_loop_t *loop = weft_ctx_loop(weft_runtime_main(rt));
   assert_int_equal(uv_async_init(loop, &C_.async, on_clients_done), 0);
   weft_balancer_options_t o = {
@@ -243,6 +262,7 @@ static void run(weft_balancer_policy_t policy, bool processes, bool defer, shape
                  .entry_name = "first"},
       .on_ready = on_ready,
       .defer_accept = defer,
+      .path = unix_path,
   };
   assert_int_equal(weft_balancer_new(weft_runtime_main(rt), &o, &C_.b), 0);
   assert_int_equal(weft_runtime_run(rt), 0);
@@ -255,6 +275,11 @@ static void run(weft_balancer_policy_t policy, bool processes, bool defer, shape
   assert_int_equal(C_.failed, 0);
   assert_int_equal(C_.ok, n);
   ktest_finish_runtime(rt);
+}
+
+static void run(weft_balancer_policy_t policy, bool processes, bool defer, shape_t shape,
+                int n) {
+  run_on(policy, processes, defer, shape, n, NULL);
 }
 
 static const weft_balancer_policy_t policies[] = {
@@ -324,6 +349,22 @@ static void processes_hand_off(void **state) {
   run(WEFT_BALANCER_REUSEPORT, true, true, CLOSE_IN_FIRST, N);
 }
 
+/* A Unix socket: no deferred accept there (defer_accept is ignored), so
+ * either path may take the bytes; the handle opened after on_first_data is
+ * a pipe. */
+static void unix_socket(void **state) {
+  (void)state;
+  char path[64];
+  snprintf(path, sizeof(path), "/tmp/weft-first-%d.sock", (int)getpid());
+  unlink(path);
+  run_on(WEFT_BALANCER_SHARED, false, true, CLOSE_IN_FIRST, N, path);
+  assert_int_equal(atomic_load(&n_close), N);
+  run_on(WEFT_BALANCER_ROUND_ROBIN, false, true, KEPT, N, path);
+  assert_int_equal(atomic_load(&n_conn), N);
+  assert_int_equal(atomic_load(&n_close), N);
+  assert_true(atomic_load(&n_first) > 0);  /* a Unix client's bytes are there at once */
+}
+
 static void try_write_null(void **state) {
   (void)state;
   uv_buf_t b = uv_buf_init((char *)"x", 1);
@@ -356,6 +397,7 @@ int main(void) {
       T(silent_client_is_accepted),
       T(empty_client_is_closed),
       T(processes_hand_off),
+      T(unix_socket),
       T(try_write_null),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
