@@ -20,6 +20,8 @@
  *   SYN-ACK retransmission) and served through on_connection; one that
  *   connects and closes without a byte is closed by the worker.
  * - worker processes of round_robin (handed fds) give the same answers.
+ * - hostile clients (20 KiB of garbage, resets before and after the answer)
+ *   leave the workers serving the next client, with nothing leaked.
  * - on a Unix socket (no deferred accept there) both shapes are served and
  *   a kept connection's handle is opened as a pipe after on_first_data.
  *
@@ -130,7 +132,7 @@ static int first_entry(weft_ctx_t *ctx, weft_msg_t *msg) {
 
 /* ---- the clients: a thread of blocking sockets ---------------------------------------- */
 
-typedef enum { CLOSE_IN_FIRST, KEPT, SILENT, EMPTY } shape_t;
+typedef enum { CLOSE_IN_FIRST, KEPT, SILENT, EMPTY, HOSTILE } shape_t;
 
 static struct {
   weft_balancer_t *b;
@@ -139,6 +141,7 @@ static struct {
   int ok, failed;
   char path;  /* the path every answer must name ('f' or 'h'), or 0: either */
   const char *unix_path;  /* listen on this Unix socket instead of TCP */
+  bool after_ok;          /* HOSTILE: the well-behaved client after them was served */
   pthread_t thread;
   uv_async_t async;
   bool closed;
@@ -184,6 +187,22 @@ static int connect_unix(const char *path) {
   return fd;
 }
 
+/* Client i of the hostile shape: 20 KiB of garbage (more than one first
+ * read) then a reset; a 'C' request then a reset before reading the
+ * answer; a 'K' one then a reset once kept. */
+static void hostile(int fd, int i) {
+  static char junk[20 * 1024];
+  memset(junk, i % 3 == 0 ? 'X' : 'K', sizeof(junk));
+  if (i % 3 == 0)
+    (void)send(fd, junk, sizeof(junk), MSG_NOSIGNAL);
+  else
+    (void)send_str(fd, i % 3 == 1 ? "C reset" : "K reset");
+  if (i % 3 == 2)
+    (void)expect(fd, "kept ? 7\n");
+  struct linger l = {.l_onoff = 1, .l_linger = 0};  /* close() sends RST */
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+}
+
 static bool one_client(int port) {
   int fd = -1;
   if (C_.unix_path ? (fd = connect_unix(C_.unix_path)) < 0 : baltest_connect(port, 5000, &fd) != 0)
@@ -207,9 +226,12 @@ static bool one_client(int port) {
     break;
   case EMPTY:
     break;
+  case HOSTILE:  /* served or not: the worker must survive each and close it */
+    hostile(fd, C_.ok + C_.failed);
+    break;
   }
   close(fd);
-  return ok || C_.shape == EMPTY;
+  return ok || C_.shape == EMPTY || C_.shape == HOSTILE;
 }
 
 static void *clients(void *arg) {
@@ -220,6 +242,10 @@ static void *clients(void *arg) {
       C_.ok++;
     else
       C_.failed++;
+  }
+  if (C_.shape == HOSTILE) {  /* then a well-behaved client is still served */
+    C_.shape = CLOSE_IN_FIRST;
+    C_.after_ok = one_client(port);
   }
   uv_async_send(&C_.async);
   return NULL;
@@ -365,6 +391,19 @@ static void unix_socket(void **state) {
   assert_true(atomic_load(&n_first) > 0);  /* a Unix client's bytes are there at once */
 }
 
+/* Garbage past the first read, resets before and after the answer: the
+ * workers survive, close what they took (ASan: nothing leaks) and serve
+ * the next client. */
+static void hostile_clients(void **state) {
+  (void)state;
+  for (int p = 0; p < 4; p++) {
+    run(policies[p], false, true, HOSTILE, 3 * N);
+    assert_true(C_.after_ok);
+    assert_int_equal(atomic_load(&n_close), 3 * N + 1);  /* each closed once */
+    assert_int_equal(atomic_load(&n_first), 3 * N + 1);  /* each came with bytes */
+  }
+}
+
 static void try_write_null(void **state) {
   (void)state;
   uv_buf_t b = uv_buf_init((char *)"x", 1);
@@ -398,6 +437,7 @@ int main(void) {
       T(empty_client_is_closed),
       T(processes_hand_off),
       T(unix_socket),
+      T(hostile_clients),
       T(try_write_null),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
