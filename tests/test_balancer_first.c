@@ -410,23 +410,11 @@ static void try_write_null(void **state) {
   assert_int_equal(weft_conn_try_write(NULL, &b, 1), WEFT_EINVAL);
 }
 
-static int worker_main(void) {
-  signal(SIGPIPE, SIG_IGN);
-  weft_runtime_t *rt;
-  int code = 1;
-  if (weft_runtime_new(&rt, NULL) != 0)
-    return 1;
-  weft_runtime_register(rt, "first", first_entry);
-  weft_runtime_child_entry(rt, &code);
-  weft_runtime_free(rt);
-  return code;
-}
-
 #define T(f) cmocka_unit_test_setup_teardown(f, ktest_setup, ktest_teardown)
 
 int main(void) {
   if (getenv("WEFT_CHANNEL_FD") != NULL)  /* a worker process */
-    return worker_main();
+    return baltest_worker_main_with("first", first_entry);
   signal(SIGPIPE, SIG_IGN);
   ktest_init();
   const struct CMUnitTest tests[] = {

@@ -143,13 +143,19 @@ static void register_entries(weft_runtime_t *rt) {
   weft_runtime_register(rt, "http", baltest_http_entry);
 }
 
-int baltest_worker_main(void) {
+int baltest_worker_main(void) { return baltest_worker_main_with(NULL, NULL); }
+
+int baltest_worker_main_with(const char *name, weft_worker_entry_cb entry) {
   signal(SIGPIPE, SIG_IGN);
   weft_runtime_t *rt;
   int code = 1;
   if (weft_runtime_new(&rt, NULL) != 0)
     return 1;
   register_entries(rt);
+  if (name != NULL && weft_runtime_register(rt, name, entry) != 0) {
+    weft_runtime_free(rt);
+    return 1;
+  }
   weft_runtime_child_entry(rt, &code);
   weft_runtime_free(rt);
   return code;

@@ -67,8 +67,11 @@ extern baltest_bal_t baltest_bal;
 int baltest_http_entry(weft_ctx_t *ctx, weft_msg_t *data);
 
 /* baltest_worker_main: main() of the test binary started as a worker process
- * (WEFT_CHANNEL_FD set): runs the "http" entry; returns the exit code. */
+ * (WEFT_CHANNEL_FD set): runs the "http" entry; returns the exit code.
+ * baltest_worker_main_with: the same with one more entry registered (name,
+ * entry), for a test's own worker. */
 int baltest_worker_main(void);
+int baltest_worker_main_with(const char *name, weft_worker_entry_cb entry);
 
 /* baltest_new_runtime: a runtime with the "http" entry registered (asserts);
  * baltest_load and baltest_bal reset (host 127.0.0.1; when the clients are
